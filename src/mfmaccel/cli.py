@@ -1,0 +1,145 @@
+"""The `mfmaccel` command: each subcommand is a thin call into a layer below."""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+from rich.table import Table
+
+from mfmaccel.errors import UserInputError
+
+app = typer.Typer(
+    help="Make multimodal foundation models small and fast on real hardware.",
+    no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
+)
+console = Console()
+errors = Console(stderr=True)
+
+
+class Task(str, Enum):
+    ppl = "ppl"
+    humaneval = "humaneval"
+    medvqa = "medvqa"
+    speed = "speed"
+
+
+def user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Bad input ends a command with one line on stderr and exit code 2, never a traceback."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except UserInputError as err:
+            errors.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+            raise typer.Exit(code=UserInputError.exit_code) from None
+
+    return wrapper
+
+
+def quiet_libraries() -> None:
+    """Keep library warnings and progress bars out of the user's console."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+
+@contextmanager
+def progress_bar(label: str) -> Iterator[Callable[[int, int], None]]:
+    """Yield the `progress(done, total)` callback evaluations accept; the bar appears on the
+    first call, so a command that fails early prints its error line alone."""
+    bar = Progress(
+        "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+        TimeElapsedColumn(), console=errors, transient=True,
+    )
+    task = bar.add_task(label, total=None)
+
+    def update(done: int, total: int) -> None:
+        if not bar.live.is_started:
+            bar.start()
+        bar.update(task, completed=done, total=total)
+
+    try:
+        yield update
+    finally:
+        bar.stop()
+
+
+def print_record(title: str, record: dict[str, Any]) -> None:
+    table = Table(title=title, show_header=False)
+    for key, value in record.items():
+        if isinstance(value, float):
+            value = f"{value:.4g}"
+        elif isinstance(value, list):
+            continue  # per-item detail goes to the JSON file only
+        table.add_row(key, str(value))
+    console.print(table)
+
+
+@app.command("models")
+def list_models() -> None:
+    """List the built-in models, whether their packages are installed, and whether cached."""
+    import importlib.util
+
+    from mfmaccel.models import BUILTIN_MODELS, cache_root
+
+    table = Table("name", "upstream", "installed", "converted")
+    for model in BUILTIN_MODELS.values():
+        installed = all(
+            importlib.util.find_spec(p.replace("-", "_")) for p in model.weights.packages
+        )
+        converted = (cache_root() / "models" / model.name).is_dir()
+        table.add_row(model.name, model.upstream, "yes" if installed else "no",
+                      "yes" if converted or model.weights.fmt != "gguf" else "no")
+    console.print(table)
+    console.print("Also: tiny-llama, tiny-gpt2, tiny-qwen2, tiny-bert, tiny-vit, tiny-llava "
+                  "(random init, for tests), a Hugging Face folder, or a .gguf file.")
+
+
+@app.command("eval")
+@user_errors
+def evaluate(
+    model: Annotated[str, typer.Option(help="Built-in name, tiny-<arch>, HF folder or .gguf")],
+    task: Annotated[Task, typer.Option(help="What to measure")],
+    out: Annotated[Path | None, typer.Option(help="JSON output path")] = None,
+    data: Annotated[Path | None, typer.Option(help="Your own data (txt/jsonl, JSONL, VQA folder)")] = None,
+    limit: Annotated[int | None, typer.Option(help="Evaluate a fixed subset of this size")] = None,
+    context: Annotated[int, typer.Option(help="ppl: window length in tokens")] = 512,
+    stride: Annotated[int | None, typer.Option(help="ppl: window step (default: context)")] = None,
+    max_tokens: Annotated[int | None, typer.Option(help="ppl: score at most this many")] = None,
+    mode: Annotated[str, typer.Option(help="medvqa: rank or generate")] = "rank",
+    max_new_tokens: Annotated[
+        int | None, typer.Option(help="humaneval (512) / speed (64): tokens to generate")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Subset and tiny-model seed")] = 0,
+) -> None:
+    """Measure a model on one task; print a table and write JSON."""
+    quiet_libraries()
+    from mfmaccel.evaluate.run import run_evaluation
+
+    out = out or Path("results") / f"{Path(model).name}-{task.value}.json"
+    with progress_bar(f"{task.value} on {model}") as update:
+        record = run_evaluation(
+            model, task.value, data=data, limit=limit, context=context, stride=stride,
+            max_tokens=max_tokens, mode=mode, max_new_tokens=max_new_tokens, seed=seed,
+            progress=update,
+        )
+    record.save(out)
+    print_record(f"{task.value}: {model}", record.to_dict())
+    console.print(f"wrote {out}")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,1 @@
+"""Generation: our own decoding loop (KV cache), later speculative decoding and cascades."""

@@ -1,0 +1,74 @@
+"""A plain greedy decoding loop over Hugging Face causal LMs, with a KV cache.
+
+Why our own loop: `generate` does a lot of per-token bookkeeping that dominates batch-1 decode
+of small models on a CPU, and later stages (speculative decoding, cascades) need to own the
+cache. This loop does one forward per token and nothing else.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from transformers import DynamicCache
+
+
+@dataclass
+class Generation:
+    """New tokens (prompt excluded) and where the time went."""
+
+    tokens: list[int] = field(default_factory=list)
+    prefill_seconds: float = 0.0
+    decode_seconds: float = 0.0
+
+    @property
+    def decode_tokens_per_s(self) -> float:
+        steps = len(self.tokens) - 1  # the first token comes out of the prefill
+        return steps / self.decode_seconds if steps > 0 and self.decode_seconds > 0 else 0.0
+
+
+@torch.inference_mode()
+def greedy_generate(
+    module: torch.nn.Module,
+    input_ids: torch.Tensor,
+    max_new_tokens: int,
+    eos_token_ids: set[int] | None = None,
+    should_stop: Callable[[list[int]], bool] | None = None,
+    **prefill_inputs: torch.Tensor,
+) -> Generation:
+    """Greedy decode from a (1, T) prompt; stops at max_new_tokens, an EOS id or `should_stop`.
+
+    `prefill_inputs` (e.g. `pixel_values` for a VLM) go to the first forward pass only.
+    """
+    eos_token_ids = eos_token_ids or set()
+    cache = DynamicCache()
+    start = time.perf_counter()
+    logits = module(input_ids=input_ids, cache=cache, use_cache=True, logits_to_keep=1,
+                    **prefill_inputs).logits
+    token = int(logits[0, -1].argmax())
+    out = Generation(tokens=[token], prefill_seconds=time.perf_counter() - start)
+    step_input = torch.empty((1, 1), dtype=input_ids.dtype)
+    start = time.perf_counter()
+    while len(out.tokens) < max_new_tokens and token not in eos_token_ids:
+        if should_stop is not None and should_stop(out.tokens):
+            break
+        step_input[0, 0] = token
+        logits = module(input_ids=step_input, cache=cache, use_cache=True).logits
+        token = int(logits[0, -1].argmax())
+        out.tokens.append(token)
+    out.decode_seconds = time.perf_counter() - start
+    return out
+
+
+def eos_ids(module: torch.nn.Module, tokenizer) -> set[int]:
+    """Every id that ends a turn: the generation config's EOS ids plus the tokenizer's."""
+    ids: set[int] = set()
+    config_eos = getattr(getattr(module, "generation_config", None), "eos_token_id", None)
+    for value in (config_eos, getattr(tokenizer, "eos_token_id", None)):
+        if isinstance(value, int):
+            ids.add(value)
+        elif isinstance(value, list | tuple):
+            ids.update(int(v) for v in value)
+    return ids

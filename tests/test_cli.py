@@ -1,0 +1,67 @@
+"""The command line: results land as JSON; bad input gives one line, exit 2, nothing written."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from mfmaccel.cli import app
+
+runner = CliRunner()
+
+
+def run(*args: str):
+    return runner.invoke(app, list(args))
+
+
+def test_eval_ppl_writes_json(tmp_path) -> None:
+    out = tmp_path / "ppl.json"
+    result = run("eval", "--model", "tiny-llama", "--task", "ppl", "--max-tokens", "300",
+                 "--out", str(out))
+    assert result.exit_code == 0, result.output
+    record = json.loads(out.read_text())
+    assert record["tokens"] == 299 and record["perplexity"] > 1
+
+
+def test_eval_medvqa_on_tiny_llava(tmp_path) -> None:
+    out = tmp_path / "vqa.json"
+    result = run("eval", "--model", "tiny-llava", "--task", "medvqa", "--limit", "6",
+                 "--out", str(out))
+    assert result.exit_code == 0, result.output
+    record = json.loads(out.read_text())
+    assert record["n"] == 6 and "overall" in record["majority_baseline"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--model", "gpt-17", "--task", "ppl"], "unknown model 'gpt-17'"),
+        (["--model", "tiny-bert", "--task", "ppl"], "needs a causal-lm model"),
+        (["--model", "tiny-llama", "--task", "medvqa"], "needs a vlm model"),
+        (["--model", "tiny-llama", "--task", "ppl", "--data", "/no/such.txt"], "does not exist"),
+        (["--model", "/no/such/folder", "--task", "ppl"], "does not exist"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_nothing_written(tmp_path, args, message) -> None:
+    out = tmp_path / "out.json"
+    result = run("eval", *args, "--out", str(out))
+    assert result.exit_code == 2
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert not out.exists() and not list(tmp_path.iterdir())
+
+
+def test_malformed_jsonl_for_humaneval(tmp_path) -> None:
+    bad = tmp_path / "problems.jsonl"
+    bad.write_text('{"task_id": "x/0"}\nnot json\n')
+    result = run("eval", "--model", "tiny-llama", "--task", "humaneval", "--data", str(bad),
+                 "--out", str(tmp_path / "o.json"))
+    assert result.exit_code == 2 and "line" in result.output.lower()
+    assert not (tmp_path / "o.json").exists()
+
+
+def test_models_lists_the_zoo() -> None:
+    result = run("models")
+    assert result.exit_code == 0 and "smollm2-135m" in result.output
