@@ -6,7 +6,7 @@ import functools
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -25,7 +25,7 @@ console = Console()
 errors = Console(stderr=True)
 
 
-class Task(str, Enum):
+class Task(StrEnum):
     ppl = "ppl"
     humaneval = "humaneval"
     medvqa = "medvqa"
@@ -114,7 +114,9 @@ def evaluate(
     model: Annotated[str, typer.Option(help="Built-in name, tiny-<arch>, HF folder or .gguf")],
     task: Annotated[Task, typer.Option(help="What to measure")],
     out: Annotated[Path | None, typer.Option(help="JSON output path")] = None,
-    data: Annotated[Path | None, typer.Option(help="Your own data (txt/jsonl, JSONL, VQA folder)")] = None,
+    data: Annotated[
+        Path | None, typer.Option(help="Your own data: .txt/.jsonl, HumanEval JSONL, VQA folder")
+    ] = None,
     limit: Annotated[int | None, typer.Option(help="Evaluate a fixed subset of this size")] = None,
     context: Annotated[int, typer.Option(help="ppl: window length in tokens")] = 512,
     stride: Annotated[int | None, typer.Option(help="ppl: window step (default: context)")] = None,

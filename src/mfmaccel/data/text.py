@@ -27,7 +27,10 @@ def load_text_corpus(split: str = "test") -> str:
 
 
 def load_text_file(path: str | Path, field: str = "text") -> str:
-    """A local .txt file, or a .jsonl file whose lines carry `field`; documents joined by blank lines."""
+    """A local .txt file, or a .jsonl file whose lines carry `field`.
+
+    Documents are joined by blank lines.
+    """
     path = Path(path)
     if not path.is_file():
         raise UserInputError(f"text file {path} does not exist; check the path")
@@ -40,7 +43,9 @@ def load_text_file(path: str | Path, field: str = "text") -> str:
         try:
             record = json.loads(line)
         except json.JSONDecodeError as err:
-            raise UserInputError(f"{path}:{number}: malformed JSON ({err.msg}); fix that line") from None
+            raise UserInputError(
+                f"{path}:{number}: malformed JSON ({err.msg}); fix that line"
+            ) from None
         if not isinstance(record, dict) or field not in record:
             raise UserInputError(f"{path}:{number}: no '{field}' key; each line needs one")
         documents.append(str(record[field]))

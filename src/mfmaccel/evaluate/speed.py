@@ -21,7 +21,9 @@ from mfmaccel.models.record import LoadedModel
 from mfmaccel.records import Record
 
 ENGINES = ("mfmaccel", "hf-generate")
-DEFAULT_PROMPT = "def quicksort(items):\n    \"\"\"Sort a list of numbers in ascending order.\"\"\"\n"
+DEFAULT_PROMPT = (
+    "def quicksort(items):\n    \"\"\"Sort a list of numbers in ascending order.\"\"\"\n"
+)
 
 
 @dataclass

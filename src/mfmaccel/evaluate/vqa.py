@@ -118,11 +118,9 @@ def vqa_accuracy(
     start = time.perf_counter()
     hits: dict[str, list[bool]] = defaultdict(list)
     for i, sample in enumerate(samples):
-        if mode == "rank":
-            answer = rank_answer(model, sample)
-        else:
-            answer = generate_answer(model, sample)
-        hits[sample.question_type].append(normalize_answer(answer) == normalize_answer(sample.answer))
+        answer = rank_answer(model, sample) if mode == "rank" else generate_answer(model, sample)
+        correct = normalize_answer(answer) == normalize_answer(sample.answer)
+        hits[sample.question_type].append(correct)
         if progress:
             progress(i + 1, len(samples))
     every = [h for group in hits.values() for h in group]

@@ -18,14 +18,16 @@ def check_safetensors_file(path: Path) -> None:
     with path.open("rb") as handle:
         raw_len = handle.read(8)
         if len(raw_len) < 8:
-            raise UserInputError(f"{path} is not a safetensors file (too short); re-save or re-copy it")
+            raise UserInputError(f"{path} is not a safetensors file (too short); re-copy it")
         (header_len,) = struct.unpack("<Q", raw_len)
         if header_len > size - 8:
             raise UserInputError(f"{path} is truncated (header runs past the end); re-copy it")
         try:
             header = json.loads(handle.read(header_len))
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise UserInputError(f"{path} has a corrupt safetensors header ({err}); re-copy it") from None
+            raise UserInputError(
+                f"{path} has a corrupt safetensors header ({err}); re-copy it"
+            ) from None
     ends = [info["data_offsets"][1] for key, info in header.items() if key != "__metadata__"]
     expected = 8 + header_len + max(ends, default=0)
     if size < expected:
@@ -52,7 +54,9 @@ def check_gguf_file(path: Path, expected_size: int | None = None) -> None:
     try:
         reader = GGUFReader(str(path))
     except Exception as err:  # the reader raises many types on a damaged file
-        raise UserInputError(f"{path} is a corrupt or truncated GGUF file ({err}); re-copy it") from None
+        raise UserInputError(
+            f"{path} is a corrupt or truncated GGUF file ({err}); re-copy it"
+        ) from None
     end = max((t.data_offset + int(t.n_bytes) for t in reader.tensors), default=0)
     if end > size:
         raise UserInputError(f"{path} is truncated: tensor data needs {end} bytes, has {size}")

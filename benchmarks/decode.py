@@ -1,0 +1,78 @@
+"""Batch-1 decode on this machine: our loop vs Hugging Face `generate` vs the bandwidth roofline.
+
+Everything is measured in this one run: the memory bandwidth (streaming reads of a buffer far
+larger than the caches), the roofline it implies for batch-1 decode (every new token reads all
+weights once: bandwidth / weight bytes), and both engines on the same model and prompt.
+Prints JSON. Usage: python benchmarks/decode.py [--model smollm2-135m] [--new-tokens 64]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+
+from mfmaccel.evaluate.speed import measure_speed
+from mfmaccel.models import load_model
+
+
+def read_bandwidth(gigabytes: float = 1.0, repeats: int = 7) -> float:
+    """Bytes/s of streaming reads (a sum over a buffer), median of repeats."""
+    buffer = torch.ones(int(gigabytes * (1 << 30)) // 4, dtype=torch.float32)
+    buffer.sum()  # fault the pages in
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        buffer.sum()
+        times.append(time.perf_counter() - start)
+    return buffer.numel() * 4 / statistics.median(times)
+
+
+def copy_bandwidth(gigabytes: float = 1.0, repeats: int = 7) -> float:
+    """Bytes/s moved by a copy (read + write counted), median of repeats."""
+    source = torch.ones(int(gigabytes * (1 << 30)) // 4, dtype=torch.float32)
+    target = torch.empty_like(source)
+    target.copy_(source)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        target.copy_(source)
+        times.append(time.perf_counter() - start)
+    return 2 * source.numel() * 4 / statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+
+    model = load_model(args.model)
+    bandwidth = read_bandwidth()
+    roofline = bandwidth / model.weight_bytes
+    ours = measure_speed(model, new_tokens=args.new_tokens, repeats=args.repeats)
+    hf = measure_speed(model, new_tokens=args.new_tokens, repeats=args.repeats,
+                       engine="hf-generate")
+    print(json.dumps({
+        "model": model.name,
+        "dtype": "float32",
+        "threads": torch.get_num_threads(),
+        "read_bandwidth_gb_s": bandwidth / 1e9,
+        "copy_bandwidth_gb_s": copy_bandwidth() / 1e9,
+        "weight_bytes": model.weight_bytes,
+        "roofline_tokens_per_s": roofline,
+        "ours": ours.to_dict(),
+        "hf_generate": hf.to_dict(),
+        "ours_over_hf": ours.decode_tokens_per_s / hf.decode_tokens_per_s,
+        "ours_over_roofline": ours.decode_tokens_per_s / roofline,
+        "hf_over_roofline": hf.decode_tokens_per_s / roofline,
+        "prefill_ours_over_hf": hf.prefill_seconds / ours.prefill_seconds,
+    }, indent=2))
+
+
+if __name__ == "__main__":
+    main()

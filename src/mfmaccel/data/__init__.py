@@ -1,0 +1,1 @@
+"""Datasets and benchmarks that mfmaccel builds or loads for training and evaluation."""

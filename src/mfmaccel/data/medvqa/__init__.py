@@ -1,0 +1,17 @@
+"""Medical visual question answering data: an offline benchmark built from real medical images
+shipped in installed packages, and a loader for VQA-RAD / SLAKE / PathVQA-style data on disk.
+See docs/data.md for the sources, their licences and how questions and splits are made."""
+
+from mfmaccel.data.medvqa.baseline import majority_baseline
+from mfmaccel.data.medvqa.build import load_medvqa
+from mfmaccel.data.medvqa.folder import load_vqa_folder
+from mfmaccel.data.medvqa.sample import QUESTION_TYPES, SPLITS, VQASample
+
+__all__ = [
+    "QUESTION_TYPES",
+    "SPLITS",
+    "VQASample",
+    "load_medvqa",
+    "load_vqa_folder",
+    "majority_baseline",
+]

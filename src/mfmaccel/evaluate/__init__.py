@@ -1,0 +1,1 @@
+"""Evaluations: benchmarks, scoring and the sandbox that runs model-generated code."""
