@@ -123,7 +123,7 @@ def evaluate(
     max_tokens: Annotated[int | None, typer.Option(help="ppl: score at most this many")] = None,
     mode: Annotated[str, typer.Option(help="medvqa: rank or generate")] = "rank",
     max_new_tokens: Annotated[
-        int | None, typer.Option(help="humaneval (512) / speed (64): tokens to generate")
+        int | None, typer.Option(help="humaneval (384) / speed (64): tokens to generate")
     ] = None,
     seed: Annotated[int, typer.Option(help="Subset and tiny-model seed")] = 0,
 ) -> None:

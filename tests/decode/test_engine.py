@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mfmaccel.decode.engine import eos_ids, greedy_generate
+from mfmaccel.decode.engine import eos_ids, greedy_generate, greedy_generate_batch
 from mfmaccel.models import load_model
 
 
@@ -40,3 +40,22 @@ def test_vlm_prefill_inputs(tiny_llava) -> None:
 
 def test_eos_ids_collects_config_and_tokenizer(tiny_llama) -> None:
     assert tiny_llama.tokenizer.eos_token_id in eos_ids(tiny_llama.module, tiny_llama.tokenizer)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "qwen2"])
+def test_batched_greedy_equals_one_at_a_time(arch: str) -> None:
+    model = load_model(f"tiny-{arch}")
+    texts = ["hi", "The quick brown fox jumps over", "def f(x): return"]
+    prompts = [model.tokenizer(t).input_ids for t in texts]
+    batched = greedy_generate_batch(model.module, prompts, 16, model.tokenizer.pad_token_id)
+    single = [greedy_generate(model.module, torch.tensor([p]), 16).tokens for p in prompts]
+    assert batched == single
+
+
+def test_batched_rows_stop_independently(tiny_llama) -> None:
+    prompts = [tiny_llama.tokenizer(t).input_ids for t in ["abc", "a much longer prompt"]]
+    free = greedy_generate_batch(tiny_llama.module, prompts, 12, 0)
+    stopped = greedy_generate_batch(tiny_llama.module, prompts, 12, 0,
+                                    row_done=lambda tokens: len(tokens) >= 5)
+    assert [len(t) for t in stopped] == [5, 5]
+    assert [t[:5] for t in free] == stopped

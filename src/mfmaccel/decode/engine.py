@@ -72,3 +72,46 @@ def eos_ids(module: torch.nn.Module, tokenizer) -> set[int]:
         elif isinstance(value, list | tuple):
             ids.update(int(v) for v in value)
     return ids
+
+
+@torch.inference_mode()
+def greedy_generate_batch(
+    module: torch.nn.Module,
+    prompts: list[list[int]],
+    max_new_tokens: int,
+    pad_token_id: int,
+    eos_token_ids: set[int] | None = None,
+    row_done: Callable[[list[int]], bool] | None = None,
+) -> list[list[int]]:
+    """Greedy decode several prompts at once (left-padded), for evaluation throughput.
+
+    Batch-1 decode is memory-bound, so B rows cost far less than B times one row. A row stops at
+    an EOS id or when `row_done(tokens)` says so; the batch stops when every row has.
+    """
+    eos_token_ids = eos_token_ids or set()
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad_token_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for row, prompt in enumerate(prompts):
+        ids[row, width - len(prompt):] = torch.tensor(prompt)
+        mask[row, width - len(prompt):] = 1
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    cache = DynamicCache()
+    logits = module(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache,
+                    use_cache=True, logits_to_keep=1).logits
+    outputs: list[list[int]] = [[] for _ in prompts]
+    active = [True] * len(prompts)
+    for produced in range(1, max_new_tokens + 1):
+        step = logits[:, -1].argmax(-1)
+        for row, token in enumerate(step.tolist()):
+            if active[row]:
+                outputs[row].append(token)
+                stop = token in eos_token_ids or (row_done is not None and row_done(outputs[row]))
+                active[row] = not stop
+        if not any(active) or produced == max_new_tokens:
+            break
+        mask = torch.cat([mask, torch.ones((len(prompts), 1), dtype=mask.dtype)], dim=1)
+        positions = positions[:, -1:] + 1
+        logits = module(input_ids=step.unsqueeze(1), attention_mask=mask, position_ids=positions,
+                        cache=cache, use_cache=True).logits
+    return outputs

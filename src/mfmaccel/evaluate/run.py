@@ -75,11 +75,12 @@ def run_evaluation(
         return perplexity(model, dataset, context=context, stride=stride, max_tokens=max_tokens,
                           corpus=corpus, progress=progress)
     if task == "humaneval":
-        from mfmaccel.evaluate.codegen import greedy_code_generator
+        from mfmaccel.evaluate.codegen import batched_completions
         from mfmaccel.evaluate.humaneval import evaluate_humaneval
 
-        generate = greedy_code_generator(model, max_new_tokens or 512)
-        return evaluate_humaneval(dataset, generate, ks=(1,), progress=progress)
+        completions = batched_completions(model, dataset, max_new_tokens=max_new_tokens or 384,
+                                          progress=progress)
+        return evaluate_humaneval(dataset, lambda p: completions[p.task_id], ks=(1,))
     if task == "medvqa":
         from mfmaccel.data.medvqa import load_medvqa, majority_baseline
         from mfmaccel.evaluate.vqa import vqa_accuracy
