@@ -48,7 +48,6 @@ def user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
 
 def quiet_libraries() -> None:
     """Keep library warnings and progress bars out of the user's console."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     from transformers.utils import logging as hf_logging
 
