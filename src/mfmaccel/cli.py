@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -55,25 +54,31 @@ def quiet_libraries() -> None:
     hf_logging.disable_progress_bar()
 
 
-@contextmanager
-def progress_bar(label: str) -> Iterator[Callable[[int, int], None]]:
-    """Yield the `progress(done, total)` callback evaluations accept; the bar appears on the
-    first call, so a command that fails early prints its error line alone."""
-    bar = Progress(
-        "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-        TimeElapsedColumn(), console=errors, transient=True,
-    )
-    task = bar.add_task(label, total=None)
+class Bars:
+    """Rich progress bars, one per labelled step; nothing shows until a step reports, so a
+    command that fails early prints its error line alone."""
 
-    def update(done: int, total: int) -> None:
-        if not bar.live.is_started:
-            bar.start()
-        bar.update(task, completed=done, total=total)
+    def __init__(self) -> None:
+        self.progress = Progress(
+            "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+            TimeElapsedColumn(), console=errors, transient=True,
+        )
 
-    try:
-        yield update
-    finally:
-        bar.stop()
+    def task(self, label: str) -> Callable[[int, int], None]:
+        task_id = self.progress.add_task(label, total=None, visible=False)
+
+        def update(done: int, total: int) -> None:
+            if not self.progress.live.is_started:
+                self.progress.start()
+            self.progress.update(task_id, completed=done, total=total, visible=done < total)
+
+        return update
+
+    def __enter__(self) -> Bars:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
 
 
 def print_record(title: str, record: dict[str, Any]) -> None:
@@ -128,18 +133,42 @@ def evaluate(
 ) -> None:
     """Measure a model on one task; print a table and write JSON."""
     quiet_libraries()
-    from mfmaccel.evaluate.run import run_evaluation
+    from mfmaccel.evaluate.run import TaskOptions, run_evaluation
 
     out = out or Path("results") / f"{Path(model).name}-{task.value}.json"
-    with progress_bar(f"{task.value} on {model}") as update:
-        record = run_evaluation(
-            model, task.value, data=data, limit=limit, context=context, stride=stride,
-            max_tokens=max_tokens, mode=mode, max_new_tokens=max_new_tokens, seed=seed,
-            progress=update,
-        )
+    with Bars() as bars:
+        options = TaskOptions(context=context, stride=stride, max_tokens=max_tokens, mode=mode,
+                              max_new_tokens=max_new_tokens)
+        record = run_evaluation(model, task.value, data=data, limit=limit, options=options,
+                                seed=seed, progress=bars.task(f"{task.value} on {model}"))
     record.save(out)
     print_record(f"{task.value}: {model}", record.to_dict())
     console.print(f"wrote {out}")
+
+
+@app.command("run")
+@user_errors
+def run(
+    recipe: Annotated[str, typer.Argument(help="Recipe YAML or built-in name")] = "quick",
+    resume: Annotated[bool, typer.Option(help="Skip stages an earlier run completed")] = False,
+    fresh: Annotated[bool, typer.Option(help="Delete an earlier run of this recipe first")] = False,
+    runs_dir: Annotated[Path, typer.Option(help="Where run folders go")] = Path("runs"),
+) -> None:
+    """Run a recipe's stages in order, measuring before and after each; write runs/<name>/."""
+    quiet_libraries()
+    from mfmaccel.pipeline.recipe import load_recipe
+    from mfmaccel.pipeline.runner import run_recipe
+
+    loaded = load_recipe(recipe)
+    try:
+        with Bars() as bars:
+            state = run_recipe(loaded, runs_dir=runs_dir, resume=resume, fresh=fresh,
+                               progress=bars.task, log=lambda m: console.print(f"[dim]{m}[/]"))
+    except KeyboardInterrupt:
+        errors.print(f"interrupted; continue with: mfmaccel run {recipe} --resume")
+        raise typer.Exit(code=130) from None
+    console.print(f"run complete: {runs_dir / loaded.name}/metrics.json "
+                  f"({len(state.stages)} stages)")
 
 
 def main() -> None:

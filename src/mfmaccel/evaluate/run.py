@@ -1,52 +1,120 @@
 """One entry point for every measure: check the data first, then load the model, then measure.
 
-Data is loaded before the model so that a bad path fails in a second, not after a model load.
+Data is loaded before the model so that a bad path fails in a second, not after a model load;
+the pipeline loads each task's data once and measures it after every stage.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mfmaccel.errors import UserInputError
-from mfmaccel.models import CAUSAL_LM, VLM, load_model
+from mfmaccel.models import CAUSAL_LM, VLM, LoadedModel, load_model
 from mfmaccel.models.loader import model_kind
 from mfmaccel.records import Record
 
 TASKS = ("ppl", "humaneval", "medvqa", "speed")
-NEEDS = {"ppl": CAUSAL_LM, "humaneval": CAUSAL_LM, "medvqa": VLM, "speed": CAUSAL_LM}
+NEEDS = {"ppl": (CAUSAL_LM,), "humaneval": (CAUSAL_LM,), "medvqa": (VLM,),
+         "speed": (CAUSAL_LM, VLM)}
 EXAMPLES = {CAUSAL_LM: "smollm2-135m, qwen2.5-coder-0.5b or tiny-llama", VLM: "tiny-llava"}
+
+
+@dataclass
+class TaskData:
+    """A task's evaluation items, where they came from, and a baseline to compare against."""
+
+    task: str
+    items: Any
+    source: str
+    baseline: dict[str, float] | None = None
+
+
+@dataclass
+class TaskOptions:
+    context: int = 512
+    stride: int | None = None
+    max_tokens: int | None = None
+    mode: str = "rank"
+    max_new_tokens: int | None = None
 
 
 def check_model_fits(model_spec: str, task: str) -> None:
     """Refuse a task the model cannot do, before loading anything heavy."""
-    kind = model_kind(model_spec)
-    if kind != NEEDS[task]:
+    check_kind_fits(model_kind(model_spec), model_spec, task)
+
+
+def check_kind_fits(kind: str, model_name: str, task: str) -> None:
+    if task not in TASKS:
+        raise UserInputError(f"unknown task '{task}'; choose one of: {', '.join(TASKS)}")
+    if kind not in NEEDS[task]:
+        wanted = NEEDS[task][0]
         raise UserInputError(
-            f"task '{task}' needs a {NEEDS[task]} model, but '{model_spec}' is {kind}; "
-            f"try {EXAMPLES[NEEDS[task]]}"
+            f"task '{task}' needs a {wanted} model, but '{model_name}' is {kind}; "
+            f"try {EXAMPLES[wanted]}"
         )
 
 
-def _load_data(task: str, data: Path | None, limit: int | None, seed: int) -> Any:
+def load_task_data(task: str, data: Path | None, limit: int | None, seed: int) -> TaskData:
+    """The evaluation items for `task`: the built-in set, or the user's copy at `data`."""
     if data is not None and not data.exists():
         raise UserInputError(f"dataset path {data} does not exist; check --data")
     if task == "ppl":
         from mfmaccel.data.text import load_text_corpus, load_text_file
 
-        return load_text_file(data) if data else load_text_corpus("test")
+        if data:
+            return TaskData(task, load_text_file(data), str(data))
+        return TaskData(task, load_text_corpus("test"), "pydoc-topics:test")
     if task == "humaneval":
         from mfmaccel.data.code import humaneval_subset, load_code_jsonl, load_humaneval
 
         problems = load_code_jsonl(data) if data else load_humaneval()
-        return humaneval_subset(problems, limit, seed) if limit else problems
+        problems = humaneval_subset(problems, limit, seed) if limit else problems
+        return TaskData(task, problems, str(data) if data else "humaneval")
     if task == "medvqa":
-        from mfmaccel.data.medvqa import load_medvqa, load_vqa_folder
+        from mfmaccel.data.medvqa import load_medvqa, load_vqa_folder, majority_baseline
 
-        samples = load_vqa_folder(data, split="test") if data else load_medvqa("test", seed)
-        return samples[:limit] if limit else samples
-    return None
+        if data:
+            samples = load_vqa_folder(data, split="test")
+            return TaskData(task, samples[:limit] if limit else samples, str(data))
+        samples = load_medvqa("test", seed)
+        samples = samples[:limit] if limit else samples
+        baseline = majority_baseline(load_medvqa("train", seed), samples)
+        return TaskData(task, samples, "medvqa:test", baseline)
+    return TaskData(task, None, "prompt")
+
+
+def measure_task(
+    model: LoadedModel,
+    data: TaskData,
+    options: TaskOptions | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> Record:
+    """Measure one task on a loaded model."""
+    options = options or TaskOptions()
+    if data.task == "ppl":
+        from mfmaccel.evaluate.ppl import perplexity
+
+        return perplexity(model, data.items, context=options.context, stride=options.stride,
+                          max_tokens=options.max_tokens, corpus=data.source, progress=progress)
+    if data.task == "humaneval":
+        from mfmaccel.evaluate.codegen import batched_completions
+        from mfmaccel.evaluate.humaneval import evaluate_humaneval
+
+        completions = batched_completions(model, data.items,
+                                          max_new_tokens=options.max_new_tokens or 384,
+                                          progress=progress)
+        return evaluate_humaneval(data.items, lambda p: completions[p.task_id], ks=(1,))
+    if data.task == "medvqa":
+        from mfmaccel.evaluate.vqa import vqa_accuracy
+
+        return vqa_accuracy(model, data.items, mode=options.mode,
+                            majority_baseline=data.baseline, progress=progress)
+    from mfmaccel.evaluate.speed import measure_speed
+
+    return measure_speed(model, new_tokens=options.max_new_tokens or 64)
 
 
 def run_evaluation(
@@ -54,40 +122,12 @@ def run_evaluation(
     task: str,
     data: Path | None = None,
     limit: int | None = None,
-    context: int = 512,
-    stride: int | None = None,
-    max_tokens: int | None = None,
-    mode: str = "rank",
-    max_new_tokens: int | None = None,
+    options: TaskOptions | None = None,
     seed: int = 0,
     progress: Callable[[int, int], None] | None = None,
 ) -> Record:
     """Measure `task` for the model named by `model_spec`; returns the task's record."""
-    if task not in TASKS:
-        raise UserInputError(f"unknown task '{task}'; choose one of: {', '.join(TASKS)}")
     check_model_fits(model_spec, task)
-    dataset = _load_data(task, data, limit, seed)
+    task_data = load_task_data(task, data, limit, seed)
     model = load_model(model_spec, seed=seed)
-    if task == "ppl":
-        from mfmaccel.evaluate.ppl import perplexity
-
-        corpus = str(data) if data else "pydoc-topics:test"
-        return perplexity(model, dataset, context=context, stride=stride, max_tokens=max_tokens,
-                          corpus=corpus, progress=progress)
-    if task == "humaneval":
-        from mfmaccel.evaluate.codegen import batched_completions
-        from mfmaccel.evaluate.humaneval import evaluate_humaneval
-
-        completions = batched_completions(model, dataset, max_new_tokens=max_new_tokens or 384,
-                                          progress=progress)
-        return evaluate_humaneval(dataset, lambda p: completions[p.task_id], ks=(1,))
-    if task == "medvqa":
-        from mfmaccel.data.medvqa import load_medvqa, majority_baseline
-        from mfmaccel.evaluate.vqa import vqa_accuracy
-
-        baseline = None if data else majority_baseline(load_medvqa("train", seed), dataset)
-        return vqa_accuracy(model, dataset, mode=mode, majority_baseline=baseline,
-                            progress=progress)
-    from mfmaccel.evaluate.speed import measure_speed
-
-    return measure_speed(model, new_tokens=max_new_tokens or 64)
+    return measure_task(model, task_data, options, progress)

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import torch
 
 from mfmaccel.decode.engine import greedy_generate
-from mfmaccel.evaluate.ppl import require_causal_lm
-from mfmaccel.models.record import LoadedModel
+from mfmaccel.errors import UserInputError
+from mfmaccel.models.record import CAUSAL_LM, VLM, LoadedModel
 from mfmaccel.records import Record
 
 ENGINES = ("mfmaccel", "hf-generate")
@@ -77,7 +77,8 @@ def measure_speed(
     engine: str = "mfmaccel",
 ) -> SpeedResult:
     """Time `engine` on `model` for one prompt."""
-    require_causal_lm(model, "speed measurement")
+    if model.kind not in (CAUSAL_LM, VLM):
+        raise UserInputError(f"speed needs a text generator; '{model.name}' is {model.kind}")
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {ENGINES}")
     ids = model.tokenizer(prompt, return_tensors="pt").input_ids

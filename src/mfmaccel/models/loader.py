@@ -204,3 +204,13 @@ def load_hf_folder(folder: Path, name: str, source: str, dtype: torch.dtype) -> 
         name=name, module=module, tokenizer=tokenizer, family=config.model_type, kind=kind,
         source=source, processor=processor,
     )
+
+
+def save_model(model: LoadedModel, folder: Path) -> Path:
+    """Save a model as a loadable HF folder (safetensors), atomically."""
+    with atomic_directory(folder) as tmp:
+        model.module.save_pretrained(tmp, safe_serialization=True)
+        for part in (model.processor, model.tokenizer):
+            if part is not None:
+                part.save_pretrained(tmp)
+    return folder

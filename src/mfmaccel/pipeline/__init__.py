@@ -1,0 +1,1 @@
+"""Recipes of stages run in order on one model, each evaluated before and after."""

@@ -1,0 +1,41 @@
+"""Every stage a recipe may name. Adding a stage: one module under `stages/`, one line here."""
+
+from __future__ import annotations
+
+from pydantic import ValidationError
+
+from mfmaccel.errors import UserInputError
+from mfmaccel.pipeline.recipe import StageSpec
+from mfmaccel.pipeline.stage import Stage, StageParams
+from mfmaccel.pipeline.stages import evaluate
+
+STAGES: dict[str, Stage] = {
+    stage.name: stage
+    for stage in (
+        evaluate.STAGE,
+    )
+}
+
+
+def get_stage(name: str, where: str = "recipe") -> Stage:
+    if name not in STAGES:
+        raise UserInputError(
+            f"{where}: unknown stage '{name}'; available: {', '.join(sorted(STAGES))}"
+        )
+    return STAGES[name]
+
+
+def stage_params(spec: StageSpec, where: str = "recipe") -> StageParams:
+    """The stage's parameters, validated against its schema."""
+    stage = get_stage(spec.stage, where)
+    try:
+        return stage.params.model_validate(spec.params)
+    except ValidationError as err:
+        first = err.errors()[0]
+        key = ".".join(str(p) for p in first["loc"])
+        if first["type"] == "extra_forbidden":
+            valid = ", ".join(stage.params.model_fields) or "none"
+            raise UserInputError(
+                f"{where}.params: unknown key '{key}' for stage '{spec.stage}'; valid: {valid}"
+            ) from None
+        raise UserInputError(f"{where}.params.{key}: {first['msg']}") from None

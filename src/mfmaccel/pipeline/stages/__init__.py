@@ -1,0 +1,1 @@
+"""One module per stage; each exposes `STAGE` and is listed once in `pipeline.registry`."""
