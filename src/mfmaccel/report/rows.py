@@ -1,0 +1,291 @@
+"""The run's numbers as formatted rows, shared by the HTML table and the console table.
+
+Both outputs must show the same thing, so the formatting and the "is this change good?"
+judgement live here once: lower perplexity is better, higher accuracy and pass@1 are better,
+smaller weights, lower latency and more tokens/s are better.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from mfmaccel.pipeline.rundir import RunState
+from mfmaccel.records import Metrics, StageResult
+
+Verdict = Literal["better", "worse", "same", ""]
+MINUS = "\u2212"
+ARROW = "\u2192"
+# Speed numbers wobble from run to run; smaller relative changes are not called better/worse.
+SPEED_NOISE = 0.02
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    """How one quality task's headline number reads: its name, direction and unit."""
+
+    label: str
+    higher_is_better: bool
+    percent: bool  # a fraction in [0, 1] shown as %
+
+
+TASKS = {
+    "ppl": TaskInfo("perplexity", higher_is_better=False, percent=False),
+    "humaneval": TaskInfo("pass@1", higher_is_better=True, percent=True),
+    "medvqa": TaskInfo("accuracy", higher_is_better=True, percent=True),
+}
+
+
+def task_info(task: str) -> TaskInfo:
+    """The known task's reading, or a neutral higher-is-better number for an unknown one."""
+    return TASKS.get(task, TaskInfo(task, higher_is_better=True, percent=False))
+
+
+@dataclass(frozen=True)
+class Point:
+    """The model at one moment of the run: the baseline, or just after a stage."""
+
+    label: str
+    metrics: Metrics
+
+
+def run_points(state: RunState) -> list[Point]:
+    """Baseline first, then the model after each completed stage, in run order."""
+    start = state.baseline or (state.stages[0].before if state.stages else None)
+    if start is None:
+        return []
+    return [Point("baseline", start)] + [Point(s.name, s.after) for s in state.stages]
+
+
+def quality_tasks(state: RunState) -> list[str]:
+    """Tasks in the recipe's order, then any others that appear in the measurements."""
+    declared = list(state.recipe.get("evaluation", {}).get("tasks", []))
+    seen = [task for point in run_points(state) for task in point.metrics.quality]
+    return list(dict.fromkeys(declared + seen))
+
+
+# ---- number formatting -------------------------------------------------------------------
+
+
+def _signed(value: float, digits: int) -> str:
+    text = f"{abs(value):.{digits}f}"
+    if float(text) == 0:
+        return f"\u00b1{text}"
+    return f"+{text}" if value > 0 else f"{MINUS}{text}"
+
+
+def fmt_quality(task: str, value: float | None) -> str:
+    """Perplexity with 2 decimals, fractions as a percentage with 1 decimal."""
+    if value is None or not math.isfinite(value):
+        return "\u2014" if value is None else str(value)
+    return f"{value * 100:.1f}%" if task_info(task).percent else f"{value:.2f}"
+
+
+def fmt_mb(num_bytes: int | None) -> str:
+    """Bytes as MB with enough digits for both tiny test models and multi-GB ones."""
+    if not num_bytes:
+        return "\u2014"
+    mb = num_bytes / 1e6
+    digits = 0 if mb >= 100 else 1 if mb >= 10 else 2 if mb >= 0.1 else 3
+    return f"{mb:,.{digits}f} MB"
+
+
+def fmt_latency(seconds: float | None) -> str:
+    if seconds is None:
+        return "\u2014"
+    return f"{seconds * 1000:.0f} ms" if seconds < 1 else f"{seconds:.2f} s"
+
+
+def fmt_rate(tokens_per_s: float | None) -> str:
+    if not tokens_per_s:
+        return "\u2014"
+    return f"{tokens_per_s:.1f} tok/s" if tokens_per_s < 100 else f"{tokens_per_s:.0f} tok/s"
+
+
+def fmt_duration(seconds: float) -> str:
+    """Wall time as '3.2 s', '4 min 05 s' or '1 h 02 min'."""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {secs:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+def fmt_params(params: dict[str, Any], limit: int = 60) -> str:
+    """A stage's params as 'key=value, ...', long values shortened."""
+    parts = []
+    for key, value in params.items():
+        text = value if isinstance(value, str) else json.dumps(value, default=str)
+        if len(text) > limit:
+            text = text[: limit - 1] + "\u2026"
+        parts.append(f"{key}={text}")
+    return ", ".join(parts)
+
+
+# ---- cells ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One table cell: the main text, the change under it, and whether the change is good."""
+
+    main: str
+    change: str = ""
+    verdict: Verdict = ""
+
+
+def _judge(before: float, after: float, higher_is_better: bool, noise: float = 0.0) -> Verdict:
+    if after == before or (before and abs(after - before) / abs(before) < noise):
+        return "same"
+    return "better" if (after > before) == higher_is_better else "worse"
+
+
+def _relative(before: float, after: float) -> str:
+    return _signed((after - before) / before * 100, 1) + "%" if before else ""
+
+
+def _pair(before: str, after: str) -> str:
+    return after if before == after else f"{before} {ARROW} {after}"
+
+
+def quality_cell(task: str, before: float | None, after: float | None) -> Cell:
+    """'before -> after' and the change: in points for %, absolute and relative otherwise."""
+    if before is None or after is None:
+        return Cell(fmt_quality(task, after))
+    info = task_info(task)
+    if info.percent:
+        change = _signed((after - before) * 100, 1) + " pp"
+    else:
+        change = f"{_signed(after - before, 2)} ({_relative(before, after)})"
+    verdict = _judge(before, after, info.higher_is_better)
+    return Cell(_pair(fmt_quality(task, before), fmt_quality(task, after)), change, verdict)
+
+
+def _measure_cell(
+    before: float | None,
+    after: float | None,
+    fmt: Callable[[Any], str],
+    higher_is_better: bool,
+    noise: float = 0.0,
+) -> Cell:
+    if not before or not after:
+        return Cell(fmt(after))
+    verdict = _judge(before, after, higher_is_better, noise)
+    return Cell(_pair(fmt(before), fmt(after)), _relative(before, after), verdict)
+
+
+def weights_cell(before: Metrics, after: Metrics) -> Cell:
+    return _measure_cell(before.weight_bytes, after.weight_bytes, fmt_mb, False)
+
+
+def prefill_cell(before: Metrics, after: Metrics) -> Cell:
+    return _measure_cell(
+        before.prefill_seconds, after.prefill_seconds, fmt_latency, False, SPEED_NOISE
+    )
+
+
+def decode_cell(before: Metrics, after: Metrics) -> Cell:
+    return _measure_cell(
+        before.decode_tokens_per_s, after.decode_tokens_per_s, fmt_rate, True, SPEED_NOISE
+    )
+
+
+# ---- rows ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    """One line of the stage-by-stage table (the first is the baseline)."""
+
+    name: str
+    did: str
+    quality: dict[str, Cell] = field(default_factory=dict)
+    weights: Cell = Cell("\u2014")
+    prefill: Cell = Cell("\u2014")
+    decode: Cell = Cell("\u2014")
+    seconds: str = ""
+    notes: str = ""
+
+
+def _compare(name: str, did: str, tasks: list[str], before: Metrics, after: Metrics) -> Row:
+    return Row(
+        name=name,
+        did=did,
+        quality={t: quality_cell(t, before.quality.get(t), after.quality.get(t)) for t in tasks},
+        weights=weights_cell(before, after),
+        prefill=prefill_cell(before, after),
+        decode=decode_cell(before, after),
+    )
+
+
+def describe_stage(stage: StageResult) -> str:
+    """What a stage did: the registered stage and its params."""
+    params = fmt_params(stage.params)
+    return f"{stage.stage}: {params}" if params else stage.stage
+
+
+def baseline_row(state: RunState, tasks: list[str]) -> Row | None:
+    points = run_points(state)
+    if not points:
+        return None
+    start = points[0].metrics
+    return Row(
+        name="baseline",
+        did=f"measured {state.recipe.get('model', 'the model')} as loaded",
+        quality={t: Cell(fmt_quality(t, start.quality.get(t))) for t in tasks},
+        weights=Cell(fmt_mb(start.weight_bytes)),
+        prefill=Cell(fmt_latency(start.prefill_seconds)),
+        decode=Cell(fmt_rate(start.decode_tokens_per_s)),
+    )
+
+
+def stage_row(stage: StageResult, tasks: list[str]) -> Row:
+    row = _compare(stage.name, describe_stage(stage), tasks, stage.before, stage.after)
+    row.seconds = fmt_duration(stage.seconds)
+    row.notes = stage.notes
+    return row
+
+
+def table_rows(state: RunState) -> list[Row]:
+    """The baseline row, then one row per completed stage."""
+    tasks = quality_tasks(state)
+    first = baseline_row(state, tasks)
+    return ([first] if first else []) + [stage_row(s, tasks) for s in state.stages]
+
+
+def overall_row(state: RunState) -> Row | None:
+    """Baseline against the latest model: the run's net effect (None before any stage)."""
+    if not state.stages:
+        return None
+    points = run_points(state)
+    tasks = quality_tasks(state)
+    row = _compare("overall", "baseline to final", tasks, points[0].metrics, points[-1].metrics)
+    row.seconds = fmt_duration(sum(s.seconds for s in state.stages))
+    return row
+
+
+def pending_stages(state: RunState) -> list[str]:
+    """Labels of recipe stages that have not completed (an interrupted or partial run)."""
+    done = state.completed()
+    labels = [s.get("name") or s.get("stage", "?") for s in state.recipe.get("stages", [])]
+    return [label for label in labels if label not in done]
+
+
+def column_titles(tasks: list[str]) -> list[str]:
+    """Header text for the table's columns, in order."""
+    quality = [f"{task_info(t).label} ({t})" if task_info(t).label != t else t for t in tasks]
+    return ["Stage", "What it did", *quality, "Weights", "Prefill", "Decode", "Time", "Notes"]
+
+
+def row_cells(row: Row, tasks: list[str]) -> list[Cell]:
+    """The row's cells in `column_titles` order."""
+    return [
+        Cell(row.name), Cell(row.did),
+        *(row.quality.get(t, Cell("\u2014")) for t in tasks),
+        row.weights, row.prefill, row.decode, Cell(row.seconds), Cell(row.notes),
+    ]
