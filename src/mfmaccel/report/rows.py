@@ -21,6 +21,7 @@ MINUS = "\u2212"
 ARROW = "\u2192"
 # Speed numbers wobble from run to run; smaller relative changes are not called better/worse.
 SPEED_NOISE = 0.02
+UNCHANGED = "unchanged"
 
 
 @dataclass(frozen=True)
@@ -157,6 +158,8 @@ def quality_cell(task: str, before: float | None, after: float | None) -> Cell:
     """'before -> after' and the change: in points for %, absolute and relative otherwise."""
     if before is None or after is None:
         return Cell(fmt_quality(task, after))
+    if before == after:
+        return Cell(fmt_quality(task, after), UNCHANGED, "same")
     info = task_info(task)
     if info.percent:
         change = _signed((after - before) * 100, 1) + " pp"
@@ -175,6 +178,8 @@ def _measure_cell(
 ) -> Cell:
     if not before or not after:
         return Cell(fmt(after))
+    if before == after:
+        return Cell(fmt(after), UNCHANGED, "same")
     verdict = _judge(before, after, higher_is_better, noise)
     return Cell(_pair(fmt(before), fmt(after)), _relative(before, after), verdict)
 

@@ -1,0 +1,253 @@
+"""`runs/<name>/report.html`: one self-contained page a person can open, mail or archive.
+
+Everything is inline (CSS, plots as base64 PNG) and nothing loads from the network, so the
+file reads the same offline and years later. All text from the run is escaped.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import struct
+import time
+from html import escape
+from pathlib import Path
+
+import yaml
+
+from mfmaccel.errors import UserInputError
+from mfmaccel.fileio import atomic_write_text
+from mfmaccel.pipeline.rundir import RunState
+from mfmaccel.report import plots
+from mfmaccel.report.rows import (
+    Cell,
+    Row,
+    column_titles,
+    overall_row,
+    pending_stages,
+    quality_tasks,
+    row_cells,
+    run_points,
+    table_rows,
+    task_info,
+)
+
+LOG_LINES = 40
+REPORT_NAME = "report.html"
+
+
+# ---- reading the run folder ---------------------------------------------------------------
+
+
+def load_run(run_dir: Path) -> RunState:
+    """The run's saved state; a clear one-line error when the folder holds no finished part."""
+    run_dir = Path(run_dir)
+    metrics = run_dir / "metrics.json"
+    if not run_dir.is_dir():
+        raise UserInputError(f"{run_dir} is not a run folder; run a recipe first with "
+                             "mfmaccel run RECIPE (it writes runs/<name>/)")
+    if not metrics.is_file():
+        raise UserInputError(f"{run_dir} has no metrics.json yet; run it first with "
+                             "mfmaccel run RECIPE (or --resume an interrupted run)")
+    try:
+        return RunState.from_dict(json.loads(metrics.read_text()))
+    except (ValueError, KeyError, TypeError) as err:
+        raise UserInputError(f"{metrics} is not a metrics.json written by mfmaccel run "
+                             f"({type(err).__name__}: {err}); rerun the recipe with --fresh") from None
+
+
+def _recipe_text(run_dir: Path, state: RunState) -> str:
+    path = run_dir / "recipe.yaml"
+    if path.is_file():
+        return path.read_text(errors="replace")
+    return yaml.safe_dump(state.recipe, sort_keys=False)
+
+
+def _log_tail(run_dir: Path, lines: int = LOG_LINES) -> list[str]:
+    path = run_dir / "log.txt"
+    if not path.is_file():
+        return []
+    return path.read_text(errors="replace").splitlines()[-lines:]
+
+
+# ---- HTML pieces ---------------------------------------------------------------------------
+
+
+def _cell_html(cell: Cell, tag: str = "td", cls: str = "") -> str:
+    change = (f'<div class="chg {cell.verdict}">{escape(cell.change)}</div>'
+              if cell.change else "")
+    attr = f' class="{cls}"' if cls else ""
+    return f"<{tag}{attr}><div>{escape(cell.main)}</div>{change}</{tag}>"
+
+
+def _row_html(row: Row, tasks: list[str], index: int) -> str:
+    cells = row_cells(row, tasks)
+    stage = cells[0]
+    number = "" if row.name == "baseline" else f'<span class="idx">{index}</span>'
+    parts = [f'<th scope="row" class="stage">{number}{escape(stage.main)}</th>',
+             _cell_html(cells[1], cls="did")]
+    parts += [_cell_html(c, cls="num") for c in cells[2:-2]]
+    parts += [_cell_html(cells[-2], cls="num"), _cell_html(cells[-1], cls="notes")]
+    return "<tr>" + "".join(parts) + "</tr>"
+
+
+def _table_html(state: RunState) -> str:
+    tasks = quality_tasks(state)
+    titles = column_titles(tasks)
+    numeric = set(range(2, len(titles) - 1))
+    head = "".join(f'<th scope="col"{" class=num" if i in numeric else ""}>{escape(t)}</th>'
+                   for i, t in enumerate(titles))
+    body = "".join(_row_html(row, tasks, i) for i, row in enumerate(table_rows(state)))
+    return (f'<div class="table-wrap"><table><thead><tr>{head}</tr></thead>'
+            f"<tbody>{body}</tbody></table></div>")
+
+
+def _summary_html(state: RunState) -> str:
+    """Baseline against the final model, as a strip of cards above the table."""
+    row = overall_row(state)
+    if row is None:
+        return ""
+    cards = [(f"{task_info(t).label} ({t})", c) for t, c in row.quality.items()]
+    cards += [("weights", row.weights), ("prefill", row.prefill), ("decode", row.decode),
+              ("stage time", Cell(row.seconds))]
+    items = "".join(
+        f'<div class="card"><div class="label">{escape(label)}</div>'
+        f'<div class="value">{escape(cell.main)}</div>'
+        + (f'<div class="chg {cell.verdict}">{escape(cell.change)}</div>' if cell.change else "")
+        + "</div>"
+        for label, cell in cards if cell.main not in ("", "\u2014")
+    )
+    return f'<section><h2>Baseline to final</h2><div class="cards">{items}</div></section>'
+
+
+def _png_width(png: bytes) -> int:
+    """Pixel width from the PNG header (bytes 16-20 of the IHDR chunk)."""
+    return struct.unpack(">I", png[16:20])[0]
+
+
+def _figure_html(png: bytes, alt: str, caption: str) -> str:
+    data = base64.b64encode(png).decode("ascii")
+    width = _png_width(png) // (plots.DPI // 100)
+    return (f'<figure><img src="data:image/png;base64,{data}" width="{width}" '
+            f'alt="{escape(alt)}"><figcaption>{escape(caption)}</figcaption></figure>')
+
+
+def _plots_html(state: RunState) -> str:
+    points, tasks = run_points(state), quality_tasks(state)
+    figures = [
+        (plots.quality_vs_size(points, tasks), "Quality against weight size",
+         "Each point is the model at one moment of the run (baseline, then after each stage). "
+         "Filled points are Pareto-optimal: no other point is both smaller and at least as good."),
+        (plots.quality_vs_latency(points, tasks), "Quality against latency",
+         "Batch-1 latency: prompt prefill time, and decode time per generated token."),
+        (plots.stage_curves(state.stages), "Curves recorded by the stages",
+         "Curves the stages recorded, e.g. fine-tuning loss per phase."),
+    ]
+    shown = [_figure_html(png, alt, caption) for png, alt, caption in figures if png]
+    if not shown:
+        return ""
+    return "<section><h2>Plots</h2>" + "".join(shown) + "</section>"
+
+
+def _header_html(state: RunState, run_dir: Path) -> str:
+    recipe = state.recipe
+    name, model = recipe.get("name", run_dir.name), recipe.get("model", "?")
+    done = len(state.stages)
+    meta = [f"model <code>{escape(str(model))}</code>",
+            f"{done} stage{'s' if done != 1 else ''} completed",
+            f"seed {escape(str(recipe.get('seed', 0)))}",
+            f"generated {escape(time.strftime('%Y-%m-%d %H:%M'))}"]
+    pending = pending_stages(state)
+    warning = ""
+    if pending:
+        warning = (f'<p class="warn">Not run yet: {escape(", ".join(pending))}. Continue with '
+                   f"<code>mfmaccel run RECIPE --resume</code>.</p>")
+    return (f'<header><p class="eyebrow">mfmaccel run report</p><h1>{escape(str(name))}</h1>'
+            f'<p class="meta">{" &middot; ".join(meta)}</p>{warning}</header>')
+
+
+def _pre_section(title: str, lines: list[str]) -> str:
+    if not lines:
+        return ""
+    return f"<section><h2>{escape(title)}</h2><pre>{escape(chr(10).join(lines))}</pre></section>"
+
+
+CSS = """
+:root { --fg: #1f2328; --muted: #656d76; --line: #d8dee4; --soft: #f6f8fa;
+        --good: #1a7f37; --bad: #cf222e; --accent: #1f6feb; }
+* { box-sizing: border-box; }
+body { margin: 0; color: var(--fg); background: #fff; line-height: 1.5;
+       font: 15px/1.5 -apple-system, "Segoe UI", "Helvetica Neue", Arial, "DejaVu Sans",
+       sans-serif; }
+main { max-width: 1240px; margin: 0 auto; padding: 32px 28px 48px; }
+header { border-bottom: 1px solid var(--line); padding-bottom: 14px; margin-bottom: 8px; }
+.eyebrow { margin: 0; color: var(--muted); font-size: 12px; letter-spacing: .08em;
+           text-transform: uppercase; }
+h1 { margin: 2px 0 4px; font-size: 30px; font-weight: 650; }
+h2 { font-size: 19px; font-weight: 620; margin: 30px 0 12px; }
+.meta { margin: 0; color: var(--muted); }
+.warn { margin: 10px 0 0; padding: 8px 12px; background: #fff8c5; border: 1px solid #eed888;
+        border-radius: 6px; }
+code, pre { font-family: ui-monospace, "SFMono-Regular", Menlo, Consolas, "DejaVu Sans Mono",
+            monospace; font-size: 13px; }
+.cards { display: flex; flex-wrap: wrap; gap: 12px; }
+.card { border: 1px solid var(--line); border-radius: 8px; padding: 10px 16px; min-width: 160px; }
+.card .label { color: var(--muted); font-size: 12.5px; }
+.card .value { font-size: 17px; font-weight: 600; font-variant-numeric: tabular-nums; }
+.table-wrap { overflow-x: auto; border: 1px solid var(--line); border-radius: 8px; }
+table { border-collapse: collapse; width: 100%; font-size: 13.5px; }
+th, td { padding: 8px 12px; text-align: left; vertical-align: top;
+         border-bottom: 1px solid var(--line); }
+tbody tr:last-child > * { border-bottom: none; }
+tbody tr:nth-child(even) { background: #fbfcfd; }
+thead th { background: var(--soft); font-weight: 600; font-size: 12.5px; color: #424a53;
+           white-space: nowrap; }
+th.stage { font-weight: 600; white-space: nowrap; }
+.idx { display: inline-block; min-width: 1.6em; color: var(--muted); font-weight: 400; }
+.num { text-align: right; white-space: nowrap; font-variant-numeric: tabular-nums; }
+td.did { color: #424a53; max-width: 260px; overflow-wrap: anywhere; }
+td.notes { max-width: 280px; white-space: pre-wrap; overflow-wrap: anywhere; color: #424a53; }
+.chg { font-size: 12px; color: var(--muted); }
+.chg.better { color: var(--good); }
+.chg.worse { color: var(--bad); }
+.hint { color: var(--muted); font-size: 13px; margin: 8px 2px 0; }
+figure { margin: 0 0 28px; }
+figure img { max-width: 100%; height: auto; display: block; }
+figcaption { color: var(--muted); font-size: 13px; margin-top: 4px; max-width: 900px; }
+pre { background: var(--soft); border: 1px solid var(--line); border-radius: 8px;
+      padding: 12px 14px; overflow-x: auto; line-height: 1.45; margin: 0; }
+footer { margin-top: 36px; color: var(--muted); font-size: 12.5px; }
+"""
+
+
+def render_html(state: RunState, run_dir: Path, recipe_text: str, log_tail: list[str]) -> str:
+    """The whole page as a string (no file access, so tests can call it directly)."""
+    name = str(state.recipe.get("name", run_dir.name))
+    hint = ("Each cell shows before \u2192 after for that stage, with the change below "
+            "(green: better, red: worse; speed changes under 2% count as noise).")
+    stages = (f'<section><h2>Stage by stage</h2>{_table_html(state)}'
+              f'<p class="hint">{escape(hint)}</p></section>') if run_points(state) else ""
+    body = "".join([
+        _header_html(state, run_dir),
+        _summary_html(state),
+        stages,
+        _plots_html(state),
+        _pre_section("Recipe", recipe_text.rstrip("\n").splitlines()),
+        _pre_section(f"Log (last {len(log_tail)} lines)", log_tail),
+        f"<footer>Run folder: <code>{escape(str(run_dir))}</code></footer>",
+    ])
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            f'<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"<title>{escape(name)} \u2014 mfmaccel report</title><style>{CSS}</style></head>"
+            f"<body><main>{body}</main></body></html>\n")
+
+
+def write_report(run_dir: Path) -> Path:
+    """Write `run_dir/report.html` from the run's metrics.json, recipe and log; returns its path.
+
+    Written atomically, so a reader never sees half a report.
+    """
+    run_dir = Path(run_dir)
+    state = load_run(run_dir)
+    page = render_html(state, run_dir, _recipe_text(run_dir, state), _log_tail(run_dir))
+    return atomic_write_text(run_dir / REPORT_NAME, page)
