@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from mfmaccel.evaluate import sandbox
 from mfmaccel.evaluate.sandbox import SandboxLimits, run_python, sandbox_mode
+from mfmaccel.evaluate.sandbox import run as sandbox
 
 FAST = SandboxLimits(wall_seconds=10.0, cpu_seconds=5)
 NAMESPACED = sandbox_mode() in ("namespace", "userns")

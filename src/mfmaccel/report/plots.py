@@ -51,8 +51,7 @@ def _figure(width: float, height: float, rows: int, cols: int) -> tuple[Figure, 
 def _png(fig: Figure) -> bytes:
     """The figure as PNG bytes, without the matplotlib metadata (it carries a URL)."""
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None},
-                bbox_inches="tight", pad_inches=0.15, facecolor="white")
+    fig.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None}, facecolor="white")
     return buffer.getvalue()
 
 
@@ -142,7 +141,7 @@ def _tradeoff_panel(
 
 def _label_points(fig: Figure, panels: list[tuple[Axes, list[Spot]]]) -> None:
     """Lay the figure out, freeze it, then place labels where they collide with nothing."""
-    fig.canvas.draw()
+    fig.get_layout_engine().execute(fig)
     fig.set_layout_engine("none")
     for ax, spots in panels:
         placed: list[Bbox] = []
