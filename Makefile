@@ -34,9 +34,7 @@ models-large: install
 
 demo: install
 	$(BIN)/mfmaccel models
-	$(BIN)/mfmaccel eval --model smollm2-135m --task ppl --max-tokens 8192
-	$(BIN)/mfmaccel eval --model smollm2-135m --task speed
-	$(BIN)/mfmaccel eval --model smollm2-135m --task humaneval --limit 5 --max-new-tokens 256
+	$(BIN)/mfmaccel run quick --fresh
 
 test: install
 	$(BIN)/pytest -q

@@ -65,3 +65,27 @@ def test_malformed_jsonl_for_humaneval(tmp_path) -> None:
 def test_models_lists_the_zoo() -> None:
     result = run("models")
     assert result.exit_code == 0 and "smollm2-135m" in result.output
+
+
+def test_run_writes_metrics_and_report_then_resumes(tmp_path) -> None:
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: r\nmodel: tiny-llama\nevaluation: {tasks: [ppl], ppl_tokens: 200}\n"
+                      "stages:\n  - stage: evaluate\n")
+    runs = tmp_path / "runs"
+    first = run("run", str(recipe), "--runs-dir", str(runs))
+    assert first.exit_code == 0, first.output
+    assert (runs / "r" / "metrics.json").is_file() and (runs / "r" / "report.html").is_file()
+    again = run("run", str(recipe), "--runs-dir", str(runs))
+    assert again.exit_code == 2 and "--resume" in again.output
+    resumed = run("run", str(recipe), "--runs-dir", str(runs), "--resume")
+    assert resumed.exit_code == 0 and "skipped" in resumed.output
+    report = run("report", str(runs / "r"))
+    assert report.exit_code == 0 and "report.html" in report.output
+
+
+def test_run_rejects_bad_recipe_before_work(tmp_path) -> None:
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: r\nmodel: tiny-llama\nstages:\n  - stage: quantise\n")
+    result = run("run", str(recipe), "--runs-dir", str(tmp_path / "runs"))
+    assert result.exit_code == 2 and "unknown stage 'quantise'" in result.output
+    assert not (tmp_path / "runs").exists()

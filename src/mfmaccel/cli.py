@@ -167,8 +167,21 @@ def run(
     except KeyboardInterrupt:
         errors.print(f"interrupted; continue with: mfmaccel run {recipe} --resume")
         raise typer.Exit(code=130) from None
-    console.print(f"run complete: {runs_dir / loaded.name}/metrics.json "
-                  f"({len(state.stages)} stages)")
+    from mfmaccel.report import console_summary, write_report
+
+    console_summary(state, console)
+    console.print(f"report: {write_report(runs_dir / loaded.name)}")
+
+
+@app.command("report")
+@user_errors
+def report(run_dir: Annotated[Path, typer.Argument(help="A run folder, e.g. runs/quick")]) -> None:
+    """Write RUN_DIR/report.html and print the stage-by-stage table."""
+    from mfmaccel.report import console_summary, load_run, write_report
+
+    path = write_report(run_dir)
+    console_summary(load_run(run_dir), console)
+    console.print(f"report: {path}")
 
 
 def main() -> None:

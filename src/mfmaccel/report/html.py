@@ -21,14 +21,11 @@ from mfmaccel.pipeline.rundir import RunState
 from mfmaccel.report import plots
 from mfmaccel.report.rows import (
     Cell,
-    Row,
-    column_titles,
     overall_row,
     pending_stages,
     quality_tasks,
-    row_cells,
     run_points,
-    table_rows,
+    stage_table,
     task_info,
 )
 
@@ -52,8 +49,9 @@ def load_run(run_dir: Path) -> RunState:
     try:
         return RunState.from_dict(json.loads(metrics.read_text()))
     except (ValueError, KeyError, TypeError) as err:
+        problem = f"{type(err).__name__}: {err}".splitlines()[0]
         raise UserInputError(f"{metrics} is not a metrics.json written by mfmaccel run "
-                             f"({type(err).__name__}: {err}); rerun the recipe with --fresh") from None
+                             f"({problem}); rerun the recipe with --fresh") from None
 
 
 def _recipe_text(run_dir: Path, state: RunState) -> str:
@@ -80,24 +78,24 @@ def _cell_html(cell: Cell, tag: str = "td", cls: str = "") -> str:
     return f"<{tag}{attr}><div>{escape(cell.main)}</div>{change}</{tag}>"
 
 
-def _row_html(row: Row, tasks: list[str], index: int) -> str:
-    cells = row_cells(row, tasks)
-    stage = cells[0]
-    number = "" if row.name == "baseline" else f'<span class="idx">{index}</span>'
-    parts = [f'<th scope="row" class="stage">{number}{escape(stage.main)}</th>',
-             _cell_html(cells[1], cls="did")]
-    parts += [_cell_html(c, cls="num") for c in cells[2:-2]]
-    parts += [_cell_html(cells[-2], cls="num"), _cell_html(cells[-1], cls="notes")]
+def _row_html(cells: list[Cell], numeric: list[bool], index: int) -> str:
+    name = cells[0].main
+    number = "" if name == "baseline" else f'<span class="idx">{index}</span>'
+    did = cells[1]
+    spans = " ".join(f"<span>{escape(part)}</span>" for part in did.parts)
+    params = f'<div class="params">{spans}</div>' if spans else ""
+    parts = [f'<th scope="row" class="stage">{number}{escape(name)}</th>',
+             f'<td class="did"><div>{escape(did.main)}</div>{params}</td>']
+    for cell, title_is_numeric in zip(cells[2:], numeric[2:], strict=True):
+        parts.append(_cell_html(cell, cls="num" if title_is_numeric else "notes"))
     return "<tr>" + "".join(parts) + "</tr>"
 
 
 def _table_html(state: RunState) -> str:
-    tasks = quality_tasks(state)
-    titles = column_titles(tasks)
-    numeric = set(range(2, len(titles) - 1))
-    head = "".join(f'<th scope="col"{" class=num" if i in numeric else ""}>{escape(t)}</th>'
-                   for i, t in enumerate(titles))
-    body = "".join(_row_html(row, tasks, i) for i, row in enumerate(table_rows(state)))
+    table = stage_table(state)
+    head = "".join(f'<th scope="col"{" class=num" if num else ""}>{escape(title)}</th>'
+                   for title, num in zip(table.titles, table.numeric, strict=True))
+    body = "".join(_row_html(cells, table.numeric, i) for i, cells in enumerate(table.rows))
     return (f'<div class="table-wrap"><table><thead><tr>{head}</tr></thead>'
             f"<tbody>{body}</tbody></table></div>")
 
@@ -196,17 +194,21 @@ code, pre { font-family: ui-monospace, "SFMono-Regular", Menlo, Consolas, "DejaV
 .card .value { font-size: 17px; font-weight: 600; font-variant-numeric: tabular-nums; }
 .table-wrap { overflow-x: auto; border: 1px solid var(--line); border-radius: 8px; }
 table { border-collapse: collapse; width: 100%; font-size: 13.5px; }
-th, td { padding: 8px 12px; text-align: left; vertical-align: top;
+th, td { padding: 8px 10px; text-align: left; vertical-align: top;
          border-bottom: 1px solid var(--line); }
 tbody tr:last-child > * { border-bottom: none; }
 tbody tr:nth-child(even) { background: #fbfcfd; }
 thead th { background: var(--soft); font-weight: 600; font-size: 12.5px; color: #424a53;
-           white-space: nowrap; }
+           vertical-align: bottom; }
 th.stage { font-weight: 600; white-space: nowrap; }
 .idx { display: inline-block; min-width: 1.6em; color: var(--muted); font-weight: 400; }
 .num { text-align: right; white-space: nowrap; font-variant-numeric: tabular-nums; }
-td.did { color: #424a53; max-width: 260px; overflow-wrap: anywhere; }
-td.notes { max-width: 280px; white-space: pre-wrap; overflow-wrap: anywhere; color: #424a53; }
+td.did { color: #424a53; min-width: 140px; max-width: 240px; }
+.params { font-family: ui-monospace, Menlo, Consolas, "DejaVu Sans Mono", monospace;
+          font-size: 12px; color: var(--muted); overflow-wrap: anywhere; }
+.params span { white-space: nowrap; margin-right: .6em; }
+td.notes { min-width: 160px; max-width: 300px; white-space: pre-wrap; overflow-wrap: anywhere;
+           color: #424a53; }
 .chg { font-size: 12px; color: var(--muted); }
 .chg.better { color: var(--good); }
 .chg.worse { color: var(--bad); }

@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from matplotlib.axes import Axes
@@ -19,7 +19,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.text import Annotation
-from matplotlib.ticker import PercentFormatter
+from matplotlib.ticker import MaxNLocator, PercentFormatter
 from matplotlib.transforms import Bbox
 
 from mfmaccel.records import StageResult
@@ -89,27 +89,51 @@ def _merge_coincident(xs: list[float], ys: list[float], labels: list[str]) -> li
     return [Spot(x, y, tuple(names)) for (x, y), names in spots.items()]
 
 
-def _overlaps(box: Bbox, placed: list[Bbox], inside: Bbox) -> bool:
+def _collisions(box: Bbox, obstacles: list[Bbox], inside: Bbox) -> int:
+    """How badly a label box fits: leaving the axes counts most, then each thing it covers."""
     outside = box.x0 < inside.x0 or box.x1 > inside.x1 or box.y0 < inside.y0 or box.y1 > inside.y1
-    return outside or any(box.overlaps(other) for other in placed)
+    return 100 * outside + sum(box.overlaps(other) for other in obstacles)
 
 
-def _place_label(ax: Axes, spot: Spot, placed: list[Bbox]) -> None:
-    """Annotate a spot at the first offset where the text collides with nothing."""
-    renderer = ax.figure.canvas.get_renderer()
+def _label_text(spot: Spot) -> str:
     text = ", ".join(spot.labels)
-    if len(text) > 40:
-        text = f"{spot.labels[0]} (+{len(spot.labels) - 1} more)"
-    note: Annotation | None = None
+    return text if len(text) <= 40 else f"{spot.labels[0]} (+{len(spot.labels) - 1} more)"
+
+
+def _place_label(ax: Axes, spot: Spot, obstacles: list[Bbox]) -> None:
+    """Annotate a spot at the offset where the text covers the least (ideally nothing)."""
+    renderer = ax.figure.canvas.get_renderer()
+    inside = ax.get_window_extent(renderer)
+    best: tuple[int, Annotation, Bbox] | None = None
     for dx, dy in OFFSETS:
-        if note is not None:
+        note = ax.annotate(_label_text(spot), (spot.x, spot.y), xytext=(dx, dy),
+                           textcoords="offset points", ha="left" if dx > 0 else "right",
+                           fontsize=8.5, color="#24292f", zorder=5)
+        box = note.get_window_extent(renderer).expanded(1.04, 1.1)
+        score = _collisions(box, obstacles, inside)
+        if best is None or score < best[0]:
+            if best is not None:
+                best[1].remove()
+            best = (score, note, box)
+        else:
             note.remove()
-        note = ax.annotate(text, (spot.x, spot.y), xytext=(dx, dy), textcoords="offset points",
-                           ha="left" if dx > 0 else "right", fontsize=8.5, color="#24292f")
-        box = note.get_window_extent(renderer).expanded(1.05, 1.1)
-        if not _overlaps(box, placed, ax.get_window_extent(renderer)):
+        if score == 0:
             break
-    placed.append(box)
+    if best is not None:
+        obstacles.append(best[2])
+
+
+def _segment_boxes(ax: Axes, points: list[tuple[float, float]], samples: int = 16) -> list[Bbox]:
+    """Small boxes along the lines between consecutive points, so labels keep off them."""
+    if len(points) < 2:
+        return []
+    pixels = ax.transData.transform(points)
+    boxes = []
+    for (x0, y0), (x1, y1) in zip(pixels[:-1], pixels[1:], strict=True):
+        for k in range(samples + 1):
+            x, y = x0 + (x1 - x0) * k / samples, y0 + (y1 - y0) * k / samples
+            boxes.append(Bbox.from_extents(x - 2, y - 2, x + 2, y + 2))
+    return boxes
 
 
 def _draw_path(ax: Axes, xs: list[float], ys: list[float]) -> None:
@@ -122,11 +146,20 @@ def _draw_path(ax: Axes, xs: list[float], ys: list[float]) -> None:
                                 "shrinkA": 5, "shrinkB": 5})
 
 
+@dataclass
+class Panel:
+    """A drawn trade-off panel whose point labels are still to place."""
+
+    ax: Axes
+    spots: list[Spot]
+    lines: list[list[tuple[float, float]]]  # the run's path and the Pareto front
+
+
 def _tradeoff_panel(
     ax: Axes, xs: list[float], ys: list[float], labels: list[str], higher_is_better: bool
-) -> tuple[Axes, list[Spot]]:
-    """Points of the run, the path between them, and the Pareto front in colour; returns the
-    spots still to label (labels go on last, once the layout is final)."""
+) -> Panel:
+    """Points of the run, the path between them, and the Pareto front in colour; labels go
+    on last, once the layout is final (see `_label_points`)."""
     mask = pareto_mask(xs, ys, higher_is_better)
     _draw_path(ax, xs, ys)
     front = sorted((x, y) for x, y, keep in zip(xs, ys, mask, strict=True) if keep)
@@ -136,17 +169,22 @@ def _tradeoff_panel(
         ax.plot([x], [y], "o", ms=7, zorder=4, color=PARETO if keep else "white",
                 markeredgecolor=PARETO if keep else OTHER, markeredgewidth=1.5)
     ax.margins(x=0.22, y=0.22)
-    return ax, _merge_coincident(xs, ys, labels)
+    return Panel(ax, _merge_coincident(xs, ys, labels), [list(zip(xs, ys, strict=True)), front])
 
 
-def _label_points(fig: Figure, panels: list[tuple[Axes, list[Spot]]]) -> None:
-    """Lay the figure out, freeze it, then place labels where they collide with nothing."""
+def _label_points(fig: Figure, panels: list[Panel]) -> None:
+    """Lay the figure out, freeze it, then label each point where the text covers least."""
     fig.get_layout_engine().execute(fig)
     fig.set_layout_engine("none")
-    for ax, spots in panels:
-        placed: list[Bbox] = []
-        for spot in sorted(spots, key=lambda s: (s.x, s.y)):
-            _place_label(ax, spot, placed)
+    for panel in panels:
+        ax = panel.ax
+        ax.get_xlim()  # settles autoscaling, so data-to-pixel transforms are final
+        obstacles = [b for line in panel.lines for b in _segment_boxes(ax, line)]
+        for spot in panel.spots:
+            x, y = ax.transData.transform((spot.x, spot.y))
+            obstacles.append(Bbox.from_extents(x - 6, y - 6, x + 6, y + 6))
+        for spot in sorted(panel.spots, key=lambda s: (s.x, s.y)):
+            _place_label(ax, spot, obstacles)
 
 
 def _legend(fig: Figure) -> None:
@@ -167,7 +205,9 @@ def _quality_axis(ax: Axes, task: str) -> None:
         ax.yaxis.set_major_formatter(PercentFormatter(xmax=1, decimals=1))
 
 
-def _series(points: list[Point], task: str, x_of) -> tuple[list[float], list[float], list[str]]:
+def _series(
+    points: list[Point], task: str, x_of: Callable[[Point], float | None]
+) -> tuple[list[float], list[float], list[str]]:
     """The (x, quality, label) of each point that has both numbers."""
     rows = [(x_of(p), p.metrics.quality.get(task), p.label) for p in points]
     rows = [r for r in rows if r[0] is not None and r[1] is not None and math.isfinite(r[1])]
@@ -178,8 +218,9 @@ def _weight_mb(point: Point) -> float | None:
     return point.metrics.weight_bytes / 1e6 if point.metrics.weight_bytes else None
 
 
-def _prefill_s(point: Point) -> float | None:
-    return point.metrics.prefill_seconds or None
+def _prefill_ms(point: Point) -> float | None:
+    seconds = point.metrics.prefill_seconds
+    return seconds * 1000 if seconds else None
 
 
 def _ms_per_token(point: Point) -> float | None:
@@ -196,7 +237,7 @@ def quality_vs_size(points: list[Point], tasks: list[str]) -> bytes | None:
     panels = [p for p in panels if p[1]]
     if not panels:
         return None
-    fig, grid = _figure(max(5.5, 4.6 * len(panels)), 4.2, 1, len(panels))
+    fig, grid = _figure(max(5.5, 5.2 * len(panels)), 4.3, 1, len(panels))
     pending = []
     for ax, (task, xs, ys, labels) in zip(grid[0], panels, strict=True):
         pending.append(_tradeoff_panel(ax, xs, ys, labels, task_info(task).higher_is_better))
@@ -209,7 +250,7 @@ def quality_vs_size(points: list[Point], tasks: list[str]) -> bytes | None:
 
 
 LATENCY = [
-    ("prefill latency (s, batch 1)", _prefill_s),
+    ("prefill latency (ms, batch 1)", _prefill_ms),
     ("decode time per token (ms, batch 1)", _ms_per_token),
 ]
 
@@ -251,6 +292,14 @@ class CurveGroup:
     series: tuple[tuple[str, tuple[float, ...]], ...]  # (name, values)
 
     @property
+    def title(self) -> str:
+        """The metric, with the series name when there is only one (e.g. 'val/accuracy')."""
+        name = self.series[0][0]
+        if len(self.series) == 1 and name != self.metric:
+            return f"{name}/{self.metric}"
+        return self.metric
+
+    @property
     def phases(self) -> bool:
         """Series named phase1, phase2, ... continue one another, so they are drawn end to end."""
         return len(self.series) > 1 and all(PHASE.match(name) for name, _ in self.series)
@@ -283,7 +332,8 @@ def _draw_group(ax: Axes, group: CurveGroup) -> None:
     finite = [v for _, values in group.series for v in values if math.isfinite(v)]
     if "acc" in group.metric.lower() and finite and min(finite) >= 0 and max(finite) <= 1:
         ax.yaxis.set_major_formatter(PercentFormatter(xmax=1, decimals=0))
-    ax.set_title(f"{group.stage}: {group.metric}", fontsize=10.5, loc="left")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_title(f"{group.stage}: {group.title}", fontsize=10.5, loc="left")
     ax.set_xlabel("step" + (" (phases end to end)" if group.phases else ""), fontsize=9.5)
     ax.set_ylabel(group.metric, fontsize=9.5)
     if len(group.series) > 1:

@@ -117,15 +117,15 @@ def fmt_duration(seconds: float) -> str:
     return f"{hours} h {minutes:02d} min"
 
 
-def fmt_params(params: dict[str, Any], limit: int = 60) -> str:
-    """A stage's params as 'key=value, ...', long values shortened."""
+def fmt_params(params: dict[str, Any], limit: int = 60) -> tuple[str, ...]:
+    """A stage's params as 'key=value' strings, long values shortened."""
     parts = []
     for key, value in params.items():
         text = value if isinstance(value, str) else json.dumps(value, default=str)
         if len(text) > limit:
             text = text[: limit - 1] + "\u2026"
         parts.append(f"{key}={text}")
-    return ", ".join(parts)
+    return tuple(parts)
 
 
 # ---- cells ---------------------------------------------------------------------------------
@@ -133,11 +133,18 @@ def fmt_params(params: dict[str, Any], limit: int = 60) -> str:
 
 @dataclass(frozen=True)
 class Cell:
-    """One table cell: the main text, the change under it, and whether the change is good."""
+    """One table cell: the main text, the line under it (the change, or for 'what it did' the
+    stage's params), and whether the change is good."""
 
     main: str
     change: str = ""
     verdict: Verdict = ""
+    after: str = ""  # the 'after' half of 'before -> after', for narrow terminals
+    parts: tuple[str, ...] = ()  # the items `change` lists (a stage's params), if it lists any
+
+    @property
+    def brief(self) -> str:
+        return self.after or self.main
 
 
 def _judge(before: float, after: float, higher_is_better: bool, noise: float = 0.0) -> Verdict:
@@ -156,7 +163,7 @@ def _pair(before: str, after: str) -> str:
 
 def quality_cell(task: str, before: float | None, after: float | None) -> Cell:
     """'before -> after' and the change: in points for %, absolute and relative otherwise."""
-    if before is None or after is None:
+    if before is None or after is None or not math.isfinite(before + after):
         return Cell(fmt_quality(task, after))
     if before == after:
         return Cell(fmt_quality(task, after), UNCHANGED, "same")
@@ -166,7 +173,8 @@ def quality_cell(task: str, before: float | None, after: float | None) -> Cell:
     else:
         change = f"{_signed(after - before, 2)} ({_relative(before, after)})"
     verdict = _judge(before, after, info.higher_is_better)
-    return Cell(_pair(fmt_quality(task, before), fmt_quality(task, after)), change, verdict)
+    shown = fmt_quality(task, after)
+    return Cell(_pair(fmt_quality(task, before), shown), change, verdict, shown)
 
 
 def _measure_cell(
@@ -181,7 +189,7 @@ def _measure_cell(
     if before == after:
         return Cell(fmt(after), UNCHANGED, "same")
     verdict = _judge(before, after, higher_is_better, noise)
-    return Cell(_pair(fmt(before), fmt(after)), _relative(before, after), verdict)
+    return Cell(_pair(fmt(before), fmt(after)), _relative(before, after), verdict, fmt(after))
 
 
 def weights_cell(before: Metrics, after: Metrics) -> Cell:
@@ -208,7 +216,8 @@ class Row:
     """One line of the stage-by-stage table (the first is the baseline)."""
 
     name: str
-    did: str
+    did: str  # the registered stage it ran (or how the baseline was taken)
+    params: tuple[str, ...] = ()
     quality: dict[str, Cell] = field(default_factory=dict)
     weights: Cell = Cell("\u2014")
     prefill: Cell = Cell("\u2014")
@@ -221,17 +230,12 @@ def _compare(name: str, did: str, tasks: list[str], before: Metrics, after: Metr
     return Row(
         name=name,
         did=did,
+        params=(),
         quality={t: quality_cell(t, before.quality.get(t), after.quality.get(t)) for t in tasks},
         weights=weights_cell(before, after),
         prefill=prefill_cell(before, after),
         decode=decode_cell(before, after),
     )
-
-
-def describe_stage(stage: StageResult) -> str:
-    """What a stage did: the registered stage and its params."""
-    params = fmt_params(stage.params)
-    return f"{stage.stage}: {params}" if params else stage.stage
 
 
 def baseline_row(state: RunState, tasks: list[str]) -> Row | None:
@@ -250,7 +254,8 @@ def baseline_row(state: RunState, tasks: list[str]) -> Row | None:
 
 
 def stage_row(stage: StageResult, tasks: list[str]) -> Row:
-    row = _compare(stage.name, describe_stage(stage), tasks, stage.before, stage.after)
+    row = _compare(stage.name, stage.stage, tasks, stage.before, stage.after)
+    row.params = fmt_params(stage.params)
     row.seconds = fmt_duration(stage.seconds)
     row.notes = stage.notes
     return row
@@ -281,16 +286,45 @@ def pending_stages(state: RunState) -> list[str]:
     return [label for label in labels if label not in done]
 
 
-def column_titles(tasks: list[str]) -> list[str]:
-    """Header text for the table's columns, in order."""
-    quality = [f"{task_info(t).label} ({t})" if task_info(t).label != t else t for t in tasks]
+def column_titles(tasks: list[str], short: bool = False) -> list[str]:
+    """Header text for the table's columns, in order ('perplexity (ppl)', or 'perplexity')."""
+    labels = [task_info(t).label for t in tasks]
+    quality = labels if short else [
+        f"{label} ({t})" if label != t else t for t, label in zip(tasks, labels, strict=True)]
     return ["Stage", "What it did", *quality, "Weights", "Prefill", "Decode", "Time", "Notes"]
 
 
 def row_cells(row: Row, tasks: list[str]) -> list[Cell]:
     """The row's cells in `column_titles` order."""
     return [
-        Cell(row.name), Cell(row.did),
+        Cell(row.name), Cell(row.did, ", ".join(row.params), parts=row.params),
         *(row.quality.get(t, Cell("\u2014")) for t in tasks),
         row.weights, row.prefill, row.decode, Cell(row.seconds), Cell(row.notes),
     ]
+
+
+@dataclass
+class Table:
+    """Titles and cells of the stage-by-stage table, without columns that hold nothing."""
+
+    titles: list[str]
+    rows: list[list[Cell]]
+    numeric: list[bool]  # right-aligned number columns
+
+
+def stage_table(state: RunState, with_overall: bool = False, short: bool = False) -> Table:
+    """The table both outputs show, optionally ending with the baseline-to-final row; a column
+    with no value in any row (e.g. Notes, or speed when it was not measured) is left out."""
+    tasks = quality_tasks(state)
+    titles = column_titles(tasks, short)
+    rows = table_rows(state)
+    overall = overall_row(state) if with_overall else None
+    cells = [row_cells(row, tasks) for row in rows + ([overall] if overall else [])]
+    keep = [i for i in range(len(titles))
+            if i < 2 or any(row[i].main not in ("", "\u2014") for row in cells)]
+    last = len(titles) - 1
+    return Table(
+        titles=[titles[i] for i in keep],
+        rows=[[row[i] for i in keep] for row in cells],
+        numeric=[2 <= i < last for i in keep],
+    )
