@@ -7,13 +7,12 @@ same JSON-lines format (e.g. a translated or decontaminated variant) loads with 
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import importlib.util
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from mfmaccel.data.jsonl import read_jsonl
 from mfmaccel.errors import UserInputError
 
 REQUIRED_KEYS = ("task_id", "prompt", "canonical_solution", "test", "entry_point")
@@ -46,14 +45,10 @@ def load_humaneval() -> list[CodeProblem]:
 def load_code_jsonl(path: str | Path) -> list[CodeProblem]:
     """Problems from a HumanEval-format JSON-lines file (`.jsonl`, or gzip-compressed)."""
     path = Path(path)
-    if not path.is_file():
-        raise UserInputError(f"{path} does not exist; pass the path of a HumanEval-format .jsonl")
     problems: list[CodeProblem] = []
     seen: dict[str, int] = {}
-    for number, line in enumerate(_read_lines(path), start=1):
-        if not line.strip():
-            continue
-        problem = _parse_line(path, number, line)
+    for number, record in read_jsonl(path, "a HumanEval-format .jsonl"):
+        problem = _problem(path, number, record)
         if problem.task_id in seen:
             raise UserInputError(
                 f"{path}:{number}: task_id {problem.task_id!r} already used on line "
@@ -66,29 +61,7 @@ def load_code_jsonl(path: str | Path) -> list[CodeProblem]:
     return problems
 
 
-def _read_lines(path: Path) -> list[str]:
-    """All lines, gunzipped when the file starts with the gzip magic bytes (whatever its name)."""
-    try:
-        with path.open("rb") as handle:
-            gzipped = handle.read(2) == b"\x1f\x8b"
-        opener = gzip.open if gzipped else open
-        with opener(path, "rt", encoding="utf-8") as handle:
-            return handle.read().splitlines()
-    except (OSError, EOFError, UnicodeDecodeError) as exc:
-        raise UserInputError(
-            f"cannot read {path} ({exc}); pass a UTF-8 .jsonl or .jsonl.gz file"
-        ) from exc
-
-
-def _parse_line(path: Path, number: int, line: str) -> CodeProblem:
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise UserInputError(
-            f"{path}:{number}: malformed JSON ({exc.msg}); fix or remove line {number}"
-        ) from exc
-    if not isinstance(record, dict):
-        raise UserInputError(f"{path}:{number}: expected a JSON object; fix line {number}")
+def _problem(path: Path, number: int, record: dict) -> CodeProblem:
     for key in REQUIRED_KEYS:
         if key not in record:
             raise UserInputError(

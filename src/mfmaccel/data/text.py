@@ -3,9 +3,9 @@ loader for the user's own .txt / .jsonl files."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from mfmaccel.data.jsonl import read_jsonl
 from mfmaccel.errors import UserInputError
 
 SPLITS = ("train", "test")
@@ -37,16 +37,8 @@ def load_text_file(path: str | Path, field: str = "text") -> str:
     if path.suffix != ".jsonl":
         return path.read_text(encoding="utf-8", errors="replace")
     documents = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise UserInputError(
-                f"{path}:{number}: malformed JSON ({err.msg}); fix that line"
-            ) from None
-        if not isinstance(record, dict) or field not in record:
+    for number, record in read_jsonl(path, "a .txt or .jsonl file"):
+        if field not in record:
             raise UserInputError(f"{path}:{number}: no '{field}' key; each line needs one")
         documents.append(str(record[field]))
     if not documents:
