@@ -114,8 +114,8 @@ def convert_gguf(gguf: Path, out: Path, marker: dict) -> None:
         )
     except (ValueError, KeyError, NotImplementedError) as err:
         raise UserInputError(
-            f"{gguf} holds an architecture transformers cannot load from GGUF ({err}); "
-            "convert it to a Hugging Face folder first"
+            f"transformers cannot load {gguf} ({str(err).splitlines()[0]}); convert it to a "
+            "Hugging Face folder first"
         ) from None
     # The weights are plain float tensors now; drop transformers' "quantized by gguf" marker so
     # the model saves as an ordinary checkpoint.
