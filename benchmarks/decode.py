@@ -4,6 +4,7 @@ Everything is measured in this one run: the memory bandwidth (streaming reads of
 larger than the caches), the roofline it implies for batch-1 decode (every new token reads all
 weights once: bandwidth / weight bytes), and both engines on the same model and prompt.
 Prints JSON. Usage: python benchmarks/decode.py [--model smollm2-135m] [--new-tokens 64]
+[--threads N]
 """
 
 from __future__ import annotations
@@ -49,7 +50,10 @@ def main() -> None:
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     model = load_model(args.model)
     bandwidth = read_bandwidth()
