@@ -27,7 +27,7 @@ def measure(
 ) -> Metrics:
     """Quality on every task, size, and (if asked) batch-1 generation speed."""
     metrics = Metrics(weight_bytes=model.weight_bytes, params=model.params)
-    options = TaskOptions(max_tokens=spec.ppl_tokens)
+    options = TaskOptions(max_tokens=spec.ppl_tokens, max_new_tokens=spec.max_new_tokens)
     for data in tasks:
         record = measure_task(model, data, options, progress).to_dict()
         metrics.quality[data.task] = headline(data.task, record)

@@ -27,6 +27,7 @@ class EvalSpec(Strict):
     tasks: list[Literal["ppl", "humaneval", "medvqa"]] = Field(default_factory=list)
     limit: int | None = Field(default=None, ge=1, description="subset size for humaneval/medvqa")
     ppl_tokens: int = Field(default=4096, ge=16)
+    max_new_tokens: int = Field(default=384, ge=1, description="humaneval completion length")
     speed: bool = True
     speed_tokens: int = Field(default=16, ge=2)
 
