@@ -34,6 +34,7 @@ models-large: install
 
 demo: install
 	$(BIN)/mfmaccel models
+	$(BIN)/mfmaccel run --fresh
 	$(BIN)/mfmaccel run quick --fresh
 
 test: install

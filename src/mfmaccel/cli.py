@@ -146,10 +146,46 @@ def evaluate(
     console.print(f"wrote {out}")
 
 
+@app.command("finetune")
+@user_errors
+def finetune(
+    config: Annotated[Path | None, typer.Option(help="YAML of fine-tuning settings")] = None,
+    out: Annotated[Path, typer.Option(help="Where the trained parts go")] = Path("weights/medvlm"),
+    data: Annotated[
+        Path | None, typer.Option(help="Your VQA-RAD/SLAKE-format folder (phase 3 and test)")
+    ] = None,
+    base: Annotated[
+        Path | None, typer.Option(help="Your HF LLaVA folder instead of medvlm")
+    ] = None,
+    test_limit: Annotated[int | None, typer.Option(help="Test on the first N questions")] = None,
+) -> None:
+    """Adapt medvlm (or your LLaVA) to the medical domain in three phases; write OUT."""
+    quiet_libraries()
+    from mfmaccel.finetune import main_finetune
+
+    with Bars() as bars:
+        manifest = main_finetune(config=config, out=out, data=data, base=base,
+                                 test_limit=test_limit, progress=bars.task,
+                                 log=lambda m: console.print(f"[dim]{m}[/]"))
+    test = manifest["test"]
+    table = Table("question type", "accuracy", "majority baseline",
+                  title=f"test accuracy on {test['n']} closed questions")
+    majority = test.get("majority_baseline", {})
+    for qtype, accuracy in test["per_type"].items():
+        table.add_row(qtype, f"{accuracy:.3f}", _maybe(majority.get(qtype)))
+    table.add_row("all", f"{test['accuracy']:.3f}", _maybe(majority.get("overall")))
+    console.print(table)
+    console.print(f"wrote {out}")
+
+
+def _maybe(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
 @app.command("run")
 @user_errors
 def run(
-    recipe: Annotated[str, typer.Argument(help="Recipe YAML or built-in name")] = "quick",
+    recipe: Annotated[str, typer.Argument(help="Recipe YAML or built-in name")] = "medical",
     resume: Annotated[bool, typer.Option(help="Skip stages an earlier run completed")] = False,
     fresh: Annotated[bool, typer.Option(help="Delete an earlier run of this recipe first")] = False,
     runs_dir: Annotated[Path, typer.Option(help="Where run folders go")] = Path("runs"),

@@ -9,6 +9,7 @@ from PIL import Image
 from mfmaccel.data.medvqa import VQASample
 from mfmaccel.errors import UserInputError
 from mfmaccel.evaluate.vqa import (
+    answer_scores,
     generate_answer,
     normalize_answer,
     rank_answer,
@@ -56,6 +57,12 @@ def single_candidate_score(model, sample: VQASample, answer: str) -> float:
     logp = logp.log_softmax(-1)[0]
     start = prompt.shape[1]
     return float(sum(logp[start - 1 + i, t] for i, t in enumerate(cand[0].tolist())))
+
+
+def test_cached_scores_equal_scoring_each_candidate_alone(tiny_llava) -> None:
+    sample = make_sample("upper left", ("upper left", "upper right", "lower left", "no"))
+    alone = [single_candidate_score(tiny_llava, sample, a) for a in sample.answer_set]
+    assert answer_scores(tiny_llava, sample) == pytest.approx(alone, abs=1e-4)
 
 
 def test_rank_picks_the_most_likely_candidate(tiny_llava) -> None:

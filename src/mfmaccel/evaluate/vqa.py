@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
+from transformers import DynamicCache
 
 from mfmaccel.decode.engine import eos_ids, greedy_generate
 from mfmaccel.errors import UserInputError
@@ -65,29 +66,39 @@ def _prompt_inputs(model: LoadedModel, sample: VQASample) -> dict[str, torch.Ten
     return dict(model.processor(images=sample.image, text=text, return_tensors="pt"))
 
 
-@torch.inference_mode()
 def rank_answer(model: LoadedModel, sample: VQASample) -> str:
     """The candidate in `sample.answer_set` with the highest total log-likelihood."""
+    scores = answer_scores(model, sample)
+    return sample.answer_set[max(range(len(scores)), key=scores.__getitem__)]
+
+
+@torch.inference_mode()
+def answer_scores(model: LoadedModel, sample: VQASample) -> list[float]:
+    """Total log-likelihood of each candidate answer (`" " + answer`) after the prompt.
+
+    The image and question run once; the candidates then continue from copies of that KV
+    cache in one batch, so ranking k answers costs about one prompt, not k.
+    """
     inputs = _prompt_inputs(model, sample)
-    prompt_ids = inputs["input_ids"][0].tolist()
     tokenizer = model.processor.tokenizer
     candidates = [tokenizer(" " + a, add_special_tokens=False).input_ids for a in sample.answer_set]
-    width = len(prompt_ids) + max(len(c) for c in candidates)
-    pad = tokenizer.pad_token_id or 0
-    ids = torch.full((len(candidates), width), pad, dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for row, cand in enumerate(candidates):
-        seq = prompt_ids + cand
-        ids[row, : len(seq)] = torch.tensor(seq)
-        mask[row, : len(seq)] = 1
-    pixels = inputs["pixel_values"].expand(len(candidates), *inputs["pixel_values"].shape[1:])
-    logprobs = model.module(input_ids=ids, attention_mask=mask, pixel_values=pixels).logits
-    logprobs = logprobs.float().log_softmax(-1)
-    scores = []
-    for row, cand in enumerate(candidates):
-        positions = torch.arange(len(prompt_ids) - 1, len(prompt_ids) - 1 + len(cand))
-        scores.append(float(logprobs[row, positions, torch.tensor(cand)].sum()))
-    return sample.answer_set[max(range(len(scores)), key=scores.__getitem__)]
+    cache = DynamicCache()
+    prompt = model.module(**inputs, cache=cache, use_cache=True, logits_to_keep=1)
+    first = prompt.logits[0, -1].float().log_softmax(-1)
+    scores = [float(first[cand[0]]) for cand in candidates]
+    longest = max(len(c) for c in candidates)
+    if longest > 1:
+        rows = len(candidates)
+        ids = torch.full((rows, longest - 1), tokenizer.pad_token_id or 0, dtype=torch.long)
+        for row, cand in enumerate(candidates):
+            ids[row, : len(cand) - 1] = torch.tensor(cand[:-1])
+        cache.batch_repeat_interleave(rows)
+        mask = torch.ones(rows, inputs["input_ids"].shape[1] + longest - 1, dtype=torch.long)
+        rest = model.module(input_ids=ids, attention_mask=mask, cache=cache,
+                            use_cache=True).logits.float().log_softmax(-1)
+        for row, cand in enumerate(candidates):
+            scores[row] += sum(float(rest[row, j - 1, cand[j]]) for j in range(1, len(cand)))
+    return scores
 
 
 def generate_answer(model: LoadedModel, sample: VQASample, max_new_tokens: int = 8) -> str:

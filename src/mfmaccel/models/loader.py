@@ -30,8 +30,14 @@ def cache_root() -> Path:
     return Path(os.environ.get("MFMACCEL_CACHE", "~/.cache/mfmaccel")).expanduser()
 
 
+MEDVLM = "medvlm"  # models.medvlm: smollm2-135m plus the parts in weights/medvlm/
+MEDVLM_BASE = "medvlm-base"  # the same model before fine-tuning (random tower, seeded)
+MEDVLM_TINY = "medvlm-tiny"  # untrained, tiny Llama and a 64-pixel tower: for tests
+
+
 def known_model_names() -> list[str]:
-    return list(BUILTIN_MODELS) + [f"tiny-{arch}" for arch in TINY_BUILDERS]
+    medvlm = [MEDVLM, MEDVLM_BASE, MEDVLM_TINY]
+    return list(BUILTIN_MODELS) + medvlm + [f"tiny-{arch}" for arch in TINY_BUILDERS]
 
 
 def load_model(spec: str, dtype: torch.dtype = torch.float32, seed: int = 0) -> LoadedModel:
@@ -46,6 +52,14 @@ def load_model(spec: str, dtype: torch.dtype = torch.float32, seed: int = 0) -> 
         return _with_dtype(build_tiny(arch, seed), dtype)
     if spec in BUILTIN_MODELS:
         return _load_builtin(BUILTIN_MODELS[spec], dtype)
+    if spec == MEDVLM:
+        from mfmaccel.models.medvlm import load_medvlm
+
+        return _with_dtype(load_medvlm(), dtype)
+    if spec in (MEDVLM_BASE, MEDVLM_TINY):
+        from mfmaccel.models.medvlm import build_medvlm
+
+        return _with_dtype(build_medvlm(seed, tiny=spec == MEDVLM_TINY), dtype)
     path = Path(spec).expanduser()
     if path.is_dir():
         check_hf_folder(path)
@@ -170,6 +184,8 @@ def model_kind(spec: str) -> str:
         return TINY_BUILDERS[spec.removeprefix("tiny-")][0]
     if spec in BUILTIN_MODELS:
         return BUILTIN_MODELS[spec].kind
+    if spec in (MEDVLM, MEDVLM_BASE, MEDVLM_TINY):
+        return VLM
     path = Path(spec).expanduser()
     if path.is_dir() and (path / "config.json").is_file():
         from transformers import AutoConfig
@@ -199,15 +215,27 @@ def load_hf_folder(folder: Path, name: str, source: str, dtype: torch.dtype) -> 
     auto = {VLM: tf.AutoModelForImageTextToText, CAUSAL_LM: tf.AutoModelForCausalLM}.get(
         kind, tf.AutoModel
     )
-    module = auto.from_pretrained(folder, dtype=dtype).eval()
+    meta = {}
+    if (folder / "quantization.json").is_file():
+        from mfmaccel.compress.quant.storage import load_quantized_module
+
+        module = load_quantized_module(folder, auto.from_config(config, dtype=dtype))
+        meta["quantization"] = module._quantization_plan
+    else:
+        module = auto.from_pretrained(folder, dtype=dtype).eval()
     return LoadedModel(
         name=name, module=module, tokenizer=tokenizer, family=config.model_type, kind=kind,
-        source=source, processor=processor,
+        source=source, processor=processor, meta=meta,
     )
 
 
 def save_model(model: LoadedModel, folder: Path) -> Path:
-    """Save a model as a loadable HF folder (safetensors), atomically."""
+    """Save a model as a loadable HF folder (safetensors), atomically; a quantized model keeps
+    its packed integers (see `compress.quant.storage`)."""
+    if "quantization" in model.meta:
+        from mfmaccel.compress.quant.storage import save_quantized
+
+        return save_quantized(model, folder)
     with atomic_directory(folder) as tmp:
         model.module.save_pretrained(tmp, safe_serialization=True)
         for part in (model.processor, model.tokenizer):

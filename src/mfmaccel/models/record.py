@@ -34,8 +34,10 @@ class LoadedModel:
 
     @property
     def weight_bytes(self) -> int:
-        """Bytes the parameters occupy in their current dtype (tied weights counted once)."""
-        return sum(p.numel() * p.element_size() for p in self.module.parameters())
+        """Bytes the parameters occupy in their current dtype (tied weights counted once), plus
+        the true size of packed quantized layers (integers, scales, zero points)."""
+        packed = sum(m.nbytes for m in self.module.modules() if getattr(m, "is_packed", False))
+        return packed + sum(p.numel() * p.element_size() for p in self.module.parameters())
 
     @property
     def context_length(self) -> int | None:

@@ -7,12 +7,13 @@ from pydantic import ValidationError
 from mfmaccel.errors import UserInputError
 from mfmaccel.pipeline.recipe import StageSpec
 from mfmaccel.pipeline.stage import Stage, StageParams
-from mfmaccel.pipeline.stages import evaluate
+from mfmaccel.pipeline.stages import evaluate, finetune
 
 STAGES: dict[str, Stage] = {
     stage.name: stage
     for stage in (
         evaluate.STAGE,
+        finetune.STAGE,
     )
 }
 

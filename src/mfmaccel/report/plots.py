@@ -31,7 +31,7 @@ OTHER = "#8b949e"
 PATH = "#c9d1d9"
 # Label offsets (points) tried in turn until the label overlaps nothing already placed.
 OFFSETS = [(7, 7), (7, -14), (-7, 7), (-7, -14), (7, 20), (-7, 20), (7, -27), (-7, -27)]
-PHASE = re.compile(r"^(phase|round|stage|step)[ _-]?\d+$", re.IGNORECASE)
+PHASE = re.compile(r"^(phase|round|stage|step)[ _-]?\d+[a-z]?$", re.IGNORECASE)
 
 
 def _figure(width: float, height: float, rows: int, cols: int) -> tuple[Figure, list[list[Axes]]]:

@@ -4,13 +4,17 @@ See docs/data.md for the sources, their licences and how questions and splits ar
 
 from mfmaccel.data.medvqa.baseline import majority_baseline
 from mfmaccel.data.medvqa.build import load_medvqa
+from mfmaccel.data.medvqa.captions import CaptionSample, ImageFacts, load_medcaptions
 from mfmaccel.data.medvqa.folder import load_vqa_folder
 from mfmaccel.data.medvqa.sample import QUESTION_TYPES, SPLITS, VQASample
 
 __all__ = [
     "QUESTION_TYPES",
+    "CaptionSample",
+    "ImageFacts",
     "SPLITS",
     "VQASample",
+    "load_medcaptions",
     "load_medvqa",
     "load_vqa_folder",
     "majority_baseline",

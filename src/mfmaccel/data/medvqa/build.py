@@ -156,6 +156,22 @@ def _check_args(split: str, seed: int, per_source: int | None) -> None:
         raise UserInputError(f"per_source must be a positive integer or None, got {per_source!r}")
 
 
+def generate_split(
+    split: str, seed: int = 0, per_source: int | None = None
+) -> list[GeneratedSample]:
+    """Every sample of a split with its ground truth, in the split's seeded shuffle (the order
+    `load_medvqa` returns); captions and instruction data are made from these."""
+    _check_args(split, seed, per_source)
+    per_source = per_source or default_per_source(split)
+    generated = [
+        generate_sample(spec.source_id, split, seed, index, per_source)
+        for spec in sources_for_split(split)
+        for index in range(samples_for(spec, per_source))
+    ]
+    order = np.random.default_rng(_seeds(seed, split, "", 0, _ORDER)).permutation(len(generated))
+    return [generated[i] for i in order]
+
+
 def load_medvqa(split: str, seed: int = 0, per_source: int | None = None) -> list[VQASample]:
     """The `split` of the offline medical VQA benchmark (same split + seed -> same samples).
 
@@ -164,13 +180,4 @@ def load_medvqa(split: str, seed: int = 0, per_source: int | None = None) -> lis
     `samples_for`); the default gives ~2000 train / ~300 val / ~500 test samples. The list is
     returned in a seeded shuffle.
     """
-    _check_args(split, seed, per_source)
-    per_source = per_source or default_per_source(split)
-    samples = [
-        generate_sample(spec.source_id, split, seed, index, per_source).sample
-        for spec in sources_for_split(split)
-        for index in range(samples_for(spec, per_source))
-    ]
-    order = np.random.default_rng(_seeds(seed, split, "", 0, _ORDER)).permutation(len(samples))
-    return [samples[i] for i in order]
-
+    return [generated.sample for generated in generate_split(split, seed, per_source)]

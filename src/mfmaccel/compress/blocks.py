@@ -1,0 +1,134 @@
+"""Where the transformer blocks of a causal LM (or of a VLM's language model) are, and a cache
+of each block's full-precision inputs on calibration text.
+
+One full-precision pass records, for every block, the hidden states it received and the keyword
+arguments it was called with (masks and rotary embeddings can differ per block, e.g. Gemma3's
+local and global layers). A probe that changes block i then reruns only blocks i..N-1 from the
+cache instead of the whole model, and GPTQ quantizes block by block from the same cache.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+LAYER_LISTS = ("layers", "h", "blocks")
+FINAL_NORMS = ("norm", "ln_f", "final_layernorm")
+
+
+def decoder_body(module: nn.Module) -> nn.Module:
+    """The submodule that owns the block list (LlamaModel, GPT2Model, a VLM's language model)."""
+    for candidate in (getattr(module, "model", None), getattr(module, "transformer", None)):
+        if candidate is None:
+            continue
+        inner = getattr(candidate, "language_model", candidate)
+        if any(isinstance(getattr(inner, name, None), nn.ModuleList) for name in LAYER_LISTS):
+            return inner
+    raise ValueError(f"{type(module).__name__}: no transformer block list found")
+
+
+def decoder_layers(module: nn.Module) -> nn.ModuleList:
+    body = decoder_body(module)
+    return next(getattr(body, n) for n in LAYER_LISTS if isinstance(getattr(body, n, None),
+                                                                    nn.ModuleList))
+
+
+def final_norm(module: nn.Module) -> nn.Module:
+    body = decoder_body(module)
+    for name in FINAL_NORMS:
+        if isinstance(getattr(body, name, None), nn.Module):
+            return getattr(body, name)
+    raise ValueError(f"{type(body).__name__}: no final norm found")
+
+
+def linear_layers(block: nn.Module) -> dict[str, nn.Linear]:
+    """Every nn.Linear (or GPT-2 Conv1D) inside a block, by its path ("self_attn.q_proj")."""
+    return {name: child for name, child in block.named_modules()
+            if isinstance(child, nn.Linear) or type(child).__name__ == "Conv1D"}
+
+
+@dataclass
+class BlockCache:
+    """Per block, per calibration batch: the hidden states in and the keyword arguments."""
+
+    inputs: list[list[torch.Tensor]]  # [block][batch]
+    kwargs: list[list[dict[str, Any]]]  # [block][batch]
+    outputs: list[torch.Tensor]  # hidden states after the last block, per batch
+    input_ids: list[torch.Tensor] = field(default_factory=list)
+
+    @property
+    def blocks(self) -> int:
+        return len(self.inputs)
+
+
+class _Stop(Exception):
+    pass
+
+
+def _hidden(output: Any) -> torch.Tensor:
+    return output[0] if isinstance(output, tuple) else output
+
+
+@torch.inference_mode()
+def capture_blocks(module: nn.Module, batches: list[torch.Tensor]) -> BlockCache:
+    """Run `module` on each (1, T) batch of token ids, recording every block's inputs."""
+    layers = decoder_layers(module)
+    inputs: list[list[torch.Tensor]] = [[] for _ in layers]
+    kwargs: list[list[dict[str, Any]]] = [[] for _ in layers]
+    outputs: list[torch.Tensor] = []
+
+    def recorder(index: int):
+        def hook(_, args, kw):
+            hidden = args[0] if args else kw["hidden_states"]
+            inputs[index].append(hidden.detach())
+            kwargs[index].append({k: v for k, v in kw.items() if k != "hidden_states"})
+        return hook
+
+    handles = [layer.register_forward_pre_hook(recorder(i), with_kwargs=True)
+               for i, layer in enumerate(layers)]
+    last = layers[-1].register_forward_hook(lambda _, __, out: outputs.append(_hidden(out)))
+    try:
+        for ids in batches:
+            decoder_body(module)(input_ids=ids, use_cache=False)
+    finally:
+        for handle in [*handles, last]:
+            handle.remove()
+    return BlockCache(inputs, kwargs, outputs, list(batches))
+
+
+@torch.inference_mode()
+def last_block_output(module: nn.Module, ids: torch.Tensor) -> torch.Tensor:
+    """Hidden states leaving the last block (before the final norm) for token ids `ids`."""
+    captured: list[torch.Tensor] = []
+    hook = decoder_layers(module)[-1].register_forward_hook(
+        lambda _, __, out: captured.append(_hidden(out)))
+    try:
+        decoder_body(module)(input_ids=ids, use_cache=False)
+    finally:
+        hook.remove()
+    return captured[0]
+
+
+@torch.inference_mode()
+def run_blocks(module: nn.Module, cache: BlockCache, start: int, batch: int,
+               hidden: torch.Tensor | None = None) -> torch.Tensor:
+    """Blocks `start`.. of `module` on calibration batch `batch`, from the cached input of
+    block `start` (or from `hidden`), with each block's cached keyword arguments."""
+    layers = decoder_layers(module)
+    hidden = cache.inputs[start][batch] if hidden is None else hidden
+    for index in range(start, len(layers)):
+        hidden = _hidden(layers[index](hidden, **cache.kwargs[index][batch]))
+    return hidden
+
+
+@torch.inference_mode()
+def head_logprobs(module: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+    """Log-probabilities of the next token from last-block hidden states (final norm + head)."""
+    logits = module.get_output_embeddings()(final_norm(module)(hidden))
+    softcap = getattr(module.config.get_text_config(), "final_logit_softcapping", None)
+    if softcap:
+        logits = torch.tanh(logits / softcap) * softcap
+    return logits.float().log_softmax(-1)

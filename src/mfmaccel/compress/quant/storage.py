@@ -1,0 +1,104 @@
+"""A quantized model on disk: an ordinary HF folder (config.json, tokenizer) whose
+`model.safetensors` holds packed integers, fp16 scales/zeros and the fp16 remainder, plus
+`quantization.json` (the plan). Reloading rebuilds the architecture from its config, swaps in
+`QuantLinear`s where the plan says, and loads the tensors: identical outputs, no pickle."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from mfmaccel.errors import UserInputError
+from mfmaccel.fileio import atomic_directory
+from mfmaccel.models.record import LoadedModel
+
+PLAN_FILE = "quantization.json"
+WEIGHTS_FILE = "model.safetensors"
+
+
+def _tied_embedding_key(module: torch.nn.Module) -> str | None:
+    """State-dict key of token embeddings rebuilt from a quantized tied head (not stored)."""
+    from mfmaccel.compress.quant.linear import QuantLinear
+    from mfmaccel.compress.quantize import _ties
+
+    if not (isinstance(module.get_output_embeddings(), QuantLinear) and _ties(module)):
+        return None
+    embed = module.get_input_embeddings()
+    return next(f"{name}.weight" for name, m in module.named_modules() if m is embed)
+
+
+def save_quantized(model: LoadedModel, folder: str | Path) -> Path:
+    """Write `model` (from `quantize_model`) as a reloadable folder, atomically."""
+    plan = model.meta.get("quantization")
+    if plan is None:
+        raise UserInputError(f"{model.name} is not quantized; run `mfmaccel quantize` first")
+    module = model.module
+    skip = _tied_embedding_key(module)
+    state = {}
+    for key, tensor in module.state_dict().items():
+        if key == skip:
+            continue
+        state[key] = tensor.half() if tensor.is_floating_point() and tensor.dtype != torch.float16 \
+            else tensor
+        state[key] = state[key].contiguous()
+    with atomic_directory(Path(folder)) as tmp:
+        module.config.save_pretrained(tmp)
+        for part in (model.processor, model.tokenizer):
+            if part is not None:
+                part.save_pretrained(tmp)
+        save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
+        (tmp / PLAN_FILE).write_text(json.dumps(plan, indent=1) + "\n")
+    return Path(folder)
+
+
+def is_quantized_folder(folder: Path) -> bool:
+    return (folder / PLAN_FILE).is_file()
+
+
+def load_quantized_module(folder: Path, module: torch.nn.Module) -> torch.nn.Module:
+    """Turn `module` (built from the folder's config) into the saved quantized model."""
+    from mfmaccel.compress.quant.grid import QuantizedTensor, QuantSpec
+    from mfmaccel.compress.quant.linear import QuantLinear
+    from mfmaccel.compress.quantize import FULL, QuantPlan, _replace, _tie_embeddings_to_head
+    from mfmaccel.compress.sensitivity import quantizable_parts
+
+    try:
+        plan = QuantPlan(**json.loads((folder / PLAN_FILE).read_text()))
+    except (json.JSONDecodeError, TypeError) as err:
+        raise UserInputError(f"{folder / PLAN_FILE} is not a valid quantization plan ({err})") \
+            from None
+    parts = quantizable_parts(module)
+    for name, label in plan.choice.items():
+        if label == FULL:
+            continue
+        if name not in parts:
+            raise UserInputError(f"{folder}: plan names {name}, absent from its config.json")
+        part, layer = parts[name]
+        spec = QuantSpec(**plan.specs[label])
+        empty = QuantizedTensor(torch.zeros(part.out_features, part.in_features,
+                                            dtype=torch.int16),
+                                torch.ones(part.out_features, spec.groups(part.in_features)),
+                                torch.zeros(part.out_features, spec.groups(part.in_features)),
+                                spec)
+        _replace(module, name, layer, QuantLinear.from_quantized(empty, getattr(layer, "bias",
+                                                                                  None)))
+    state = load_file(str(folder / WEIGHTS_FILE))
+    expected = module.state_dict()
+    skip = _tied_embedding_key(module)
+    for key, tensor in state.items():
+        if key not in expected or expected[key].shape != tensor.shape:
+            raise UserInputError(
+                f"{folder / WEIGHTS_FILE}: tensor {key} {tuple(tensor.shape)} disagrees with the "
+                "config and quantization plan; re-run `mfmaccel quantize`"
+            )
+    missing = sorted(set(expected) - set(state) - {skip})
+    if missing:
+        raise UserInputError(f"{folder / WEIGHTS_FILE} lacks {missing[0]}; re-run the export")
+    module.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()}, strict=False)
+    _tie_embeddings_to_head(module)
+    module.eval()
+    module._quantization_plan = plan.to_dict()
+    return module

@@ -1,0 +1,180 @@
+"""Quantize a model by a plan (one spec, or fp16, per part), with round-to-nearest or GPTQ,
+replacing its linear layers by packed `QuantLinear`s in place.
+
+GPTQ runs block by block (Frantar et al.): each block's Hessians come from the inputs the
+already-quantized earlier blocks produce, starting from the cached full-precision input of the
+first block. Parameters left unquantized are rounded to fp16, the precision they are stored
+and counted in, so the model in memory computes exactly what the reloaded one will.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from mfmaccel.compress.blocks import capture_blocks, decoder_layers, final_norm
+from mfmaccel.compress.fakequant import weight_matrix
+from mfmaccel.compress.quant.gptq import HessianAccumulator, quantize_gptq
+from mfmaccel.compress.quant.grid import QuantSpec, quantize_rtn
+from mfmaccel.compress.quant.linear import QuantLinear
+from mfmaccel.compress.sensitivity import HEAD, quantizable_parts
+from mfmaccel.errors import UserInputError
+from mfmaccel.models.record import LoadedModel
+from mfmaccel.records import Record
+
+METHODS = ("rtn", "gptq")
+FULL = "fp16"
+
+
+@dataclass
+class QuantPlan(Record):
+    """Which spec each part gets ("fp16": left as is) and how the integers are found."""
+
+    choice: dict[str, str]
+    specs: dict[str, dict]  # label -> QuantSpec fields
+    method: str = "rtn"
+
+    def spec(self, part: str) -> QuantSpec | None:
+        label = self.choice.get(part, FULL)
+        return None if label == FULL else QuantSpec(**self.specs[label])
+
+
+def uniform_plan(module: nn.Module, spec: QuantSpec, method: str = "rtn",
+                 head: bool = True) -> QuantPlan:
+    choice = {name: spec.label for name in quantizable_parts(module)}
+    if not head:
+        choice[HEAD] = FULL
+    return QuantPlan(choice, {spec.label: _fields(spec)}, method)
+
+
+def _fields(spec: QuantSpec) -> dict:
+    return {"bits": spec.bits, "group_size": spec.group_size, "symmetric": spec.symmetric}
+
+
+def check_plan(module: nn.Module, plan: QuantPlan) -> None:
+    parts = quantizable_parts(module)
+    unknown = sorted(set(plan.choice) - set(parts))
+    if unknown:
+        raise UserInputError(
+            f"quantization plan names {unknown[0]}, which this model does not have; parts look "
+            f"like {next(iter(parts))} (see `mfmaccel quantize --help`)"
+        )
+    if plan.method not in METHODS:
+        raise UserInputError(f"unknown method '{plan.method}'; choose one of {', '.join(METHODS)}")
+    for label in set(plan.choice.values()) - {FULL}:
+        if label not in plan.specs:
+            raise UserInputError(f"quantization plan uses '{label}' without defining it")
+        QuantSpec(**plan.specs[label])  # validates the bit-width
+
+
+def _replace(module: nn.Module, name: str, layer: nn.Module, new: QuantLinear) -> None:
+    if name == HEAD:
+        module.set_output_embeddings(new)
+        return
+    block, _, path = name.removeprefix("layers.").partition(".")
+    owner = decoder_layers(module)[int(block)]
+    parent_path, _, attr = path.rpartition(".")
+    setattr(owner.get_submodule(parent_path) if parent_path else owner, attr, new)
+
+
+def _quantized_layer(
+    layer: nn.Module, spec: QuantSpec, hessian: torch.Tensor | None
+) -> QuantLinear:
+    weight = weight_matrix(layer).detach().float()
+    qt = quantize_rtn(weight, spec) if hessian is None else quantize_gptq(weight, hessian, spec)
+    return QuantLinear.from_quantized(qt, getattr(layer, "bias", None))
+
+
+def _tie_embeddings_to_head(module: nn.Module) -> None:
+    """A tied model keeps reading its token embeddings from the (now quantized) head: the
+    embedding's weight becomes a plain attribute sharing the head's dequantized tensor, so it
+    is neither a parameter (counted twice) nor a state-dict entry (stored twice)."""
+    head, embed = module.get_output_embeddings(), module.get_input_embeddings()
+    if isinstance(head, QuantLinear) and _ties(module):
+        if "weight" in embed._parameters:
+            del embed._parameters["weight"]
+        embed.weight = head.dequantized_weight()
+
+
+def _ties(module: nn.Module) -> bool:
+    return bool(getattr(module.config.get_text_config(), "tie_word_embeddings", False) or
+                getattr(module.config, "tie_word_embeddings", False))
+
+
+def _round_rest_to_fp16(module: nn.Module) -> None:
+    with torch.no_grad():
+        for p in module.parameters():
+            if p.is_floating_point():
+                p.copy_(p.half().float())
+
+
+def quantize_model(
+    model: LoadedModel, plan: QuantPlan, batches: Sequence[torch.Tensor] = (),
+    progress: Callable[[int, int], None] | None = None,
+) -> LoadedModel:
+    """Apply `plan` to `model.module` in place (GPTQ needs calibration `batches`)."""
+    module = model.module
+    check_plan(module, plan)
+    if plan.method == "gptq" and not batches:
+        raise UserInputError("GPTQ needs calibration text; give calibration batches")
+    parts = quantizable_parts(module)
+    _round_rest_to_fp16(module)
+    chosen = {n: plan.spec(n) for n in parts if plan.spec(n) is not None}
+    if plan.method == "rtn":
+        for step, (name, spec) in enumerate(chosen.items()):
+            _replace(module, name, parts[name][1], _quantized_layer(parts[name][1], spec, None))
+            if progress:
+                progress(step + 1, len(chosen))
+    else:
+        _gptq_sequential(module, parts, chosen, list(batches), progress)
+    _tie_embeddings_to_head(module)
+    model.meta["quantization"] = plan.to_dict()
+    return model
+
+
+@torch.inference_mode()
+def _gptq_sequential(module, parts, chosen, batches, progress) -> None:
+    cache = capture_blocks(module, batches)
+    hidden = [cache.inputs[0][b] for b in range(len(batches))]
+    layers = decoder_layers(module)
+    for index, layer in enumerate(layers):
+        names = [n for n in chosen if parts[n][0].block == f"layers.{index}"]
+        kwargs = cache.kwargs[index]
+        hessians = _collect_hessians({n: parts[n][1] for n in names},
+                                     layer, hidden, kwargs)
+        for name in names:
+            _replace(module, name, parts[name][1],
+                     _quantized_layer(parts[name][1], chosen[name], hessians[name]))
+        hidden = [_first(layer(h, **cache.kwargs[index][b])) for b, h in enumerate(hidden)]
+        if progress:
+            progress(index + 1, len(layers) + 1)
+    if HEAD in chosen:
+        head = parts[HEAD][1]
+        accumulator = HessianAccumulator(weight_matrix(head).shape[1])
+        for h in hidden:
+            accumulator.add(final_norm(module)(h))
+        _replace(module, HEAD, head, _quantized_layer(head, chosen[HEAD], accumulator.hessian))
+    if progress:
+        progress(len(layers) + 1, len(layers) + 1)
+
+
+def _first(output):
+    return output[0] if isinstance(output, tuple) else output
+
+
+def _collect_hessians(layers: dict[str, nn.Module], block: nn.Module,
+                      hidden: list[torch.Tensor], kwargs: list[dict]) -> dict:
+    """Input Hessians of `layers` while `block` runs on every calibration batch."""
+    accumulators = {n: HessianAccumulator(weight_matrix(m).shape[1]) for n, m in layers.items()}
+    handles = [m.register_forward_pre_hook(lambda _, args, n=n: accumulators[n].add(args[0]))
+               for n, m in layers.items()]
+    try:
+        for h, kw in zip(hidden, kwargs, strict=True):
+            block(h, **kw)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return {n: a.hessian for n, a in accumulators.items()}

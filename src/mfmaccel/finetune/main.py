@@ -1,0 +1,143 @@
+"""`main_finetune(...)`: the reproduction entry point behind `mfmaccel finetune`.
+
+Runs the default (or a YAML) recipe, then measures closed-question accuracy on the test split
+next to the majority baseline, and writes the result: for medvlm the small trained parts plus
+`manifest.json` (what `load_medvlm` reads); for a user's `--base` LLaVA the whole fine-tuned
+model as an HF folder (loadable with `load_model(out)`) plus `finetune.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shlex
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mfmaccel.data.medvqa import load_medvqa, load_vqa_folder, majority_baseline
+from mfmaccel.evaluate.vqa import vqa_accuracy
+from mfmaccel.fileio import atomic_write_json
+from mfmaccel.finetune.config import FinetuneConfig, load_config
+from mfmaccel.finetune.run import FinetuneRecord, Progress, finetune_medvlm
+from mfmaccel.finetune.weights import MANIFEST, save_trained_parts
+from mfmaccel.models.record import LoadedModel
+
+DEFAULT_OUT = Path("weights/medvlm")
+
+
+def command_line(config: str | Path | None, out: Path, data, base, test_limit) -> str:
+    parts = ["mfmaccel", "finetune"]
+    for flag, value in (("--config", config), ("--out", out), ("--data", data), ("--base", base),
+                        ("--test-limit", test_limit)):
+        if value is not None:
+            parts += [flag, str(value)]
+    return shlex.join(parts)
+
+
+def test_split(config: FinetuneConfig, limit: int | None):
+    """(test samples, majority baseline) from the user's data or the offline benchmark."""
+    if config.data is not None:
+        samples = load_vqa_folder(config.data)
+        train = [s for s in samples if s.split == "train"]
+        test = [s for s in samples if s.split == "test"] or train
+    else:
+        per_source = None if config.train_per_source is None else max(
+            1, config.train_per_source // 4)
+        train = load_medvqa("train", config.seed, config.train_per_source)
+        test = load_medvqa("test", config.seed, per_source)
+    test = test[:limit] if limit else test
+    return test, majority_baseline(train, test)
+
+
+def evaluate_test(model: LoadedModel, config: FinetuneConfig, limit: int | None,
+                  log: Callable[[str], None]) -> dict[str, Any]:
+    start = time.perf_counter()
+    test, majority = test_split(config, limit)
+    result = vqa_accuracy(model, test, mode="rank", majority_baseline=majority).to_dict()
+    result["seconds"] = time.perf_counter() - start
+    log(f"test accuracy {result['accuracy']:.3f} on {result['n']}: {result['per_type']}; "
+        f"majority baseline {majority}")
+    return result
+
+
+def summary(record: FinetuneRecord) -> dict[str, Any]:
+    """Val accuracy after each phase and wall time of each part, for the manifest."""
+    seconds = {"data": record.data_seconds}
+    val: dict[str, Any] = {}
+    if record.val_before:
+        val["before"] = record.val_before
+    for phase in record.phases:
+        seconds[phase.name] = phase.seconds
+        if phase.val:
+            seconds[f"{phase.name}_validation"] = phase.val_seconds
+            val[f"after_{phase.name}"] = {"accuracy": phase.val["accuracy"],
+                                          "per_type": phase.val["per_type"], "n": phase.val["n"]}
+        if phase.extra.get("val_probe"):
+            val["tower_probe_after_warmup"] = phase.extra["val_probe"]
+    seconds["total"] = record.total_seconds
+    return {"val": val, "val_majority_baseline": record.val_majority, "wall_seconds": seconds}
+
+
+def environment() -> dict[str, Any]:
+    import peft
+    import transformers
+
+    return {
+        "python": platform.python_version(), "torch": torch.__version__,
+        "transformers": transformers.__version__, "peft": peft.__version__,
+        "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+def main_finetune(
+    config: str | Path | None = None,
+    out: str | Path = DEFAULT_OUT,
+    data: str | Path | None = None,
+    base: str | Path | None = None,
+    test_limit: int | None = None,
+    log: Callable[[str], None] = print,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Fine-tune, measure on the test split, write `out`; returns the manifest written.
+
+    `config`: YAML file of `FinetuneConfig` keys (defaults otherwise); `data`: a VQA-RAD /
+    SLAKE-format folder (phase 3 and the test split come from it); `base`: a user's HF LLaVA
+    folder instead of medvlm; `test_limit`: evaluate only the first N test questions.
+    """
+    out = Path(out)
+    settings = load_config(config, data=str(data) if data else None,
+                           base=str(base) if base else None)
+    model, record = finetune_medvlm(settings, log=log, progress=progress)
+    manifest: dict[str, Any] = {
+        "model": "medvlm" if settings.base is None else settings.base,
+        "command": command_line(config, out, data, base, test_limit),
+        "seed": settings.seed,
+        "config": settings.model_dump(),
+        **summary(record),
+        "environment": environment(),
+        "curves": record.curves(),
+    }
+    if settings.base is None:
+        from mfmaccel.models.medvlm import LANGUAGE_MODEL, load_medvlm
+
+        manifest["language_model"] = LANGUAGE_MODEL
+        save_trained_parts(model, out, manifest)
+        model = load_medvlm(out)  # measure exactly what users will load (fp16 parts)
+        manifest = json.loads((out / MANIFEST).read_text())
+        manifest["test"] = evaluate_test(model, settings, test_limit, log)
+        atomic_write_json(out / MANIFEST, manifest)
+    else:
+        from mfmaccel.models.loader import save_model
+
+        model.meta.pop("trained_parts", None)
+        save_model(model, out)
+        manifest["test"] = evaluate_test(model, settings, test_limit, log)
+        atomic_write_json(out / "finetune.json", manifest)
+    log(f"wrote {out}")
+    return manifest
