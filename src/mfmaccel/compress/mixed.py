@@ -53,7 +53,8 @@ def _solve(costs: np.ndarray, kls: np.ndarray, groups: list[list[int]], budget: 
     for row, members in enumerate(groups):
         one_each[row, members] = 1
     constraints.append(LinearConstraint(one_each, 1, 1))
-    result = milp(kls, constraints=constraints, integrality=np.ones(count),
+    scale = float(kls.max()) or 1.0  # well-scaled objective: tiny KLs still count
+    result = milp(kls / scale, constraints=constraints, integrality=np.ones(count),
                   bounds=Bounds(0, 1), options={"time_limit": 30})
     if result.x is None:
         raise UserInputError("no assignment fits the budget")

@@ -7,10 +7,9 @@ modality, organ and lesion count from the mean patch token, and for every patch 
 fraction of it covered by lesions (a dense, local target). The heads read the same patch tokens
 the projector will read.
 
-Measured on the held-out sources (val split, 2002 train images): modality and organ are learnt
-in a few hundred steps; lesion presence, count and location are not (probe accuracy stays near
-chance after 800 steps; a small CNN and a micro Swin tower did no better in 200). Seeing the
-lesions needs far more compute than this recipe's budget.
+What it reaches on the held-out val sources is logged as `val_probe` and kept in the manifest
+(docs/finetune.md has the figures): modality and organ are read well, lesion presence
+moderately, lesion count poorly.
 
 Augmentations (left-right flips with mirrored lesion centres, grey-scale, low-resolution
 blur) stand in for the held-out sources of val/test, which are grey-scale or upscaled from

@@ -6,10 +6,9 @@ Architecture: a ViT-Hybrid vision tower (224x224 input -> 7x7 = 49 image tokens)
 two-layer GELU projector, and SmolLM2-135M-Instruct as the language model (its weights copied
 in, plus one `<image>` token). The tower is transformers' DPT backbone in its hybrid form, as in
 the ViT paper's R50+ViT: a small ResNet stem (stride 32) feeds a 2-layer ViT encoder of width
-192 (random init: no pretrained tower is available offline). Why not a plain ViT: trained from
-scratch within this recipe's budget, a 32x32-patch ViT learns modality and organ but never sees
-the lesions (image-level presence AUC 0.51 after 300 warm-up steps, vs 0.86 for this hybrid at
-about 2x the cost per step; see docs/finetune.md).
+192 (random init: no pretrained tower is available offline). The convolutional stem is there
+because the tower must learn to see from scratch within the recipe's budget; see
+docs/finetune.md for what it learns.
 
 `load_medvlm()` rebuilds that model and applies the trained parts committed under
 `weights/medvlm/` (see `mfmaccel.finetune.weights`): the vision tower and projector are loaded
