@@ -182,6 +182,84 @@ def _maybe(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
+@app.command("quantize")
+@user_errors
+def quantize(
+    model: Annotated[str, typer.Option(help="Causal LM: built-in name, HF folder or .gguf")],
+    out: Annotated[Path, typer.Option(help="Folder for the packed model")],
+    budget_bytes: Annotated[int | None, typer.Option(help="Whole-model bytes")] = None,
+    avg_bits: Annotated[float | None, typer.Option(help="Average bits per parameter")] = None,
+    max_ppl_increase: Annotated[
+        float | None, typer.Option(help="e.g. 0.03: perplexity within +3%")
+    ] = None,
+    uniform: Annotated[str | None, typer.Option(help="No search: e.g. int4-g128")] = None,
+    specs: Annotated[str, typer.Option(help="Bit-widths the search may use")] = ",".join(
+        ("int3-g128", "int4-g128", "int6-g128")),
+    method: Annotated[str, typer.Option(help="gptq or rtn")] = "gptq",
+    calib_tokens: Annotated[int, typer.Option(help="Calibration tokens")] = 2048,
+) -> None:
+    """Quantize to a budget with hierarchy-aware mixed precision; save packed to OUT."""
+    quiet_libraries()
+    from mfmaccel.compress.search import Budget, compress_to_budget, uniform_to_spec
+    from mfmaccel.fileio import atomic_write_json
+    from mfmaccel.models import load_model
+    from mfmaccel.models.loader import save_model
+
+    targets = [budget_bytes, avg_bits, max_ppl_increase]
+    if uniform is not None and any(t is not None for t in targets):
+        raise UserInputError("--uniform takes no budget; give one or the other")
+    budget = None if uniform is not None else Budget(bytes=budget_bytes, avg_bits=avg_bits,
+                                                     max_ppl_increase=max_ppl_increase)
+    loaded = load_model(model)
+    with Bars() as bars:
+        if uniform is not None:
+            uniform_to_spec(loaded, uniform, method, calib_tokens)
+            record = None
+        else:
+            loaded, record = compress_to_budget(
+                loaded, budget, [s.strip() for s in specs.split(",")], method, calib_tokens,
+                reload=lambda: load_model(model), progress=bars.task("sensitivity"),
+                log=lambda m: console.print(f"[dim]{m}[/]"))
+    save_model(loaded, out)
+    if record is not None:
+        atomic_write_json(out / "compression.json", record.to_dict())
+        print_record(f"quantized {model}", {"bytes": record.bytes,
+                                             "fraction of FP16": record.fraction_of_fp16,
+                                             "bit-widths": str(record.choice_histogram)})
+    console.print(f"wrote {out}")
+
+
+@app.command("prune")
+@user_errors
+def prune(
+    model: Annotated[str, typer.Option(help="Causal LM: built-in name, HF folder or .gguf")],
+    out: Annotated[Path, typer.Option(help="Folder for the pruned model")],
+    blocks: Annotated[int, typer.Option(help="Transformer blocks to remove")] = 0,
+    mlp_fraction: Annotated[float, typer.Option(help="Fraction of MLP channels")] = 0.0,
+    kv_groups: Annotated[int, typer.Option(help="Key/value groups per block")] = 0,
+    calib_tokens: Annotated[int, typer.Option(help="Calibration tokens")] = 2048,
+) -> None:
+    """Remove blocks, MLP channels and key/value groups; save a smaller HF model to OUT."""
+    quiet_libraries()
+    from mfmaccel.compress.calibration import calibration_batches
+    from mfmaccel.compress.prune import prune_model
+    from mfmaccel.evaluate.ppl import require_causal_lm
+    from mfmaccel.fileio import atomic_write_json
+    from mfmaccel.models import load_model
+    from mfmaccel.models.loader import save_model
+
+    loaded = load_model(model)
+    require_causal_lm(loaded, "pruning")
+    batches = calibration_batches(loaded.tokenizer, calib_tokens)
+    loaded, report = prune_model(loaded, batches, blocks, mlp_fraction, kv_groups)
+    save_model(loaded, out)
+    atomic_write_json(out / "pruning.json", report.to_dict())
+    before, after = report.params
+    print_record(f"pruned {model}", {"removed blocks": str(report.removed_blocks),
+                                     "parameters": f"{before:,} -> {after:,}"})
+    console.print(f"wrote {out}")
+
+
 @app.command("run")
 @user_errors
 def run(

@@ -50,6 +50,13 @@ def uniform_plan(module: nn.Module, spec: QuantSpec, method: str = "rtn",
     return QuantPlan(choice, {spec.label: _fields(spec)}, method)
 
 
+def storage_bytes(module: nn.Module) -> int:
+    """What the model takes on disk: packed layers at their true size, every other parameter
+    at 2 bytes (fp16), tied weights once. The FP16 model is the 100% every budget refers to."""
+    packed = sum(m.nbytes for m in module.modules() if isinstance(m, QuantLinear))
+    return packed + 2 * sum(p.numel() for p in module.parameters())
+
+
 def _fields(spec: QuantSpec) -> dict:
     return {"bits": spec.bits, "group_size": spec.group_size, "symmetric": spec.symmetric}
 

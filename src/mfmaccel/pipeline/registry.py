@@ -7,13 +7,15 @@ from pydantic import ValidationError
 from mfmaccel.errors import UserInputError
 from mfmaccel.pipeline.recipe import StageSpec
 from mfmaccel.pipeline.stage import Stage, StageParams
-from mfmaccel.pipeline.stages import evaluate, finetune
+from mfmaccel.pipeline.stages import evaluate, finetune, prune, quantize
 
 STAGES: dict[str, Stage] = {
     stage.name: stage
     for stage in (
         evaluate.STAGE,
         finetune.STAGE,
+        quantize.STAGE,
+        prune.STAGE,
     )
 }
 

@@ -1,0 +1,37 @@
+"""`prune`: remove whole blocks, MLP channels and key/value groups (layer 2 of the method).
+Artifact: `pruning.json` (importance of every block, what was removed, parameters before and
+after)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from mfmaccel.compress.calibration import calibration_batches
+from mfmaccel.compress.prune import prune_model
+from mfmaccel.models.record import CAUSAL_LM, LoadedModel
+from mfmaccel.pipeline.stage import RunContext, Stage, StageParams, StageReport
+
+
+class PruneParams(StageParams):
+    blocks: int = Field(0, ge=0, description="transformer blocks to remove")
+    mlp_fraction: float = Field(0.0, ge=0, lt=1, description="of MLP channels, every block")
+    kv_groups: int = Field(0, ge=0, description="key/value groups to remove, every block")
+    calib_tokens: int = Field(2048, ge=64)
+
+
+def run(model: LoadedModel, params: PruneParams, ctx: RunContext):
+    batches = calibration_batches(model.tokenizer, params.calib_tokens)
+    model, report = prune_model(model, batches, params.blocks, params.mlp_fraction,
+                                params.kv_groups)
+    report.save(ctx.stage_dir / "pruning.json")
+    before, after = report.params
+    notes = (f"removed blocks {report.removed_blocks}; parameters {before:,} -> {after:,} "
+             f"({1 - after / before:.1%} fewer)")
+    return model, StageReport(artifacts=["pruning.json"], notes=notes,
+                              curves={"block_importance": report.block_importance})
+
+
+STAGE = Stage(
+    name="prune", run=run, params=PruneParams, accepts=(CAUSAL_LM,),
+    summary="structural pruning: blocks, MLP channels, key/value groups",
+)

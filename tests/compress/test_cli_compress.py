@@ -1,0 +1,70 @@
+"""`mfmaccel quantize` and `mfmaccel prune` on tiny models: packed/pruned folders that load;
+bad budgets and bit-widths end with one line, exit code 2, nothing written."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from mfmaccel.cli import app
+from mfmaccel.models import load_model
+
+runner = CliRunner()
+
+
+def run(*args: str):
+    return runner.invoke(app, list(args))
+
+
+def test_quantize_to_a_byte_budget(tmp_path) -> None:
+    out = tmp_path / "q"
+    fp16 = 2 * load_model("tiny-llama").params
+    result = run("quantize", "--model", "tiny-llama", "--out", str(out), "--budget-bytes",
+                 str(int(0.3 * fp16)), "--specs", "int2-g16,int4-g16", "--calib-tokens", "256")
+    assert result.exit_code == 0, result.output
+    record = json.loads((out / "compression.json").read_text())
+    assert record["bytes"] <= 0.3 * fp16 and record["sensitivity"]["blocks"]
+    model = load_model(str(out))
+    with torch.inference_mode():
+        assert torch.isfinite(model.module(input_ids=torch.tensor([[1, 2, 3]])).logits).all()
+
+
+def test_quantize_uniform_and_prune(tmp_path) -> None:
+    result = run("quantize", "--model", "tiny-qwen2", "--out", str(tmp_path / "u"),
+                 "--uniform", "int8-c", "--method", "rtn")
+    assert result.exit_code == 0, result.output
+    result = run("prune", "--model", "tiny-llama", "--out", str(tmp_path / "p"), "--blocks", "1",
+                 "--mlp-fraction", "0.5", "--calib-tokens", "256")
+    assert result.exit_code == 0, result.output
+    pruned = load_model(str(tmp_path / "p"))
+    assert pruned.module.config.num_hidden_layers == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--budget-bytes", "10"], "below the smallest model"),
+        (["--avg-bits", "4", "--budget-bytes", "100000"], "exactly one budget"),
+        (["--uniform", "int1-g16"], "unsupported bit-width 1"),
+        (["--uniform", "four bits"], "cannot read bit-width spec"),
+        (["--avg-bits", "4", "--uniform", "int4-g16"], "takes no budget"),
+    ],
+)
+def test_bad_budgets_are_one_line_exit_2(tmp_path, args, message) -> None:
+    out = tmp_path / "q"
+    result = run("quantize", "--model", "tiny-llama", "--out", str(out), "--calib-tokens",
+                 "256", "--specs", "int2-g16,int4-g16", *args)
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
+    assert not out.exists()
+
+
+def test_prune_refuses_what_it_cannot_do(tmp_path) -> None:
+    result = run("prune", "--model", "tiny-bert", "--out", str(tmp_path / "p"), "--blocks", "1")
+    assert result.exit_code == 2 and "needs a causal language model" in result.output
+    result = run("prune", "--model", "tiny-llama", "--out", str(tmp_path / "p"), "--blocks", "5")
+    assert result.exit_code == 2 and "keep at least 1" in result.output
+    assert not (tmp_path / "p").exists()
