@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import re
 import struct
+from pathlib import Path
 
 import pytest
 from rich.console import Console
@@ -182,3 +183,23 @@ def test_plots_are_skipped_without_their_data() -> None:
     state = without_speed_or_curves(varied_state())
     assert quality_vs_latency(run_points(state), ["ppl", "humaneval"]) is None
     assert stage_curves(state.stages) is None
+
+
+def test_per_type_breakdown_sits_next_to_the_majority_baseline() -> None:
+    from mfmaccel.report.html import render_html
+    from mfmaccel.report.rows import per_type_tables
+
+    def vqa(acc: float, presence: float) -> Metrics:
+        record = {"accuracy": acc, "per_type": {"presence": presence, "organ": acc},
+                  "majority_baseline": {"presence": 0.5, "organ": 0.0, "overall": 0.25}}
+        return Metrics(quality={"medvqa": acc}, weight_bytes=1, details={"medvqa": record})
+
+    state = RunState(recipe={"name": "m"}, baseline=vqa(0.2, 0.4))
+    state.stages.append(StageResult(name="finetune", stage="finetune", params={},
+                                    before=vqa(0.2, 0.4), after=vqa(0.6, 0.9)))
+    (table,) = per_type_tables(state)
+    assert table.titles == ["question type", "majority answer", "baseline", "finetune"]
+    assert table.rows[-1] == ["all", "25.0%", "20.0%", "60.0%"]
+    assert ["presence", "50.0%", "40.0%", "90.0%"] in table.rows
+    page = render_html(state, Path("runs/m"), "", [])
+    assert "by question type" in page and "90.0%" in page

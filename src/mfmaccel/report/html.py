@@ -23,6 +23,7 @@ from mfmaccel.report.rows import (
     Cell,
     overall_row,
     pending_stages,
+    per_type_tables,
     quality_tasks,
     run_points,
     stage_table,
@@ -98,6 +99,24 @@ def _table_html(state: RunState) -> str:
     body = "".join(_row_html(cells, table.numeric, i) for i, cells in enumerate(table.rows))
     return (f'<div class="table-wrap"><table><thead><tr>{head}</tr></thead>'
             f"<tbody>{body}</tbody></table></div>")
+
+
+def _breakdown_html(state: RunState) -> str:
+    """Per-question-type accuracy tables (with the majority-answer baseline)."""
+    sections = []
+    for table in per_type_tables(state):
+        head = "".join(f'<th scope="col"{" class=num" if i else ""}>{escape(t)}</th>'
+                       for i, t in enumerate(table.titles))
+        body = "".join("<tr>" + "".join(
+            f'<td{" class=num" if i else ""}>{escape(c)}</td>' for i, c in enumerate(row))
+            + "</tr>" for row in table.rows)
+        sections.append(
+            f"<section><h2>{escape(task_info(table.task).label.capitalize())} by question type "
+            f"({escape(table.task)})</h2><div class=\"table-wrap\"><table><thead><tr>{head}"
+            f"</tr></thead><tbody>{body}</tbody></table></div><p class=\"hint\">Majority "
+            "answer: the accuracy of always giving the most common train answer of that type "
+            "(what a model that ignores the image gets).</p></section>")
+    return "".join(sections)
 
 
 def _summary_html(state: RunState) -> str:
@@ -233,6 +252,7 @@ def render_html(state: RunState, run_dir: Path, recipe_text: str, log_tail: list
         _header_html(state, run_dir),
         _summary_html(state),
         stages,
+        _breakdown_html(state),
         _plots_html(state),
         _pre_section("Recipe", recipe_text.rstrip("\n").splitlines()),
         _pre_section(f"Log (last {len(log_tail)} lines)", log_tail),

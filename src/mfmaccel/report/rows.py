@@ -328,3 +328,38 @@ def stage_table(state: RunState, with_overall: bool = False, short: bool = False
         rows=[[row[i] for i in keep] for row in cells],
         numeric=[2 <= i < last for i in keep],
     )
+
+
+@dataclass
+class BreakdownTable:
+    """Accuracy per question type at every point of the run, next to the majority baseline."""
+
+    task: str
+    titles: list[str]
+    rows: list[list[str]]
+
+
+def per_type_tables(state: RunState) -> list[BreakdownTable]:
+    """One table per task whose records carry a `per_type` breakdown (e.g. medvqa)."""
+    points = run_points(state)
+    tables = []
+    for task in quality_tasks(state):
+        records = [p.metrics.details.get(task) or {} for p in points]
+        if not any(r.get("per_type") for r in records):
+            continue
+        majority = next((r.get("majority_baseline") for r in records
+                         if r.get("majority_baseline")), {})
+        types = sorted({t for r in records for t in r.get("per_type", {})})
+        titles = ["question type", "majority answer"] + [p.label for p in points]
+        rows = []
+        for qtype in [*types, "all"]:
+            values = [r.get("per_type", {}).get(qtype) if qtype != "all" else r.get("accuracy")
+                      for r in records]
+            base = majority.get("overall" if qtype == "all" else qtype)
+            rows.append([qtype, _percent(base)] + [_percent(v) for v in values])
+        tables.append(BreakdownTable(task, titles, rows))
+    return tables
+
+
+def _percent(value: float | None) -> str:
+    return "\u2014" if value is None else f"{100 * value:.1f}%"
