@@ -46,8 +46,7 @@ class PhaseSettings(Strict):
     weight_decay: float = Field(0.0, ge=0)
     warmup: WarmupConfig = WarmupConfig()
     # The method's split: phase 1 trains tower + projector; phases 2 and 3 train LoRA +
-    # projector with the tower frozen (training it there too overfits the train sources:
-    # val accuracy 0.385 vs 0.50 in our runs, see docs/finetune.md).
+    # projector with the tower frozen (see docs/finetune.md for the comparison).
     alignment: PhaseConfig = PhaseConfig(steps=10, lr=1e-3, projector_lr=3e-3, tower_lr=2e-4)
     instruction: PhaseConfig = PhaseConfig(steps=20, lr=1e-3, projector_lr=1e-3, tower_lr=2e-4,
                                            train_tower=False)
