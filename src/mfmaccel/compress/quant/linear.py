@@ -1,6 +1,10 @@
 """`QuantLinear`: a linear layer whose weight lives as packed b-bit integers plus fp16 scales
-(and zero points). It computes with the dequantized weight, built once on first use; its
-`nbytes` is the true storage every report quotes."""
+(and zero points); its `nbytes` is the true storage every report quotes.
+
+It computes with the dequantized weight, built once on first use, except for symmetric
+per-channel int8 (`int8-c-sym`): there single-token inputs (decode) go through the C++ int8
+kernel, which reads a quarter of the bytes of an fp32 weight, and longer inputs dequantize on
+the fly, so the layer never holds an fp32 copy."""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mfmaccel.compress.quant.grid import QuantizedTensor, QuantSpec, dequantize
+from mfmaccel.compress.quant.kernels import KERNELS, int8_kernel
 from mfmaccel.compress.quant.pack import pack_bits, unpack_bits
 
 
@@ -25,6 +30,7 @@ class QuantLinear(nn.Module):
             self.register_buffer("zeros", torch.zeros(out_features, groups, dtype=torch.float16))
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
         self._weight: torch.Tensor | None = None
+        self._int8_cache: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @classmethod
     def from_quantized(cls, qt: QuantizedTensor, bias: torch.Tensor | None = None) -> QuantLinear:
@@ -47,12 +53,31 @@ class QuantLinear(nn.Module):
                                self.scales.float(), zero, self.spec)
 
     def dequantized_weight(self) -> torch.Tensor:
-        if self._weight is None:
-            self._weight = dequantize(self.quantized())
-        return self._weight
+        if self._weight is not None:
+            return self._weight
+        weight = dequantize(self.quantized())
+        if not self.spec_has_kernel:
+            self._weight = weight
+        return weight
+
+    @property
+    def spec_has_kernel(self) -> bool:
+        return self.spec.bits == 8 and self.spec.symmetric and self.spec.group_size is None
+
+    @property
+    def uses_int8_kernel(self) -> bool:
+        return self.spec_has_kernel and KERNELS.enabled and int8_kernel() is not None
+
+    def _int8(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(int8 weight (out, in), fp32 row scales), unpacked once."""
+        if self._int8_cache is None:
+            qt = self.quantized()
+            self._int8_cache = (qt.q.to(torch.int8).contiguous(), qt.scale[:, 0].contiguous())
+        return self._int8_cache
 
     def _load_from_state_dict(self, *args, **kwargs) -> None:
         self._weight = None  # new integers: rebuild the dequantized weight on next use
+        self._int8_cache = None
         super()._load_from_state_dict(*args, **kwargs)
 
     @property
@@ -67,6 +92,11 @@ class QuantLinear(nn.Module):
         return self.spec.nbytes(self.out_features, self.in_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.uses_int8_kernel and x.dtype == torch.float32 and x.numel() == x.shape[-1]:
+            weight, scale = self._int8()
+            bias = None if self.bias is None else self.bias.float()
+            out = int8_kernel().int8_linear(x.reshape(1, -1), weight, scale, bias)
+            return out.view(*x.shape[:-1], self.out_features)
         return F.linear(x, self.dequantized_weight().to(x.dtype), self.bias)
 
     def extra_repr(self) -> str:

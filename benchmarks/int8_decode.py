@@ -1,0 +1,94 @@
+"""Batch-1 decode with int8 weights (our C++ kernel) against fp32, on this machine, in one run.
+
+Two models from the same checkpoint: fp32 as loaded, and every linear and the head quantized
+to int8 (per-channel symmetric), whose single-token matmuls run through
+`csrc/int8_linear.cpp`; the same int8 model with the kernel switched off (dequantized weights,
+fp32 matmuls) is the reference its greedy tokens must equal. Reports
+tokens/s (median of repeats, our decode loop), the speed-up over fp32, whether the greedy tokens
+equal the dequantized reference's, and the fraction of the bandwidth roofline reached (bytes the
+weights occupy / measured streaming-read bandwidth). Prints JSON.
+
+Usage: python benchmarks/int8_decode.py [--model smollm2-135m] [--new-tokens 64] [--repeats 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import torch
+
+from mfmaccel.compress.quant.grid import QuantSpec
+from mfmaccel.compress.quant.kernels import KERNELS, int8_kernel
+from mfmaccel.compress.quantize import quantize_model, uniform_plan
+from mfmaccel.compress.sensitivity import quantizable_parts
+from mfmaccel.decode.engine import greedy_generate
+from mfmaccel.evaluate.speed import DEFAULT_PROMPT, measure_speed
+from mfmaccel.models import load_model
+
+INT8 = QuantSpec(8, None, True)
+
+
+def read_bandwidth(gigabytes: float = 1.0, repeats: int = 7) -> float:
+    import statistics
+    import time
+
+    buffer = torch.ones(int(gigabytes * (1 << 30)) // 4)
+    buffer.sum()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        buffer.sum()
+        times.append(time.perf_counter() - start)
+    return buffer.numel() * 4 / statistics.median(times)
+
+
+def tokens(model, new_tokens: int) -> list[int]:
+    ids = model.tokenizer(DEFAULT_PROMPT, return_tensors="pt").input_ids
+    with torch.inference_mode():
+        return list(greedy_generate(model.module, ids, new_tokens).tokens)
+
+
+def decode_bytes(model) -> int:
+    """Bytes one decode step reads: the matmul weights (the embedding lookup reads one row)."""
+    return sum(m.nbytes if getattr(m, "is_packed", False) else m.weight.numel() * 4
+               for _, m in quantizable_parts(model.module).values())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    if int8_kernel() is None:
+        raise SystemExit("the int8 kernel did not build here (see the warning); nothing to time")
+    bandwidth = read_bandwidth()
+    fp32 = load_model(args.model)
+    fp32_speed = measure_speed(fp32, new_tokens=args.new_tokens, repeats=args.repeats)
+    fp32_bytes = decode_bytes(fp32)
+    int8 = quantize_model(load_model(args.model), uniform_plan(fp32.module, INT8))
+    KERNELS.enabled = False  # the dequantized reference: same integers, fp32 matmuls
+    reference_tokens = tokens(int8, args.new_tokens)
+    KERNELS.enabled = True
+    int8_speed = measure_speed(int8, new_tokens=args.new_tokens, repeats=args.repeats)
+    int8_bytes = decode_bytes(int8)
+    result = {
+        "model": args.model, "threads": torch.get_num_threads(), "new_tokens": args.new_tokens,
+        "read_bandwidth_gb_s": bandwidth / 1e9,
+        "fp32": {"tokens_per_s": fp32_speed.decode_tokens_per_s, "weight_bytes": fp32_bytes,
+                 "roofline_tokens_per_s": bandwidth / fp32_bytes},
+        "int8": {"tokens_per_s": int8_speed.decode_tokens_per_s, "weight_bytes": int8_bytes,
+                 "roofline_tokens_per_s": bandwidth / int8_bytes},
+        "speedup": int8_speed.decode_tokens_per_s / fp32_speed.decode_tokens_per_s,
+        "greedy_tokens_identical_to_dequantized_reference":
+            tokens(int8, args.new_tokens) == reference_tokens,
+    }
+    for key in ("fp32", "int8"):
+        result[key]["roofline_fraction"] = (result[key]["tokens_per_s"]
+                                            / result[key]["roofline_tokens_per_s"])
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
