@@ -23,6 +23,7 @@ from mfmaccel.compress.calibration import calibration_batches
 from mfmaccel.compress.mixed import MixedSearch
 from mfmaccel.compress.quant.grid import QuantSpec
 from mfmaccel.compress.quantize import QuantPlan, quantize_model, storage_bytes, uniform_plan
+from mfmaccel.compress.search import bit_histogram
 from mfmaccel.compress.sensitivity import measure_sensitivity, quantizable_parts
 from mfmaccel.data.text import load_text_corpus
 from mfmaccel.evaluate.ppl import perplexity
@@ -86,7 +87,7 @@ def main() -> None:
         row = measure(args.model, plan, args, batches, text, full_bytes)
         row.update(budget_fraction=fraction, predicted_kl=point.predicted_kl,
                    ppl_increase=row["ppl"] / reference - 1,
-                   bits_histogram=_histogram(point.choice))
+                   bits_histogram=bit_histogram(point.choice))
         report["mixed"].append(row)
         print(json.dumps({"mixed": row}), flush=True)
     text_out = json.dumps(report, indent=1)
@@ -94,13 +95,6 @@ def main() -> None:
         with open(args.out, "w") as handle:
             handle.write(text_out + "\n")
     print(text_out)
-
-
-def _histogram(choice: dict[str, str]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for label in choice.values():
-        counts[label] = counts.get(label, 0) + 1
-    return counts
 
 
 if __name__ == "__main__":

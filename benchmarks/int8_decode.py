@@ -17,6 +17,7 @@ import argparse
 import json
 
 import torch
+from decode import read_bandwidth  # benchmarks/decode.py: the same measurement
 
 from mfmaccel.compress.quant.grid import QuantSpec
 from mfmaccel.compress.quant.kernels import KERNELS, int8_kernel
@@ -27,20 +28,6 @@ from mfmaccel.evaluate.speed import DEFAULT_PROMPT, measure_speed
 from mfmaccel.models import load_model
 
 INT8 = QuantSpec(8, None, True)
-
-
-def read_bandwidth(gigabytes: float = 1.0, repeats: int = 7) -> float:
-    import statistics
-    import time
-
-    buffer = torch.ones(int(gigabytes * (1 << 30)) // 4)
-    buffer.sum()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        buffer.sum()
-        times.append(time.perf_counter() - start)
-    return buffer.numel() * 4 / statistics.median(times)
 
 
 def tokens(model, new_tokens: int) -> list[int]:

@@ -17,7 +17,7 @@ from mfmaccel.compress.calibration import calibration_batches
 from mfmaccel.compress.mixed import Assignment, MixedSearch
 from mfmaccel.compress.quant.grid import QuantSpec
 from mfmaccel.compress.quantize import QuantPlan, quantize_model, storage_bytes, uniform_plan
-from mfmaccel.compress.sensitivity import Sensitivity, measure_sensitivity, quantizable_parts
+from mfmaccel.compress.sensitivity import measure_sensitivity, quantizable_parts
 from mfmaccel.errors import UserInputError
 from mfmaccel.models.record import LoadedModel
 from mfmaccel.records import Record
@@ -74,7 +74,7 @@ class CompressionRecord(Record):
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def _histogram(choice: dict[str, str]) -> dict[str, int]:
+def bit_histogram(choice: dict[str, str]) -> dict[str, int]:
     counts: dict[str, int] = {}
     for label in choice.values():
         counts[label] = counts.get(label, 0) + 1
@@ -121,7 +121,7 @@ def compress_to_budget(
     seconds["total"] = time.perf_counter() - start
     record = CompressionRecord(
         model=model.name, budget=vars(budget), method=method, fp16_bytes=fp16, bytes=size,
-        fraction_of_fp16=size / fp16, choice_histogram=_histogram(point.choice),
+        fraction_of_fp16=size / fp16, choice_histogram=bit_histogram(point.choice),
         sensitivity=sensitivity.to_dict(),
         front=[{"bytes": p.weight_bytes + other, "predicted_kl": p.predicted_kl} for p in front],
         verified=verified, seconds=seconds,
@@ -179,9 +179,3 @@ def uniform_to_spec(model: LoadedModel, spec: str, method: str = "rtn",
     """The uniform baseline: every part at one spec."""
     batches = calibration_batches(model.tokenizer, calib_tokens) if method == "gptq" else []
     return quantize_model(model, uniform_plan(model.module, parse_spec(spec), method), batches)
-
-
-def summarize(sensitivity: Sensitivity) -> dict[str, list[float]]:
-    """Per-block KL at each bit-width, in block order (for plots)."""
-    return {label: [sensitivity.blocks[b][label] for b in sensitivity.blocks]
-            for label in sensitivity.specs}
