@@ -22,7 +22,6 @@ from decode import read_bandwidth  # benchmarks/decode.py: the same measurement
 from mfmaccel.compress.quant.grid import QuantSpec
 from mfmaccel.compress.quant.kernels import KERNELS, int8_kernel
 from mfmaccel.compress.quantize import quantize_model, uniform_plan
-from mfmaccel.compress.sensitivity import quantizable_parts
 from mfmaccel.decode.engine import greedy_generate
 from mfmaccel.evaluate.speed import DEFAULT_PROMPT, measure_speed
 from mfmaccel.models import load_model
@@ -37,9 +36,14 @@ def tokens(model, new_tokens: int) -> list[int]:
 
 
 def decode_bytes(model) -> int:
-    """Bytes one decode step reads: the matmul weights (the embedding lookup reads one row)."""
-    return sum(m.nbytes if getattr(m, "is_packed", False) else m.weight.numel() * 4
-               for _, m in quantizable_parts(model.module).values())
+    """Bytes one decode step reads: every matmul weight (the embedding lookup reads one row)."""
+    total = 0
+    for module in model.module.modules():
+        if getattr(module, "is_packed", False):
+            total += module.nbytes
+        elif isinstance(module, torch.nn.Linear):
+            total += module.weight.numel() * module.weight.element_size()
+    return total
 
 
 def main() -> None:
