@@ -108,8 +108,9 @@ def list_models() -> None:
         table.add_row(model.name, model.upstream, "yes" if installed else "no",
                       "yes" if converted or model.weights.fmt != "gguf" else "no")
     console.print(table)
-    console.print("Also: tiny-llama, tiny-gpt2, tiny-qwen2, tiny-bert, tiny-vit, tiny-llava "
-                  "(random init, for tests), a Hugging Face folder, or a .gguf file.")
+    console.print("Also: medvlm (SmolLM2 + the trained parts in weights/medvlm), medvlm-base "
+                  "(before fine-tuning); tiny-llama, tiny-gpt2, tiny-qwen2, tiny-bert, tiny-vit, "
+                  "tiny-llava (random init, for tests); a Hugging Face folder, or a .gguf file.")
 
 
 @app.command("eval")
