@@ -29,6 +29,9 @@ def test_prune_then_quantize_shrinks_the_model_and_resumes(tmp_path):
     assert quantize.after.weight_bytes < quantize.before.weight_bytes / 3
     assert any(key.endswith("/block_kl") for key in quantize.curves)
     assert (tmp_path / "c" / "stages").is_dir()
+    from mfmaccel.report import write_report
+
+    assert write_report(tmp_path / "c").is_file()  # per-block sensitivity plot included
     again = run_recipe(recipe, runs_dir=tmp_path, resume=True, log=lambda _: None)
     assert [s.name for s in again.stages] == ["prune", "quantize"]
 

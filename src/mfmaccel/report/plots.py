@@ -334,7 +334,11 @@ def _draw_group(ax: Axes, group: CurveGroup) -> None:
         ax.yaxis.set_major_formatter(PercentFormatter(xmax=1, decimals=0))
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_title(f"{group.stage}: {group.title}", fontsize=10.5, loc="left")
-    ax.set_xlabel("step" + (" (phases end to end)" if group.phases else ""), fontsize=9.5)
+    if group.metric == "block_kl":  # the quantize stage's per-block sensitivity
+        ax.set_yscale("log")
+        ax.set_xlabel("transformer block (the head last)", fontsize=9.5)
+    else:
+        ax.set_xlabel("step" + (" (phases end to end)" if group.phases else ""), fontsize=9.5)
     ax.set_ylabel(group.metric, fontsize=9.5)
     if len(group.series) > 1:
         ax.legend(fontsize=8.5, frameon=False)
