@@ -17,6 +17,7 @@ from torch import nn
 
 from mfmaccel.compress.blocks import capture_blocks, decoder_layers, final_norm
 from mfmaccel.compress.fakequant import weight_matrix
+from mfmaccel.compress.mixed import FULL
 from mfmaccel.compress.quant.gptq import HessianAccumulator, quantize_gptq
 from mfmaccel.compress.quant.grid import QuantSpec, quantize_rtn
 from mfmaccel.compress.quant.linear import QuantLinear
@@ -26,7 +27,6 @@ from mfmaccel.models.record import LoadedModel
 from mfmaccel.records import Record
 
 METHODS = ("rtn", "gptq")
-FULL = "fp16"
 
 
 @dataclass

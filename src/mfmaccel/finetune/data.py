@@ -93,7 +93,7 @@ def prepare_data(config: FinetuneConfig, processor) -> FinetuneData:
         description["val"] = f"{config.data}: {len(val)} of its {val_split} split"
     else:
         vqa = PhaseData(pixels, vqa_examples([c.sample for c in captions]))
-        val_captions = load_medcaptions("val", seed=seed, per_source=_val_per_source(config))
+        val_captions = load_medcaptions("val", seed=seed, per_source=val_per_source(config))
         val_pixels = pixel_tensor(processor, [c.image for c in val_captions])
         val = val_subset([c.sample for c in val_captions], config.val_samples)
         description["phase_3"] = f"medvqa train split: {len(captions)} closed questions"
@@ -107,6 +107,6 @@ def prepare_data(config: FinetuneConfig, processor) -> FinetuneData:
     )
 
 
-def _val_per_source(config: FinetuneConfig) -> int | None:
+def val_per_source(config: FinetuneConfig) -> int | None:
     """Tests shrink the train split; keep the val split as small then."""
     return None if config.train_per_source is None else max(1, config.train_per_source // 4)

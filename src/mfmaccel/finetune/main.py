@@ -23,6 +23,7 @@ from mfmaccel.data.medvqa import load_medvqa, load_vqa_folder, majority_baseline
 from mfmaccel.evaluate.vqa import vqa_accuracy
 from mfmaccel.fileio import atomic_write_json
 from mfmaccel.finetune.config import FinetuneConfig, load_config
+from mfmaccel.finetune.data import val_per_source
 from mfmaccel.finetune.run import FinetuneRecord, Progress, finetune_medvlm
 from mfmaccel.finetune.weights import MANIFEST, save_trained_parts
 from mfmaccel.models.record import LoadedModel
@@ -46,8 +47,7 @@ def test_split(config: FinetuneConfig, limit: int | None):
         train = [s for s in samples if s.split == "train"]
         test = [s for s in samples if s.split == "test"] or train
     else:
-        per_source = None if config.train_per_source is None else max(
-            1, config.train_per_source // 4)
+        per_source = val_per_source(config)
         train = load_medvqa("train", config.seed, config.train_per_source)
         test = load_medvqa("test", config.seed, per_source)
     test = test[:limit] if limit else test

@@ -219,8 +219,8 @@ def load_hf_folder(folder: Path, name: str, source: str, dtype: torch.dtype) -> 
     if (folder / "quantization.json").is_file():
         from mfmaccel.compress.quant.storage import load_quantized_module
 
-        module = load_quantized_module(folder, auto.from_config(config, dtype=dtype))
-        meta["quantization"] = module._quantization_plan
+        module, meta["quantization"] = load_quantized_module(
+            folder, auto.from_config(config, dtype=dtype))
     else:
         module = auto.from_pretrained(folder, dtype=dtype).eval()
     return LoadedModel(

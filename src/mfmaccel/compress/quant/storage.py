@@ -20,7 +20,8 @@ WEIGHTS_FILE = "model.safetensors"
 
 
 def _tied_embedding_key(module: torch.nn.Module) -> str | None:
-    """State-dict key of token embeddings rebuilt from a quantized tied head (not stored)."""
+    """State-dict key the freshly built model expects for token embeddings that the saved
+    model rebuilds from its quantized tied head (so the file rightly lacks it)."""
     from mfmaccel.compress.quant.linear import QuantLinear
     from mfmaccel.compress.quantize import _ties
 
@@ -36,14 +37,9 @@ def save_quantized(model: LoadedModel, folder: str | Path) -> Path:
     if plan is None:
         raise UserInputError(f"{model.name} is not quantized; run `mfmaccel quantize` first")
     module = model.module
-    skip = _tied_embedding_key(module)
-    state = {}
-    for key, tensor in module.state_dict().items():
-        if key == skip:
-            continue
-        state[key] = tensor.half() if tensor.is_floating_point() and tensor.dtype != torch.float16 \
-            else tensor
-        state[key] = state[key].contiguous()
+    # a tied embedding reading a quantized head is not a state-dict entry: stored once, as the head
+    state = {key: (tensor.half() if tensor.is_floating_point() else tensor).contiguous()
+             for key, tensor in module.state_dict().items()}
     with atomic_directory(Path(folder)) as tmp:
         module.config.save_pretrained(tmp)
         for part in (model.processor, model.tokenizer):
@@ -58,11 +54,15 @@ def is_quantized_folder(folder: Path) -> bool:
     return (folder / PLAN_FILE).is_file()
 
 
-def load_quantized_module(folder: Path, module: torch.nn.Module) -> torch.nn.Module:
-    """Turn `module` (built from the folder's config) into the saved quantized model."""
+def load_quantized_module(
+    folder: Path, module: torch.nn.Module
+) -> tuple[torch.nn.Module, dict]:
+    """Turn `module` (built from the folder's config) into the saved quantized model; returns
+    it with the plan (for `LoadedModel.meta`)."""
+    from mfmaccel.compress.mixed import FULL
     from mfmaccel.compress.quant.grid import QuantizedTensor, QuantSpec
     from mfmaccel.compress.quant.linear import QuantLinear
-    from mfmaccel.compress.quantize import FULL, QuantPlan, _replace, _tie_embeddings_to_head
+    from mfmaccel.compress.quantize import QuantPlan, _replace, _tie_embeddings_to_head
     from mfmaccel.compress.sensitivity import quantizable_parts
 
     try:
@@ -100,5 +100,4 @@ def load_quantized_module(folder: Path, module: torch.nn.Module) -> torch.nn.Mod
     module.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()}, strict=False)
     _tie_embeddings_to_head(module)
     module.eval()
-    module._quantization_plan = plan.to_dict()
-    return module
+    return module, plan.to_dict()
