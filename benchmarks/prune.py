@@ -1,9 +1,10 @@
 """Structural pruning of a causal LM against the unpruned model, both measured in this run:
 decoder parameters, perplexity (test half of the text corpus, context 512), batch-1 prefill
-latency and decode tokens/s (our loop, median of repeats). Prints JSON.
+latency and decode tokens/s (our loop, median of repeats); then, with --recover-steps, the
+same after LoRA distillation from the unpruned model (recovery). Prints JSON.
 
 Usage: python benchmarks/prune.py [--model smollm2-135m] [--blocks 4] [--mlp-fraction 0.2]
-       [--kv-groups 0] [--eval-tokens 16384]
+       [--kv-groups 0] [--eval-tokens 16384] [--recover-steps 60]
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import torch
 from mfmaccel.compress.blocks import decoder_layers
 from mfmaccel.compress.calibration import calibration_batches
 from mfmaccel.compress.prune import prune_model
+from mfmaccel.compress.recover import RECOVER_WINDOW, recover
 from mfmaccel.data.text import load_text_corpus
 from mfmaccel.evaluate.ppl import perplexity
 from mfmaccel.evaluate.speed import measure_speed
@@ -45,6 +47,8 @@ def main() -> None:
     parser.add_argument("--eval-tokens", type=int, default=16384)
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--recover-steps", type=int, default=0)
+    parser.add_argument("--recover-tokens", type=int, default=32768)
     args = parser.parse_args()
     text = load_text_corpus("test")
     model = load_model(args.model)
@@ -52,6 +56,18 @@ def main() -> None:
     batches = calibration_batches(model.tokenizer, args.calib_tokens)
     model, report = prune_model(model, batches, args.blocks, args.mlp_fraction, args.kv_groups)
     after = measure(model, text, args)
+    recovered = None
+    if args.recover_steps:
+        teacher = load_model(args.model).module
+        recovery_text = calibration_batches(model.tokenizer, args.recover_tokens,
+                                            window=RECOVER_WINDOW)
+        recovery = recover(model, teacher, recovery_text, args.recover_steps)
+        recovered = measure(model, text, args) | {
+            "steps": recovery.steps, "rank": recovery.rank, "tokens_per_step":
+            recovery.tokens_per_step, "seconds": recovery.seconds,
+            "first_loss": recovery.losses[0], "last_loss": recovery.losses[-1],
+            "ppl_increase": 0.0}
+        recovered["ppl_increase"] = recovered["ppl"] / before["ppl"] - 1
     print(json.dumps({
         "model": args.model, "threads": torch.get_num_threads(),
         "settings": {"blocks": args.blocks, "mlp_fraction": args.mlp_fraction,
@@ -61,7 +77,7 @@ def main() -> None:
         "decode_speedup": after["decode_tokens_per_s"] / before["decode_tokens_per_s"],
         "prefill_latency_change": after["prefill_seconds"] / before["prefill_seconds"] - 1,
         "ppl_increase": after["ppl"] / before["ppl"] - 1,
-        "recovery": "not run: LoRA recovery fine-tuning is not implemented yet",
+        "recovery": recovered or "not run (--recover-steps 0)",
     }, indent=1))
 
 

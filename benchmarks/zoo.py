@@ -47,9 +47,10 @@ def measure(name: str, args: argparse.Namespace) -> dict:
             _, row["cold_load_seconds"] = timed_load(name, empty)
     model, row["cached_load_seconds"] = timed_load(name)
     row.update(params=model.params, weight_bytes=model.weight_bytes)
-    ppl = perplexity(model, load_text_corpus("test"), context=512, max_tokens=args.ppl_tokens,
-                     corpus="pydoc-topics:test")
-    row["perplexity"] = ppl.to_dict()
+    if args.ppl_tokens:
+        ppl = perplexity(model, load_text_corpus("test"), context=512,
+                         max_tokens=args.ppl_tokens, corpus="pydoc-topics:test")
+        row["perplexity"] = ppl.to_dict()
     ours = measure_speed(model, new_tokens=args.new_tokens, repeats=3)
     hf = measure_speed(model, new_tokens=args.new_tokens, repeats=3, engine="hf-generate")
     row["speed"] = {"ours": ours.to_dict(), "hf_generate": hf.to_dict(),
@@ -68,7 +69,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["smollm2-135m"])
     parser.add_argument("--humaneval", type=int, default=40, help="subset size (164 = all)")
-    parser.add_argument("--ppl-tokens", type=int, default=8192)
+    parser.add_argument("--ppl-tokens", type=int, default=8192, help="0 skips perplexity")
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--cold", action="store_true", help="also time a load into an empty cache")
     args = parser.parse_args()
@@ -76,7 +77,7 @@ def main() -> None:
     for name in args.models:
         rows.append(measure(name, args))
         print(json.dumps(rows[-1], indent=2), flush=True)
-    print(json.dumps([{"model": r["model"], "ppl": r["perplexity"]["perplexity"],
+    print(json.dumps([{"model": r["model"], "ppl": r.get("perplexity", {}).get("perplexity"),
                        "tok_s": r["speed"]["ours"]["decode_tokens_per_s"],
                        "ours_over_hf": r["speed"]["ours_over_hf"],
                        "pass@1": r.get("humaneval", {}).get("pass_at_k")} for r in rows]))

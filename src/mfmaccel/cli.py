@@ -198,6 +198,10 @@ def quantize(
         ("int3-g128", "int4-g128", "int6-g128")),
     method: Annotated[str, typer.Option(help="gptq or rtn")] = "gptq",
     calib_tokens: Annotated[int, typer.Option(help="Calibration tokens")] = 2048,
+    activations: Annotated[
+        str | None, typer.Option(help="W8A8 with --uniform int8-c-sym: int8 inputs per 'token' "
+                                      "(dynamic) or per 'tensor' (calibrated)")
+    ] = None,
 ) -> None:
     """Quantize to a budget with hierarchy-aware mixed precision; save packed to OUT."""
     quiet_libraries()
@@ -209,12 +213,14 @@ def quantize(
     targets = [budget_bytes, avg_bits, max_ppl_increase]
     if uniform is not None and any(t is not None for t in targets):
         raise UserInputError("--uniform takes no budget; give one or the other")
+    if activations is not None and uniform is None:
+        raise UserInputError("--activations needs --uniform int8-c-sym (W8A8)")
     budget = None if uniform is not None else Budget(bytes=budget_bytes, avg_bits=avg_bits,
                                                      max_ppl_increase=max_ppl_increase)
     loaded = load_model(model)
     with Bars() as bars:
         if uniform is not None:
-            uniform_to_spec(loaded, uniform, method, calib_tokens)
+            uniform_to_spec(loaded, uniform, method, calib_tokens, activations)
             record = None
         else:
             loaded, record = compress_to_budget(
@@ -239,20 +245,23 @@ def prune(
     mlp_fraction: Annotated[float, typer.Option(help="Fraction of MLP channels")] = 0.0,
     kv_groups: Annotated[int, typer.Option(help="Key/value groups per block")] = 0,
     calib_tokens: Annotated[int, typer.Option(help="Calibration tokens")] = 2048,
+    recover_steps: Annotated[
+        int, typer.Option(help="LoRA steps distilling the unpruned model back in (0: none)")
+    ] = 0,
+    recover_tokens: Annotated[int, typer.Option(help="Text tokens for recovery")] = 32768,
 ) -> None:
     """Remove blocks, MLP channels and key/value groups; save a smaller HF model to OUT."""
     quiet_libraries()
-    from mfmaccel.compress.calibration import calibration_batches
-    from mfmaccel.compress.prune import prune_model
-    from mfmaccel.evaluate.ppl import require_causal_lm
+    from mfmaccel.compress.recover import prune_and_recover
     from mfmaccel.fileio import atomic_write_json
     from mfmaccel.models import load_model
     from mfmaccel.models.loader import save_model
 
     loaded = load_model(model)
-    require_causal_lm(loaded, "pruning")
-    batches = calibration_batches(loaded.tokenizer, calib_tokens)
-    loaded, report = prune_model(loaded, batches, blocks, mlp_fraction, kv_groups)
+    with Bars() as bars:
+        loaded, report = prune_and_recover(
+            loaded, calib_tokens, blocks, mlp_fraction, kv_groups, recover_steps,
+            recover_tokens, progress=bars.task("recovery") if recover_steps else None)
     save_model(loaded, out)
     atomic_write_json(out / "pruning.json", report.to_dict())
     before, after = report.params

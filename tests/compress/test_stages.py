@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from mfmaccel.errors import UserInputError
@@ -19,19 +21,25 @@ def _recipe(stages):
 
 def test_prune_then_quantize_shrinks_the_model_and_resumes(tmp_path):
     recipe = _recipe([
-        {"stage": "prune", "params": {"mlp_fraction": 0.5, "calib_tokens": 256}},
+        {"stage": "prune", "params": {"mlp_fraction": 0.5, "calib_tokens": 256,
+                                      "recover_steps": 3, "recover_tokens": 1024}},
         {"stage": "quantize", "params": {"budget_fraction": 0.3, "specs": ["int2-g16", "int4-g16"],
                                          "calib_tokens": 256}},
     ])
     state = run_recipe(recipe, runs_dir=tmp_path, log=lambda _: None)
     prune, quantize = state.stages
     assert prune.after.params < prune.before.params
+    assert len(prune.curves["recovery/loss"]) == 3
     assert quantize.after.weight_bytes < quantize.before.weight_bytes / 3
     assert any(key.endswith("/block_kl") for key in quantize.curves)
     assert (tmp_path / "c" / "stages").is_dir()
     from mfmaccel.report import write_report
 
-    assert write_report(tmp_path / "c").is_file()  # per-block sensitivity plot included
+    page = write_report(tmp_path / "c").read_text()
+    assert "Mixed-precision front" in page  # with the uniform baselines drawn on it
+    compression = json.loads(next((tmp_path / "c").rglob("compression.json")).read_text())
+    assert {u["spec"] for u in compression["uniform"]} == {"int2-g16-asym", "int4-g16-asym"}
+    assert 0 < compression["chosen"]["bytes"] <= 0.3 * compression["fp16_bytes"]
     again = run_recipe(recipe, runs_dir=tmp_path, resume=True, log=lambda _: None)
     assert [s.name for s in again.stages] == ["prune", "quantize"]
 
@@ -39,6 +47,7 @@ def test_prune_then_quantize_shrinks_the_model_and_resumes(tmp_path):
 @pytest.mark.parametrize("params,message", [
     ({"avg_bits": 4, "budget_fraction": 0.3}, "exactly one of"),
     ({"budget_fraction": 0.3, "bits": 4}, "unknown key 'bits'"),
+    ({"budget_fraction": 0.3, "activations": "token"}, "need uniform"),
 ])
 def test_bad_quantize_params_fail_before_work(tmp_path, params, message):
     with pytest.raises(UserInputError, match=message):

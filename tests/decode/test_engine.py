@@ -59,3 +59,15 @@ def test_batched_rows_stop_independently(tiny_llama) -> None:
                                     row_done=lambda tokens: len(tokens) >= 5)
     assert [len(t) for t in stopped] == [5, 5]
     assert [t[:5] for t in free] == stopped
+
+
+def test_rows_left_behind_decode_as_if_alone() -> None:
+    """A finished row leaves the batch (its cache rows dropped); the others must not notice."""
+    model = load_model("tiny-qwen2")
+    texts = ["hi", "The quick brown fox jumps over", "def f(x): return"]
+    prompts = [model.tokenizer(t).input_ids for t in texts]
+    free = greedy_generate_batch(model.module, prompts, 16, model.tokenizer.pad_token_id)
+    assert free[1][:4] != free[0][:4] != free[2][:4]
+    early = greedy_generate_batch(model.module, prompts, 16, model.tokenizer.pad_token_id,
+                                  row_done=lambda tokens: tokens == free[0][:4])
+    assert early == [free[0][:4], free[1], free[2]]

@@ -37,6 +37,7 @@ class PruneReport(Record):
     intermediate_size: tuple[int, int] = (0, 0)  # before, after
     kv_heads: tuple[int, int] = (0, 0)
     params: tuple[int, int] = (0, 0)
+    recovery: dict = field(default_factory=dict)  # RecoveryReport, when recovery ran
 
 
 def text_config(module: nn.Module):

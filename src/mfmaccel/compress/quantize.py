@@ -18,6 +18,7 @@ from torch import nn
 from mfmaccel.compress.blocks import capture_blocks, decoder_layers, final_norm
 from mfmaccel.compress.fakequant import weight_matrix
 from mfmaccel.compress.mixed import FULL
+from mfmaccel.compress.quant.activation import calibrate_activations, check_act_mode
 from mfmaccel.compress.quant.gptq import HessianAccumulator, quantize_gptq
 from mfmaccel.compress.quant.grid import QuantSpec, quantize_rtn
 from mfmaccel.compress.quant.linear import QuantLinear
@@ -31,11 +32,14 @@ METHODS = ("rtn", "gptq")
 
 @dataclass
 class QuantPlan(Record):
-    """Which spec each part gets ("fp16": left as is) and how the integers are found."""
+    """Which spec each part gets ("fp16": left as is), how the integers are found, and whether
+    the int8 layers also take int8 activations (W8A8: "token" or calibrated "tensor")."""
 
     choice: dict[str, str]
     specs: dict[str, dict]  # label -> QuantSpec fields
     method: str = "rtn"
+    activations: str | None = None
+    act_percentile: float = 100.0
 
     def spec(self, part: str) -> QuantSpec | None:
         label = self.choice.get(part, FULL)
@@ -43,11 +47,11 @@ class QuantPlan(Record):
 
 
 def uniform_plan(module: nn.Module, spec: QuantSpec, method: str = "rtn",
-                 head: bool = True) -> QuantPlan:
+                 head: bool = True, activations: str | None = None) -> QuantPlan:
     choice = {name: spec.label for name in quantizable_parts(module)}
     if not head:
         choice[HEAD] = FULL
-    return QuantPlan(choice, {spec.label: _fields(spec)}, method)
+    return QuantPlan(choice, {spec.label: _fields(spec)}, method, activations)
 
 
 def storage_bytes(module: nn.Module) -> int:
@@ -74,7 +78,16 @@ def check_plan(module: nn.Module, plan: QuantPlan) -> None:
     for label in set(plan.choice.values()) - {FULL}:
         if label not in plan.specs:
             raise UserInputError(f"quantization plan uses '{label}' without defining it")
-        QuantSpec(**plan.specs[label])  # validates the bit-width
+        spec = QuantSpec(**plan.specs[label])  # validates the bit-width
+        if plan.activations is not None and not _is_int8_channel(spec):
+            raise UserInputError(f"int8 activations need int8-c-sym weights, but the plan uses "
+                                 f"{label}; quantize with --uniform int8-c-sym")
+    if plan.activations is not None:
+        check_act_mode(plan.activations)
+
+
+def _is_int8_channel(spec: QuantSpec) -> bool:
+    return spec.bits == 8 and spec.symmetric and spec.group_size is None
 
 
 def _replace(module: nn.Module, name: str, layer: nn.Module, new: QuantLinear) -> None:
@@ -122,7 +135,8 @@ def quantize_model(
     model: LoadedModel, plan: QuantPlan, batches: Sequence[torch.Tensor] = (),
     progress: Callable[[int, int], None] | None = None,
 ) -> LoadedModel:
-    """Apply `plan` to `model.module` in place (GPTQ needs calibration `batches`)."""
+    """Apply `plan` to `model.module` in place (GPTQ and per-tensor activation scales need
+    calibration `batches`)."""
     module = model.module
     check_plan(module, plan)
     if plan.method == "gptq" and not batches:
@@ -138,6 +152,8 @@ def quantize_model(
     else:
         _gptq_sequential(module, parts, chosen, list(batches), progress)
     _tie_embeddings_to_head(module)
+    if plan.activations is not None:
+        calibrate_activations(module, plan.activations, batches, plan.act_percentile)
     model.meta["quantization"] = plan.to_dict()
     return model
 

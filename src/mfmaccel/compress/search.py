@@ -70,6 +70,8 @@ class CompressionRecord(Record):
     choice_histogram: dict[str, int]
     sensitivity: dict = field(default_factory=dict)
     front: list[dict] = field(default_factory=list)  # predicted (bytes, kl) per budget
+    uniform: list[dict] = field(default_factory=list)  # every part at one spec: measured kl
+    chosen: dict = field(default_factory=dict)  # the point applied: bytes, predicted kl
     verified: list[dict] = field(default_factory=list)  # real perplexity of tried points
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -124,6 +126,9 @@ def compress_to_budget(
         fraction_of_fp16=size / fp16, choice_histogram=bit_histogram(point.choice),
         sensitivity=sensitivity.to_dict(),
         front=[{"bytes": p.weight_bytes + other, "predicted_kl": p.predicted_kl} for p in front],
+        uniform=[{"spec": label, "bytes": u.weight_bytes + other, "kl": u.predicted_kl}
+                 for label in sensitivity.specs for u in [search.uniform(label)]],
+        chosen={"bytes": size, "predicted_kl": point.predicted_kl},
         verified=verified, seconds=seconds,
     )
     return model, record
@@ -175,7 +180,9 @@ def _meet_quality(model, search: MixedSearch, front: list[Assignment], max_incre
 
 
 def uniform_to_spec(model: LoadedModel, spec: str, method: str = "rtn",
-                    calib_tokens: int = 2048) -> LoadedModel:
-    """The uniform baseline: every part at one spec."""
-    batches = calibration_batches(model.tokenizer, calib_tokens) if method == "gptq" else []
-    return quantize_model(model, uniform_plan(model.module, parse_spec(spec), method), batches)
+                    calib_tokens: int = 2048, activations: str | None = None) -> LoadedModel:
+    """The uniform baseline: every part at one spec (with int8 activations: W8A8)."""
+    needs_text = method == "gptq" or activations == "tensor"
+    batches = calibration_batches(model.tokenizer, calib_tokens) if needs_text else []
+    plan = uniform_plan(model.module, parse_spec(spec), method, activations=activations)
+    return quantize_model(model, plan, batches)

@@ -86,7 +86,8 @@ def greedy_generate_batch(
     """Greedy decode several prompts at once (left-padded), for evaluation throughput.
 
     Batch-1 decode is memory-bound, so B rows cost far less than B times one row. A row stops at
-    an EOS id or when `row_done(tokens)` says so; the batch stops when every row has.
+    an EOS id or when `row_done(tokens)` says so, and leaves the batch (its cache rows
+    are dropped); the batch stops when every row has.
     """
     eos_token_ids = eos_token_ids or set()
     width = max(len(p) for p in prompts)
@@ -100,18 +101,29 @@ def greedy_generate_batch(
     logits = module(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache,
                     use_cache=True, logits_to_keep=1).logits
     outputs: list[list[int]] = [[] for _ in prompts]
-    active = [True] * len(prompts)
+    rows = list(range(len(prompts)))  # the prompts still decoding, in batch order
     for produced in range(1, max_new_tokens + 1):
         step = logits[:, -1].argmax(-1)
-        for row, token in enumerate(step.tolist()):
-            if active[row]:
-                outputs[row].append(token)
-                stop = token in eos_token_ids or (row_done is not None and row_done(outputs[row]))
-                active[row] = not stop
-        if not any(active) or produced == max_new_tokens:
+        keep = []
+        for slot, (row, token) in enumerate(zip(rows, step.tolist(), strict=True)):
+            outputs[row].append(token)
+            done = token in eos_token_ids or (row_done is not None and row_done(outputs[row]))
+            if not done:
+                keep.append(slot)
+        if not keep or produced == max_new_tokens:
             break
-        mask = torch.cat([mask, torch.ones((len(prompts), 1), dtype=mask.dtype)], dim=1)
+        if len(keep) < len(rows):
+            step, mask, positions = _select_rows(cache, keep, step, mask, positions)
+            rows = [rows[slot] for slot in keep]
+        mask = torch.cat([mask, torch.ones((len(rows), 1), dtype=mask.dtype)], dim=1)
         positions = positions[:, -1:] + 1
         logits = module(input_ids=step.unsqueeze(1), attention_mask=mask, position_ids=positions,
                         cache=cache, use_cache=True).logits
     return outputs
+
+
+def _select_rows(cache: DynamicCache, keep: list[int], *tensors: torch.Tensor):
+    """Drop finished rows from the cache and the per-row tensors, so they cost nothing more."""
+    index = torch.tensor(keep)
+    cache.batch_select_indices(index)
+    return tuple(t[index] for t in tensors)

@@ -42,7 +42,7 @@ def _block_closed(tokenizer) -> Callable[[list[int]], bool]:
 def batched_completions(
     model: LoadedModel,
     problems: list[CodeProblem],
-    batch_size: int = 8,
+    batch_size: int = 16,
     max_new_tokens: int = 512,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, list[str]]:

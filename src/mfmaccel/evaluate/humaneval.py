@@ -53,7 +53,8 @@ def check_completion(
 class HumanEvalResult(Record):
     """Scores of one run. `n_samples` is the number of completions per problem (the smallest,
     if `generate` returned different numbers); `per_problem` rows hold task_id, n, n_correct,
-    statuses and the first failure's one-line reason."""
+    statuses, the first failure's one-line reason and the completions themselves (so a later
+    comparison, e.g. a cascade, can reuse them without generating again)."""
 
     n_problems: int
     n_samples: int
@@ -84,12 +85,12 @@ def evaluate_humaneval(
         raise UserInputError(f"ks must be positive integers, got {ks}; e.g. ks=(1, 10)")
     start = time.monotonic()
     rows: list[dict] = []
-    pending: deque[tuple[CodeProblem, list[Future]]] = deque()
+    pending: deque[tuple[CodeProblem, list[str], list[Future]]] = deque()
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         for problem in problems:
             completions = _as_completions(problem, generate(problem))
             futures = [pool.submit(check_completion, problem, c, limits) for c in completions]
-            pending.append((problem, futures))
+            pending.append((problem, completions, futures))
             _collect(pending, rows, len(problems), progress, block=False)
         _collect(pending, rows, len(problems), progress, block=True)
     n_min = min(row["n"] for row in rows)
@@ -110,8 +111,8 @@ def _as_completions(problem: CodeProblem, generated: list[str] | str) -> list[st
 
 def _collect(pending, rows, total, progress, block: bool) -> None:
     """Move finished problems, in order, from `pending` to `rows`."""
-    while pending and (block or all(f.done() for f in pending[0][1])):
-        problem, futures = pending.popleft()
+    while pending and (block or all(f.done() for f in pending[0][2])):
+        problem, completions, futures = pending.popleft()
         results = [f.result() for f in futures]
         failures = [r.detail or r.status for r in results if not r.passed]
         rows.append(
@@ -121,6 +122,7 @@ def _collect(pending, rows, total, progress, block: bool) -> None:
                 "n_correct": sum(r.passed for r in results),
                 "statuses": [r.status for r in results],
                 "first_failure": failures[0] if failures else "",
+                "completions": completions,
             }
         )
         if progress is not None:

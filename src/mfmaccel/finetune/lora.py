@@ -16,8 +16,11 @@ from peft.utils import get_peft_model_state_dict
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
-def lora_config(rank: int, alpha: float, targets: tuple[str, ...] = LORA_TARGETS) -> LoraConfig:
-    pattern = r".*language_model\..*\.(" + "|".join(targets) + r")$"
+def lora_config(rank: int, alpha: float, targets: tuple[str, ...] = LORA_TARGETS,
+                within: str = "language_model") -> LoraConfig:
+    """Adapters on the `targets` projections under a module path containing `within`
+    ("language_model" for a LLaVA, "layers" for a plain causal LM's decoder)."""
+    pattern = rf".*{within}\..*\.(" + "|".join(targets) + r")$"
     return LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules=pattern,
                       bias="none")
 

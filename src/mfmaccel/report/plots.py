@@ -358,3 +358,35 @@ def stage_curves(stages: list[StageResult], columns: int = 2) -> bytes | None:
     for ax in axes[len(groups):]:
         ax.set_axis_off()
     return _png(fig)
+
+
+def compression_front(record: dict) -> bytes | None:
+    """The quantize stage's search: the mixed-precision front (bytes against the KL its
+    sensitivity table predicts) with the uniform baselines drawn on it (each a measured
+    whole-network KL) and the point the stage applied."""
+    front, fp16 = record.get("front") or [], record.get("fp16_bytes")
+    if not front or not fp16:
+        return None
+    fig, grid = _figure(6.4, 3.9, 1, 1)
+    ax = grid[0][0]
+    xs = [p["bytes"] / fp16 for p in front]
+    ys = [max(p["predicted_kl"], 1e-6) for p in front]
+    ax.plot(xs, ys, marker="o", ms=4, lw=1.6, color=PARETO, label="mixed precision (predicted)")
+    for point in record.get("uniform") or []:
+        x, y = point["bytes"] / fp16, max(point["kl"], 1e-6)
+        ax.plot([x], [y], marker="s", ms=6, color="#cf222e", ls="none")
+        ax.annotate(point["spec"], (x, y), xytext=(6, 4), textcoords="offset points", fontsize=8)
+    ax.plot([], [], marker="s", ms=6, color="#cf222e", ls="none",
+            label="uniform (measured, whole network)")
+    chosen = record.get("chosen") or {}
+    if chosen:
+        ax.plot([chosen["bytes"] / fp16], [max(chosen["predicted_kl"], 1e-6)], marker="*",
+                ms=13, color="#bf8700", ls="none", label="applied")
+    ax.set_yscale("log")
+    ax.xaxis.set_major_formatter(PercentFormatter(xmax=1, decimals=0))
+    ax.set_xlabel("whole-model bytes, share of FP16", fontsize=9.5)
+    ax.set_ylabel("KL to full precision (nats/token)", fontsize=9.5)
+    ax.set_title(f"quantize: bytes vs quality ({record.get('model', '')})", fontsize=10.5,
+                 loc="left")
+    ax.legend(fontsize=8.5, frameon=False)
+    return _png(fig)

@@ -4,7 +4,9 @@
 It computes with the dequantized weight, built once on first use, except for symmetric
 per-channel int8 (`int8-c-sym`): there single-token inputs (decode) go through the C++ int8
 kernel, which reads a quarter of the bytes of an fp32 weight, and longer inputs dequantize on
-the fly, so the layer never holds an fp32 copy."""
+the fly, so the layer never holds an fp32 copy. With int8 activations switched on
+(`set_activations`, see `quant.activation`) such a layer computes W8A8: int8 inputs, int32
+accumulation, one rescale."""
 
 from __future__ import annotations
 
@@ -12,9 +14,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mfmaccel.compress.quant.activation import (
+    check_act_mode,
+    int8_matmul,
+    per_token_scale,
+    quantize_activations,
+)
 from mfmaccel.compress.quant.grid import QuantizedTensor, QuantSpec, dequantize
 from mfmaccel.compress.quant.kernels import KERNELS, int8_kernel
 from mfmaccel.compress.quant.pack import pack_bits, unpack_bits
+from mfmaccel.errors import UserInputError
 
 
 class QuantLinear(nn.Module):
@@ -31,6 +40,7 @@ class QuantLinear(nn.Module):
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
         self._weight: torch.Tensor | None = None
         self._int8_cache: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.activations: str | None = None  # "token" / "tensor": W8A8, see set_activations
 
     @classmethod
     def from_quantized(cls, qt: QuantizedTensor, bias: torch.Tensor | None = None) -> QuantLinear:
@@ -75,6 +85,27 @@ class QuantLinear(nn.Module):
             self._int8_cache = (qt.q.to(torch.int8).contiguous(), qt.scale[:, 0].contiguous())
         return self._int8_cache
 
+    def set_activations(self, mode: str, scale: float | None = None) -> None:
+        """Quantize this layer's inputs to int8 from now on: per token (dynamic), or per tensor
+        with a calibrated `scale` (stored as the `act_scale` buffer, so it saves and reloads)."""
+        check_act_mode(mode)
+        if not self.spec_has_kernel:
+            raise UserInputError(f"int8 activations need int8-c-sym weights, not "
+                                 f"{self.spec.label}; quantize with --uniform int8-c-sym")
+        self.activations = mode
+        if mode == "tensor":  # stored as fp16 like every scale, so round it now
+            self.register_buffer("act_scale", torch.tensor(float(scale or 1.0)).half().float())
+
+    def _w8a8(self, x: torch.Tensor) -> torch.Tensor:
+        weight, scale = self._int8()
+        flat = x.reshape(-1, self.in_features).float()
+        x_scale = self.act_scale if self.activations == "tensor" else per_token_scale(flat)
+        acc = int8_matmul(quantize_activations(flat, x_scale), weight)
+        out = acc.float() * (x_scale * scale)
+        if self.bias is not None:
+            out = out + self.bias.float()
+        return out.view(*x.shape[:-1], self.out_features).to(x.dtype)
+
     def _load_from_state_dict(self, *args, **kwargs) -> None:
         self._weight = None  # new integers: rebuild the dequantized weight on next use
         self._int8_cache = None
@@ -92,6 +123,8 @@ class QuantLinear(nn.Module):
         return self.spec.nbytes(self.out_features, self.in_features)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.activations is not None:
+            return self._w8a8(x)
         if self.uses_int8_kernel and x.dtype == torch.float32 and x.numel() == x.shape[-1]:
             weight, scale = self._int8()
             bias = None if self.bias is None else self.bias.float()
@@ -100,4 +133,5 @@ class QuantLinear(nn.Module):
         return F.linear(x, self.dequantized_weight().to(x.dtype), self.bias)
 
     def extra_repr(self) -> str:
-        return f"{self.in_features} -> {self.out_features}, {self.spec.label}"
+        acts = f", a8-{self.activations}" if self.activations else ""
+        return f"{self.in_features} -> {self.out_features}, {self.spec.label}{acts}"

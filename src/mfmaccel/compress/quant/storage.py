@@ -62,7 +62,12 @@ def load_quantized_module(
     from mfmaccel.compress.mixed import FULL
     from mfmaccel.compress.quant.grid import QuantizedTensor, QuantSpec
     from mfmaccel.compress.quant.linear import QuantLinear
-    from mfmaccel.compress.quantize import QuantPlan, _replace, _tie_embeddings_to_head
+    from mfmaccel.compress.quantize import (
+        QuantPlan,
+        _replace,
+        _tie_embeddings_to_head,
+        check_plan,
+    )
     from mfmaccel.compress.sensitivity import quantizable_parts
 
     try:
@@ -70,12 +75,14 @@ def load_quantized_module(
     except (json.JSONDecodeError, TypeError) as err:
         raise UserInputError(f"{folder / PLAN_FILE} is not a valid quantization plan ({err})") \
             from None
+    try:
+        check_plan(module, plan)
+    except UserInputError as err:
+        raise UserInputError(f"{folder / PLAN_FILE}: {err}") from None
     parts = quantizable_parts(module)
     for name, label in plan.choice.items():
         if label == FULL:
             continue
-        if name not in parts:
-            raise UserInputError(f"{folder}: plan names {name}, absent from its config.json")
         part, layer = parts[name]
         spec = QuantSpec(**plan.specs[label])
         empty = QuantizedTensor(torch.zeros(part.out_features, part.in_features,
@@ -85,6 +92,10 @@ def load_quantized_module(
                                 spec)
         _replace(module, name, layer, QuantLinear.from_quantized(empty, getattr(layer, "bias",
                                                                                   None)))
+    if plan.activations is not None:
+        for layer in module.modules():
+            if isinstance(layer, QuantLinear):
+                layer.set_activations(plan.activations, 1.0)  # the file holds the real scales
     state = load_file(str(folder / WEIGHTS_FILE))
     expected = module.state_dict()
     skip = _tied_embedding_key(module)

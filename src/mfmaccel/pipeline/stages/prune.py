@@ -6,8 +6,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from mfmaccel.compress.calibration import calibration_batches
-from mfmaccel.compress.prune import prune_model
+from mfmaccel.compress.recover import prune_and_recover
 from mfmaccel.models.record import CAUSAL_LM, LoadedModel
 from mfmaccel.pipeline.stage import RunContext, Stage, StageParams, StageReport
 
@@ -17,18 +16,24 @@ class PruneParams(StageParams):
     mlp_fraction: float = Field(0.0, ge=0, lt=1, description="of MLP channels, every block")
     kv_groups: int = Field(0, ge=0, description="key/value groups to remove, every block")
     calib_tokens: int = Field(2048, ge=64)
+    recover_steps: int = Field(0, ge=0, description="LoRA distillation steps after pruning")
+    recover_tokens: int = Field(32768, ge=512)
 
 
 def run(model: LoadedModel, params: PruneParams, ctx: RunContext):
-    batches = calibration_batches(model.tokenizer, params.calib_tokens)
-    model, report = prune_model(model, batches, params.blocks, params.mlp_fraction,
-                                params.kv_groups)
+    model, report = prune_and_recover(
+        model, params.calib_tokens, params.blocks, params.mlp_fraction, params.kv_groups,
+        params.recover_steps, params.recover_tokens,
+        progress=ctx.progress)
     report.save(ctx.stage_dir / "pruning.json")
     before, after = report.params
     notes = (f"removed blocks {report.removed_blocks}; parameters {before:,} -> {after:,} "
              f"({1 - after / before:.1%} fewer)")
-    return model, StageReport(artifacts=["pruning.json"], notes=notes,
-                              curves={"block_importance": report.block_importance})
+    curves = {"block_importance": report.block_importance}
+    if report.recovery:
+        notes += f"; recovered with {report.recovery['steps']} LoRA distillation steps"
+        curves["recovery/loss"] = report.recovery["losses"]
+    return model, StageReport(artifacts=["pruning.json"], notes=notes, curves=curves)
 
 
 STAGE = Stage(

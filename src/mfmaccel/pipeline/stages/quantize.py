@@ -19,6 +19,7 @@ class QuantizeParams(StageParams):
     avg_bits: float | None = Field(None, gt=0, le=16)
     max_ppl_increase: float | None = Field(None, gt=0)
     uniform: str | None = None  # e.g. "int4-g128": no search, every part at this spec
+    activations: Literal["token", "tensor"] | None = None  # W8A8, with uniform int8-c-sym
     specs: list[str] = list(DEFAULT_SPECS)
     method: Literal["rtn", "gptq"] = "gptq"
     calib_tokens: int = Field(2048, ge=64)
@@ -31,13 +32,17 @@ class QuantizeParams(StageParams):
         if len(given) != 1:
             raise ValueError("give exactly one of budget_fraction, budget_bytes, avg_bits, "
                              "max_ppl_increase, uniform")
+        if self.activations is not None and self.uniform is None:
+            raise ValueError("activations (W8A8) need uniform: int8-c-sym")
         return self
 
 
 def run(model: LoadedModel, params: QuantizeParams, ctx: RunContext):
     if params.uniform is not None:
-        model = uniform_to_spec(model, params.uniform, params.method, params.calib_tokens)
-        return model, StageReport(notes=f"uniform {params.uniform} ({params.method})")
+        model = uniform_to_spec(model, params.uniform, params.method, params.calib_tokens,
+                                params.activations)
+        acts = f", int8 activations per {params.activations}" if params.activations else ""
+        return model, StageReport(notes=f"uniform {params.uniform} ({params.method}{acts})")
     size = params.budget_bytes
     if params.budget_fraction is not None:
         size = int(params.budget_fraction * 2 * model.params)

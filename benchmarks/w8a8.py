@@ -1,0 +1,73 @@
+"""W8A8 (int8 weights and int8 activations) against int8 weights alone and full precision, in
+one run: perplexity on the test half of the text corpus (context 512) and batch-1 decode
+tokens/s (our loop, median of repeats).
+
+Variants, all from the same checkpoint: fp32 as loaded; W8 (int8 per-channel symmetric
+weights, RTN; float activations); W8A8 with dynamic per-token activation scales; W8A8 with one
+calibrated scale per layer (largest |x| on calibration text, and its 99.99th percentile, which
+clips rare outliers). The per-tensor variants are what an integer-only accelerator runs. Prints
+JSON.
+
+Usage: python benchmarks/w8a8.py [--model smollm2-135m] [--eval-tokens 16384]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+from mfmaccel.compress.calibration import calibration_batches
+from mfmaccel.compress.quant.grid import QuantSpec
+from mfmaccel.compress.quantize import QuantPlan, quantize_model, uniform_plan
+from mfmaccel.data.text import load_text_corpus
+from mfmaccel.evaluate.ppl import perplexity
+from mfmaccel.evaluate.speed import measure_speed
+from mfmaccel.models import load_model
+
+INT8 = QuantSpec(8, None, True)
+VARIANTS = {  # name -> (activations, percentile)
+    "w8": (None, 100.0),
+    "w8a8-token": ("token", 100.0),
+    "w8a8-tensor-absmax": ("tensor", 100.0),
+    "w8a8-tensor-p99.99": ("tensor", 99.99),
+}
+
+
+def measure(model, text: str, args) -> dict:
+    start = time.perf_counter()
+    ppl = perplexity(model, text, max_tokens=args.eval_tokens).perplexity
+    speed = measure_speed(model, new_tokens=args.new_tokens, repeats=args.repeats)
+    return {"ppl": ppl, "ppl_seconds": time.perf_counter() - start,
+            "decode_tokens_per_s": speed.decode_tokens_per_s}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--eval-tokens", type=int, default=16384)
+    parser.add_argument("--calib-tokens", type=int, default=2048)
+    parser.add_argument("--new-tokens", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    text = load_text_corpus("test")
+    model = load_model(args.model)
+    rows = {"fp32": measure(model, text, args)}
+    batches = calibration_batches(model.tokenizer, args.calib_tokens)
+    for name, (activations, percentile) in VARIANTS.items():
+        model = load_model(args.model)
+        plan = uniform_plan(model.module, INT8)
+        plan = QuantPlan(plan.choice, plan.specs, "rtn", activations, percentile)
+        quantize_model(model, plan, batches)
+        rows[name] = measure(model, text, args)
+        rows[name]["ppl_increase"] = rows[name]["ppl"] / rows["fp32"]["ppl"] - 1
+        print(json.dumps({name: rows[name]}), flush=True)
+    print(json.dumps({"model": args.model, "threads": torch.get_num_threads(),
+                      "eval_tokens": args.eval_tokens, "calib_tokens": args.calib_tokens,
+                      "results": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

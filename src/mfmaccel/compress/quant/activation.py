@@ -1,0 +1,92 @@
+"""int8 activations for W8A8 models, the number format the integer accelerator runs.
+
+The input of every int8 linear layer is rounded to symmetric int8, multiplied with the int8
+weight with exact int32 accumulation (`torch._int_mm`), and rescaled once. Two granularities:
+
+* `token`: each token's scale is its own largest |x| (dynamic, computed at run time): the best
+  quality, but the scale is data the hardware must compute;
+* `tensor`: one scale per layer, calibrated once on real text (the largest |x| seen, or a
+  percentile of |x| that clips rare outliers): a constant the accelerator folds into its
+  requantization, so inference stays integer-only. Its quality cost is what we measure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from mfmaccel.errors import UserInputError
+
+ACT_MODES = ("token", "tensor")
+ACT_QMAX = 127  # symmetric: -127..127, so negation never overflows
+
+
+def check_act_mode(mode: str) -> None:
+    if mode not in ACT_MODES:
+        raise UserInputError(
+            f"unknown activation quantization '{mode}'; choose one of {', '.join(ACT_MODES)}"
+        )
+
+
+def per_token_scale(x: torch.Tensor) -> torch.Tensor:
+    """(M, 1) scales mapping each row's largest |x| to 127."""
+    return x.abs().amax(-1, keepdim=True).clamp(min=1e-8) / ACT_QMAX
+
+
+def quantize_activations(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Round-to-nearest onto symmetric int8, saturating what lies beyond the scale's range."""
+    return torch.clamp(torch.round(x / scale), -ACT_QMAX, ACT_QMAX).to(torch.int8)
+
+
+def int8_matmul(q_x: torch.Tensor, q_weight: torch.Tensor) -> torch.Tensor:
+    """(M, K) int8 @ (N, K) int8 weight -> (M, N) int32, accumulated exactly in integers."""
+    return torch._int_mm(q_x, q_weight.t())
+
+
+def _observed_scales(module: nn.Module, layers: dict[str, nn.Module],
+                     batches: Sequence[torch.Tensor], percentile: float) -> dict[str, float]:
+    """Per layer: the `percentile` of |input| over `batches` (100: the largest), / 127."""
+    seen: dict[str, list[float]] = {name: [] for name in layers}
+
+    def observe(name: str, inputs: tuple) -> None:
+        values = inputs[0].detach().abs().float().flatten()
+        if percentile >= 100:
+            seen[name].append(float(values.max()))
+        else:
+            seen[name].append(float(torch.quantile(values[: 1 << 24], percentile / 100)))
+
+    handles = [layer.register_forward_pre_hook(lambda _, args, n=name: observe(n, args))
+               for name, layer in layers.items()]
+    try:
+        for batch in batches:
+            module(input_ids=batch)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return {name: max(max(values), 1e-8) / ACT_QMAX for name, values in seen.items()}
+
+
+@torch.inference_mode()
+def calibrate_activations(module: nn.Module, mode: str, batches: Sequence[torch.Tensor] = (),
+                          percentile: float = 100.0) -> int:
+    """Switch every int8 layer of `module` to int8 activations; returns how many layers.
+
+    In `tensor` mode each layer's scale comes from its inputs on `batches` (real text).
+    """
+    from mfmaccel.compress.quant.linear import QuantLinear
+
+    check_act_mode(mode)
+    layers = {name: m for name, m in module.named_modules() if isinstance(m, QuantLinear)}
+    if not layers:
+        raise UserInputError("no quantized layers to give int8 activations; quantize the "
+                             "weights to int8-c-sym first (e.g. --uniform int8-c-sym)")
+    if mode == "tensor" and not batches:
+        raise UserInputError("per-tensor activation scales need calibration text")
+    if not 0 < percentile <= 100:
+        raise UserInputError(f"percentile must lie in (0, 100], got {percentile}")
+    scales = _observed_scales(module, layers, batches, percentile) if mode == "tensor" else {}
+    for name, layer in layers.items():
+        layer.set_activations(mode, scales.get(name))
+    return len(layers)

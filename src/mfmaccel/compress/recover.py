@@ -1,0 +1,95 @@
+"""Recovery after pruning: a short LoRA fine-tune that teaches the pruned model to imitate the
+model before pruning (KL divergence to its next-token distribution on calibration text), then
+merged back, so the result is again a plain, smaller transformers model.
+
+Why distillation from the unpruned model rather than the plain language-modelling loss: the
+teacher's full distribution carries more signal per token, and the student cannot learn what the
+unpruned model did not know, so the perplexity it regains is recovery from pruning, not
+adaptation to the text the evaluation happens to use.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mfmaccel.compress.calibration import calibration_batches
+from mfmaccel.compress.prune import PruneReport, prune_model
+from mfmaccel.errors import UserInputError
+from mfmaccel.evaluate.ppl import require_causal_lm
+from mfmaccel.finetune.loop import train
+from mfmaccel.finetune.lora import add_lora, lora_config, lora_parameters, merge_lora
+from mfmaccel.models.record import LoadedModel
+from mfmaccel.records import Record
+
+RECOVER_WINDOW = 256  # tokens per recovery sequence
+
+
+@dataclass
+class RecoveryReport(Record):
+    steps: int
+    rank: int
+    lr: float
+    tokens_per_step: int
+    seconds: float = 0.0
+    losses: list[float] = field(default_factory=list)
+
+
+def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+    """Mean over tokens of KL(teacher || student) between next-token distributions."""
+    vocab = student_logits.shape[-1]
+    student = F.log_softmax(student_logits.float().reshape(-1, vocab), -1)
+    teacher = F.log_softmax(teacher_logits.float().reshape(-1, vocab), -1)
+    return F.kl_div(student, teacher, log_target=True, reduction="batchmean")
+
+
+def recover(
+    model: LoadedModel, teacher: nn.Module, batches: Sequence[torch.Tensor], steps: int = 60,
+    rank: int = 8, lr: float = 5e-4, batch_size: int = 2, seed: int = 0,
+    progress: Callable[[int, int], None] | None = None,
+) -> RecoveryReport:
+    """LoRA-distil `teacher` into the pruned `model` for `steps` steps; merged in place."""
+    if steps < 1:
+        raise UserInputError(f"recovery needs at least one step, got {steps}")
+    if not batches:
+        raise UserInputError("recovery needs calibration text")
+    teacher.eval()
+    peft_model = add_lora(model.module, lora_config(rank, 2 * rank, within="layers"))
+
+    def step_loss(indices: list[int]) -> torch.Tensor:
+        ids = torch.cat([batches[i] for i in indices])
+        with torch.no_grad():
+            target = teacher(input_ids=ids).logits
+        return distillation_loss(model.module(input_ids=ids).logits, target)
+
+    model.module.train()
+    result = train(step_loss, [{"params": lora_parameters(model.module), "lr": lr}],
+                   len(batches), batch_size, steps, seed, progress=progress)
+    model.module = merge_lora(peft_model).eval()
+    tokens = batch_size * batches[0].shape[1]
+    return RecoveryReport(steps, rank, lr, tokens, result.seconds, result.losses)
+
+
+def prune_and_recover(
+    model: LoadedModel, calib_tokens: int = 2048, blocks: int = 0, mlp_fraction: float = 0.0,
+    kv_groups: int = 0, recover_steps: int = 0, recover_tokens: int = 32768,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[LoadedModel, PruneReport]:
+    """Prune by importance on calibration text, then (if `recover_steps`) distil the unpruned
+    model back into the pruned one; the report carries the recovery's loss curve."""
+
+    require_causal_lm(model, "pruning")
+    teacher = copy.deepcopy(model.module) if recover_steps else None
+    batches = calibration_batches(model.tokenizer, calib_tokens)
+    model, report = prune_model(model, batches, blocks, mlp_fraction, kv_groups)
+    if teacher is not None:
+        text = calibration_batches(model.tokenizer, recover_tokens, window=RECOVER_WINDOW)
+        report.recovery = recover(model, teacher, text, recover_steps,
+                                  progress=progress).to_dict()
+        model.meta["pruning"] = report.to_dict()
+    return model, report

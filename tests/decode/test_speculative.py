@@ -1,0 +1,170 @@
+"""Speculative decoding: greedy output equals the target's own, sampling preserves the target's
+distribution (chi-square), every draft kind works, and bad input is refused."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+from scipy.stats import chisquare
+
+from mfmaccel.decode.drafts import (
+    EarlyExitDraft,
+    ModelDraft,
+    PromptLookupDraft,
+    early_exit_model,
+)
+from mfmaccel.decode.engine import greedy_generate
+from mfmaccel.decode.sampling import Sampling, distribution
+from mfmaccel.decode.speculative import accept_or_correct, speculative_generate
+from mfmaccel.errors import UserInputError
+from mfmaccel.models import load_model
+
+PROMPTS = ["def add(a, b):\n    return a + b\n\ndef add(", "The quick brown fox", "x = [1, 2, 3]"]
+
+
+@pytest.fixture(scope="module")
+def target():
+    return load_model("tiny-llama")
+
+
+@pytest.fixture(scope="module")
+def other_draft():
+    return load_model("tiny-llama", seed=1)
+
+
+def _ids(model, text: str) -> list[int]:
+    return model.tokenizer(text).input_ids
+
+
+def _greedy(model, prompt: list[int], n: int) -> list[int]:
+    return greedy_generate(model.module, torch.tensor([prompt]), n).tokens
+
+
+def _drafts(target, other_draft):
+    vocab = target.module.config.vocab_size
+    return {"model": ModelDraft(other_draft.module), "early-exit": EarlyExitDraft(target.module, 1),
+            "lookup": PromptLookupDraft(vocab), "self": ModelDraft(target.module)}
+
+
+@pytest.mark.parametrize("kind", ["model", "early-exit", "lookup", "self"])
+@pytest.mark.parametrize("gamma,adaptive", [(1, False), (4, True), (7, False)])
+def test_greedy_speculation_reproduces_the_targets_greedy_tokens(
+        target, other_draft, kind, gamma, adaptive) -> None:
+    draft = _drafts(target, other_draft)[kind]
+    for text in PROMPTS:
+        prompt = _ids(target, text)
+        out = speculative_generate(target.module, draft, prompt, 24, gamma, adaptive=adaptive)
+        assert out.tokens == _greedy(target, prompt, 24)
+        stats = out.stats
+        assert stats.target_forwards == stats.rounds and stats.accepted <= stats.proposed
+        if kind == "self":
+            assert stats.rounds < 24
+
+
+def test_a_perfect_draft_is_always_accepted(target) -> None:
+    prompt = _ids(target, PROMPTS[1])
+    out = speculative_generate(target.module, ModelDraft(target.module), prompt, 30, gamma=5,
+                               adaptive=False)
+    assert out.stats.acceptance_rate == 1.0
+    assert out.stats.target_forwards == 5  # 6 tokens per verification pass
+    assert out.stats.mean_accepted_length == 6.0
+
+
+def test_rejection_step_returns_the_target_distribution() -> None:
+    """Draw x ~ q, keep it or correct it: the result must be distributed as p."""
+    p = torch.tensor([0.05, 0.4, 0.1, 0.25, 0.2, 0.0])
+    q = torch.tensor([0.3, 0.1, 0.3, 0.1, 0.1, 0.1])
+    generator = torch.Generator().manual_seed(0)
+    counts = torch.zeros(6)
+    n = 20000
+    for _ in range(n):
+        token = int(torch.multinomial(q, 1, generator=generator))
+        replacement = accept_or_correct(p, q, token, generator)
+        counts[token if replacement is None else replacement] += 1
+    assert counts[5] == 0  # the target never emits what it gives probability 0
+    support = p > 0
+    observed = counts[support].double().numpy()
+
+    def expected(dist: torch.Tensor):
+        return (dist[support].double() / dist[support].double().sum() * n).numpy()
+
+    assert chisquare(observed, expected(p)).pvalue > 1e-3
+    assert chisquare(observed, expected(q)).pvalue < 1e-6  # and the test can tell p from q
+
+
+def test_sampled_speculation_matches_the_targets_joint_distribution(target, other_draft) -> None:
+    """Chi-square on the first two sampled tokens against the target's exact probabilities."""
+    sampling = dict(temperature=1.0, top_k=3)
+    prompt = _ids(target, PROMPTS[2])
+    with torch.inference_mode():
+        first = distribution(target.module(input_ids=torch.tensor([prompt])).logits[0, -1],
+                             Sampling(**sampling))
+        exact = {}
+        for a in first.nonzero().flatten().tolist():
+            logits = target.module(input_ids=torch.tensor([prompt + [a]])).logits[0, -1]
+            second = distribution(logits, Sampling(**sampling))
+            for b in second.nonzero().flatten().tolist():
+                exact[(a, b)] = float(first[a] * second[b])
+    n = 1200
+    counts = dict.fromkeys(exact, 0)
+    draft = ModelDraft(other_draft.module)
+    for seed in range(n):
+        out = speculative_generate(target.module, draft, prompt, 2, gamma=2, adaptive=False,
+                                   sampling=Sampling(**sampling, seed=seed))
+        counts[tuple(out.tokens)] += 1  # KeyError: a pair the target cannot produce
+    keys = sorted(exact)
+    observed = [counts[k] for k in keys]
+    total = sum(exact.values())
+    expected = [exact[k] / total * n for k in keys]
+    assert chisquare(observed, expected).pvalue > 1e-3
+
+
+def test_prompt_lookup_copies_what_followed_the_last_ngram() -> None:
+    draft = PromptLookupDraft(vocab_size=50, max_ngram=2)
+    proposal = draft.propose([1, 2, 3, 4, 9, 1, 2], 3, Sampling())
+    assert proposal.tokens == [3, 4, 9]
+    assert all(float(p[t]) == 1.0 for p, t in zip(proposal.probs, proposal.tokens, strict=True))
+    assert draft.propose([5, 6, 7], 3, Sampling()).tokens == []
+
+
+def test_early_exit_draft_shares_the_targets_weights(target) -> None:
+    shallow = early_exit_model(target.module, 1)
+    own = {id(p) for p in target.module.parameters()}
+    assert {id(p) for p in shallow.parameters()} <= own
+    assert target.module.config.num_hidden_layers == 2  # the target is untouched
+    ids = torch.tensor([_ids(target, PROMPTS[0])])
+    with torch.inference_mode():
+        full = target.module(input_ids=ids).logits
+        assert not torch.allclose(shallow(input_ids=ids).logits, full)
+    with pytest.raises(UserInputError, match="layers"):
+        early_exit_model(target.module, 2)
+
+
+def test_bad_input_is_refused(target) -> None:
+    prompt = _ids(target, PROMPTS[0])
+    draft = ModelDraft(target.module)
+    with pytest.raises(UserInputError, match="gamma"):
+        speculative_generate(target.module, draft, prompt, 4, gamma=0)
+    with pytest.raises(UserInputError, match="empty prompt"):
+        speculative_generate(target.module, draft, [], 4)
+    limit = target.module.config.max_position_embeddings
+    with pytest.raises(UserInputError, match="context window"):
+        speculative_generate(target.module, draft, [5] * (limit + 1), 4)
+    alien = PromptLookupDraft(vocab_size=target.module.config.vocab_size + 7)
+    with pytest.raises(UserInputError, match="vocabulary"):
+        speculative_generate(target.module, alien, prompt, 4)
+    with pytest.raises(UserInputError, match="temperature"):
+        Sampling(temperature=-1)
+
+
+def test_sampling_filters_keep_the_top_tokens() -> None:
+    logits = torch.tensor([3.0, 2.0, 1.0, 0.0])
+    assert distribution(logits, Sampling()).tolist() == [1.0, 0.0, 0.0, 0.0]
+    top2 = distribution(logits, Sampling(temperature=1.0, top_k=2))
+    assert top2[2:].sum() == 0 and top2.sum() == pytest.approx(1.0)
+    nucleus = distribution(logits, Sampling(temperature=1.0, top_p=0.5))
+    assert nucleus.tolist() == [1.0, 0.0, 0.0, 0.0]  # the top token alone holds > 50%
+    assert list(itertools.accumulate(distribution(logits, Sampling(temperature=1.0)).tolist()))[
+        -1] == pytest.approx(1.0)
