@@ -1,0 +1,140 @@
+"""A small-to-large cascade for code: each problem goes to the smallest model first; a
+self-test decides whether its answer stands or the problem moves on to the next model.
+
+The self-test is the published scheme's (model cascading for code): the model's candidate
+solutions run in the sandbox against test lines for the problem; if the best candidate passes
+at least a fraction theta of them, the answer is accepted, else the problem escalates. The
+last model's answer is always accepted. Here the tests are the prompt's own examples
+(`decode.selftest`); a problem without any escalates.
+
+Every model answers every problem once (`code_answers`), so a cascade at any theta is a
+replay of those answers: calibrating theta on one split and reporting on another costs no
+extra generation. Compute cost is counted as FLOPs, 2 x parameters x tokens processed (prompt
+plus completion) for every model a problem visits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from mfmaccel.data.code import CodeProblem
+from mfmaccel.decode.selftest import example_tests, self_test
+from mfmaccel.errors import UserInputError
+from mfmaccel.evaluate.codegen import code_prompt_ids
+from mfmaccel.models.record import LoadedModel
+from mfmaccel.records import Record
+
+NEVER = 1.01  # a theta no self-test reaches: always escalate
+THETAS = (0.0, 0.25, 0.5, 0.75, 1.0, NEVER)
+
+
+@dataclass
+class CodeAnswer:
+    """One model's answer to one problem: its best candidate by self-test, how that did on
+    the hidden tests, and what producing it cost."""
+
+    completion: str
+    passed: bool  # the problem's hidden HumanEval tests
+    self_passed: int
+    self_total: int
+    tokens: int
+    flops: float
+
+    def accepted(self, theta: float) -> bool:
+        return self.self_total > 0 and self.self_passed / self.self_total >= theta
+
+
+@dataclass
+class ModelAnswers:
+    model: str
+    params: int
+    answers: dict[str, CodeAnswer]
+
+
+@dataclass
+class CascadePoint(Record):
+    theta: float
+    pass_rate: float
+    flops_per_problem: float
+    cost_fraction: float  # of always using the largest model
+    answered_by: dict[str, float] = field(default_factory=dict)  # model -> share of problems
+    problems: int = 0
+
+
+def code_answers(model: LoadedModel, problems: Sequence[CodeProblem],
+                 candidates: dict[str, list[str]], hidden_passed: dict[str, list[bool]],
+                 workers: int = 2) -> ModelAnswers:
+    """Self-test each problem's candidates and pick the best; count each answer's FLOPs.
+
+    `candidates[task_id]` are the model's completions (e.g. from `mfmaccel eval --task
+    humaneval`, whose JSON keeps them) and `hidden_passed` whether each passed the real tests.
+    """
+    missing = [p.task_id for p in problems if p.task_id not in candidates]
+    if missing:
+        raise UserInputError(f"no completions from {model.name} for {missing[0]}; evaluate "
+                             "it on the same problems first")
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        answers = dict(zip([p.task_id for p in problems],
+                           pool.map(lambda p: _best_answer(model, p, candidates[p.task_id],
+                                                           hidden_passed[p.task_id]), problems),
+                           strict=True))
+    return ModelAnswers(model.name, model.params, answers)
+
+
+def _best_answer(model: LoadedModel, problem: CodeProblem, completions: list[str],
+                 passed: list[bool]) -> CodeAnswer:
+    tests = example_tests(problem)
+    results = [self_test(problem, c, tests) for c in completions]
+    best = max(range(len(completions)), key=lambda i: results[i].passed)  # first on ties
+    prompt_tokens = code_prompt_ids(model, problem).shape[1]
+    tokens = prompt_tokens + sum(len(model.tokenizer(c).input_ids) for c in completions)
+    return CodeAnswer(completions[best], passed[best], results[best].passed, len(tests),
+                      tokens, 2.0 * model.params * tokens)
+
+
+def cascade_point(chain: Sequence[ModelAnswers], theta: float,
+                  task_ids: Sequence[str]) -> CascadePoint:
+    """Replay the cascade at `theta` over `task_ids`."""
+    if len(chain) < 2:
+        raise UserInputError("a cascade needs at least two models, smallest first")
+    solved, flops, largest = 0, 0.0, 0.0
+    answered = dict.fromkeys((m.model for m in chain), 0)
+    for task in task_ids:
+        largest += chain[-1].answers[task].flops
+        for index, stage in enumerate(chain):
+            answer = stage.answers[task]
+            flops += answer.flops
+            if index == len(chain) - 1 or answer.accepted(theta):
+                solved += answer.passed
+                answered[stage.model] += 1
+                break
+    n = len(task_ids)
+    return CascadePoint(theta, solved / n, flops / n, flops / largest,
+                        {k: v / n for k, v in answered.items()}, n)
+
+
+def cost_curve(chain: Sequence[ModelAnswers], task_ids: Sequence[str],
+               thetas: Sequence[float] = THETAS) -> list[CascadePoint]:
+    return [cascade_point(chain, theta, task_ids) for theta in thetas]
+
+
+def calibrate_theta(chain: Sequence[ModelAnswers], task_ids: Sequence[str],
+                    thetas: Sequence[float] = THETAS) -> float:
+    """The cheapest theta whose pass rate on `task_ids` is no lower than the largest model's
+    alone (NEVER, i.e. always escalating, meets that by construction)."""
+    target = cascade_point(chain, NEVER, task_ids).pass_rate
+    meeting = [p for p in cost_curve(chain, task_ids, thetas) if p.pass_rate >= target]
+    return min(meeting, key=lambda p: (p.flops_per_problem, -p.pass_rate)).theta
+
+
+def split_tasks(task_ids: Sequence[str]) -> tuple[list[str], list[str]]:
+    """A fixed split in task order: even positions calibrate theta, odd ones report."""
+    ordered = sorted(task_ids, key=_task_order)
+    return ordered[0::2], ordered[1::2]
+
+
+def _task_order(task_id: str) -> tuple[int, str]:
+    tail = task_id.rsplit("/", 1)[-1]
+    return (int(tail), "") if tail.isdigit() else (1 << 30, task_id)

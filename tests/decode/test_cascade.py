@@ -1,0 +1,111 @@
+"""Self-tests from a prompt's examples, and the code cascade replayed at any threshold."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from mfmaccel.data.code import CodeProblem, load_humaneval
+from mfmaccel.decode.cascade import (
+    NEVER,
+    CodeAnswer,
+    ModelAnswers,
+    calibrate_theta,
+    cascade_point,
+    code_answers,
+    cost_curve,
+    split_tasks,
+)
+from mfmaccel.decode.selftest import example_tests, self_test
+from mfmaccel.errors import UserInputError
+from mfmaccel.evaluate.sandbox.run import SandboxLimits
+from mfmaccel.models import load_model
+
+PROBLEM = CodeProblem(
+    task_id="Toy/0",
+    prompt=('def double(x):\n    """Twice x.\n    >>> double(2)\n    4\n'
+            "    double(5) => 10\n    double(0) == 0\n    double(1) -> true  # no: 2\n"
+            '    """\n'),
+    canonical_solution="    return 2 * x\n",
+    test="def check(f):\n    assert f(3) == 6\n",
+    entry_point="double",
+)
+
+
+def test_examples_become_asserts_in_every_common_format() -> None:
+    assert example_tests(PROBLEM) == [
+        "assert (double(2)) == (4)", "assert (double(5)) == (10)", "assert (double(0)) == (0)",
+        "assert (double(1)) == (True)"]
+
+
+def test_self_test_counts_the_examples_a_candidate_passes() -> None:
+    tests = example_tests(PROBLEM)
+    assert self_test(PROBLEM, PROBLEM.canonical_solution, tests).passed == 3  # 'true' is wrong
+    assert self_test(PROBLEM, "    return x + x if x else 1\n", tests).passed == 2
+    hang = self_test(PROBLEM, "    while True:\n        pass\n", tests,
+                     SandboxLimits(wall_seconds=2, cpu_seconds=2))
+    assert (hang.passed, hang.total) == (0, 4)
+    assert self_test(PROBLEM, "    return 2 * x\n", []).fraction == 0.0
+
+
+def test_humaneval_examples_are_found_and_canonical_solutions_pass_them() -> None:
+    problems = load_humaneval()
+    tests = {p.task_id: example_tests(p) for p in problems}
+    with_tests = [p for p in problems if tests[p.task_id]]
+    assert len(with_tests) >= 130  # of 164: most prompts carry examples
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(
+            lambda p: self_test(p, p.canonical_solution, tests[p.task_id]), with_tests))
+    all_pass = sum(r.passed == r.total for r in results)
+    assert all_pass / len(with_tests) >= 0.9
+
+
+def _answers(name: str, params: int, table: dict[str, tuple[bool, int, int]]) -> ModelAnswers:
+    return ModelAnswers(name, params, {
+        task: CodeAnswer("", passed, got, total, 100, 2.0 * params * 100)
+        for task, (passed, got, total) in table.items()})
+
+
+SMALL = _answers("small", 1, {"T/0": (True, 2, 2), "T/1": (False, 1, 2), "T/2": (False, 2, 2),
+                              "T/3": (True, 0, 0)})
+LARGE = _answers("large", 3, {"T/0": (True, 2, 2), "T/1": (True, 2, 2), "T/2": (True, 2, 2),
+                              "T/3": (True, 1, 1)})
+
+
+def test_cascade_replay_counts_quality_cost_and_who_answered() -> None:
+    tasks = ["T/0", "T/1", "T/2", "T/3"]
+    strict = cascade_point([SMALL, LARGE], 1.0, tasks)
+    assert strict.pass_rate == 0.75  # T/2's confident wrong answer stands
+    assert strict.answered_by == {"small": 0.5, "large": 0.5}
+    assert strict.flops_per_problem == pytest.approx((4 * 200 + 2 * 600) / 4)
+    assert strict.cost_fraction == pytest.approx((4 * 200 + 2 * 600) / (4 * 600))
+    never = cascade_point([SMALL, LARGE], NEVER, tasks)
+    assert never.pass_rate == 1.0 and never.cost_fraction == pytest.approx(4 / 3)
+    lenient = cascade_point([SMALL, LARGE], 0.0, tasks)
+    assert lenient.answered_by["small"] == 0.75  # T/3 has no tests: it escalates
+    assert [p.theta for p in cost_curve([SMALL, LARGE], tasks)][-1] == NEVER
+
+
+def test_calibration_keeps_the_large_models_quality() -> None:
+    assert calibrate_theta([SMALL, LARGE], ["T/0", "T/3"]) == 0.0  # small is right on T/0
+    assert calibrate_theta([SMALL, LARGE], ["T/0", "T/2"]) == NEVER
+    with pytest.raises(UserInputError, match="two models"):
+        cascade_point([LARGE], 0.5, ["T/0"])
+
+
+def test_split_is_fixed_and_disjoint() -> None:
+    tasks = [f"HumanEval/{i}" for i in (10, 2, 1, 0)]
+    assert split_tasks(tasks) == (["HumanEval/0", "HumanEval/2"], ["HumanEval/1",
+                                                                   "HumanEval/10"])
+
+
+def test_code_answers_pick_the_candidate_that_passes_most_examples() -> None:
+    model = load_model("tiny-llama")
+    answers = code_answers(model, [PROBLEM], {"Toy/0": ["    return 0\n", "    return 2 * x\n"]},
+                           {"Toy/0": [False, True]})
+    answer = answers.answers["Toy/0"]
+    assert answer.passed and answer.self_passed == 3 and answer.self_total == 4
+    assert answer.flops == 2.0 * model.params * answer.tokens
+    with pytest.raises(UserInputError, match="no completions"):
+        code_answers(model, [PROBLEM], {}, {})
