@@ -19,24 +19,8 @@ import json
 from pathlib import Path
 
 from mfmaccel.data.code import load_humaneval
-from mfmaccel.decode.cascade import (
-    NEVER,
-    calibrate_theta,
-    cascade_point,
-    code_answers,
-    cost_curve,
-    split_tasks,
-)
+from mfmaccel.decode.cascade import answers_from_record, calibrated_cascade
 from mfmaccel.models import load_model
-
-
-def model_answers(name: str, record_path: Path, problems):
-    record = json.loads(record_path.read_text())
-    rows = {row["task_id"]: row for row in record["per_problem"]}
-    candidates = {task: row["completions"] for task, row in rows.items()}
-    passed = {task: [s == "passed" for s in row["statuses"]] for task, row in rows.items()}
-    chosen = [p for p in problems if p.task_id in rows]
-    return code_answers(load_model(name), chosen, candidates, passed), [p.task_id for p in chosen]
 
 
 def main() -> None:
@@ -47,30 +31,9 @@ def main() -> None:
     if len(args.models) != len(args.evals):
         raise SystemExit("give one --evals record per model, in the same order")
     problems = load_humaneval()
-    chain, task_sets = [], []
-    for name, path in zip(args.models, args.evals, strict=True):
-        answers, tasks = model_answers(name, path, problems)
-        chain.append(answers)
-        task_sets.append(set(tasks))
-    common = sorted(set.intersection(*task_sets))
-    calibration, held_out = split_tasks(common)
-    theta = calibrate_theta(chain, calibration)
-    chosen = cascade_point(chain, theta, held_out)
-    largest = cascade_point(chain, NEVER, held_out)
-    result = {
-        "models": args.models, "problems": len(common),
-        "calibration_problems": len(calibration), "held_out_problems": len(held_out),
-        "self_tested_problems": sum(a.self_total > 0 for a in chain[0].answers.values()),
-        "pass_at_1_alone": {m.model: sum(m.answers[t].passed for t in held_out) / len(held_out)
-                            for m in chain},
-        "theta": theta,
-        "held_out": chosen.to_dict(),
-        "cost_reduction": 1 - chosen.cost_fraction,
-        "pass_at_1_vs_largest": chosen.pass_rate - largest.pass_rate,
-        "curve_held_out": [p.to_dict() for p in cost_curve(chain, held_out)],
-        "curve_calibration": [p.to_dict() for p in cost_curve(chain, calibration)],
-    }
-    print(json.dumps(result, indent=1))
+    chain = [answers_from_record(load_model(name), problems, json.loads(path.read_text()))
+             for name, path in zip(args.models, args.evals, strict=True)]
+    print(json.dumps(calibrated_cascade(chain).to_dict(), indent=1))
 
 
 if __name__ == "__main__":

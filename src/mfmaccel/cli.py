@@ -297,6 +297,86 @@ def run(
     console.print(f"report: {write_report(runs_dir / loaded.name)}")
 
 
+@app.command("generate")
+@user_errors
+def generate(
+    model: Annotated[str, typer.Option(help="Causal LM: built-in name, HF folder or .gguf")],
+    prompt: Annotated[str, typer.Option(help="Text to continue")],
+    max_new_tokens: Annotated[int, typer.Option(help="Tokens to generate at most")] = 128,
+    draft: Annotated[
+        str | None, typer.Option(help="Speculate with: a model of the same tokenizer, "
+                                      "'lookup' (prompt lookup) or 'layers:N' (early exit)")
+    ] = None,
+    speculate: Annotated[int, typer.Option(help="Draft tokens per round (gamma, adapts)")] = 4,
+    temperature: Annotated[float, typer.Option(help="0: greedy")] = 0.0,
+    top_k: Annotated[int, typer.Option(help="0: off")] = 0,
+    top_p: Annotated[float, typer.Option(help="1: off")] = 1.0,
+    seed: Annotated[int, typer.Option(help="Sampling seed")] = 0,
+    chat: Annotated[bool, typer.Option(help="Wrap the prompt in the chat template")] = False,
+) -> None:
+    """Print the completion of PROMPT alone on stdout (statistics go to stderr)."""
+    quiet_libraries()
+    from mfmaccel.decode.generate import generate_text
+    from mfmaccel.decode.sampling import Sampling
+    from mfmaccel.models import load_model
+
+    sampling = Sampling(temperature, top_k, top_p, seed)
+    loaded = load_model(model)
+    text, out = generate_text(loaded, prompt, max_new_tokens, sampling, draft, speculate, chat)
+    print(text)
+    stats = out.stats
+    note = f"{len(out.tokens)} tokens in {out.seconds:.2f} s ({out.tokens_per_s:.1f} tok/s)"
+    if draft:
+        note += (f"; draft {draft}: acceptance {stats.acceptance_rate:.0%}, "
+                 f"{stats.mean_accepted_length:.2f} tokens per target pass")
+    errors.print(f"[dim]{note}[/]")
+
+
+@app.command("cascade")
+@user_errors
+def cascade(
+    models: Annotated[list[str], typer.Option("--model", help="Smallest first; repeat")],
+    evals: Annotated[
+        list[Path] | None, typer.Option("--eval", help="Their `mfmaccel eval --task humaneval` "
+                                                      "records, same order (else generated)")
+    ] = None,
+    limit: Annotated[int | None, typer.Option(help="Generate for a fixed subset")] = None,
+    out: Annotated[Path, typer.Option(help="JSON output")] = Path("results/cascade.json"),
+) -> None:
+    """A small-to-large code cascade on HumanEval: theta calibrated on half, reported on half."""
+    quiet_libraries()
+    import json
+
+    from mfmaccel.decode.cascade import answers_from_record, calibrated_cascade
+    from mfmaccel.evaluate.run import load_task_data, measure_task
+    from mfmaccel.models import load_model
+
+    if len(models) < 2:
+        raise UserInputError("a cascade needs at least two --model options, smallest first")
+    if evals and len(evals) != len(models):
+        raise UserInputError("give one --eval record per --model, in the same order")
+    data = load_task_data("humaneval", None, limit, seed=0)
+    chain = []
+    with Bars() as bars:
+        for index, name in enumerate(models):
+            loaded = load_model(name)
+            if evals:
+                if not evals[index].is_file():
+                    raise UserInputError(f"{evals[index]} does not exist; check --eval")
+                record = json.loads(evals[index].read_text())
+            else:
+                record = measure_task(loaded, data, progress=bars.task(f"humaneval on {name}"))
+                record = record.to_dict()
+            chain.append(answers_from_record(loaded, data.items, record))
+    report = calibrated_cascade(chain)
+    report.save(out)
+    point = report.held_out
+    print_record("cascade (held-out half)", {
+        "theta": point.theta, "pass@1": point.pass_rate, "alone": str(report.alone),
+        "cost vs largest": point.cost_fraction, "answered by": str(point.answered_by)})
+    console.print(f"wrote {out}")
+
+
 @app.command("report")
 @user_errors
 def report(run_dir: Annotated[Path, typer.Argument(help="A run folder, e.g. runs/quick")]) -> None:

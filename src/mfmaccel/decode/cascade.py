@@ -138,3 +138,58 @@ def split_tasks(task_ids: Sequence[str]) -> tuple[list[str], list[str]]:
 def _task_order(task_id: str) -> tuple[int, str]:
     tail = task_id.rsplit("/", 1)[-1]
     return (int(tail), "") if tail.isdigit() else (1 << 30, task_id)
+
+
+def answers_from_record(model: LoadedModel, problems: Sequence[CodeProblem],
+                        record: dict) -> ModelAnswers:
+    """`code_answers` for the problems a HumanEval record (`mfmaccel eval --task humaneval`
+    JSON, or `HumanEvalResult.to_dict()`) answered, with its completions and verdicts."""
+    rows = {row["task_id"]: row for row in record.get("per_problem", [])}
+    if not rows or "completions" not in next(iter(rows.values())):
+        raise UserInputError("the HumanEval record holds no completions; re-run `mfmaccel eval "
+                             "--task humaneval` to make one that does")
+    chosen = [p for p in problems if p.task_id in rows]
+    candidates = {t: row["completions"] for t, row in rows.items()}
+    passed = {t: [s == "passed" for s in row["statuses"]] for t, row in rows.items()}
+    return code_answers(model, chosen, candidates, passed)
+
+
+@dataclass
+class CascadeReport(Record):
+    """A cascade calibrated on one half of the problems and reported on the other."""
+
+    models: list[str]
+    problems: int
+    calibration_problems: int
+    theta: float
+    held_out: CascadePoint
+    alone: dict[str, float]  # pass@1 of each model alone on the held-out half
+    cost_reduction: float  # 1 - cost of the cascade / cost of the largest alone
+    pass_at_1_vs_largest: float
+    self_tested_share: float  # problems whose prompt gave the smallest model tests
+    curve_held_out: list[CascadePoint] = field(default_factory=list)
+    curve_calibration: list[CascadePoint] = field(default_factory=list)
+
+
+def calibrated_cascade(chain: Sequence[ModelAnswers]) -> CascadeReport:
+    """Calibrate theta on even-numbered problems, report on the odd ones."""
+    common = sorted(set.intersection(*(set(m.answers) for m in chain)))
+    if len(common) < 4:
+        raise UserInputError(f"only {len(common)} problems answered by every model; a "
+                             "calibrated cascade needs at least 4")
+    calibration, held_out = split_tasks(common)
+    theta = calibrate_theta(chain, calibration)
+    point = cascade_point(chain, theta, held_out)
+    largest = cascade_point(chain, NEVER, held_out)
+    first = chain[0].answers
+    return CascadeReport(
+        models=[m.model for m in chain], problems=len(common),
+        calibration_problems=len(calibration), theta=theta, held_out=point,
+        alone={m.model: sum(m.answers[t].passed for t in held_out) / len(held_out)
+               for m in chain},
+        cost_reduction=1 - point.cost_fraction,
+        pass_at_1_vs_largest=point.pass_rate - largest.pass_rate,
+        self_tested_share=sum(first[t].self_total > 0 for t in common) / len(common),
+        curve_held_out=cost_curve(chain, held_out),
+        curve_calibration=cost_curve(chain, calibration),
+    )

@@ -141,3 +141,35 @@ class LookupThenModelDraft:
 
     def reset(self) -> None:
         self.model.reset()
+
+
+class NoDraft:
+    """Proposes nothing: speculative decoding with it is plain autoregressive decoding (one
+    target forward per token), with the same sampling and stopping rules."""
+
+    name = "none"
+
+    def propose(self, context: list[int], gamma: int, sampling: Sampling,
+                generator: torch.Generator | None = None) -> Proposal:
+        return Proposal([], [])
+
+    def reset(self) -> None:
+        pass
+
+
+def draft_from_spec(spec: str | None, target: nn.Module):
+    """`None`: no draft; "lookup": prompt lookup; "layers:N": the target's first N layers;
+    anything else: a model spec for `load_model` (same tokenizer as the target)."""
+    if spec is None:
+        return NoDraft()
+    vocab = target.get_output_embeddings().out_features
+    if spec == "lookup":
+        return PromptLookupDraft(vocab)
+    if spec.startswith("layers:"):
+        count = spec.removeprefix("layers:")
+        if not count.isdigit():
+            raise UserInputError(f"cannot read draft '{spec}'; write e.g. layers:8")
+        return EarlyExitDraft(target, int(count))
+    from mfmaccel.models import load_model
+
+    return ModelDraft(load_model(spec).module, spec)

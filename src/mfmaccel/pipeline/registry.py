@@ -7,7 +7,7 @@ from pydantic import ValidationError
 from mfmaccel.errors import UserInputError
 from mfmaccel.pipeline.recipe import StageSpec
 from mfmaccel.pipeline.stage import Stage, StageParams
-from mfmaccel.pipeline.stages import evaluate, finetune, prune, quantize
+from mfmaccel.pipeline.stages import decode, evaluate, finetune, prune, quantize
 
 STAGES: dict[str, Stage] = {
     stage.name: stage
@@ -16,6 +16,7 @@ STAGES: dict[str, Stage] = {
         finetune.STAGE,
         quantize.STAGE,
         prune.STAGE,
+        decode.STAGE,
     )
 }
 

@@ -1,0 +1,39 @@
+"""`mfmaccel generate`: one prompt in, its completion out, with an optional draft."""
+
+from __future__ import annotations
+
+from mfmaccel.decode.drafts import draft_from_spec
+from mfmaccel.decode.engine import eos_ids
+from mfmaccel.decode.sampling import Sampling
+from mfmaccel.decode.speculative import SpeculativeOutput, speculative_generate
+from mfmaccel.errors import UserInputError
+from mfmaccel.evaluate.ppl import require_causal_lm
+from mfmaccel.models.record import LoadedModel
+
+
+def prompt_ids(model: LoadedModel, prompt: str, chat: bool) -> list[int]:
+    """The prompt's token ids, wrapped in the model's chat template when `chat`."""
+    if not prompt:
+        raise UserInputError("the prompt is empty; give some text with --prompt")
+    tokenizer = model.tokenizer
+    if chat:
+        if not getattr(tokenizer, "chat_template", None):
+            raise UserInputError(f"{model.name} has no chat template; drop --chat")
+        messages = [{"role": "user", "content": prompt}]
+        return tokenizer.apply_chat_template(messages, add_generation_prompt=True,
+                                             return_dict=True)["input_ids"]
+    return tokenizer(prompt).input_ids
+
+
+def generate_text(model: LoadedModel, prompt: str, max_new_tokens: int,
+                  sampling: Sampling | None = None, draft: str | None = None, gamma: int = 4,
+                  chat: bool = False) -> tuple[str, SpeculativeOutput]:
+    """The completion of `prompt` (decoded text) and how it was produced."""
+    require_causal_lm(model, "generation")
+    if max_new_tokens < 1:
+        raise UserInputError(f"max-new-tokens must be at least 1, got {max_new_tokens}")
+    ids = prompt_ids(model, prompt, chat)
+    out = speculative_generate(model.module, draft_from_spec(draft, model.module), ids,
+                               max_new_tokens, gamma, sampling,
+                               eos_token_ids=eos_ids(model.module, model.tokenizer))
+    return model.tokenizer.decode(out.tokens, skip_special_tokens=True), out
