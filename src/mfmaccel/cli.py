@@ -377,6 +377,31 @@ def cascade(
     console.print(f"wrote {out}")
 
 
+hw_app = typer.Typer(help="Integer-only execution and the accelerator (layer 4).",
+                     no_args_is_help=True)
+app.add_typer(hw_app, name="hw")
+
+
+@hw_app.command("intexec")
+@user_errors
+def hw_intexec(
+    model: Annotated[str, typer.Option(help="A BERT-family encoder, e.g. minilm-l6")],
+    sentences: Annotated[int, typer.Option(help="Test paragraphs to compare on")] = 128,
+    calibration: Annotated[int, typer.Option(help="Train paragraphs to calibrate on")] = 64,
+    out: Annotated[Path | None, typer.Option(help="JSON output path")] = None,
+) -> None:
+    """Run MODEL integer-only and report how close it stays to float."""
+    quiet_libraries()
+    from mfmaccel.hw.intexec.quality import encoder_agreement
+    from mfmaccel.models import load_model
+
+    record = encoder_agreement(load_model(model), sentences, calibration)
+    out = out or Path("results") / f"{Path(model).name}-intexec.json"
+    record.save(out)
+    print_record(f"integer-only {model} vs float", record.to_dict())
+    console.print(f"wrote {out}")
+
+
 @app.command("report")
 @user_errors
 def report(run_dir: Annotated[Path, typer.Argument(help="A run folder, e.g. runs/quick")]) -> None:

@@ -9,9 +9,12 @@ from mfmaccel.hw.intops.datapath import (
     INT8,
     INT32,
     Dyadic,
+    DyadicVector,
     IntRange,
     check_range,
     dyadic,
+    dyadic_vector,
+    exact_matmul,
     int_gemm,
     requantize,
     residual_add,
@@ -20,6 +23,7 @@ from mfmaccel.hw.intops.datapath import (
 from mfmaccel.hw.intops.norms import ILayerNorm, IRMSNorm, i_sqrt
 from mfmaccel.hw.intops.rotary import IRotary
 
-__all__ = ["INT8", "INT32", "Dyadic", "IExp", "IGelu", "ILayerNorm", "IRMSNorm", "IRotary",
-           "ISigmoid", "IntRange", "check_range", "dyadic", "i_silu", "i_softmax", "i_sqrt",
-           "int_gemm", "requantize", "residual_add", "rounding_shift"]
+__all__ = ["INT8", "INT32", "Dyadic", "DyadicVector", "IExp", "IGelu", "ILayerNorm",
+           "IRMSNorm", "IRotary", "ISigmoid", "IntRange", "check_range", "dyadic",
+           "dyadic_vector", "exact_matmul", "i_silu", "i_softmax", "i_sqrt", "int_gemm",
+           "requantize", "residual_add", "rounding_shift"]

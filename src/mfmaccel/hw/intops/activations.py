@@ -19,6 +19,8 @@ from mfmaccel.hw.intops.datapath import INT32, check_range
 LN2 = math.log(2)
 EXP_A, EXP_B, EXP_C = 0.3585, 1.353, 0.344  # exp(p) ~ A (p + B)^2 + C on (-ln2, 0]
 ERF_A, ERF_B = -0.2888, -1.769  # erf(x) ~ sign(x) [A (min(|x|, -B) + B)^2 + 1]
+# the finest input scale whose i-exp peak, about (B^2 + C/A) / S^2, fits 30 bits
+EXP_FINEST_SCALE = math.sqrt((EXP_B**2 + EXP_C / EXP_A) / 2**30) * 1.001
 MAX_EXP_SHIFT = 31  # 2^-31 of the largest exp value is zero: larger shifts change nothing
 
 
@@ -80,7 +82,7 @@ class IGelu:
         erf_in = scale / math.sqrt(2)
         erf_scale = ERF_A * erf_in**2  # negative, like the integer polynomial it scales
         unit = cls(math.floor(ERF_B / erf_in), math.floor(1 / erf_scale),
-                   scale * erf_scale / 2)
+                   -scale * erf_scale / 2)  # the sign goes into the integer: positive scale
         if max(unit.q_b**2, abs(unit.q_c)) > INT32.high // 2:
             raise UserInputError(f"input scale {scale} is too fine for i-GELU's 32-bit datapath")
         return unit
@@ -89,7 +91,7 @@ class IGelu:
         q = q.long()
         clipped = torch.minimum(q.abs(), torch.tensor(-self.q_b))
         erf = torch.sign(q) * ((clipped + self.q_b) ** 2 + self.q_c)
-        return check_range(q * (erf + self.q_c), INT32, "i-GELU output")
+        return check_range(-q * (erf + self.q_c), INT32, "i-GELU output")
 
 
 @dataclass(frozen=True)

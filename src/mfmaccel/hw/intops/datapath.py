@@ -46,12 +46,25 @@ def check_range(x: torch.Tensor, width: IntRange, what: str) -> torch.Tensor:
     return x
 
 
+FLOAT64_EXACT = 1 << 53  # every integer below this is exact in float64
+
+
+def exact_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Integer a @ b, computed with float64 BLAS (fast; int64 matmul is a plain loop) and exact
+    because every partial sum stays below 2^53, which is checked."""
+    bound = int(a.abs().max()) * int(b.abs().max()) * a.shape[-1] if a.numel() and b.numel() \
+        else 0
+    if bound >= FLOAT64_EXACT:
+        return a.long() @ b.long()
+    return (a.double() @ b.double()).long()
+
+
 def int_gemm(a: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None
              ) -> torch.Tensor:
     """(M, K) int8 x (N, K) int8 (+ (N,) int32 bias) -> (M, N) int32 accumulators."""
     check_range(a, INT8, "GEMM input")
     check_range(w, INT8, "GEMM weight")
-    acc = a.long() @ w.long().t()
+    acc = exact_matmul(a, w.t())
     if bias is not None:
         acc = acc + check_range(bias.long(), INT32, "GEMM bias")
     return check_range(acc, INT32, "GEMM accumulator")
@@ -85,6 +98,31 @@ def dyadic(scale: float, bits: int = 31, max_shift: int = 62) -> Dyadic:
     return Dyadic(m, shift)
 
 
+@dataclass(frozen=True)
+class DyadicVector:
+    """One dyadic factor per output channel (per-channel weight scales), sharing one shift so
+    the hardware needs one shifter: m[c] / 2^shift."""
+
+    m: torch.Tensor
+    shift: int
+
+    @property
+    def value(self) -> torch.Tensor:
+        return self.m.double() / 2**self.shift
+
+
+def dyadic_vector(scales: torch.Tensor, bits: int = 31) -> DyadicVector:
+    """Per-channel factors with the shift the largest one allows."""
+    if scales.numel() == 0 or not bool((scales > 0).all()):
+        raise UserInputError("per-channel requantization scales must all be positive")
+    top = dyadic(float(scales.max()), bits)
+    m = torch.round(scales.double() * 2**top.shift).long()
+    if int(m.max()) >= 1 << bits:
+        m = torch.round(scales.double() * 2 ** (top.shift - 1)).long()
+        return DyadicVector(m, top.shift - 1)
+    return DyadicVector(m, top.shift)
+
+
 def rounding_shift(x: torch.Tensor, shift: int) -> torch.Tensor:
     """x / 2^shift rounded half up (a left shift when `shift` is negative)."""
     if shift <= 0:
@@ -92,19 +130,25 @@ def rounding_shift(x: torch.Tensor, shift: int) -> torch.Tensor:
     return (x + (1 << (shift - 1))) >> shift
 
 
-def requantize(acc: torch.Tensor, factor: Dyadic, out: IntRange = INT8) -> torch.Tensor:
-    """int32 accumulator -> `out` (int8 by default): multiply, round-shift, saturate."""
+def requantize(acc: torch.Tensor, factor: Dyadic | DyadicVector, out: IntRange = INT8
+               ) -> torch.Tensor:
+    """int32 accumulator -> `out` (int8 by default): multiply, round-shift, saturate. A
+    `DyadicVector` applies one factor per channel of the last dimension."""
     check_range(acc, INT32, "requantization input")
     return out.clamp(rounding_shift(acc.long() * factor.m, factor.shift))
 
 
 def residual_add(a: torch.Tensor, scale_a: float, b: torch.Tensor, scale_b: float,
-                 scale_out: float, out: IntRange = INT8, shift: int = 30) -> torch.Tensor:
+                 scale_out: float, out: IntRange = INT8) -> torch.Tensor:
     """a * scale_a + b * scale_b, requantized to `scale_out`: both operands are aligned to the
-    output scale by integer multipliers sharing one shift, added, rounded once, saturated."""
+    output scale by integer multipliers sharing one shift (the largest that keeps both below
+    2^31), added, rounded once, saturated. Operands are at most 32-bit."""
+    ratio = max(scale_a, scale_b) / scale_out
+    if not ratio > 0 or ratio >= 2**30:
+        raise UserInputError(f"residual scales {scale_a}, {scale_b} are not representable "
+                             f"against the output scale {scale_out}")
+    shift = min(62, 30 - math.ceil(math.log2(ratio)))
     m_a, m_b = round(scale_a / scale_out * 2**shift), round(scale_b / scale_out * 2**shift)
-    if max(m_a, m_b) >= 1 << 31:
-        raise UserInputError(f"residual scales {scale_a}, {scale_b} exceed 2x the output "
-                             f"scale {scale_out}; raise the output scale")
-    total = a.long() * m_a + b.long() * m_b
+    total = check_range(a.long(), INT32, "residual operand") * m_a + \
+        check_range(b.long(), INT32, "residual operand") * m_b
     return out.clamp(rounding_shift(total, shift))

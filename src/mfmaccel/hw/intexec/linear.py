@@ -1,0 +1,52 @@
+"""A linear layer as the accelerator runs it: int8 weights (symmetric, one scale per output
+channel), an int32 bias at the accumulator's scale, and a per-channel dyadic requantization to
+the next tensor's scale."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from mfmaccel.hw.intops import (
+    INT8,
+    INT32,
+    DyadicVector,
+    IntRange,
+    check_range,
+    dyadic_vector,
+    int_gemm,
+    requantize,
+)
+
+
+def weight_integers(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(int8 weight, per-output-channel scales) by symmetric round-to-nearest."""
+    w = weight.detach().double()
+    scales = w.abs().amax(1).clamp(min=1e-12) / 127
+    return torch.round(w / scales[:, None]).long(), scales
+
+
+@dataclass(frozen=True)
+class IntLinear:
+    weight: torch.Tensor  # (N, K) int8 values
+    bias: torch.Tensor | None  # (N,) int32 at scale_in * weight scale
+    requant: DyadicVector
+    out: IntRange = INT8
+
+    @classmethod
+    def build(cls, linear: nn.Linear, scale_in: float, scale_out: float,
+              out: IntRange = INT8) -> IntLinear:
+        weight, w_scales = weight_integers(linear.weight)
+        accumulator_scales = scale_in * w_scales
+        bias = None
+        if linear.bias is not None:
+            bias = torch.round(linear.bias.detach().double() / accumulator_scales).long()
+            check_range(bias, INT32, "bias at the accumulator's scale")
+        return cls(weight, bias, dyadic_vector(accumulator_scales / scale_out), out)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.reshape(-1, x.shape[-1])
+        acc = int_gemm(flat, self.weight, self.bias)
+        return requantize(acc, self.requant, self.out).view(*x.shape[:-1], -1)

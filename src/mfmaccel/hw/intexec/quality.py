@@ -1,0 +1,66 @@
+"""How close integer-only execution stays to float, on real text."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from mfmaccel.data.text import load_text_corpus
+from mfmaccel.errors import UserInputError
+from mfmaccel.models.record import ENCODER, LoadedModel
+from mfmaccel.records import Record
+
+
+@dataclass
+class EmbeddingAgreement(Record):
+    model: str
+    sentences: int
+    calibration_sentences: int
+    mean_cosine: float
+    min_cosine: float
+
+
+def corpus_sentences(split: str, count: int, min_words: int = 6) -> list[str]:
+    """Paragraphs of the offline text corpus with at least `min_words` words, in order."""
+    paragraphs = [" ".join(p.split()) for p in load_text_corpus(split).split("\n\n")]
+    chosen = [p for p in paragraphs if len(p.split()) >= min_words][:count]
+    if len(chosen) < count:
+        raise UserInputError(f"the {split} corpus has only {len(chosen)} usable paragraphs")
+    return chosen
+
+
+def _batches(tokenizer, texts: list[str], size: int = 16, max_length: int = 128):
+    return [dict(tokenizer(texts[i:i + size], padding=True, truncation=True,
+                           max_length=max_length, return_tensors="pt"))
+            for i in range(0, len(texts), size)]
+
+
+def mean_pooled(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Sentence embeddings as sentence-transformers makes them: masked mean, unit length."""
+    weights = mask.unsqueeze(-1).to(hidden.dtype)
+    pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1)
+    return torch.nn.functional.normalize(pooled, dim=-1)
+
+
+@torch.inference_mode()
+def encoder_agreement(model: LoadedModel, sentences: int = 128,
+                      calibration: int = 64) -> EmbeddingAgreement:
+    """Cosine similarity of integer-only and float sentence embeddings on the corpus's test
+    half, the integer program calibrated on its train half."""
+    from mfmaccel.hw.intexec.bert import convert_bert
+
+    if model.kind != ENCODER:
+        raise UserInputError(f"{model.name} is not an encoder; try minilm-l6")
+    program = convert_bert(model.module,
+                           _batches(model.tokenizer, corpus_sentences("train", calibration)))
+    cosines = []
+    for batch in _batches(model.tokenizer, corpus_sentences("test", sentences)):
+        mask = batch["attention_mask"]
+        reference = mean_pooled(model.module(**batch).last_hidden_state.double(), mask)
+        integer = mean_pooled(program(batch["input_ids"], mask).double() * program.scale_out,
+                              mask)
+        cosines.append((reference * integer).sum(-1))
+    cosine = torch.cat(cosines)
+    return EmbeddingAgreement(model.name, len(cosine), calibration, float(cosine.mean()),
+                              float(cosine.min()))
