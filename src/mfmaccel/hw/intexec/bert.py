@@ -5,8 +5,11 @@ q, k, v = int8 projections; scores = q k^T in int32 (1/sqrt(d_head) folded into 
 input scale); probabilities = integer softmax (uint8, scale 2^-8); context = probabilities x v,
 requantized to int8; the output projection lands in int16 at the residual sum's scale, the
 residual is added there, and integer LayerNorm brings it back to int8; the FFN is int8 ->
-i-GELU -> int8 -> int16 residual -> LayerNorm. Embeddings are int16 tables at one shared scale,
-summed and normalised in integers. Only the tokenizer, the table lookup and the final
+i-GELU -> int8 -> int16 residual -> LayerNorm. Each LayerNorm has two outputs from one
+normalisation: int16 for the residual path, and int8 for the GEMMs after it, with outlier
+channels smoothed (SmoothQuant: divided in the LayerNorm's gamma and beta, multiplied into the
+GEMM weights' columns). Embeddings are int16 tables at one shared scale, summed and
+normalised in integers. Only the tokenizer, the table lookup and the final
 dequantisation (for pooling on the host) are outside the integer datapath.
 """
 
@@ -43,6 +46,7 @@ from mfmaccel.hw.intops.activations import EXP_FINEST_SCALE
 INT16 = IntRange(16)
 MASKED = -(1 << 30)  # a score far below any real one: i-exp turns it into exactly 0
 SOFTMAX_BITS = 8
+SMOOTHING_ALPHA = 0.5
 
 
 @dataclass(frozen=True)
@@ -68,7 +72,44 @@ class IntAttention:
         scores = scores.masked_fill(~mask[:, None, None, :].bool(), MASKED)
         probs = i_softmax(scores, self.exp, SOFTMAX_BITS)
         context = check_range(exact_matmul(probs, v), INT32, "attention context")
-        return requantize(context, self.context).transpose(1, 2).reshape(batch, length, -1)
+        context = context.transpose(1, 2).reshape(batch, length, -1)
+        return requantize(context, self.context)
+
+
+def smoothing(activation: torch.Tensor, weights: Sequence[torch.Tensor],
+              alpha: float = SMOOTHING_ALPHA) -> torch.Tensor:
+    """SmoothQuant's per-channel factors s_j = a_j^alpha / w_j^(1 - alpha): dividing the
+    activation by s (folded into the LayerNorm before it) and multiplying the weights' columns
+    by s (folded into the GEMMs after it) leaves the product unchanged and moves outlier
+    channels' range from the int8 activation into the per-channel-scaled weights."""
+    w = torch.stack([weight.detach().double().abs().amax(0) for weight in weights]).amax(0)
+    return activation.clamp(min=1e-5) ** alpha / w.clamp(min=1e-5) ** (1 - alpha)
+
+
+@dataclass(frozen=True)
+class SplitNorm:
+    """One LayerNorm with two outputs from one normalisation: int8, divided by the smoothing
+    factors, for the GEMMs that follow; int16, exact, for the residual path."""
+
+    to_gemm: ILayerNorm
+    to_residual: ILayerNorm
+    scale_gemm: float
+    scale_residual: float
+
+    def __call__(self, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        normalised = self.to_gemm.normalised(q)
+        return self.to_gemm.affine(normalised), self.to_residual.affine(normalised)
+
+
+def split_norm(layer_norm: nn.LayerNorm, channel_absmax: torch.Tensor, factors: torch.Tensor,
+               scale_in: float) -> SplitNorm:
+    gamma, beta = layer_norm.weight.detach().double(), layer_norm.bias.detach().double()
+    scale_gemm = float((channel_absmax / factors).max()) / INT8.high
+    scale_residual = float(channel_absmax.max()) / INT16.high
+    return SplitNorm(
+        ILayerNorm.build(gamma / factors, beta / factors, scale_in, scale_gemm, layer_norm.eps),
+        ILayerNorm.build(gamma, beta, scale_in, scale_residual, layer_norm.eps, INT16),
+        scale_gemm, scale_residual)
 
 
 @dataclass(frozen=True)
@@ -76,38 +117,39 @@ class IntBertLayer:
     attention: IntAttention
     attention_out: IntLinear  # -> int16 at the first residual's scale
     scales: dict[str, float]
-    norm1: ILayerNorm
+    norm1: SplitNorm
     intermediate: IntLinear
     gelu: IGelu
     gelu_out: Dyadic
     output: IntLinear  # -> int16 at the second residual's scale
-    norm2: ILayerNorm
+    norm2: SplitNorm
 
-    def __call__(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def __call__(self, h8: torch.Tensor, h16: torch.Tensor, mask: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
         s = self.scales
-        attended = self.attention_out(self.attention(h, mask))
-        h1 = self.norm1(residual_add(attended, s["res1"], h, s["in"], s["res1"], INT16))
-        hidden = requantize(self.gelu(self.intermediate(h1)), self.gelu_out)
+        attended = self.attention_out(self.attention(h8, mask))
+        g8, g16 = self.norm1(residual_add(attended, s["res1"], h16, s["in16"], s["res1"], INT16))
+        hidden = requantize(self.gelu(self.intermediate(g8)), self.gelu_out)
         out = self.output(hidden)
-        return self.norm2(residual_add(out, s["res2"], h1, s["h1"], s["res2"], INT16))
+        return self.norm2(residual_add(out, s["res2"], g16, s["h1_16"], s["res2"], INT16))
 
 
 @dataclass(frozen=True)
 class IntBert:
     tables: dict[str, torch.Tensor]  # word, position, token_type: int16 at one scale
-    embed_norm: ILayerNorm
+    embed_norm: SplitNorm
     layers: list[IntBertLayer]
-    scale_out: float
+    scale_out: float  # of the final int16 hidden states
 
     def __call__(self, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Final hidden states as int8 (multiply by `scale_out` for real values)."""
+        """Final hidden states as int16 (multiply by `scale_out` for real values)."""
         positions = torch.arange(input_ids.shape[1])
         summed = (self.tables["word"][input_ids] + self.tables["position"][positions]
                   + self.tables["token_type"][0])
-        h = self.embed_norm(summed)
+        h8, h16 = self.embed_norm(summed)
         for layer in self.layers:
-            h = layer(h, mask)
-        return h
+            h8, h16 = layer(h8, h16, mask)
+        return h16
 
 
 def _taps(module: nn.Module) -> dict[str, tuple[nn.Module, str]]:
@@ -127,40 +169,53 @@ def _taps(module: nn.Module) -> dict[str, tuple[nn.Module, str]]:
     return taps
 
 
-def _norm(layer_norm: nn.LayerNorm, scale_in: float, scale_out: float) -> ILayerNorm:
-    return ILayerNorm.build(layer_norm.weight.detach(), layer_norm.bias.detach(), scale_in,
-                            scale_out, layer_norm.eps)
+def _qkv(layer: nn.Module) -> list[nn.Linear]:
+    attention = layer.attention.self
+    return [attention.query, attention.key, attention.value]
 
 
-def _layer(layer: nn.Module, ranges: RangeRecorder, i: int, scale_in: float,
-           heads: int) -> IntBertLayer:
+def _layer(layer: nn.Module, next_layer: nn.Module | None, ranges: RangeRecorder, i: int,
+           norm_in: SplitNorm, factors_in: torch.Tensor, heads: int
+           ) -> tuple[IntBertLayer, torch.Tensor]:
     def s8(name: str) -> float:
         return ranges.scale(f"{i}.{name}")
 
     def s16(name: str) -> float:
         return ranges.scale(f"{i}.{name}", INT16.high)
 
-    attention = layer.attention.self
-    head_dim = attention.query.out_features // heads
+    query, key, value = _qkv(layer)
+    head_dim = query.out_features // heads
     score_scale = s8("q") * s8("k") / math.sqrt(head_dim)
     exp_scale = max(score_scale, EXP_FINEST_SCALE)
     coarsen = dyadic(score_scale / exp_scale) if exp_scale > score_scale else None
+    scale_in = norm_in.scale_gemm
+    factors1 = smoothing(ranges.channels[f"{i}.h1"], [layer.intermediate.dense.weight])
+    norm1 = split_norm(layer.attention.output.LayerNorm, ranges.channels[f"{i}.h1"], factors1,
+                       s16("res1"))
+    consumers = _qkv(next_layer) if next_layer is not None else []
+    factors2 = smoothing(ranges.channels[f"{i}.h2"], [c.weight for c in consumers]) \
+        if consumers else torch.ones_like(ranges.channels[f"{i}.h2"])
+    norm2 = split_norm(layer.output.LayerNorm, ranges.channels[f"{i}.h2"], factors2,
+                       s16("res2"))
     gelu = IGelu.build(s8("ff"))
-    return IntBertLayer(
+    int_layer = IntBertLayer(
         attention=IntAttention(
-            IntLinear.build(attention.query, scale_in, s8("q")),
-            IntLinear.build(attention.key, scale_in, s8("k")),
-            IntLinear.build(attention.value, scale_in, s8("v")), heads,
+            IntLinear.build(query, scale_in, s8("q"), smoothing=factors_in),
+            IntLinear.build(key, scale_in, s8("k"), smoothing=factors_in),
+            IntLinear.build(value, scale_in, s8("v"), smoothing=factors_in), heads,
             IExp.build(exp_scale), dyadic(s8("v") / 2**SOFTMAX_BITS / s8("ctx")), coarsen),
         attention_out=IntLinear.build(layer.attention.output.dense, s8("ctx"), s16("res1"),
                                       INT16),
-        scales={"in": scale_in, "res1": s16("res1"), "h1": s8("h1"), "res2": s16("res2")},
-        norm1=_norm(layer.attention.output.LayerNorm, s16("res1"), s8("h1")),
-        intermediate=IntLinear.build(layer.intermediate.dense, s8("h1"), s8("ff")),
+        scales={"in16": norm_in.scale_residual, "res1": s16("res1"),
+                "h1_16": norm1.scale_residual, "res2": s16("res2")},
+        norm1=norm1,
+        intermediate=IntLinear.build(layer.intermediate.dense, norm1.scale_gemm, s8("ff"),
+                                     smoothing=factors1),
         gelu=gelu, gelu_out=dyadic(gelu.scale_out / s8("gelu")),
         output=IntLinear.build(layer.output.dense, s8("gelu"), s16("res2"), INT16),
-        norm2=_norm(layer.output.LayerNorm, s16("res2"), s8("h2")),
+        norm2=norm2,
     )
+    return int_layer, factors2
 
 
 def _check_bert(module: nn.Module) -> None:
@@ -185,13 +240,17 @@ def convert_bert(module: nn.Module, batches: Sequence[dict[str, torch.Tensor]]) 
               for name in ("word", "position", "token_type")}
     table_scale = max(float(t.abs().max()) for t in tables.values()) / ((1 << 14) - 1)
     int_tables = {n: torch.round(t / table_scale).long() for n, t in tables.items()}
-    heads = module.config.num_attention_heads
-    layers, scale = [], ranges.scale("embed")
-    for i, layer in enumerate(module.encoder.layer):
-        layers.append(_layer(layer, ranges, i, scale, heads))
-        scale = ranges.scale(f"{i}.h2")
-    embed_norm = _norm(embeddings.LayerNorm, table_scale, ranges.scale("embed"))
-    return IntBert(int_tables, embed_norm, layers, scale)
+    blocks = list(module.encoder.layer)
+    factors = smoothing(ranges.channels["embed"], [lin.weight for lin in _qkv(blocks[0])])
+    norm = split_norm(embeddings.LayerNorm, ranges.channels["embed"], factors, table_scale)
+    embed_norm, layers = norm, []
+    for i, layer in enumerate(blocks):
+        following = blocks[i + 1] if i + 1 < len(blocks) else None
+        int_layer, factors = _layer(layer, following, ranges, i, norm, factors,
+                                    module.config.num_attention_heads)
+        layers.append(int_layer)
+        norm = int_layer.norm2
+    return IntBert(int_tables, embed_norm, layers, norm.scale_residual)
 
 
 __all__ = ["INT8", "IntBert", "convert_bert"]

@@ -14,10 +14,16 @@ class RangeRecorder:
 
     def __init__(self) -> None:
         self.absmax: dict[str, float] = {}
+        self.channels: dict[str, torch.Tensor] = {}  # largest |x| per last-dim channel
 
     def observe(self, name: str, value: torch.Tensor) -> None:
-        peak = float(value.detach().abs().max()) if value.numel() else 0.0
-        self.absmax[name] = max(self.absmax.get(name, 0.0), peak)
+        value = value.detach().abs().double()
+        if not value.numel():
+            return
+        per_channel = value.reshape(-1, value.shape[-1]).amax(0)
+        seen = self.channels.get(name)
+        self.channels[name] = per_channel if seen is None else torch.maximum(seen, per_channel)
+        self.absmax[name] = float(self.channels[name].max())
 
     def scale(self, name: str, levels: int = 127) -> float:
         """Symmetric scale mapping the recorded range onto +-levels."""

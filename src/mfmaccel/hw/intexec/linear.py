@@ -37,8 +37,13 @@ class IntLinear:
 
     @classmethod
     def build(cls, linear: nn.Linear, scale_in: float, scale_out: float,
-              out: IntRange = INT8) -> IntLinear:
-        weight, w_scales = weight_integers(linear.weight)
+              out: IntRange = INT8, smoothing: torch.Tensor | None = None) -> IntLinear:
+        """From a float layer; `smoothing` (per input channel) multiplies the weight's columns
+        when the layer's input was divided by it (SmoothQuant's migration)."""
+        weight = linear.weight.detach().double()
+        if smoothing is not None:
+            weight = weight * smoothing[None, :]
+        weight, w_scales = weight_integers(weight)
         accumulator_scales = scale_in * w_scales
         bias = None
         if linear.bias is not None:

@@ -3,7 +3,8 @@ Llama's RMSNorm, each with gamma (and beta) folded into the requantization that 
 
 The normalised value is y * floor(2^31 / std) >> (31 - NORM_BITS), i.e. y / std with
 NORM_BITS fraction bits; gamma is a GAMMA_BITS-bit integer; their product plus the integer beta
-stays within 32 bits for rows up to 2^16 wide, then one dyadic requantization gives int8.
+stays within 32 bits for rows up to 4,096 wide (checked), then one dyadic requantization
+gives the output (int8 by default).
 The input scale cancels in y / std; it only enters through epsilon.
 """
 
@@ -27,7 +28,7 @@ from mfmaccel.hw.intops.datapath import (
 )
 
 NORM_BITS = 10  # fraction bits of the normalised value
-GAMMA_BITS = 12
+GAMMA_BITS = 14
 NORM_INPUT = IntRange(24)  # y^2 summed over a row must fit 63 bits
 SQRT_ITERATIONS = 8  # enough from this seed for any 63-bit input
 
@@ -77,21 +78,29 @@ class ILayerNorm:
 
     @classmethod
     def build(cls, gamma: torch.Tensor, beta: torch.Tensor, scale_in: float, scale_out: float,
-              eps: float = 1e-5) -> ILayerNorm:
+              eps: float = 1e-5, out: IntRange = INT8) -> ILayerNorm:
         gamma_q, gamma_scale = _gamma_integers(gamma)
         product_scale = gamma_scale / 2**NORM_BITS
         beta_q = torch.round(beta.double() / product_scale).long()
         check_range(beta_q, INT32, "LayerNorm beta at its integer scale")
-        return cls(gamma_q, beta_q, _epsilon(eps, scale_in), dyadic(product_scale / scale_out))
+        return cls(gamma_q, beta_q, _epsilon(eps, scale_in), dyadic(product_scale / scale_out),
+                   out)
 
-    def __call__(self, q: torch.Tensor) -> torch.Tensor:
+    def normalised(self, q: torch.Tensor) -> torch.Tensor:
+        """(x - mean) / std with NORM_BITS fraction bits: shared by every affine output."""
         q = check_range(q.long(), NORM_INPUT, "LayerNorm input")
         width = q.shape[-1]
         mean = torch.div(q.sum(-1, keepdim=True) + width // 2, width, rounding_mode="floor")
         y = q - mean
         variance = torch.div((y * y).sum(-1), width, rounding_mode="floor") + self.eps
-        acc = _normalise(y, variance) * self.gamma + self.beta
-        return requantize(acc, self.requant, self.out)
+        return _normalise(y, variance)
+
+    def affine(self, normalised: torch.Tensor) -> torch.Tensor:
+        """gamma, beta and the requantization to this output's scale."""
+        return requantize(normalised * self.gamma + self.beta, self.requant, self.out)
+
+    def __call__(self, q: torch.Tensor) -> torch.Tensor:
+        return self.affine(self.normalised(q))
 
 
 @dataclass(frozen=True)
