@@ -51,6 +51,9 @@ def test_quantize_uniform_and_prune(tmp_path) -> None:
         (["--uniform", "int1-g16"], "unsupported bit-width 1"),
         (["--uniform", "four bits"], "cannot read bit-width spec"),
         (["--avg-bits", "4", "--uniform", "int4-g16"], "takes no budget"),
+        (["--avg-bits", "4", "--activations", "token"], "needs --uniform int8-c-sym"),
+        (["--uniform", "int4-g16", "--activations", "token"], "need int8-c-sym weights"),
+        (["--uniform", "int8-c-sym", "--activations", "channel"], "unknown activation"),
     ],
 )
 def test_bad_budgets_are_one_line_exit_2(tmp_path, args, message) -> None:
