@@ -23,10 +23,18 @@ $(BIN)/python:
 # g++ builds the int8 decode kernel (compress/quant/csrc); without it int8 layers fall back to
 # dequantized fp32 matmuls, so a failed install only costs speed.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# iverilog, verilator and yosys simulate, lint and synthesize the generated RTL (hw.rtl); the
+# RTL tests skip themselves where they are missing.
+HDL_TOOLS := iverilog verilator yosys
 toolchain:
 	@command -v g++ >/dev/null || { echo "installing g++ for the int8 kernel"; \
 		($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q g++) || \
 		echo "could not install g++: int8 layers will use the slower fallback"; }
+	@missing=""; for tool in $(HDL_TOOLS); do command -v $$tool >/dev/null || \
+		missing="$$missing $$tool"; done; [ -z "$$missing" ] || { \
+		echo "installing$$missing for the RTL tests"; \
+		($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q $$missing) || \
+		echo "could not install$$missing: the RTL tests will be skipped"; }
 
 $(STAMP): pyproject.toml Makefile | $(BIN)/python toolchain
 	$(PIP) install -q --upgrade pip

@@ -402,6 +402,26 @@ def hw_intexec(
     console.print(f"wrote {out}")
 
 
+@hw_app.command("rtl")
+@user_errors
+def hw_rtl(
+    out: Annotated[Path, typer.Option(help="Folder for the Verilog and its test runner")],
+    rows: Annotated[int, typer.Option(help="MAC array rows")] = 8,
+    cols: Annotated[int, typer.Option(help="MAC array columns")] = 8,
+    synth: Annotated[bool, typer.Option(help="Also count cells with yosys (area proxy)")] = False,
+) -> None:
+    """Write the accelerator's Verilog units (and run_tests.py, their cocotb testbenches)."""
+    from mfmaccel.hw.rtl.config import RtlConfig
+    from mfmaccel.hw.rtl.verify import synthesis_cells, write_rtl
+
+    sources = write_rtl(out, RtlConfig(rows=rows, cols=cols))
+    table = Table("unit", "file", *(["yosys cells"] if synth else []))
+    for source in sources:
+        table.add_row(source.stem, str(source), *([str(synthesis_cells(source))] if synth else []))
+    console.print(table)
+    console.print(f"wrote {out}; check bit-exactness with: python {out / 'run_tests.py'}")
+
+
 @app.command("report")
 @user_errors
 def report(run_dir: Annotated[Path, typer.Argument(help="A run folder, e.g. runs/quick")]) -> None:

@@ -1,0 +1,28 @@
+"""The parameters every generated unit is built from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mfmaccel.errors import UserInputError
+
+
+@dataclass(frozen=True)
+class RtlConfig:
+    rows: int = 8  # MAC array: rows of A streamed in per cycle
+    cols: int = 8  # MAC array: columns of B streamed in per cycle
+    in_bits: int = 8  # operands
+    acc_bits: int = 32  # accumulators
+    out_bits: int = 8  # requantized outputs
+    multiplier_bits: int = 31  # dyadic m
+    shift_bits: int = 6  # dyadic shift, 0..63
+
+    def __post_init__(self) -> None:
+        for name in ("rows", "cols", "in_bits", "acc_bits", "out_bits", "multiplier_bits",
+                     "shift_bits"):
+            if getattr(self, name) < 1:
+                raise UserInputError(f"RTL parameter {name} must be a positive integer, got "
+                                     f"{getattr(self, name)}")
+        if self.acc_bits < 2 * self.in_bits:
+            raise UserInputError(f"accumulators of {self.acc_bits} bits cannot hold one "
+                                 f"{self.in_bits}-bit product; use at least {2 * self.in_bits}")

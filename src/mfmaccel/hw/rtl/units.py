@@ -1,0 +1,84 @@
+"""Verilog text for each unit, from an `RtlConfig`. Every module is plain Verilog-2005, one
+clock, synchronous active-high reset, signed arithmetic spelled out with explicit widths."""
+
+from __future__ import annotations
+
+from mfmaccel.hw.rtl.config import RtlConfig
+
+
+def requant_verilog(cfg: RtlConfig) -> str:
+    """int32 accumulator x dyadic m, rounded half up by `shift`, saturated to out_bits: the
+    same arithmetic as `hw.intops.requantize` (combinational)."""
+    product = cfg.acc_bits + cfg.multiplier_bits + 1
+    return f"""// requant: q = saturate((acc * m + 2^(shift-1)) >>> shift), as hw.intops.requantize
+module requant #(
+    parameter ACC_W = {cfg.acc_bits},
+    parameter M_W = {cfg.multiplier_bits},
+    parameter SHIFT_W = {cfg.shift_bits},
+    parameter OUT_W = {cfg.out_bits}
+) (
+    input  wire signed [ACC_W-1:0] acc,
+    input  wire [M_W-1:0] m,
+    input  wire [SHIFT_W-1:0] shift,
+    output wire signed [OUT_W-1:0] q
+);
+    localparam P_W = {product};
+    wire signed [P_W-1:0] wide_acc = {{{{(P_W-ACC_W){{acc[ACC_W-1]}}}}, acc}};
+    wire signed [P_W-1:0] wide_m = {{{{(P_W-M_W){{1'b0}}}}, m}};
+    wire signed [P_W-1:0] product = wide_acc * wide_m;
+    wire signed [P_W-1:0] one = {{{{(P_W-1){{1'b0}}}}, 1'b1}};
+    wire signed [P_W-1:0] half = (shift == {{SHIFT_W{{1'b0}}}}) ? {{P_W{{1'b0}}}}
+                                                             : (one <<< (shift - 1'b1));
+    wire signed [P_W-1:0] rounded = (product + half) >>> shift;
+    wire signed [P_W-1:0] q_max = (one <<< (OUT_W - 1)) - one;
+    wire signed [P_W-1:0] q_min = -(one <<< (OUT_W - 1));
+    assign q = (rounded > q_max) ? q_max[OUT_W-1:0]
+             : (rounded < q_min) ? q_min[OUT_W-1:0]
+             : rounded[OUT_W-1:0];
+endmodule
+"""
+
+
+def mac_array_verilog(cfg: RtlConfig) -> str:
+    """An output-stationary rows x cols MAC array in SwiftTron's broadcast form: each cycle
+    with `en` high adds the rank-1 update a (a column of A) x b (a row of B) to every
+    accumulator; `load` sets the accumulators to the per-column bias instead. Accumulators are
+    read out flattened, row-major."""
+    return f"""// mac_array: acc[i][j] <= load ? bias[j] : acc[i][j] + a[i] * b[j] (when en)
+module mac_array #(
+    parameter ROWS = {cfg.rows},
+    parameter COLS = {cfg.cols},
+    parameter IN_W = {cfg.in_bits},
+    parameter ACC_W = {cfg.acc_bits}
+) (
+    input  wire clk,
+    input  wire rst,
+    input  wire load,
+    input  wire en,
+    input  wire [ROWS*IN_W-1:0] a,
+    input  wire [COLS*IN_W-1:0] b,
+    input  wire [COLS*ACC_W-1:0] bias,
+    output wire [ROWS*COLS*ACC_W-1:0] acc
+);
+    genvar i, j;
+    generate
+        for (i = 0; i < ROWS; i = i + 1) begin : row
+            for (j = 0; j < COLS; j = j + 1) begin : col
+                wire signed [IN_W-1:0] a_i = a[i*IN_W +: IN_W];
+                wire signed [IN_W-1:0] b_j = b[j*IN_W +: IN_W];
+                wire signed [2*IN_W-1:0] product = a_i * b_j;
+                reg signed [ACC_W-1:0] sum;
+                always @(posedge clk) begin
+                    if (rst) sum <= {{ACC_W{{1'b0}}}};
+                    else if (load) sum <= bias[j*ACC_W +: ACC_W];
+                    else if (en) sum <= sum + {{{{(ACC_W-2*IN_W){{product[2*IN_W-1]}}}}, product}};
+                end
+                assign acc[(i*COLS+j)*ACC_W +: ACC_W] = sum;
+            end
+        end
+    endgenerate
+endmodule
+"""
+
+
+UNITS = {"requant": requant_verilog, "mac_array": mac_array_verilog}
