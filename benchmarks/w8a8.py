@@ -5,10 +5,11 @@ tokens/s (our loop, median of repeats).
 Variants, all from the same checkpoint: fp32 as loaded; W8 (int8 per-channel symmetric
 weights, RTN; float activations); W8A8 with dynamic per-token activation scales; W8A8 with one
 calibrated scale per layer (largest |x| on calibration text, and its 99.99th percentile, which
-clips rare outliers). The per-tensor variants are what an integer-only accelerator runs. Prints
+clips rare outliers); and both after SmoothQuant smoothing (alpha 0.5) moved activation outliers
+into the weights. The per-tensor variants are what an integer-only accelerator runs. Prints
 JSON.
 
-Usage: python benchmarks/w8a8.py [--model smollm2-135m] [--eval-tokens 16384]
+Usage: python benchmarks/w8a8.py [--model smollm2-135m] [--eval-tokens 16384] [--variants ...]
 """
 
 from __future__ import annotations
@@ -28,11 +29,13 @@ from mfmaccel.evaluate.speed import measure_speed
 from mfmaccel.models import load_model
 
 INT8 = QuantSpec(8, None, True)
-VARIANTS = {  # name -> (activations, percentile)
-    "w8": (None, 100.0),
-    "w8a8-token": ("token", 100.0),
-    "w8a8-tensor-absmax": ("tensor", 100.0),
-    "w8a8-tensor-p99.99": ("tensor", 99.99),
+VARIANTS = {  # name -> (activations, percentile, SmoothQuant alpha)
+    "w8": (None, 100.0, None),
+    "w8a8-token": ("token", 100.0, None),
+    "w8a8-tensor-absmax": ("tensor", 100.0, None),
+    "w8a8-tensor-p99.99": ("tensor", 99.99, None),
+    "w8a8-token-smooth0.5": ("token", 100.0, 0.5),
+    "w8a8-tensor-smooth0.5": ("tensor", 100.0, 0.5),
 }
 
 
@@ -51,15 +54,17 @@ def main() -> None:
     parser.add_argument("--calib-tokens", type=int, default=2048)
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     args = parser.parse_args()
     text = load_text_corpus("test")
     model = load_model(args.model)
     rows = {"fp32": measure(model, text, args)}
     batches = calibration_batches(model.tokenizer, args.calib_tokens)
-    for name, (activations, percentile) in VARIANTS.items():
+    for name in args.variants:
+        activations, percentile, smoothing = VARIANTS[name]
         model = load_model(args.model)
         plan = uniform_plan(model.module, INT8)
-        plan = QuantPlan(plan.choice, plan.specs, "rtn", activations, percentile)
+        plan = QuantPlan(plan.choice, plan.specs, "rtn", activations, percentile, smoothing)
         quantize_model(model, plan, batches)
         rows[name] = measure(model, text, args)
         rows[name]["ppl_increase"] = rows[name]["ppl"] / rows["fp32"]["ppl"] - 1

@@ -202,6 +202,10 @@ def quantize(
         str | None, typer.Option(help="W8A8 with --uniform int8-c-sym: int8 inputs per 'token' "
                                       "(dynamic) or per 'tensor' (calibrated)")
     ] = None,
+    smooth: Annotated[
+        float | None, typer.Option(help="SmoothQuant alpha (e.g. 0.5): move activation "
+                                        "outliers into the weights first (Llama family)")
+    ] = None,
 ) -> None:
     """Quantize to a budget with hierarchy-aware mixed precision; save packed to OUT."""
     quiet_libraries()
@@ -213,14 +217,14 @@ def quantize(
     targets = [budget_bytes, avg_bits, max_ppl_increase]
     if uniform is not None and any(t is not None for t in targets):
         raise UserInputError("--uniform takes no budget; give one or the other")
-    if activations is not None and uniform is None:
-        raise UserInputError("--activations needs --uniform int8-c-sym (W8A8)")
+    if (activations is not None or smooth is not None) and uniform is None:
+        raise UserInputError("--activations and --smooth need --uniform (e.g. int8-c-sym)")
     budget = None if uniform is not None else Budget(bytes=budget_bytes, avg_bits=avg_bits,
                                                      max_ppl_increase=max_ppl_increase)
     loaded = load_model(model)
     with Bars() as bars:
         if uniform is not None:
-            uniform_to_spec(loaded, uniform, method, calib_tokens, activations)
+            uniform_to_spec(loaded, uniform, method, calib_tokens, activations, smooth)
             record = None
         else:
             loaded, record = compress_to_budget(

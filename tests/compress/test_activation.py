@@ -110,3 +110,46 @@ def test_calibrate_refuses_a_model_without_int8_layers() -> None:
     model = load_model("tiny-llama")
     with pytest.raises(UserInputError, match="int8-c-sym"):
         calibrate_activations(model.module, "token")
+
+
+def _with_outlier_channel(seed: int = 0):
+    """tiny-llama whose normed hidden states carry one channel 60x larger than the rest, as
+    real LLMs do."""
+    model = load_model("tiny-llama", seed=seed)
+    with torch.no_grad():
+        for layer in model.module.model.layers:
+            layer.input_layernorm.weight[3] *= 60
+            layer.post_attention_layernorm.weight[5] *= 60
+    return model
+
+
+def test_smoothing_keeps_float_outputs_and_rescues_per_tensor_int8() -> None:
+    from mfmaccel.compress.smooth import smooth_llama
+
+    ids = torch.randint(0, 250, (1, 32))
+    batches = calibration_batches(load_model("tiny-llama").tokenizer, 1024, window=128)
+    model = _with_outlier_channel()
+    with torch.inference_mode():
+        reference = model.module(input_ids=ids).logits
+    smooth_llama(model.module, batches, 0.5)
+    with torch.inference_mode():
+        assert torch.allclose(model.module(input_ids=ids).logits, reference, atol=1e-4)
+
+    def w8a8_error(smoothing: float | None) -> float:
+        quantized = _with_outlier_channel()
+        plan = uniform_plan(quantized.module, INT8, activations="tensor", smoothing=smoothing)
+        quantize_model(quantized, plan, batches)
+        with torch.inference_mode():
+            return float((quantized.module(input_ids=ids).logits - reference).norm())
+
+    assert w8a8_error(0.5) < 0.5 * w8a8_error(None)
+
+
+def test_smoothing_refuses_non_llama_blocks_and_bad_alpha() -> None:
+    from mfmaccel.compress.smooth import smooth_llama
+
+    gpt2 = load_model("tiny-gpt2")
+    with pytest.raises(UserInputError, match="Llama-family"):
+        smooth_llama(gpt2.module, [torch.randint(0, 250, (1, 16))])
+    with pytest.raises(UserInputError, match="alpha"):
+        smooth_llama(load_model("tiny-llama").module, [], 1.5)

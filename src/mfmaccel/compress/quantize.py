@@ -23,6 +23,7 @@ from mfmaccel.compress.quant.gptq import HessianAccumulator, quantize_gptq
 from mfmaccel.compress.quant.grid import QuantSpec, quantize_rtn
 from mfmaccel.compress.quant.linear import QuantLinear
 from mfmaccel.compress.sensitivity import HEAD, quantizable_parts
+from mfmaccel.compress.smooth import smooth_llama
 from mfmaccel.errors import UserInputError
 from mfmaccel.models.record import LoadedModel
 from mfmaccel.records import Record
@@ -40,6 +41,7 @@ class QuantPlan(Record):
     method: str = "rtn"
     activations: str | None = None
     act_percentile: float = 100.0
+    smoothing: float | None = None  # SmoothQuant alpha, applied before quantizing
 
     def spec(self, part: str) -> QuantSpec | None:
         label = self.choice.get(part, FULL)
@@ -47,11 +49,13 @@ class QuantPlan(Record):
 
 
 def uniform_plan(module: nn.Module, spec: QuantSpec, method: str = "rtn",
-                 head: bool = True, activations: str | None = None) -> QuantPlan:
+                 head: bool = True, activations: str | None = None,
+                 smoothing: float | None = None) -> QuantPlan:
     choice = {name: spec.label for name in quantizable_parts(module)}
     if not head:
         choice[HEAD] = FULL
-    return QuantPlan(choice, {spec.label: _fields(spec)}, method, activations)
+    return QuantPlan(choice, {spec.label: _fields(spec)}, method, activations,
+                     smoothing=smoothing)
 
 
 def storage_bytes(module: nn.Module) -> int:
@@ -135,12 +139,16 @@ def quantize_model(
     model: LoadedModel, plan: QuantPlan, batches: Sequence[torch.Tensor] = (),
     progress: Callable[[int, int], None] | None = None,
 ) -> LoadedModel:
-    """Apply `plan` to `model.module` in place (GPTQ and per-tensor activation scales need
-    calibration `batches`)."""
+    """Apply `plan` to `model.module` in place (GPTQ, smoothing and per-tensor activation
+    scales need calibration `batches`)."""
     module = model.module
     check_plan(module, plan)
     if plan.method == "gptq" and not batches:
         raise UserInputError("GPTQ needs calibration text; give calibration batches")
+    if plan.smoothing is not None:
+        if not batches:
+            raise UserInputError("smoothing needs calibration text; give calibration batches")
+        smooth_llama(module, batches, plan.smoothing)
     parts = quantizable_parts(module)
     _round_rest_to_fp16(module)
     chosen = {n: plan.spec(n) for n in parts if plan.spec(n) is not None}

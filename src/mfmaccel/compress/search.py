@@ -180,9 +180,12 @@ def _meet_quality(model, search: MixedSearch, front: list[Assignment], max_incre
 
 
 def uniform_to_spec(model: LoadedModel, spec: str, method: str = "rtn",
-                    calib_tokens: int = 2048, activations: str | None = None) -> LoadedModel:
-    """The uniform baseline: every part at one spec (with int8 activations: W8A8)."""
-    needs_text = method == "gptq" or activations == "tensor"
+                    calib_tokens: int = 2048, activations: str | None = None,
+                    smoothing: float | None = None) -> LoadedModel:
+    """The uniform baseline: every part at one spec (with int8 activations: W8A8; with
+    `smoothing`, SmoothQuant's alpha, outlier channels moved into the weights first)."""
+    needs_text = method == "gptq" or activations == "tensor" or smoothing is not None
     batches = calibration_batches(model.tokenizer, calib_tokens) if needs_text else []
-    plan = uniform_plan(model.module, parse_spec(spec), method, activations=activations)
+    plan = uniform_plan(model.module, parse_spec(spec), method, activations=activations,
+                        smoothing=smoothing)
     return quantize_model(model, plan, batches)

@@ -20,6 +20,7 @@ class QuantizeParams(StageParams):
     max_ppl_increase: float | None = Field(None, gt=0)
     uniform: str | None = None  # e.g. "int4-g128": no search, every part at this spec
     activations: Literal["token", "tensor"] | None = None  # W8A8, with uniform int8-c-sym
+    smoothing: float | None = Field(None, ge=0, le=1, description="SmoothQuant alpha")
     specs: list[str] = list(DEFAULT_SPECS)
     method: Literal["rtn", "gptq"] = "gptq"
     calib_tokens: int = Field(2048, ge=64)
@@ -32,15 +33,16 @@ class QuantizeParams(StageParams):
         if len(given) != 1:
             raise ValueError("give exactly one of budget_fraction, budget_bytes, avg_bits, "
                              "max_ppl_increase, uniform")
-        if self.activations is not None and self.uniform is None:
-            raise ValueError("activations (W8A8) need uniform: int8-c-sym")
+        if (self.activations is not None or self.smoothing is not None) and \
+                self.uniform is None:
+            raise ValueError("activations (W8A8) and smoothing need uniform: int8-c-sym")
         return self
 
 
 def run(model: LoadedModel, params: QuantizeParams, ctx: RunContext):
     if params.uniform is not None:
         model = uniform_to_spec(model, params.uniform, params.method, params.calib_tokens,
-                                params.activations)
+                                params.activations, params.smoothing)
         acts = f", int8 activations per {params.activations}" if params.activations else ""
         return model, StageReport(notes=f"uniform {params.uniform} ({params.method}{acts})")
     size = params.budget_bytes
