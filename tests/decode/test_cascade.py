@@ -9,7 +9,7 @@ import pytest
 from mfmaccel.data.code import CodeProblem, load_humaneval
 from mfmaccel.decode.cascade import (
     NEVER,
-    CodeAnswer,
+    Answer,
     ModelAnswers,
     calibrate_theta,
     cascade_point,
@@ -62,8 +62,9 @@ def test_humaneval_examples_are_found_and_canonical_solutions_pass_them() -> Non
 
 
 def _answers(name: str, params: int, table: dict[str, tuple[bool, int, int]]) -> ModelAnswers:
+    """(passed, self-tests passed, self-tests) per task; no self-tests: no confidence."""
     return ModelAnswers(name, params, {
-        task: CodeAnswer("", passed, got, total, 100, 2.0 * params * 100)
+        task: Answer(passed, got / total if total else None, 2.0 * params * 100)
         for task, (passed, got, total) in table.items()})
 
 
@@ -80,6 +81,7 @@ def test_cascade_replay_counts_quality_cost_and_who_answered() -> None:
     assert strict.answered_by == {"small": 0.5, "large": 0.5}
     assert strict.flops_per_problem == pytest.approx((4 * 200 + 2 * 600) / 4)
     assert strict.cost_fraction == pytest.approx((4 * 200 + 2 * 600) / (4 * 600))
+    assert strict.time_fraction is None  # these answers were not timed one by one
     never = cascade_point([SMALL, LARGE], NEVER, tasks)
     assert never.pass_rate == 1.0 and never.cost_fraction == pytest.approx(4 / 3)
     lenient = cascade_point([SMALL, LARGE], 0.0, tasks)
@@ -105,7 +107,24 @@ def test_code_answers_pick_the_candidate_that_passes_most_examples() -> None:
     answers = code_answers(model, [PROBLEM], {"Toy/0": ["    return 0\n", "    return 2 * x\n"]},
                            {"Toy/0": [False, True]})
     answer = answers.answers["Toy/0"]
-    assert answer.passed and answer.self_passed == 3 and answer.self_total == 4
-    assert answer.flops == 2.0 * model.params * answer.tokens
+    assert answer.correct and answer.confidence == 0.75 and answer.detail == "    return 2 * x\n"
+    assert answer.flops > 2.0 * model.params * 10  # prompt and completion tokens
     with pytest.raises(UserInputError, match="no completions"):
         code_answers(model, [PROBLEM], {}, {})
+
+
+def test_vqa_answers_carry_a_margin_and_replay_in_a_cascade() -> None:
+    from mfmaccel.data.medvqa import load_medvqa
+    from mfmaccel.decode.cascade import vqa_answers
+
+    samples = load_medvqa("test", 0)[:6]
+    small = vqa_answers(load_model("tiny-llava"), samples)
+    large = vqa_answers(load_model("tiny-llava", seed=1), samples)
+    for answer in small.answers.values():
+        assert 0 <= answer.confidence <= 1 and answer.seconds > 0 and answer.detail
+    tasks = list(small.answers)
+    point = cascade_point([small, large], 0.0, tasks)  # every margin >= 0: small answers all
+    assert point.pass_rate == sum(small.answers[t].correct for t in tasks) / len(tasks)
+    assert point.time_fraction is not None and point.time_fraction > 0
+    never = cascade_point([small, large], NEVER, tasks)
+    assert never.pass_rate == sum(large.answers[t].correct for t in tasks) / len(tasks)

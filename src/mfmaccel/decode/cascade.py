@@ -1,16 +1,18 @@
-"""A small-to-large cascade for code: each problem goes to the smallest model first; a
-self-test decides whether its answer stands or the problem moves on to the next model.
+"""A small-to-large cascade: each query goes to the smallest model first; a self-test gives
+its answer a confidence, and the answer stands if that reaches theta, else the query moves on
+to the next model. The last model's answer always stands.
 
-The self-test is the published scheme's (model cascading for code): the model's candidate
-solutions run in the sandbox against test lines for the problem; if the best candidate passes
-at least a fraction theta of them, the answer is accepted, else the problem escalates. The
-last model's answer is always accepted. Here the tests are the prompt's own examples
-(`decode.selftest`); a problem without any escalates.
+- code (the published scheme, model cascading for code): the model's candidate solutions run
+  in the sandbox against test lines for the problem, confidence = the fraction the best
+  candidate passes; the tests are the prompt's own examples (`decode.selftest`), and a problem
+  without any escalates;
+- closed-question VQA: confidence = the margin between the two most likely answers (softmax
+  over the candidates' log-likelihoods).
 
-Every model answers every problem once (`code_answers`), so a cascade at any theta is a
-replay of those answers: calibrating theta on one split and reporting on another costs no
-extra generation. Compute cost is counted as FLOPs, 2 x parameters x tokens processed (prompt
-plus completion) for every model a problem visits.
+Every model answers every query once (`code_answers`, `vqa_answers`), so a cascade at any theta
+is a replay of those answers: calibrating theta on one split and reporting on another costs no
+extra inference. Compute cost is FLOPs, 2 x parameters x tokens processed, for every model a
+query visits, and, where each answer was timed on its own (VQA), wall time.
 """
 
 from __future__ import annotations
@@ -27,30 +29,29 @@ from mfmaccel.models.record import LoadedModel
 from mfmaccel.records import Record
 
 NEVER = 1.01  # a theta no self-test reaches: always escalate
-THETAS = (0.0, 0.25, 0.5, 0.75, 1.0, NEVER)
+THETAS = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0, NEVER)
 
 
 @dataclass
-class CodeAnswer:
-    """One model's answer to one problem: its best candidate by self-test, how that did on
-    the hidden tests, and what producing it cost."""
+class Answer:
+    """One model's answer to one query: whether it is right (hidden tests, ground truth),
+    how confident the self-test is (None: no self-test possible, so escalate), what it cost."""
 
-    completion: str
-    passed: bool  # the problem's hidden HumanEval tests
-    self_passed: int
-    self_total: int
-    tokens: int
+    correct: bool
+    confidence: float | None
     flops: float
+    seconds: float = 0.0  # 0 where answers were not timed one by one (batched generation)
+    detail: str = ""  # the completion or answer text
 
     def accepted(self, theta: float) -> bool:
-        return self.self_total > 0 and self.self_passed / self.self_total >= theta
+        return self.confidence is not None and self.confidence >= theta
 
 
 @dataclass
 class ModelAnswers:
     model: str
     params: int
-    answers: dict[str, CodeAnswer]
+    answers: dict[str, Answer]
 
 
 @dataclass
@@ -59,6 +60,7 @@ class CascadePoint(Record):
     pass_rate: float
     flops_per_problem: float
     cost_fraction: float  # of always using the largest model
+    time_fraction: float | None = None  # the same in wall time, where answers were timed
     answered_by: dict[str, float] = field(default_factory=dict)  # model -> share of problems
     problems: int = 0
 
@@ -84,14 +86,41 @@ def code_answers(model: LoadedModel, problems: Sequence[CodeProblem],
 
 
 def _best_answer(model: LoadedModel, problem: CodeProblem, completions: list[str],
-                 passed: list[bool]) -> CodeAnswer:
+                 passed: list[bool]) -> Answer:
     tests = example_tests(problem)
     results = [self_test(problem, c, tests) for c in completions]
     best = max(range(len(completions)), key=lambda i: results[i].passed)  # first on ties
     prompt_tokens = code_prompt_ids(model, problem).shape[1]
     tokens = prompt_tokens + sum(len(model.tokenizer(c).input_ids) for c in completions)
-    return CodeAnswer(completions[best], passed[best], results[best].passed, len(tests),
-                      tokens, 2.0 * model.params * tokens)
+    confidence = results[best].fraction if tests else None
+    return Answer(passed[best], confidence, 2.0 * model.params * tokens,
+                  detail=completions[best])
+
+
+def vqa_answers(model: LoadedModel, samples: Sequence, progress=None) -> ModelAnswers:
+    """Each closed question answered by ranking its candidates; confidence = the margin of
+    the top answer's probability over the runner-up's. Query ids are "vqa/<index>"."""
+    import time
+
+    import torch
+
+    from mfmaccel.evaluate.vqa import _prompt_inputs, answer_scores, normalize_answer
+
+    answers = {}
+    for index, sample in enumerate(samples):
+        start = time.perf_counter()
+        scores = torch.tensor(answer_scores(model, sample))
+        seconds = time.perf_counter() - start
+        probs = scores.softmax(-1).sort(descending=True).values
+        margin = float(probs[0] - probs[1]) if len(probs) > 1 else 1.0
+        choice = sample.answer_set[int(scores.argmax())]
+        tokens = _prompt_inputs(model, sample)["input_ids"].shape[1]
+        answers[f"vqa/{index}"] = Answer(
+            normalize_answer(choice) == normalize_answer(sample.answer), margin,
+            2.0 * model.params * tokens, seconds, choice)
+        if progress:
+            progress(index + 1, len(samples))
+    return ModelAnswers(model.name, model.params, answers)
 
 
 def cascade_point(chain: Sequence[ModelAnswers], theta: float,
@@ -99,19 +128,22 @@ def cascade_point(chain: Sequence[ModelAnswers], theta: float,
     """Replay the cascade at `theta` over `task_ids`."""
     if len(chain) < 2:
         raise UserInputError("a cascade needs at least two models, smallest first")
-    solved, flops, largest = 0, 0.0, 0.0
+    solved, flops, largest, seconds, largest_seconds = 0, 0.0, 0.0, 0.0, 0.0
     answered = dict.fromkeys((m.model for m in chain), 0)
     for task in task_ids:
         largest += chain[-1].answers[task].flops
+        largest_seconds += chain[-1].answers[task].seconds
         for index, stage in enumerate(chain):
             answer = stage.answers[task]
             flops += answer.flops
+            seconds += answer.seconds
             if index == len(chain) - 1 or answer.accepted(theta):
-                solved += answer.passed
+                solved += answer.correct
                 answered[stage.model] += 1
                 break
     n = len(task_ids)
     return CascadePoint(theta, solved / n, flops / n, flops / largest,
+                        seconds / largest_seconds if largest_seconds else None,
                         {k: v / n for k, v in answered.items()}, n)
 
 
@@ -166,13 +198,13 @@ class CascadeReport(Record):
     alone: dict[str, float]  # pass@1 of each model alone on the held-out half
     cost_reduction: float  # 1 - cost of the cascade / cost of the largest alone
     pass_at_1_vs_largest: float
-    self_tested_share: float  # problems whose prompt gave the smallest model tests
+    self_tested_share: float  # queries the smallest model could self-test at all
     curve_held_out: list[CascadePoint] = field(default_factory=list)
     curve_calibration: list[CascadePoint] = field(default_factory=list)
 
 
 def calibrated_cascade(chain: Sequence[ModelAnswers]) -> CascadeReport:
-    """Calibrate theta on even-numbered problems, report on the odd ones."""
+    """Calibrate theta on even-numbered queries, report on the odd ones."""
     common = sorted(set.intersection(*(set(m.answers) for m in chain)))
     if len(common) < 4:
         raise UserInputError(f"only {len(common)} problems answered by every model; a "
@@ -185,11 +217,11 @@ def calibrated_cascade(chain: Sequence[ModelAnswers]) -> CascadeReport:
     return CascadeReport(
         models=[m.model for m in chain], problems=len(common),
         calibration_problems=len(calibration), theta=theta, held_out=point,
-        alone={m.model: sum(m.answers[t].passed for t in held_out) / len(held_out)
+        alone={m.model: sum(m.answers[t].correct for t in held_out) / len(held_out)
                for m in chain},
         cost_reduction=1 - point.cost_fraction,
         pass_at_1_vs_largest=point.pass_rate - largest.pass_rate,
-        self_tested_share=sum(first[t].self_total > 0 for t in common) / len(common),
+        self_tested_share=sum(first[t].confidence is not None for t in common) / len(common),
         curve_held_out=cost_curve(chain, held_out),
         curve_calibration=cost_curve(chain, calibration),
     )
