@@ -1,0 +1,33 @@
+"""The VQA cascade small -> large on the medical VQA test split: each question is answered by
+ranking its candidates; the small model's answer stands when its margin (top answer's
+probability minus the runner-up's) reaches theta, calibrated on even-numbered questions to keep
+the large model's accuracy, reported on the odd ones, with FLOPs and wall-time cost. Prints
+JSON. Usage: python benchmarks/cascade_vqa.py --small SPEC --large medvlm [--limit 505]
+
+SPEC is any model spec, e.g. a compressed medvlm written by
+`mfmaccel quantize --model medvlm --avg-bits 4 --out q/` (then --small q/).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from mfmaccel.data.medvqa import load_medvqa
+from mfmaccel.decode.cascade import calibrated_cascade, vqa_answers
+from mfmaccel.models import load_model
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--small", required=True)
+    parser.add_argument("--large", default="medvlm")
+    parser.add_argument("--limit", type=int, default=None)
+    args = parser.parse_args()
+    samples = load_medvqa("test", 0)[: args.limit]
+    chain = [vqa_answers(load_model(spec), samples) for spec in (args.small, args.large)]
+    print(json.dumps(calibrated_cascade(chain).to_dict(), indent=1))
+
+
+if __name__ == "__main__":
+    main()
