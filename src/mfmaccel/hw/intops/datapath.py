@@ -38,11 +38,17 @@ INT8 = IntRange(8)
 INT32 = IntRange(32)
 
 
+class DatapathOverflow(UserInputError, OverflowError):
+    """A value that would not fit its register: the scales chosen for the model leave the
+    datapath, so the conversion (or its calibration data) must change. Never a silent wrap."""
+
+
 def check_range(x: torch.Tensor, width: IntRange, what: str) -> torch.Tensor:
-    """`x` itself, if every value fits `width`; else OverflowError naming `what`."""
+    """`x` itself, if every value fits `width`; else DatapathOverflow naming `what`."""
     if x.numel() and (int(x.min()) < width.low or int(x.max()) > width.high):
-        raise OverflowError(f"{what} leaves the {width.bits}-bit datapath "
-                            f"(range {int(x.min())}..{int(x.max())})")
+        raise DatapathOverflow(f"{what} leaves the {width.bits}-bit datapath (range "
+                               f"{int(x.min())}..{int(x.max())}); calibrate on more "
+                               "representative data or choose coarser scales")
     return x
 
 
