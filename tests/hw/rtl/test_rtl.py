@@ -38,7 +38,7 @@ def test_units_are_lint_clean(sources, unit: str) -> None:
 @needs_icarus
 @pytest.mark.parametrize("unit", sorted(UNITS))
 def test_unit_matches_the_golden_model_bit_for_bit(sources, unit: str, tmp_path) -> None:
-    assert simulate(sources[unit], tmp_path / "build", vectors=10_000) == (1, 0)
+    assert simulate(sources[unit], tmp_path / "build", vectors=10_000, cfg=CONFIG) == (1, 0)
 
 
 def test_written_folder_has_every_unit_and_a_runner(sources) -> None:

@@ -16,6 +16,7 @@ class RtlConfig:
     out_bits: int = 8  # requantized outputs
     multiplier_bits: int = 31  # dyadic m
     shift_bits: int = 6  # dyadic shift, 0..63
+    exp_input_scale: float = 1 / 1024  # scale of the softmax's int32 input (i-exp constants)
 
     def __post_init__(self) -> None:
         for name in ("rows", "cols", "in_bits", "acc_bits", "out_bits", "multiplier_bits",
@@ -23,6 +24,9 @@ class RtlConfig:
             if getattr(self, name) < 1:
                 raise UserInputError(f"RTL parameter {name} must be a positive integer, got "
                                      f"{getattr(self, name)}")
+        if not 0 < self.exp_input_scale < 0.69:
+            raise UserInputError(f"exp_input_scale must lie in (0, ln 2), got "
+                                 f"{self.exp_input_scale}")
         if self.acc_bits < 2 * self.in_bits:
             raise UserInputError(f"accumulators of {self.acc_bits} bits cannot hold one "
                                  f"{self.in_bits}-bit product; use at least {2 * self.in_bits}")

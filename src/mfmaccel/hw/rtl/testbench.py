@@ -97,3 +97,24 @@ async def mac_array_matches_golden(dut) -> None:
         expected = a.long() @ b.long() + bias.long()
         got = await _gemm(dut, a, b, bias)
         assert torch.equal(got, expected), f"K={a.shape[1]}: rtl differs from golden"
+
+
+@cocotb.test()
+async def iexp_matches_golden(dut) -> None:
+    from mfmaccel.hw.intops import IExp
+
+    scale = float(os.environ.get("RTL_EXP_SCALE", str(1 / 1024)))
+    unit = IExp.build(scale)
+    in_bits = len(dut.q)
+    low = -((1 << (in_bits - 1)) - 1)
+    rng = random.Random(int(os.environ.get("RTL_SEED", "0")))
+    edges = [0, -1, low, -unit.q_ln2, -unit.q_ln2 + 1, -unit.q_ln2 - 1, -31 * unit.q_ln2,
+             -32 * unit.q_ln2, -40 * unit.q_ln2]
+    near = [-rng.randint(0, 40 * unit.q_ln2) for _ in range(VECTORS // 2)]
+    cases = edges + near + [rng.randint(low, 0) for _ in range(VECTORS - len(near))]
+    expected = unit(torch.tensor(cases)).tolist()
+    for q, want in zip(cases, expected, strict=True):
+        dut.q.value = q & ((1 << in_bits) - 1)
+        await Timer(1, unit="ns")
+        got = dut.out.value.to_unsigned()
+        assert got == want, f"q={q}: rtl {got}, golden {want}"

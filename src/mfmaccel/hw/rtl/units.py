@@ -81,4 +81,38 @@ endmodule
 """
 
 
-UNITS = {"requant": requant_verilog, "mac_array": mac_array_verilog}
+def iexp_verilog(cfg: RtlConfig) -> str:
+    """I-BERT's i-exp for x <= 0 at the configured input scale, one element per cycle
+    (combinational): z = -q / q_ln2 (integer division), p = q + z q_ln2,
+    out = ((p + q_b)^2 + q_c) >> min(z, 31). The constants are `IExp.build`'s."""
+    from mfmaccel.hw.intops import IExp
+    from mfmaccel.hw.intops.activations import MAX_EXP_SHIFT
+
+    unit = IExp.build(cfg.exp_input_scale)
+    return f"""// iexp: exp(q * S) for q <= 0 with S = {cfg.exp_input_scale!r}, as hw.intops.IExp
+module iexp #(
+    parameter IN_W = {cfg.acc_bits},
+    parameter OUT_W = 32,
+    parameter signed [IN_W-1:0] Q_LN2 = {unit.q_ln2},
+    parameter signed [IN_W-1:0] Q_B = {unit.q_b},
+    parameter signed [OUT_W-1:0] Q_C = {unit.q_c}
+) (
+    input  wire signed [IN_W-1:0] q,
+    output wire [OUT_W-1:0] out
+);
+    localparam W = IN_W + 2;
+    wire [W-1:0] minus_q = -{{{{2{{q[IN_W-1]}}}}, q}};
+    wire [W-1:0] z = minus_q / {{{{2{{1'b0}}}}, Q_LN2}};
+    wire signed [W-1:0] p = {{{{2{{q[IN_W-1]}}}}, q}} + $signed(z) * {{{{2{{1'b0}}}}, Q_LN2}};
+    wire signed [2*W-1:0] base = {{{{W{{p[W-1]}}}}, p}} + {{{{(2*W-IN_W){{Q_B[IN_W-1]}}}}, Q_B}};
+    wire signed [2*W-1:0] poly = base * base + {{{{(2*W-OUT_W){{Q_C[OUT_W-1]}}}}, Q_C}};
+    wire [5:0] shift = (z > {MAX_EXP_SHIFT}) ? 6'd{MAX_EXP_SHIFT} : z[5:0];
+    /* verilator lint_off UNUSEDSIGNAL */  // the peak fits OUT_W bits (checked by IExp.build)
+    wire signed [2*W-1:0] shifted = poly >>> shift;
+    /* verilator lint_on UNUSEDSIGNAL */
+    assign out = shifted[OUT_W-1:0];
+endmodule
+"""
+
+
+UNITS = {"requant": requant_verilog, "mac_array": mac_array_verilog, "iexp": iexp_verilog}

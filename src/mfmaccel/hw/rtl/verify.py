@@ -3,6 +3,8 @@ testbench (`hw.rtl.testbench`) under Icarus Verilog."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import re
 import shutil
 import subprocess
@@ -16,15 +18,18 @@ from mfmaccel.hw.rtl.units import UNITS
 TESTBENCH = "mfmaccel.hw.rtl.testbench"
 RUN_SCRIPT = '''"""Simulate every unit here against mfmaccel's integer golden model
 (needs iverilog and cocotb)."""
+import json
 import sys
 from pathlib import Path
 
+from mfmaccel.hw.rtl.config import RtlConfig
 from mfmaccel.hw.rtl.verify import simulate
 
 here = Path(__file__).parent
+cfg = RtlConfig(**json.loads((here / "rtl_config.json").read_text()))
 failed = 0
 for source in sorted(here.glob("*.v")):
-    total, bad = simulate(source, here / "sim_build" / source.stem)
+    total, bad = simulate(source, here / "sim_build" / source.stem, cfg=cfg)
     print(f"{source.stem}: {total - bad}/{total} testbench(es) passed")
     failed += bad
 sys.exit(1 if failed else 0)
@@ -32,11 +37,12 @@ sys.exit(1 if failed else 0)
 
 
 def write_rtl(folder: Path, cfg: RtlConfig) -> list[Path]:
-    """Every unit's Verilog plus `run_tests.py`, written atomically into `folder`."""
+    """Every unit's Verilog, the configuration and `run_tests.py`, written atomically."""
     with atomic_directory(Path(folder)) as tmp:
         for name, generate in UNITS.items():
             (tmp / f"{name}.v").write_text(generate(cfg))
         (tmp / "run_tests.py").write_text(RUN_SCRIPT)
+        (tmp / "rtl_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=1))
     return sorted(Path(folder).glob("*.v"))
 
 
@@ -53,9 +59,10 @@ def synthesis_cells(source: Path) -> int:
     return int(found[-1])
 
 
-def simulate(source: Path, build_dir: Path, vectors: int = 10_000, seed: int = 0
-             ) -> tuple[int, int]:
-    """(testbenches run, failed) for the unit in `source` (its module name is its stem)."""
+def simulate(source: Path, build_dir: Path, vectors: int = 10_000, seed: int = 0,
+             cfg: RtlConfig | None = None) -> tuple[int, int]:
+    """(testbenches run, failed) for the unit in `source` (its module name is its stem);
+    `cfg` is the configuration it was generated from (default: `RtlConfig()`)."""
     if shutil.which("iverilog") is None:
         raise UserInputError("iverilog is not installed; `make test` installs it (Debian's "
                              "iverilog package)")
@@ -70,5 +77,6 @@ def simulate(source: Path, build_dir: Path, vectors: int = 10_000, seed: int = 0
     results = runner.test(hdl_toplevel=unit, test_module=TESTBENCH,
                           testcase=f"{unit}_matches_golden", build_dir=build_dir,
                           test_dir=build_dir, timescale=("1ns", "1ps"),
-                          extra_env={"RTL_VECTORS": str(vectors), "RTL_SEED": str(seed)})
+                          extra_env={"RTL_VECTORS": str(vectors), "RTL_SEED": str(seed),
+                                     "RTL_EXP_SCALE": repr((cfg or RtlConfig()).exp_input_scale)})
     return get_results(results)
