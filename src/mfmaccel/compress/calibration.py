@@ -1,9 +1,13 @@
-"""Calibration text for sensitivity and GPTQ: windows of the training half of the text corpus
-(the evaluation uses the disjoint test half), or of a user's own text file."""
+"""Calibration for sensitivity, GPTQ and static activation scales: windows of the training half
+of the text corpus (the evaluation uses the disjoint test half) or of a user's own text file,
+and the ranges activations take on it (`record_ranges`)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+
 import torch
+from torch import nn
 
 from mfmaccel.data.text import load_text_corpus, load_text_file
 from mfmaccel.errors import UserInputError
@@ -19,3 +23,64 @@ def calibration_batches(tokenizer, tokens: int = 2048, window: int = 512,
     ids = ids[:tokens]
     return [ids[i:i + window].unsqueeze(0) for i in range(0, len(ids) - 1, window)
             if len(ids[i:i + window]) > 1]
+
+
+class RangeRecorder:
+    """Largest |x| per name (and per last-dimension channel) over every call; with a
+    `percentile` below 100 also that percentile of |x| per call, which clips rare outliers."""
+
+    def __init__(self, percentile: float = 100.0) -> None:
+        if not 0 < percentile <= 100:
+            raise UserInputError(f"percentile must lie in (0, 100], got {percentile}")
+        self.percentile = percentile
+        self.channels: dict[str, torch.Tensor] = {}
+        self.quantiles: dict[str, list[float]] = {}
+
+    def observe(self, name: str, value: torch.Tensor) -> None:
+        value = value.detach().abs().double()
+        if not value.numel():
+            return
+        per_channel = value.reshape(-1, value.shape[-1]).amax(0)
+        seen = self.channels.get(name)
+        self.channels[name] = per_channel if seen is None else torch.maximum(seen, per_channel)
+        if self.percentile < 100:
+            sample = value.flatten()[: 1 << 24]  # torch.quantile's input limit
+            self.quantiles.setdefault(name, []).append(
+                float(torch.quantile(sample, self.percentile / 100)))
+
+    def peak(self, name: str) -> float:
+        if self.percentile < 100:
+            return max(self.quantiles[name])
+        return float(self.channels[name].max())
+
+    def scale(self, name: str, levels: int = 127) -> float:
+        """Symmetric scale mapping the recorded range onto +-levels."""
+        return max(self.peak(name), 1e-8) / levels
+
+
+def _first(output):
+    return output[0] if isinstance(output, tuple) else output
+
+
+@torch.inference_mode()
+def record_ranges(module: nn.Module, taps: dict[str, tuple[nn.Module, str]],
+                  run: Callable[[], Iterable[object]], percentile: float = 100.0
+                  ) -> RangeRecorder:
+    """Run `run()` (which calls `module` on calibration data) with a hook on every tap:
+    name -> (submodule, "input" or "output"). One float pass gives every static scale."""
+    recorder = RangeRecorder(percentile)
+    handles = []
+    for name, (sub, where) in taps.items():
+        if where == "input":
+            handles.append(sub.register_forward_pre_hook(
+                lambda _m, args, n=name: recorder.observe(n, args[0])))
+        else:
+            handles.append(sub.register_forward_hook(
+                lambda _m, _a, out, n=name: recorder.observe(n, _first(out))))
+    try:
+        for _ in run():
+            pass
+    finally:
+        for handle in handles:
+            handle.remove()
+    return recorder

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from mfmaccel.compress.blocks import decoder_layers
+from mfmaccel.compress.calibration import record_ranges
 from mfmaccel.errors import UserInputError
 
 NEEDED = ("input_layernorm", "post_attention_layernorm")
@@ -33,27 +34,14 @@ def _factors(activation: torch.Tensor, weights: Sequence[torch.Tensor],
     return (activation.clamp(min=1e-5) ** alpha / w.clamp(min=1e-5) ** (1 - alpha)).float()
 
 
-@torch.inference_mode()
 def _input_ranges(module: nn.Module, batches: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
     """Largest |x| per input channel of every q, o, gate and down projection."""
-    ranges: dict[str, torch.Tensor] = {}
-    handles = []
-    for index, layer in enumerate(decoder_layers(module)):
-        for name in ("self_attn.q_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.down_proj"):
-            key = f"{index}.{name}"
-
-            def record(_m, args, key=key) -> None:
-                seen = args[0].detach().abs().reshape(-1, args[0].shape[-1]).amax(0).float()
-                ranges[key] = seen if key not in ranges else torch.maximum(ranges[key], seen)
-
-            handles.append(layer.get_submodule(name).register_forward_pre_hook(record))
-    try:
-        for batch in batches:
-            module(input_ids=batch)
-    finally:
-        for handle in handles:
-            handle.remove()
-    return ranges
+    taps = {f"{index}.{name}": (layer.get_submodule(name), "input")
+            for index, layer in enumerate(decoder_layers(module))
+            for name in ("self_attn.q_proj", "self_attn.o_proj", "mlp.gate_proj",
+                         "mlp.down_proj")}
+    ranges = record_ranges(module, taps, lambda: (module(input_ids=b) for b in batches))
+    return {name: channels.float() for name, channels in ranges.channels.items()}
 
 
 def _check(layer: nn.Module) -> None:

@@ -52,24 +52,12 @@ def int8_matmul(q_x: torch.Tensor, q_weight: torch.Tensor) -> torch.Tensor:
 def _observed_scales(module: nn.Module, layers: dict[str, nn.Module],
                      batches: Sequence[torch.Tensor], percentile: float) -> dict[str, float]:
     """Per layer: the `percentile` of |input| over `batches` (100: the largest), / 127."""
-    seen: dict[str, list[float]] = {name: [] for name in layers}
+    from mfmaccel.compress.calibration import record_ranges
 
-    def observe(name: str, inputs: tuple) -> None:
-        values = inputs[0].detach().abs().float().flatten()
-        if percentile >= 100:
-            seen[name].append(float(values.max()))
-        else:
-            seen[name].append(float(torch.quantile(values[: 1 << 24], percentile / 100)))
-
-    handles = [layer.register_forward_pre_hook(lambda _, args, n=name: observe(n, args))
-               for name, layer in layers.items()]
-    try:
-        for batch in batches:
-            module(input_ids=batch)
-    finally:
-        for handle in handles:
-            handle.remove()
-    return {name: max(max(values), 1e-8) / ACT_QMAX for name, values in seen.items()}
+    taps = {name: (layer, "input") for name, layer in layers.items()}
+    ranges = record_ranges(module, taps, lambda: (module(input_ids=b) for b in batches),
+                           percentile)
+    return {name: ranges.scale(name, ACT_QMAX) for name in layers}
 
 
 @torch.inference_mode()

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from mfmaccel.compress.calibration import RangeRecorder, record_ranges
 from mfmaccel.errors import UserInputError
-from mfmaccel.hw.intexec.calibrate import RangeRecorder, record_ranges
 from mfmaccel.hw.intexec.linear import IntLinear
 from mfmaccel.hw.intops import (
     INT8,
