@@ -24,10 +24,10 @@ from mfmaccel.compress.quant.grid import QuantSpec
 from mfmaccel.compress.quantize import quantize_model, uniform_plan
 from mfmaccel.data.code import humaneval_subset, load_humaneval
 from mfmaccel.decode.drafts import (
-    EarlyExitDraft,
     LookupThenModelDraft,
     ModelDraft,
     PromptLookupDraft,
+    draft_from_spec,
 )
 from mfmaccel.decode.engine import eos_ids, greedy_generate
 from mfmaccel.decode.speculative import speculative_generate
@@ -78,10 +78,9 @@ def speculative(target, draft, prompts, new_tokens, stop, gamma) -> dict:
 
 def make_draft(kind: str, target, args, cache: dict):
     vocab = target.module.get_output_embeddings().out_features
-    if kind == "lookup":
-        return PromptLookupDraft(vocab)
-    if kind == "early-exit":
-        return EarlyExitDraft(target.module, args.early_exit_layers)
+    if kind in ("lookup", "early-exit"):
+        spec = "lookup" if kind == "lookup" else f"layers:{args.early_exit_layers}"
+        return draft_from_spec(spec, target.module)
     if "model" not in cache:
         cache["model"] = load_model(args.draft_model)
     if kind == "model":

@@ -58,7 +58,8 @@ class RangeRecorder:
         return max(self.peak(name), 1e-8) / levels
 
 
-def _first(output):
+def first_output(output):
+    """A module's main output: the first element when it returns a tuple."""
     return output[0] if isinstance(output, tuple) else output
 
 
@@ -76,7 +77,7 @@ def record_ranges(module: nn.Module, taps: dict[str, tuple[nn.Module, str]],
                 lambda _m, args, n=name: recorder.observe(n, args[0])))
         else:
             handles.append(sub.register_forward_hook(
-                lambda _m, _a, out, n=name: recorder.observe(n, _first(out))))
+                lambda _m, _a, out, n=name: recorder.observe(n, first_output(out))))
     try:
         for _ in run():
             pass

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from mfmaccel.compress.blocks import capture_blocks, decoder_layers, final_norm
+from mfmaccel.compress.calibration import first_output
 from mfmaccel.compress.fakequant import weight_matrix
 from mfmaccel.compress.mixed import FULL
 from mfmaccel.compress.quant.activation import calibrate_activations, check_act_mode
@@ -179,7 +180,7 @@ def _gptq_sequential(module, parts, chosen, batches, progress) -> None:
         for name in names:
             _replace(module, name, parts[name][1],
                      _quantized_layer(parts[name][1], chosen[name], hessians[name]))
-        hidden = [_first(layer(h, **cache.kwargs[index][b])) for b, h in enumerate(hidden)]
+        hidden = [first_output(layer(h, **cache.kwargs[index][b])) for b, h in enumerate(hidden)]
         if progress:
             progress(index + 1, len(layers) + 1)
     if HEAD in chosen:
@@ -190,10 +191,6 @@ def _gptq_sequential(module, parts, chosen, batches, progress) -> None:
         _replace(module, HEAD, head, _quantized_layer(head, chosen[HEAD], accumulator.hessian))
     if progress:
         progress(len(layers) + 1, len(layers) + 1)
-
-
-def _first(output):
-    return output[0] if isinstance(output, tuple) else output
 
 
 def _collect_hessians(layers: dict[str, nn.Module], block: nn.Module,

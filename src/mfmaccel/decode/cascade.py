@@ -104,17 +104,18 @@ def vqa_answers(model: LoadedModel, samples: Sequence, progress=None) -> ModelAn
 
     import torch
 
-    from mfmaccel.evaluate.vqa import _prompt_inputs, answer_scores, normalize_answer
+    from mfmaccel.evaluate.vqa import answer_scores, normalize_answer, prompt_inputs
 
     answers = {}
     for index, sample in enumerate(samples):
         start = time.perf_counter()
-        scores = torch.tensor(answer_scores(model, sample))
+        inputs = prompt_inputs(model, sample)
+        scores = torch.tensor(answer_scores(model, sample, inputs))
         seconds = time.perf_counter() - start
         probs = scores.softmax(-1).sort(descending=True).values
         margin = float(probs[0] - probs[1]) if len(probs) > 1 else 1.0
         choice = sample.answer_set[int(scores.argmax())]
-        tokens = _prompt_inputs(model, sample)["input_ids"].shape[1]
+        tokens = inputs["input_ids"].shape[1]
         answers[f"vqa/{index}"] = Answer(
             normalize_answer(choice) == normalize_answer(sample.answer), margin,
             2.0 * model.params * tokens, seconds, choice)

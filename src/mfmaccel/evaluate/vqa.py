@@ -61,7 +61,7 @@ def require_vlm(model: LoadedModel) -> None:
         )
 
 
-def _prompt_inputs(model: LoadedModel, sample: VQASample) -> dict[str, torch.Tensor]:
+def prompt_inputs(model: LoadedModel, sample: VQASample) -> dict[str, torch.Tensor]:
     text = vqa_prompt(model.processor, sample.question)
     return dict(model.processor(images=sample.image, text=text, return_tensors="pt"))
 
@@ -73,13 +73,15 @@ def rank_answer(model: LoadedModel, sample: VQASample) -> str:
 
 
 @torch.inference_mode()
-def answer_scores(model: LoadedModel, sample: VQASample) -> list[float]:
+def answer_scores(model: LoadedModel, sample: VQASample,
+                  inputs: dict[str, torch.Tensor] | None = None) -> list[float]:
     """Total log-likelihood of each candidate answer (`" " + answer`) after the prompt.
 
+    `inputs` are the processed prompt (`prompt_inputs`) when the caller already has them.
     The image and question run once; the candidates then continue from copies of that KV
     cache in one batch, so ranking k answers costs about one prompt, not k.
     """
-    inputs = _prompt_inputs(model, sample)
+    inputs = inputs if inputs is not None else prompt_inputs(model, sample)
     tokenizer = model.processor.tokenizer
     candidates = [tokenizer(" " + a, add_special_tokens=False).input_ids for a in sample.answer_set]
     cache = DynamicCache()
@@ -103,7 +105,7 @@ def answer_scores(model: LoadedModel, sample: VQASample) -> list[float]:
 
 def generate_answer(model: LoadedModel, sample: VQASample, max_new_tokens: int = 8) -> str:
     """Greedy answer up to the end of the first line."""
-    inputs = _prompt_inputs(model, sample)
+    inputs = prompt_inputs(model, sample)
     tokenizer = model.processor.tokenizer
     newline = set(tokenizer("\n", add_special_tokens=False).input_ids[-1:])
     out = greedy_generate(

@@ -76,8 +76,6 @@ def calibrate_activations(module: nn.Module, mode: str, batches: Sequence[torch.
                              "weights to int8-c-sym first (e.g. --uniform int8-c-sym)")
     if mode == "tensor" and not batches:
         raise UserInputError("per-tensor activation scales need calibration text")
-    if not 0 < percentile <= 100:
-        raise UserInputError(f"percentile must lie in (0, 100], got {percentile}")
     scales = _observed_scales(module, layers, batches, percentile) if mode == "tensor" else {}
     for name, layer in layers.items():
         layer.set_activations(mode, scales.get(name))

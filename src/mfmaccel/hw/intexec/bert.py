@@ -253,4 +253,4 @@ def convert_bert(module: nn.Module, batches: Sequence[dict[str, torch.Tensor]]) 
     return IntBert(int_tables, embed_norm, layers, norm.scale_residual)
 
 
-__all__ = ["INT8", "IntBert", "convert_bert"]
+__all__ = ["IntBert", "convert_bert", "smoothing"]
