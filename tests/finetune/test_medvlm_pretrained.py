@@ -24,7 +24,8 @@ def test_build_medvlm_keeps_smollm2_intact(smollm2):
     with torch.inference_mode():
         expected = smollm2.module(input_ids=text).logits
         got = model.module(input_ids=text).logits[..., : expected.shape[-1]]
-    assert torch.equal(got, expected)
+    # the head gained the image token's row, so its product may round differently
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-4)
     prompt = model.processor(images=load_medvqa("val", per_source=1)[0].image,
                              text=f"{model.processor.image_token}\nQuestion: hi\nAnswer:")
     assert prompt["input_ids"][0].count(model.module.config.image_token_id) == 49

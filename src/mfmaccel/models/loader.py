@@ -17,6 +17,7 @@ import torch
 from mfmaccel.errors import UserInputError
 from mfmaccel.fileio import atomic_directory
 from mfmaccel.models.checks import check_gguf_file, check_hf_folder
+from mfmaccel.models.fewrows import use_few_rows_linear
 from mfmaccel.models.packaged import join_gguf, package_folder, verify_gguf, weight_files
 from mfmaccel.models.record import CAUSAL_LM, ENCODER, VISION, VLM, LoadedModel
 from mfmaccel.models.tiny import TINY_BUILDERS, build_tiny
@@ -41,7 +42,17 @@ def known_model_names() -> list[str]:
 
 
 def load_model(spec: str, dtype: torch.dtype = torch.float32, seed: int = 0) -> LoadedModel:
-    """Load a model by built-in name, `tiny-<arch>`, HF folder path or `.gguf` path."""
+    """Load a model by built-in name, `tiny-<arch>`, HF folder path or `.gguf` path.
+
+    Its linear layers come back as `FewRowsLinear` (same weights and results), which runs batched
+    decode and speculative verification faster on CPUs.
+    """
+    model = _load(spec, dtype, seed)
+    use_few_rows_linear(model.module)
+    return model
+
+
+def _load(spec: str, dtype: torch.dtype, seed: int) -> LoadedModel:
     if spec.startswith("tiny-"):
         arch = spec.removeprefix("tiny-")
         if arch not in TINY_BUILDERS:

@@ -1,0 +1,40 @@
+"""FewRowsLinear computes what nn.Linear computes, for any row count, and the zoo returns it."""
+
+import torch
+from torch import nn
+from torch.nn import functional
+
+from mfmaccel.models import load_model
+from mfmaccel.models.fewrows import FEW_ROWS, FewRowsLinear, few_rows_linear, use_few_rows_linear
+
+
+def test_matches_linear_for_every_row_count_and_shape():
+    torch.manual_seed(0)
+    weight, bias = torch.randn(48, 24), torch.randn(48)
+    for shape in [(1, 24), (3, 24), (2, 5, 24), (FEW_ROWS, 24), (FEW_ROWS + 1, 24), (0, 24)]:
+        x = torch.randn(shape)
+        ours = few_rows_linear(x, weight, bias)
+        assert ours.shape == (*shape[:-1], 48)
+        assert ours.is_contiguous()
+        torch.testing.assert_close(ours, functional.linear(x, weight, bias))
+        torch.testing.assert_close(few_rows_linear(x, weight), functional.linear(x, weight))
+
+
+def test_switch_keeps_parameters_and_leaves_subclasses_alone():
+    class Custom(nn.Linear):
+        pass
+
+    model = nn.Sequential(nn.Linear(4, 8), Custom(8, 8), nn.ReLU())
+    keys = list(model.state_dict())
+    x = torch.randn(3, 4)
+    before = model(x)
+    use_few_rows_linear(model)
+    assert type(model[0]) is FewRowsLinear and type(model[1]) is Custom
+    assert list(model.state_dict()) == keys
+    torch.testing.assert_close(model(x), before)
+
+
+def test_loaded_models_use_it():
+    module = load_model("tiny-llama").module
+    linears = [m for m in module.modules() if isinstance(m, nn.Linear)]
+    assert linears and all(type(m) is FewRowsLinear for m in linears)
