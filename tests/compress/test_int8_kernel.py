@@ -38,7 +38,10 @@ def test_kernel_matches_the_dequantized_matmul(out, inp, bias):
         KERNELS.enabled = True
     assert fast.shape == reference.shape == (1, 1, out)
     assert torch.allclose(fast, reference, rtol=1e-5, atol=1e-4)
-    longer = torch.randn(2, 3, inp)  # prefill: dequantized on the fly, no fp32 copy kept
+    few = torch.randn(2, 3, inp)  # speculative verification: the kernel, row by row
+    rows = torch.cat([layer(row.reshape(1, 1, inp)) for row in few.reshape(6, inp)])
+    assert torch.equal(layer(few).reshape(6, out), rows.reshape(6, out))
+    longer = torch.randn(2, 40, inp)  # prefill: dequantized on the fly, no fp32 copy kept
     assert torch.allclose(layer(longer), torch.nn.functional.linear(
         longer, layer.dequantized_weight(), layer.bias), atol=1e-5)
     assert layer._weight is None

@@ -2,9 +2,10 @@
 (and zero points); its `nbytes` is the true storage every report quotes.
 
 It computes with the dequantized weight, built once on first use, except for symmetric
-per-channel int8 (`int8-c-sym`): there single-token inputs (decode) go through the C++ int8
-kernel, which reads a quarter of the bytes of an fp32 weight, and longer inputs dequantize on
-the fly, so the layer never holds an fp32 copy. With int8 activations switched on
+per-channel int8 (`int8-c-sym`): there inputs of up to `FEW_ROWS` tokens (decode, batched
+decode, speculative verification) go through the C++ int8 kernel, which reads a quarter of the
+bytes of an fp32 weight and computes each row the same way whatever the row count, and longer
+inputs dequantize on the fly, so the layer never holds an fp32 copy. With int8 activations switched on
 (`set_activations`, see `quant.activation`) such a layer computes W8A8: int8 inputs, int32
 accumulation, one rescale."""
 
@@ -24,6 +25,7 @@ from mfmaccel.compress.quant.grid import QuantizedTensor, QuantSpec, dequantize
 from mfmaccel.compress.quant.kernels import KERNELS, int8_kernel
 from mfmaccel.compress.quant.pack import pack_bits, unpack_bits
 from mfmaccel.errors import UserInputError
+from mfmaccel.models.fewrows import FEW_ROWS, few_rows_linear
 
 
 class QuantLinear(nn.Module):
@@ -125,12 +127,13 @@ class QuantLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.activations is not None:
             return self._w8a8(x)
-        if self.uses_int8_kernel and x.dtype == torch.float32 and x.numel() == x.shape[-1]:
+        rows = x.numel() // x.shape[-1] if x.shape[-1] else 0
+        if self.uses_int8_kernel and x.dtype == torch.float32 and 0 < rows <= FEW_ROWS:
             weight, scale = self._int8()
             bias = None if self.bias is None else self.bias.float()
-            out = int8_kernel().int8_linear(x.reshape(1, -1), weight, scale, bias)
+            out = int8_kernel().int8_linear(x.reshape(rows, -1), weight, scale, bias)
             return out.view(*x.shape[:-1], self.out_features)
-        return F.linear(x, self.dequantized_weight().to(x.dtype), self.bias)
+        return few_rows_linear(x, self.dequantized_weight().to(x.dtype), self.bias)
 
     def extra_repr(self) -> str:
         acts = f", a8-{self.activations}" if self.activations else ""
