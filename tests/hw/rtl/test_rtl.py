@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from mfmaccel.errors import UserInputError
+from mfmaccel.hw.rtl.catalog import UNITS, unit_files
+from mfmaccel.hw.rtl.gemm import gemm_cycles
 from mfmaccel.hw.rtl.config import RtlConfig
-from mfmaccel.hw.rtl.units import UNITS
 from mfmaccel.hw.rtl.verify import simulate, write_rtl
 
 needs_icarus = pytest.mark.skipif(shutil.which("iverilog") is None,
@@ -30,7 +31,8 @@ def sources(tmp_path_factory) -> dict[str, Path]:
 @needs_verilator
 @pytest.mark.parametrize("unit", sorted(UNITS))
 def test_units_are_lint_clean(sources, unit: str) -> None:
-    result = subprocess.run(["verilator", "--lint-only", "-Wall", str(sources[unit])],
+    files = [str(path) for path in unit_files(sources[unit])]
+    result = subprocess.run(["verilator", "--lint-only", "-Wall", "--top-module", unit, *files],
                             capture_output=True, text=True)
     assert result.returncode == 0 and not result.stderr.strip(), result.stderr
 
@@ -51,6 +53,15 @@ def test_impossible_parameters_are_refused() -> None:
         RtlConfig(rows=0)
     with pytest.raises(UserInputError, match="cannot hold"):
         RtlConfig(acc_bits=12)
+    with pytest.raises(UserInputError, match="raise max_m"):
+        RtlConfig(rows=8, max_m=4)
+
+
+def test_gemm_latency_model_counts_tiles() -> None:
+    """The formula the simulation checks edge for edge: partial tiles cost a whole tile."""
+    assert gemm_cycles(CONFIG, 4, 4, 10) == 1 + (1 + 10 + 4)
+    assert gemm_cycles(CONFIG, 5, 4, 10) == 1 + 2 * (1 + 10 + 4)
+    assert gemm_cycles(CONFIG, 16, 16, 64) == 1 + 16 * (1 + 64 + 4)
 
 
 @pytest.mark.skipif(shutil.which("yosys") is None, reason="yosys is not installed")

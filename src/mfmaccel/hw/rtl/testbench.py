@@ -4,7 +4,6 @@ operands, sums at the edge of overflow). `hw.rtl.verify.simulate` runs them unde
 
 from __future__ import annotations
 
-import os
 import random
 
 import cocotb
@@ -13,26 +12,15 @@ from cocotb.clock import Clock
 from cocotb.triggers import RisingEdge, Timer
 
 from mfmaccel.hw.intops import Dyadic, IntRange, requantize
-
-VECTORS = int(os.environ.get("RTL_VECTORS", "10000"))
-
-
-def _pack(values: list[int], bits: int) -> int:
-    mask = (1 << bits) - 1
-    return sum((v & mask) << (i * bits) for i, v in enumerate(values))
-
-
-def _unpack_signed(word: int, count: int, bits: int) -> list[int]:
-    mask, sign = (1 << bits) - 1, 1 << (bits - 1)
-    values = [(word >> (i * bits)) & mask for i in range(count)]
-    return [v - (1 << bits) if v & sign else v for v in values]
+from mfmaccel.hw.rtl.signals import SEED, VECTORS, config_from_env, pack, unpack_signed
+from mfmaccel.hw.rtl.testbench_gemm import gemm_matches_golden  # noqa: F401  (cocotb finds it)
 
 
 @cocotb.test()
 async def requant_matches_golden(dut) -> None:
     acc_bits, m_bits = len(dut.acc), len(dut.m)
     shift_max, out_bits = (1 << len(dut.shift)) - 1, len(dut.q)
-    rng = random.Random(int(os.environ.get("RTL_SEED", "0")))
+    rng = random.Random(SEED)
     low, high = -(1 << (acc_bits - 1)), (1 << (acc_bits - 1)) - 1
     edges = [(a, m, s) for a in (low, high, 0, -1, 1) for m in (0, 1, (1 << m_bits) - 1)
              for s in (0, 1, 31, shift_max)]
@@ -53,19 +41,19 @@ async def _gemm(dut, a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor) -> to
     """Load the bias, stream K rank-1 updates, read the accumulators (rows x cols)."""
     rows, cols = a.shape[0], b.shape[1]
     in_bits, acc_bits = len(dut.a) // rows, len(dut.bias) // cols
-    dut.bias.value = _pack(bias.tolist(), acc_bits)
+    dut.bias.value = pack(bias.tolist(), acc_bits)
     dut.load.value, dut.en.value = 1, 0
     await RisingEdge(dut.clk)
     dut.load.value = 0
     for k in range(a.shape[1]):
-        dut.a.value = _pack(a[:, k].tolist(), in_bits)
-        dut.b.value = _pack(b[k].tolist(), in_bits)
+        dut.a.value = pack(a[:, k].tolist(), in_bits)
+        dut.b.value = pack(b[k].tolist(), in_bits)
         dut.en.value = 1
         await RisingEdge(dut.clk)
     dut.en.value = 0
     await RisingEdge(dut.clk)
     word = dut.acc.value.to_unsigned()
-    return torch.tensor(_unpack_signed(word, rows * cols, acc_bits)).view(rows, cols)
+    return torch.tensor(unpack_signed(word, rows * cols, acc_bits)).view(rows, cols)
 
 
 @cocotb.test()
@@ -76,7 +64,7 @@ async def mac_array_matches_golden(dut) -> None:
     dut.rst.value = 0
     cols = len(dut.b) // 8
     rows = len(dut.a) // 8
-    generator = torch.Generator().manual_seed(int(os.environ.get("RTL_SEED", "0")))
+    generator = torch.Generator().manual_seed(SEED)
     depth = 64
     cases = [
         (torch.full((rows, depth), -128), torch.full((depth, cols), -128),
@@ -103,11 +91,10 @@ async def mac_array_matches_golden(dut) -> None:
 async def iexp_matches_golden(dut) -> None:
     from mfmaccel.hw.intops import IExp
 
-    scale = float(os.environ.get("RTL_EXP_SCALE", str(1 / 1024)))
-    unit = IExp.build(scale)
+    unit = IExp.build(config_from_env().exp_input_scale)
     in_bits = len(dut.q)
     low = -((1 << (in_bits - 1)) - 1)
-    rng = random.Random(int(os.environ.get("RTL_SEED", "0")))
+    rng = random.Random(SEED)
     edges = [0, -1, low, -unit.q_ln2, -unit.q_ln2 + 1, -unit.q_ln2 - 1, -31 * unit.q_ln2,
              -32 * unit.q_ln2, -40 * unit.q_ln2]
     near = [-rng.randint(0, 40 * unit.q_ln2) for _ in range(VECTORS // 2)]

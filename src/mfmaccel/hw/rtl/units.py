@@ -113,6 +113,3 @@ module iexp #(
     assign out = shifted[OUT_W-1:0];
 endmodule
 """
-
-
-UNITS = {"requant": requant_verilog, "mac_array": mac_array_verilog, "iexp": iexp_verilog}

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from mfmaccel.errors import UserInputError
 from mfmaccel.fileio import atomic_directory
+from mfmaccel.hw.rtl.catalog import UNITS, unit_files
 from mfmaccel.hw.rtl.config import RtlConfig
-from mfmaccel.hw.rtl.units import UNITS
 
 TESTBENCH = "mfmaccel.hw.rtl.testbench"
 RUN_SCRIPT = '''"""Simulate every unit here against mfmaccel's integer golden model
@@ -50,7 +50,8 @@ def synthesis_cells(source: Path) -> int:
     """Cells after a generic yosys synthesis of the unit in `source`: an area proxy."""
     if shutil.which("yosys") is None:
         raise UserInputError("yosys is not installed; `make test` installs it")
-    script = f"read_verilog {source}; synth -top {source.stem}; stat"
+    reads = "; ".join(f"read_verilog {path}" for path in unit_files(source))
+    script = f"{reads}; synth -top {source.stem}; stat"
     result = subprocess.run(["yosys", "-p", script], capture_output=True, text=True,
                             check=False)
     found = re.findall(r"Number of cells:\s+(\d+)", result.stdout)
@@ -72,11 +73,12 @@ def simulate(source: Path, build_dir: Path, vectors: int = 10_000, seed: int = 0
     if unit not in UNITS:
         raise UserInputError(f"no testbench for unit '{unit}'; units: {', '.join(UNITS)}")
     runner = get_runner("icarus")
-    runner.build(sources=[source], hdl_toplevel=unit, build_dir=build_dir,
+    runner.build(sources=unit_files(source), hdl_toplevel=unit, build_dir=build_dir,
                  timescale=("1ns", "1ps"))
     results = runner.test(hdl_toplevel=unit, test_module=TESTBENCH,
                           testcase=f"{unit}_matches_golden", build_dir=build_dir,
                           test_dir=build_dir, timescale=("1ns", "1ps"),
                           extra_env={"RTL_VECTORS": str(vectors), "RTL_SEED": str(seed),
-                                     "RTL_EXP_SCALE": repr((cfg or RtlConfig()).exp_input_scale)})
+                                     "RTL_CONFIG": json.dumps(dataclasses.asdict(
+                                         cfg or RtlConfig()))})
     return get_results(results)

@@ -1,0 +1,19 @@
+"""Every generated unit: its Verilog generator and the units its module instantiates."""
+
+from __future__ import annotations
+
+from mfmaccel.hw.rtl.gemm import gemm_verilog
+from mfmaccel.hw.rtl.units import iexp_verilog, mac_array_verilog, requant_verilog
+
+UNITS = {
+    "requant": requant_verilog,
+    "mac_array": mac_array_verilog,
+    "iexp": iexp_verilog,
+    "gemm": gemm_verilog,
+}
+DEPENDS = {"gemm": ("mac_array", "requant")}  # files to compile with the unit's own
+
+
+def unit_files(source) -> list:
+    """The unit's file followed by those of the units it instantiates (same folder)."""
+    return [source] + [source.with_name(f"{name}.v") for name in DEPENDS.get(source.stem, ())]

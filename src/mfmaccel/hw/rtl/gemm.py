@@ -1,0 +1,178 @@
+"""The GEMM engine: a controller that runs a whole tiled int8 GEMM + bias + requantization out of
+on-chip buffers, on the `mac_array` and `requant` units.
+
+The host writes A (M x K, row-major), B (K x N, row-major) and the int32 bias (N) through one
+write port, sets M, N, K and the dyadic (m, shift), and pulses `start`. For every output tile
+of ROWS x COLS the controller spends 1 cycle loading the bias into the accumulators, K cycles
+of rank-1 updates, and ROWS cycles requantizing one accumulator row per cycle (COLS `requant`
+units) into the output buffer; edge tiles are padded with zeros and their extra outputs
+dropped. No cycle depends on the data, so `gemm_cycles` is the exact latency that the
+performance model of the hardware design-space exploration must reproduce.
+"""
+
+from __future__ import annotations
+
+import math
+
+from mfmaccel.hw.rtl.config import RtlConfig
+
+BUFFER_A, BUFFER_B, BUFFER_BIAS = 0, 1, 2  # `wr_sel` values
+
+
+def gemm_cycles(cfg: RtlConfig, m: int, n: int, k: int) -> int:
+    """Clock edges from the one that takes `start` to the one after which `done` is high and
+    the output buffer complete, for an (m x k) @ (k x n) GEMM: the start edge, then per tile
+    bias load + k rank-1 updates + one requantized row per cycle."""
+    tiles = math.ceil(m / cfg.rows) * math.ceil(n / cfg.cols)
+    return 1 + tiles * (1 + k + cfg.rows)
+
+
+def _bits(value: int) -> int:
+    """Bits of an unsigned number that must hold 0..value."""
+    return max(1, value.bit_length())
+
+
+def _fit(expr: str, width: int, target: int) -> str:
+    """`expr` (unsigned, `width` bits) zero-extended to `target` bits."""
+    return expr if width == target else f"{{{{{target - width}{{1'b0}}}}, {expr}}}"
+
+
+def gemm_verilog(cfg: RtlConfig) -> str:
+    """The controller module `gemm`; instantiates `mac_array` and `requant` (their files).
+
+    Widths are worked out here for this configuration, so every index is exactly as wide as
+    the buffer it addresses (the module's constants are localparams, not overridable)."""
+    dim = _bits(max(cfg.max_m, cfg.max_n, cfg.max_k))  # holds M, N, K
+    a_aw, b_aw = _bits(cfg.max_m * cfg.max_k - 1), _bits(cfg.max_k * cfg.max_n - 1)
+    n_aw, o_aw = _bits(cfg.max_n - 1), _bits(cfg.max_m * cfg.max_n - 1)
+    addr = max(a_aw, b_aw, n_aw)
+    ext = dim + 1  # tile origin + lane offset
+    wide = max(a_aw, b_aw, o_aw, ext) + 1
+    lane = _bits(max(cfg.rows, cfg.cols))
+
+    def w(expr: str, width: int) -> str:  # to the common arithmetic width
+        return _fit(expr, width, wide)
+
+    return f"""// gemm: out = requant(A @ B + bias), A (M x K) and B (K x N) in on-chip buffers;
+// tiles of ROWS x COLS on mac_array; latency (1 + K + ROWS) cycles per tile, data-independent.
+// Generated for one configuration (mfmaccel.hw.rtl.gemm): the constants are localparams.
+module gemm (
+    input  wire clk,
+    input  wire rst,
+    input  wire wr_en,
+    input  wire [1:0] wr_sel,  // 0: A at i*{cfg.max_k}+k, 1: B at k*{cfg.max_n}+j, 2: bias at j
+    input  wire [{addr - 1}:0] wr_addr,
+    input  wire [{cfg.acc_bits - 1}:0] wr_data,       // int8 operands in the low {cfg.in_bits} bits
+    input  wire [{dim - 1}:0] dim_m,          // 1..{cfg.max_m}
+    input  wire [{dim - 1}:0] dim_n,          // 1..{cfg.max_n}
+    input  wire [{dim - 1}:0] dim_k,          // 1..{cfg.max_k}
+    input  wire [{cfg.multiplier_bits - 1}:0] rq_m,
+    input  wire [{cfg.shift_bits - 1}:0] rq_shift,
+    input  wire start,
+    output wire busy,
+    output reg  done,
+    output reg  [31:0] cycles,       // edges from the one taking start to done (last run)
+    input  wire [{o_aw - 1}:0] rd_addr,       // out at i*{cfg.max_n}+j
+    output wire [{cfg.out_bits - 1}:0] rd_data
+);
+    localparam ROWS = {cfg.rows}, COLS = {cfg.cols}, IN_W = {cfg.in_bits}, ACC_W = {cfg.acc_bits};
+    localparam OUT_W = {cfg.out_bits}, WIDE = {wide};
+    localparam IDLE = 2'd0, LOAD = 2'd1, MAC = 2'd2, WRITE = 2'd3;
+    localparam [WIDE-1:0] STRIDE_K = {cfg.max_k}, STRIDE_N = {cfg.max_n};
+    reg [1:0] state;
+    reg signed [IN_W-1:0] a_mem [0:{cfg.max_m * cfg.max_k - 1}];
+    reg signed [IN_W-1:0] b_mem [0:{cfg.max_k * cfg.max_n - 1}];
+    reg signed [ACC_W-1:0] bias_mem [0:{cfg.max_n - 1}];
+    reg signed [OUT_W-1:0] out_mem [0:{cfg.max_m * cfg.max_n - 1}];
+    reg [{dim - 1}:0] tile_i, tile_j, step;  // tile origin, k
+    reg [{lane - 1}:0] row;                  // accumulator row being requantized
+
+    /* verilator lint_off UNUSEDSIGNAL */  // operands use the low bits of wr_data and wr_addr
+    always @(posedge clk) begin
+        if (wr_en && state == IDLE) begin
+            if (wr_sel == 2'd0) a_mem[wr_addr[{a_aw - 1}:0]] <= wr_data[IN_W-1:0];
+            else if (wr_sel == 2'd1) b_mem[wr_addr[{b_aw - 1}:0]] <= wr_data[IN_W-1:0];
+            else if (wr_sel == 2'd2) bias_mem[wr_addr[{n_aw - 1}:0]] <= wr_data;
+        end
+    end
+
+    wire [ROWS*IN_W-1:0] a_bus;
+    wire [COLS*IN_W-1:0] b_bus;
+    wire [COLS*ACC_W-1:0] bias_bus;
+    wire [ROWS*COLS*ACC_W-1:0] acc;
+    wire [WIDE-1:0] m_wide = {w("dim_m", dim)}, n_wide = {w("dim_n", dim)};
+    wire [WIDE-1:0] k_wide = {w("step", dim)};
+    genvar r, c;
+    generate
+        for (r = 0; r < ROWS; r = r + 1) begin : a_lane
+            wire [WIDE-1:0] i = {w("tile_i", dim)} + r;
+            wire [WIDE-1:0] addr = i * STRIDE_K + k_wide;
+            assign a_bus[r*IN_W +: IN_W] = (i < m_wide) ? a_mem[addr[{a_aw - 1}:0]]
+                                                        : {{IN_W{{1'b0}}}};
+        end
+        for (c = 0; c < COLS; c = c + 1) begin : b_lane
+            wire [WIDE-1:0] j = {w("tile_j", dim)} + c;
+            wire [WIDE-1:0] addr = k_wide * STRIDE_N + j;
+            wire in_n = j < n_wide;
+            assign b_bus[c*IN_W +: IN_W] = in_n ? b_mem[addr[{b_aw - 1}:0]] : {{IN_W{{1'b0}}}};
+            assign bias_bus[c*ACC_W +: ACC_W] = in_n ? bias_mem[j[{n_aw - 1}:0]]
+                                                     : {{ACC_W{{1'b0}}}};
+        end
+    endgenerate
+
+    mac_array #(.ROWS(ROWS), .COLS(COLS), .IN_W(IN_W), .ACC_W(ACC_W)) array (
+        .clk(clk), .rst(rst), .load(state == LOAD), .en(state == MAC),
+        .a(a_bus), .b(b_bus), .bias(bias_bus), .acc(acc)
+    );
+
+    wire [WIDE-1:0] out_i = {w("tile_i", dim)} + {w("row", lane)};
+    generate
+        for (c = 0; c < COLS; c = c + 1) begin : requant_lane
+            wire [OUT_W-1:0] q;
+            requant #(.ACC_W(ACC_W), .M_W({cfg.multiplier_bits}), .SHIFT_W({cfg.shift_bits}),
+                      .OUT_W(OUT_W)) unit (
+                .acc(acc[({w("row", lane)} * COLS + c) * ACC_W +: ACC_W]), .m(rq_m),
+                .shift(rq_shift), .q(q)
+            );
+            wire [WIDE-1:0] j = {w("tile_j", dim)} + c;
+            wire [WIDE-1:0] addr = out_i * STRIDE_N + j;
+            always @(posedge clk) begin
+                if (state == WRITE && out_i < m_wide && j < n_wide)
+                    out_mem[addr[{o_aw - 1}:0]] <= q;
+            end
+        end
+    endgenerate
+    /* verilator lint_on UNUSEDSIGNAL */
+    assign rd_data = out_mem[rd_addr];
+    assign busy = state != IDLE;
+
+    wire last_step = {w("step", dim)} + 1 == {w("dim_k", dim)};
+    wire last_row = {w("row", lane)} + 1 == ROWS;
+    wire more_cols = {w("tile_j", dim)} + COLS < n_wide;
+    wire more_rows = {w("tile_i", dim)} + ROWS < m_wide;
+    always @(posedge clk) begin
+        if (rst) begin
+            state <= IDLE; done <= 1'b0; cycles <= 32'd0;
+            tile_i <= {dim}'d0; tile_j <= {dim}'d0; step <= {dim}'d0; row <= {lane}'d0;
+        end else begin
+            done <= 1'b0;
+            if (state != IDLE) cycles <= cycles + 32'd1;
+            case (state)
+                IDLE: if (start) begin
+                    state <= LOAD; cycles <= 32'd1; tile_i <= {dim}'d0; tile_j <= {dim}'d0;
+                end
+                LOAD: begin state <= MAC; step <= {dim}'d0; end
+                MAC: if (last_step) begin state <= WRITE; row <= {lane}'d0; end
+                     else step <= step + {dim}'d1;
+                WRITE: if (!last_row) row <= row + {lane}'d1;
+                    else if (more_cols) begin
+                        tile_j <= tile_j + {dim}'d{cfg.cols}; state <= LOAD;
+                    end
+                    else if (more_rows) begin
+                        tile_i <= tile_i + {dim}'d{cfg.rows}; tile_j <= {dim}'d0; state <= LOAD;
+                    end else begin state <= IDLE; done <= 1'b1; end
+            endcase
+        end
+    end
+endmodule
+"""
