@@ -11,8 +11,8 @@ import pytest
 
 from mfmaccel.errors import UserInputError
 from mfmaccel.hw.rtl.catalog import UNITS, unit_files
-from mfmaccel.hw.rtl.gemm import gemm_cycles
 from mfmaccel.hw.rtl.config import RtlConfig
+from mfmaccel.hw.rtl.gemm import gemm_cycles
 from mfmaccel.hw.rtl.verify import simulate, write_rtl
 
 needs_icarus = pytest.mark.skipif(shutil.which("iverilog") is None,
@@ -41,6 +41,15 @@ def test_units_are_lint_clean(sources, unit: str) -> None:
 @pytest.mark.parametrize("unit", sorted(UNITS))
 def test_unit_matches_the_golden_model_bit_for_bit(sources, unit: str, tmp_path) -> None:
     assert simulate(sources[unit], tmp_path / "build", vectors=10_000, cfg=CONFIG) == (1, 0)
+
+
+@needs_icarus
+def test_gelu_flags_results_beyond_int32(tmp_path) -> None:
+    """At a fine input scale most int8 inputs overflow i-GELU's int32 output: the unit must
+    raise `overflow` exactly where the golden model refuses."""
+    fine = RtlConfig(rows=4, cols=4, gelu_input_scale=1 / 4096)
+    source = next(p for p in write_rtl(tmp_path / "fine", fine) if p.stem == "igelu")
+    assert simulate(source, tmp_path / "build", vectors=256, cfg=fine) == (1, 0)
 
 
 def test_written_folder_has_every_unit_and_a_runner(sources) -> None:

@@ -12,7 +12,6 @@ accumulation, one rescale."""
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from mfmaccel.compress.quant.activation import (

@@ -8,6 +8,7 @@ from mfmaccel.hw.intops.activations import IExp, IGelu, ISigmoid, i_silu, i_soft
 from mfmaccel.hw.intops.datapath import (
     INT8,
     INT32,
+    DatapathOverflow,
     Dyadic,
     DyadicVector,
     IntRange,
@@ -23,7 +24,7 @@ from mfmaccel.hw.intops.datapath import (
 from mfmaccel.hw.intops.norms import ILayerNorm, IRMSNorm, i_sqrt
 from mfmaccel.hw.intops.rotary import IRotary
 
-__all__ = ["INT8", "INT32", "Dyadic", "DyadicVector", "IExp", "IGelu", "ILayerNorm",
-           "IRMSNorm", "IRotary", "ISigmoid", "IntRange", "check_range", "dyadic",
+__all__ = ["INT8", "INT32", "DatapathOverflow", "Dyadic", "DyadicVector", "IExp", "IGelu",
+           "ILayerNorm", "IRMSNorm", "IRotary", "ISigmoid", "IntRange", "check_range", "dyadic",
            "dyadic_vector", "exact_matmul", "i_silu", "i_softmax", "i_sqrt", "int_gemm",
            "requantize", "residual_add", "rounding_shift"]

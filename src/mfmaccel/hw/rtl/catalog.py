@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from mfmaccel.hw.rtl.gemm import gemm_verilog
+from mfmaccel.hw.rtl.nonlinear import igelu_verilog, softmax_verilog
 from mfmaccel.hw.rtl.units import iexp_verilog, mac_array_verilog, requant_verilog
 
 UNITS = {
@@ -10,8 +11,11 @@ UNITS = {
     "mac_array": mac_array_verilog,
     "iexp": iexp_verilog,
     "gemm": gemm_verilog,
+    "igelu": igelu_verilog,
+    "softmax": softmax_verilog,
 }
-DEPENDS = {"gemm": ("mac_array", "requant")}  # files to compile with the unit's own
+# the files to compile with the unit's own
+DEPENDS = {"gemm": ("mac_array", "requant"), "softmax": ("iexp",)}
 
 
 def unit_files(source) -> list:

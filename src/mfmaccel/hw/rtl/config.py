@@ -17,19 +17,23 @@ class RtlConfig:
     multiplier_bits: int = 31  # dyadic m
     shift_bits: int = 6  # dyadic shift, 0..63
     exp_input_scale: float = 1 / 1024  # scale of the softmax's int32 input (i-exp constants)
+    gelu_input_scale: float = 8 / 127  # scale of i-GELU's int8 input (its constants)
+    softmax_len: int = 8  # scores per softmax row (lanes of the softmax unit)
     max_m: int = 16  # GEMM engine buffers: A holds max_m x max_k, B max_k x max_n
     max_n: int = 16
     max_k: int = 64
 
     def __post_init__(self) -> None:
         for name in ("rows", "cols", "in_bits", "acc_bits", "out_bits", "multiplier_bits",
-                     "shift_bits", "max_m", "max_n", "max_k"):
+                     "shift_bits", "max_m", "max_n", "max_k", "softmax_len"):
             if getattr(self, name) < 1:
                 raise UserInputError(f"RTL parameter {name} must be a positive integer, got "
                                      f"{getattr(self, name)}")
         if not 0 < self.exp_input_scale < 0.69:
             raise UserInputError(f"exp_input_scale must lie in (0, ln 2), got "
                                  f"{self.exp_input_scale}")
+        if not self.gelu_input_scale > 0:
+            raise UserInputError(f"gelu_input_scale must be positive, got {self.gelu_input_scale}")
         if self.rows > self.max_m or self.cols > self.max_n:
             raise UserInputError(f"a {self.rows} x {self.cols} MAC array needs buffers at least "
                                  f"as large; raise max_m/max_n (now {self.max_m}/{self.max_n})")

@@ -14,6 +14,10 @@ from cocotb.triggers import RisingEdge, Timer
 from mfmaccel.hw.intops import Dyadic, IntRange, requantize
 from mfmaccel.hw.rtl.signals import SEED, VECTORS, config_from_env, pack, unpack_signed
 from mfmaccel.hw.rtl.testbench_gemm import gemm_matches_golden  # noqa: F401  (cocotb finds it)
+from mfmaccel.hw.rtl.testbench_nonlinear import (  # noqa: F401
+    igelu_matches_golden,
+    softmax_matches_golden,
+)
 
 
 @cocotb.test()
