@@ -5,9 +5,9 @@ It computes with the dequantized weight, built once on first use, except for sym
 per-channel int8 (`int8-c-sym`): there inputs of up to `FEW_ROWS` tokens (decode, batched
 decode, speculative verification) go through the C++ int8 kernel, which reads a quarter of the
 bytes of an fp32 weight and computes each row the same way whatever the row count, and longer
-inputs dequantize on the fly, so the layer never holds an fp32 copy. With int8 activations switched on
-(`set_activations`, see `quant.activation`) such a layer computes W8A8: int8 inputs, int32
-accumulation, one rescale."""
+inputs dequantize on the fly, so the layer never holds an fp32 copy. With int8 activations
+switched on (`set_activations`, see `quant.activation`) such a layer computes W8A8: int8
+inputs, int32 accumulation, one rescale."""
 
 from __future__ import annotations
 

@@ -55,7 +55,7 @@ def softmax_verilog(cfg: RtlConfig) -> str:
     saturated to out_bits unsigned, as `intops.i_softmax`."""
     lanes, in_w, out_w = cfg.softmax_len, cfg.acc_bits, cfg.out_bits
     sum_w = 32 + max(1, (lanes - 1).bit_length())
-    return f"""// softmax: p_i = floor(iexp(q_i - max) * 2^{out_w} / sum), a row of {lanes} per cycle,
+    return f"""// softmax: p_i = floor(iexp(q_i - max) * 2^{out_w} / sum), {lanes} scores per cycle,
 // as hw.intops.i_softmax at input scale {cfg.exp_input_scale!r}
 module softmax (
     input  wire [{lanes * in_w - 1}:0] q,     // {lanes} signed int{in_w} scores
