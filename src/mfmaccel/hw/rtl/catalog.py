@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from mfmaccel.hw.rtl.gemm import gemm_verilog
 from mfmaccel.hw.rtl.nonlinear import igelu_verilog, softmax_verilog
+from mfmaccel.hw.rtl.norm import layernorm_verilog
 from mfmaccel.hw.rtl.units import iexp_verilog, mac_array_verilog, requant_verilog
 
 UNITS = {
@@ -13,9 +14,10 @@ UNITS = {
     "gemm": gemm_verilog,
     "igelu": igelu_verilog,
     "softmax": softmax_verilog,
+    "layernorm": layernorm_verilog,
 }
 # the files to compile with the unit's own
-DEPENDS = {"gemm": ("mac_array", "requant"), "softmax": ("iexp",)}
+DEPENDS = {"gemm": ("mac_array", "requant"), "softmax": ("iexp",), "layernorm": ("requant",)}
 
 
 def unit_files(source) -> list:

@@ -16,6 +16,7 @@ from mfmaccel.hw.rtl.signals import SEED, VECTORS, config_from_env, pack, unpack
 from mfmaccel.hw.rtl.testbench_gemm import gemm_matches_golden  # noqa: F401  (cocotb finds it)
 from mfmaccel.hw.rtl.testbench_nonlinear import (  # noqa: F401
     igelu_matches_golden,
+    layernorm_matches_golden,
     softmax_matches_golden,
 )
 

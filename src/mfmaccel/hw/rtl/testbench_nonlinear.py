@@ -1,5 +1,6 @@
-"""cocotb testbenches of i-GELU and the integer softmax (`hw.rtl.nonlinear`) against
-`intops.IGelu` and `intops.i_softmax`, bit for bit."""
+"""cocotb testbenches of i-GELU, the integer softmax (`hw.rtl.nonlinear`) and LayerNorm
+(`hw.rtl.norm`) against `intops.IGelu`, `intops.i_softmax` and `intops.ILayerNorm`, bit for
+bit."""
 
 from __future__ import annotations
 
@@ -9,8 +10,24 @@ import cocotb
 import torch
 from cocotb.triggers import Timer
 
-from mfmaccel.hw.intops import DatapathOverflow, IExp, IGelu, i_softmax
-from mfmaccel.hw.rtl.signals import SEED, VECTORS, config_from_env, pack, unpack_unsigned
+from mfmaccel.hw.intops import (
+    DatapathOverflow,
+    Dyadic,
+    IExp,
+    IGelu,
+    ILayerNorm,
+    IntRange,
+    i_softmax,
+)
+from mfmaccel.hw.intops.norms import GAMMA_BITS, NORM_INPUT
+from mfmaccel.hw.rtl.signals import (
+    SEED,
+    VECTORS,
+    config_from_env,
+    pack,
+    unpack_signed,
+    unpack_unsigned,
+)
 
 
 def _gelu_golden(unit: IGelu, q: int) -> int | None:
@@ -66,3 +83,41 @@ async def softmax_matches_golden(dut) -> None:
         want = i_softmax(torch.tensor([row]), exp, cfg.out_bits)[0].tolist()
         got = unpack_unsigned(dut.p.value.to_unsigned(), cfg.softmax_len, cfg.out_bits)
         assert got == want, f"row {row}: rtl {got}, golden {want}"
+
+
+def _layernorm_cases(cfg, rng: random.Random):
+    """(row, gamma, beta, eps, m, shift): edge rows (all equal, all zero, int24 extremes,
+    alternating extremes: the largest variance), then random rows, gammas and factors."""
+    lanes = cfg.norm_len
+    low, high = NORM_INPUT.low, NORM_INPUT.high
+    g_top = (1 << (GAMMA_BITS - 1)) - 1
+    unit_gamma, no_beta = [g_top] * lanes, [0] * lanes
+    yield [0] * lanes, unit_gamma, no_beta, 0, 1, 0
+    yield [7] * lanes, unit_gamma, [(1 << 31) - 1] * lanes, 0, 1, 0
+    yield [high] * lanes, [-g_top] * lanes, [-(1 << 31)] * lanes, 5, (1 << 31) - 1, 63
+    yield [low, high] * (lanes // 2) + [low] * (lanes % 2), unit_gamma, no_beta, 0, 1 << 30, 45
+    yield [low] + [high] * (lanes - 1), unit_gamma, no_beta, (1 << 32) - 1, 1 << 30, 45
+    for _ in range(max(1, VECTORS // lanes)):
+        spread = rng.choice((3, 1 << 10, high))
+        centre = rng.randint(low + spread, high - spread)
+        yield ([rng.randint(centre - spread, centre + spread) for _ in range(lanes)],
+               [rng.randint(-g_top, g_top) for _ in range(lanes)],
+               [rng.randint(-(1 << 28), 1 << 28) for _ in range(lanes)],
+               rng.randint(0, 1 << 20), rng.randint(1 << 29, (1 << 31) - 1),
+               rng.randint(38, 52))
+
+
+@cocotb.test()
+async def layernorm_matches_golden(dut) -> None:
+    cfg = config_from_env()
+    for row, gamma, beta, eps, m, shift in _layernorm_cases(cfg, random.Random(SEED)):
+        dut.q.value = pack(row, NORM_INPUT.bits)
+        dut.gamma.value = pack(gamma, GAMMA_BITS)
+        dut.beta.value = pack(beta, 32)
+        dut.eps.value, dut.rq_m.value, dut.rq_shift.value = eps, m, shift
+        await Timer(1, unit="ns")
+        golden = ILayerNorm(torch.tensor(gamma), torch.tensor(beta), eps, Dyadic(m, shift),
+                            IntRange(cfg.out_bits))
+        want = golden(torch.tensor([row]))[0].tolist()
+        got = unpack_signed(dut.out.value.to_unsigned(), cfg.norm_len, cfg.out_bits)
+        assert got == want, f"row {row} gamma {gamma} eps {eps}: rtl {got}, golden {want}"
