@@ -24,7 +24,7 @@ from torch import nn
 from torch.nn import functional
 
 from mfmaccel.data.code import load_humaneval
-from mfmaccel.decode.engine import greedy_generate_batch
+from mfmaccel.decode.engine import generate_batch
 from mfmaccel.evaluate.codegen import code_prompt_ids
 from mfmaccel.models import load_model
 from mfmaccel.models.fewrows import FewRowsLinear, few_rows_linear
@@ -81,7 +81,7 @@ def time_batched_decode(model, batch: int, new_tokens: int, repeats: int) -> dic
     for name, cls in (("stock", nn.Linear), ("few_rows", FewRowsLinear)):
         set_linear_class(model.module, cls)
         # no EOS stop: every row decodes new_tokens, so both runs do the same work
-        decode = partial(greedy_generate_batch, model.module, prompts, eos_token_ids=set(),
+        decode = partial(generate_batch, model.module, prompts, eos_token_ids=set(),
                          pad_token_id=pad)
         prefill, _ = median_seconds(partial(decode, max_new_tokens=1), repeats)
         total, tokens[name] = median_seconds(partial(decode, max_new_tokens=new_tokens),

@@ -130,7 +130,11 @@ def evaluate(
     max_new_tokens: Annotated[
         int | None, typer.Option(help="humaneval (384) / speed (64): tokens to generate")
     ] = None,
-    seed: Annotated[int, typer.Option(help="Subset and tiny-model seed")] = 0,
+    seed: Annotated[int, typer.Option(help="Subset, tiny-model and sampling seed")] = 0,
+    samples: Annotated[int, typer.Option(help="humaneval: completions per problem")] = 1,
+    temperature: Annotated[
+        float, typer.Option(help="humaneval: sampling temperature (0: greedy)")] = 0.0,
+    top_p: Annotated[float, typer.Option(help="humaneval: nucleus sampling mass")] = 0.95,
 ) -> None:
     """Measure a model on one task; print a table and write JSON."""
     quiet_libraries()
@@ -139,7 +143,8 @@ def evaluate(
     out = out or Path("results") / f"{Path(model).name}-{task.value}.json"
     with Bars() as bars:
         options = TaskOptions(context=context, stride=stride, max_tokens=max_tokens, mode=mode,
-                              max_new_tokens=max_new_tokens)
+                              max_new_tokens=max_new_tokens, samples=samples,
+                              temperature=temperature, top_p=top_p, seed=seed)
         record = run_evaluation(model, task.value, data=data, limit=limit, options=options,
                                 seed=seed, progress=bars.task(f"{task.value} on {model}"))
     record.save(out)

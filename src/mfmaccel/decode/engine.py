@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 import torch
 from transformers import DynamicCache
 
+from mfmaccel.decode.sampling import Sampling, distribution
+
 
 @dataclass
 class Generation:
@@ -75,21 +77,25 @@ def eos_ids(module: torch.nn.Module, tokenizer) -> set[int]:
 
 
 @torch.inference_mode()
-def greedy_generate_batch(
+def generate_batch(
     module: torch.nn.Module,
     prompts: list[list[int]],
     max_new_tokens: int,
     pad_token_id: int,
     eos_token_ids: set[int] | None = None,
     row_done: Callable[[list[int]], bool] | None = None,
+    sampling: Sampling | None = None,
 ) -> list[list[int]]:
-    """Greedy decode several prompts at once (left-padded), for evaluation throughput.
+    """Decode several prompts at once (left-padded), for evaluation throughput: greedy, or
+    sampled as `sampling` says (one seeded generator for the whole batch).
 
     Batch-1 decode is memory-bound, so B rows cost far less than B times one row. A row stops at
     an EOS id or when `row_done(tokens)` says so, and leaves the batch (its cache rows
     are dropped); the batch stops when every row has.
     """
     eos_token_ids = eos_token_ids or set()
+    sampling = sampling or Sampling()
+    generator = sampling.generator()
     width = max(len(p) for p in prompts)
     ids = torch.full((len(prompts), width), pad_token_id, dtype=torch.long)
     mask = torch.zeros_like(ids)
@@ -103,7 +109,7 @@ def greedy_generate_batch(
     outputs: list[list[int]] = [[] for _ in prompts]
     rows = list(range(len(prompts)))  # the prompts still decoding, in batch order
     for produced in range(1, max_new_tokens + 1):
-        step = logits[:, -1].argmax(-1)
+        step = _next_tokens(logits[:, -1], sampling, generator)
         keep = []
         for slot, (row, token) in enumerate(zip(rows, step.tolist(), strict=True)):
             outputs[row].append(token)
@@ -120,6 +126,14 @@ def greedy_generate_batch(
         logits = module(input_ids=step.unsqueeze(1), attention_mask=mask, position_ids=positions,
                         cache=cache, use_cache=True).logits
     return outputs
+
+
+def _next_tokens(logits: torch.Tensor, sampling: Sampling,
+                 generator: torch.Generator) -> torch.Tensor:
+    """One token per row of (B, V) logits."""
+    if sampling.greedy:
+        return logits.argmax(-1)
+    return torch.multinomial(distribution(logits, sampling), 1, generator=generator).squeeze(1)
 
 
 def _select_rows(cache: DynamicCache, keep: list[int], *tensors: torch.Tensor):

@@ -1,12 +1,16 @@
 """Prompting a causal LM for HumanEval completions: chat template when the model has one,
-batched greedy decoding, each row stopping as soon as its code block is closed."""
+batched decoding (greedy, or k sampled candidates per problem), each row stopping as soon as
+its code block is closed."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 from mfmaccel.data.code import CodeProblem
-from mfmaccel.decode.engine import eos_ids, greedy_generate_batch
+from mfmaccel.decode.engine import eos_ids, generate_batch
+from mfmaccel.decode.sampling import Sampling
+from mfmaccel.errors import UserInputError
 from mfmaccel.evaluate.humaneval import extract_completion
 from mfmaccel.models.record import LoadedModel
 
@@ -45,27 +49,43 @@ def batched_completions(
     batch_size: int = 16,
     max_new_tokens: int = 512,
     progress: Callable[[int, int], None] | None = None,
+    samples: int = 1,
+    sampling: Sampling | None = None,
 ) -> dict[str, list[str]]:
-    """Greedy completions for many problems, decoded `batch_size` at a time.
+    """`samples` completions per problem (greedy, or drawn as `sampling` says), decoded
+    `batch_size` rows at a time.
 
     Problems are grouped by prompt length to keep padding small. Batched greedy decoding gives
-    the same tokens as batch-1 up to float rounding of the padded matmuls.
+    the same tokens as batch-1 up to float rounding of the padded matmuls. Sampled rows share one
+    seeded generator per batch, so a run repeats exactly.
     """
+    if samples < 1 or (samples > 1 and (sampling is None or sampling.greedy)):
+        raise UserInputError(f"{samples} samples per problem need a temperature above 0 "
+                             "(greedy decoding gives one answer); pass --temperature")
     prompts = {p.task_id: code_prompt_ids(model, p)[0].tolist() for p in problems}
-    ordered = sorted(problems, key=lambda p: len(prompts[p.task_id]))
+    rows = [p for p in sorted(problems, key=lambda p: len(prompts[p.task_id]))
+            for _ in range(samples)]
     stop_ids = eos_ids(model.module, model.tokenizer)
     pad = model.tokenizer.pad_token_id
     pad = pad if pad is not None else next(iter(stop_ids), 0)
-    completions: dict[str, list[str]] = {}
-    for start in range(0, len(ordered), batch_size):
-        batch = ordered[start : start + batch_size]
-        outputs = greedy_generate_batch(
+    completions: dict[str, list[str]] = {p.task_id: [] for p in problems}
+    for start in range(0, len(rows), batch_size):
+        batch = rows[start : start + batch_size]
+        outputs = generate_batch(
             model.module, [prompts[p.task_id] for p in batch], max_new_tokens, pad,
             eos_token_ids=stop_ids, row_done=_block_closed(model.tokenizer),
+            sampling=_batch_sampling(sampling, start),
         )
         for problem, tokens in zip(batch, outputs, strict=True):
             text = model.tokenizer.decode(tokens, skip_special_tokens=True)
-            completions[problem.task_id] = [extract_completion(problem, text)]
+            completions[problem.task_id].append(extract_completion(problem, text))
         if progress:
-            progress(len(completions), len(problems))
+            progress(min(start + batch_size, len(rows)) // samples, len(problems))
     return completions
+
+
+def _batch_sampling(sampling: Sampling | None, offset: int) -> Sampling | None:
+    """The run's sampling with a seed of its own for the batch starting at row `offset`."""
+    if sampling is None or sampling.greedy:
+        return sampling
+    return dataclasses.replace(sampling, seed=sampling.seed + offset)

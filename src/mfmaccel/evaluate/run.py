@@ -39,6 +39,18 @@ class TaskOptions:
     max_tokens: int | None = None
     mode: str = "rank"
     max_new_tokens: int | None = None
+    samples: int = 1  # humaneval: completions per problem (pass@k for k up to this)
+    temperature: float = 0.0  # humaneval: 0 is greedy; sampling needs more than 0
+    top_p: float = 0.95
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        from mfmaccel.decode.sampling import Sampling
+
+        Sampling(self.temperature, top_p=self.top_p)  # refuses impossible values
+        if self.samples < 1 or (self.samples > 1 and self.temperature == 0):
+            raise UserInputError(f"--samples {self.samples} needs --temperature above 0 "
+                                 "(greedy decoding gives one answer per problem)")
 
 
 def check_model_fits(model_spec: str, task: str) -> None:
@@ -100,13 +112,17 @@ def measure_task(
         return perplexity(model, data.items, context=options.context, stride=options.stride,
                           max_tokens=options.max_tokens, corpus=data.source, progress=progress)
     if data.task == "humaneval":
+        from mfmaccel.decode.sampling import Sampling
         from mfmaccel.evaluate.codegen import batched_completions
         from mfmaccel.evaluate.humaneval import evaluate_humaneval
 
+        sampling = Sampling(options.temperature, top_p=options.top_p, seed=options.seed)
         completions = batched_completions(model, data.items,
                                           max_new_tokens=options.max_new_tokens or 384,
-                                          progress=progress)
-        return evaluate_humaneval(data.items, lambda p: completions[p.task_id], ks=(1,))
+                                          progress=progress, samples=options.samples,
+                                          sampling=sampling)
+        ks = tuple(k for k in (1, 2, 5, 10, 100) if k <= options.samples)
+        return evaluate_humaneval(data.items, lambda p: completions[p.task_id], ks=ks)
     if data.task == "medvqa":
         from mfmaccel.evaluate.vqa import vqa_accuracy
 

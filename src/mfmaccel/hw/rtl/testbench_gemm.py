@@ -4,6 +4,10 @@ ports against `intops.int_gemm` + `intops.requantize`, bit for bit, and the cycl
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
+
 import cocotb
 import torch
 from cocotb.clock import Clock
@@ -91,6 +95,7 @@ async def gemm_matches_golden(dut) -> None:
     dut.rst.value = 0
     generator = torch.Generator().manual_seed(SEED)
     out_range = IntRange(cfg.out_bits)
+    timings = []
     for a, b, bias, factor in _cases(cfg, generator):
         expected = requantize(int_gemm(a, b.t(), bias), factor, out_range)
         got, edges, cycles = await run_gemm(dut, cfg, a, b, bias, factor)
@@ -98,3 +103,6 @@ async def gemm_matches_golden(dut) -> None:
         assert torch.equal(got, expected), f"{shape}: rtl outputs differ from golden"
         model = gemm_cycles(cfg, a.shape[0], b.shape[1], a.shape[1])
         assert edges == cycles == model, f"{shape}: {edges} edges, {cycles} counted, model {model}"
+        timings.append({"m": a.shape[0], "n": b.shape[1], "k": a.shape[1], "cycles": cycles})
+    if os.environ.get("RTL_RECORD"):  # benchmarks/rtl_units.py reads the simulated latencies
+        Path(os.environ["RTL_RECORD"]).write_text(json.dumps(timings))

@@ -61,9 +61,10 @@ def synthesis_cells(source: Path) -> int:
 
 
 def simulate(source: Path, build_dir: Path, vectors: int = 10_000, seed: int = 0,
-             cfg: RtlConfig | None = None) -> tuple[int, int]:
+             cfg: RtlConfig | None = None, record: Path | None = None) -> tuple[int, int]:
     """(testbenches run, failed) for the unit in `source` (its module name is its stem);
-    `cfg` is the configuration it was generated from (default: `RtlConfig()`)."""
+    `cfg` is the configuration it was generated from (default: `RtlConfig()`). With `record`,
+    the GEMM bench writes the simulated cycles of every GEMM it ran there (JSON)."""
     if shutil.which("iverilog") is None:
         raise UserInputError("iverilog is not installed; `make test` installs it (Debian's "
                              "iverilog package)")
@@ -79,6 +80,7 @@ def simulate(source: Path, build_dir: Path, vectors: int = 10_000, seed: int = 0
                           testcase=f"{unit}_matches_golden", build_dir=build_dir,
                           test_dir=build_dir, timescale=("1ns", "1ps"),
                           extra_env={"RTL_VECTORS": str(vectors), "RTL_SEED": str(seed),
+                                     "RTL_RECORD": str(record or ""),
                                      "RTL_CONFIG": json.dumps(dataclasses.asdict(
                                          cfg or RtlConfig()))})
     return get_results(results)
