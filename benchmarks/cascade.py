@@ -2,14 +2,15 @@
 
 Inputs are `mfmaccel eval --task humaneval --out FILE` records (they keep every completion and
 whether it passed the hidden tests), one per model, smallest first. Each completion is
-self-tested against its prompt's examples in the sandbox; theta is calibrated on even-numbered
+self-tested against its prompt's examples in the sandbox (plus, with --test-lines L, L assert
+lines the model writes per problem, their cost counted); theta is calibrated on even-numbered
 problems (cheapest theta whose pass@1 there is no lower than the largest model's alone) and
 the cascade is reported on the odd-numbered ones: pass@1, compute cost (FLOPs, 2 x params x
 prompt+completion tokens, against always using the largest model) and who answered. The whole
 cost curve over theta is printed for both halves. Prints JSON.
 
 Usage: python benchmarks/cascade.py --models qwen2.5-coder-0.5b qwen2.5-coder-1.5b
-       --evals results/humaneval-0.5b.json results/humaneval-1.5b.json
+       --evals results/humaneval-0.5b.json results/humaneval-1.5b.json [--test-lines 5]
 """
 
 from __future__ import annotations
@@ -27,11 +28,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", required=True)
     parser.add_argument("--evals", nargs="+", type=Path, required=True)
+    parser.add_argument("--test-lines", type=int, default=0)
     args = parser.parse_args()
     if len(args.models) != len(args.evals):
         raise SystemExit("give one --evals record per model, in the same order")
     problems = load_humaneval()
-    chain = [answers_from_record(load_model(name), problems, json.loads(path.read_text()))
+    chain = [answers_from_record(load_model(name), problems, json.loads(path.read_text()),
+                                 args.test_lines)
              for name, path in zip(args.models, args.evals, strict=True)]
     print(json.dumps(calibrated_cascade(chain).to_dict(), indent=1))
 

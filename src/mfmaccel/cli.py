@@ -350,6 +350,12 @@ def cascade(
                                                       "records, same order (else generated)")
     ] = None,
     limit: Annotated[int | None, typer.Option(help="Generate for a fixed subset")] = None,
+    samples: Annotated[int, typer.Option(help="Candidates per problem when generating")] = 1,
+    temperature: Annotated[
+        float, typer.Option(help="Sampling temperature of the candidates (0: greedy)")] = 0.0,
+    test_lines: Annotated[
+        int, typer.Option(help="Tests each model writes per problem for its self-test, "
+                               "added to the prompt's examples")] = 0,
     out: Annotated[Path, typer.Option(help="JSON output")] = Path("results/cascade.json"),
 ) -> None:
     """A small-to-large code cascade on HumanEval: theta calibrated on half, reported on half."""
@@ -357,9 +363,12 @@ def cascade(
     import json
 
     from mfmaccel.decode.cascade import answers_from_record, calibrated_cascade
-    from mfmaccel.evaluate.run import load_task_data, measure_task
+    from mfmaccel.evaluate.run import TaskOptions, load_task_data, measure_task
     from mfmaccel.models import load_model
 
+    options = TaskOptions(samples=samples, temperature=temperature)
+    if test_lines < 0:
+        raise UserInputError(f"--test-lines must be 0 or more, got {test_lines}")
     if len(models) < 2:
         raise UserInputError("a cascade needs at least two --model options, smallest first")
     if evals and len(evals) != len(models):
@@ -374,9 +383,10 @@ def cascade(
                     raise UserInputError(f"{evals[index]} does not exist; check --eval")
                 record = json.loads(evals[index].read_text())
             else:
-                record = measure_task(loaded, data, progress=bars.task(f"humaneval on {name}"))
+                record = measure_task(loaded, data, options,
+                                      progress=bars.task(f"humaneval on {name}"))
                 record = record.to_dict()
-            chain.append(answers_from_record(loaded, data.items, record))
+            chain.append(answers_from_record(loaded, data.items, record, test_lines))
     report = calibrated_cascade(chain)
     report.save(out)
     point = report.held_out

@@ -18,6 +18,7 @@ from mfmaccel.decode.cascade import (
     split_tasks,
 )
 from mfmaccel.decode.selftest import example_tests, self_test
+from mfmaccel.decode.testgen import WrittenTests, assert_lines, generate_tests
 from mfmaccel.errors import UserInputError
 from mfmaccel.evaluate.sandbox.run import SandboxLimits
 from mfmaccel.models import load_model
@@ -128,3 +129,31 @@ def test_vqa_answers_carry_a_margin_and_replay_in_a_cascade() -> None:
     assert point.time_fraction is not None and point.time_fraction > 0
     never = cascade_point([small, large], NEVER, tasks)
     assert never.pass_rate == sum(large.answers[t].correct for t in tasks) / len(tasks)
+
+
+def test_written_tests_join_the_examples_and_their_cost_counts() -> None:
+    model = load_model("tiny-llama")
+    candidates, passed = {"Toy/0": ["    return 2 * x\n"]}, {"Toy/0": [True]}
+    plain = code_answers(model, [PROBLEM], candidates, passed).answers["Toy/0"]
+    written = {"Toy/0": WrittenTests(["assert double(7) == 14", "assert double(-1) == 3"], 50)}
+    both = code_answers(model, [PROBLEM], candidates, passed, written=written).answers["Toy/0"]
+    assert plain.confidence == 0.75  # 3 of the 4 prompt examples (one of them is wrong)
+    assert both.confidence == 4 / 6  # + one right and one wrong written test
+    assert both.flops == plain.flops + 2.0 * model.params * 50
+
+
+def test_assert_lines_keep_valid_calls_of_the_entry_point() -> None:
+    reply = ("Here you go:\n```python\nassert double(2) == 4\nassert double(2) == 4\n"
+             "assert other(1) == 2\nassert double(3 == 6\nprint(double(1))\n"
+             "    assert double(0) == 0\n```\nassert double(9) == 18\n")
+    assert assert_lines(reply, "double") == ["assert double(2) == 4", "assert double(0) == 0"]
+    assert assert_lines("assert double(1) == 2", "double") == ["assert double(1) == 2"]
+
+
+def test_generated_tests_cover_every_problem_within_the_count() -> None:
+    problems = load_humaneval()[:2]
+    written = generate_tests(load_model("tiny-llama"), problems, count=3, max_new_tokens=8)
+    assert set(written) == {p.task_id for p in problems}
+    assert all(len(t.lines) <= 3 and t.tokens > 8 for t in written.values())
+    with pytest.raises(UserInputError, match="at least 1"):
+        generate_tests(load_model("tiny-llama"), problems, count=0)

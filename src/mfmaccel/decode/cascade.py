@@ -2,10 +2,10 @@
 its answer a confidence, and the answer stands if that reaches theta, else the query moves on
 to the next model. The last model's answer always stands.
 
-- code (the published scheme, model cascading for code): the model's candidate solutions run
-  in the sandbox against test lines for the problem, confidence = the fraction the best
-  candidate passes; the tests are the prompt's own examples (`decode.selftest`), and a problem
-  without any escalates;
+- code (the published scheme, model cascading for code): the model's k candidate solutions
+  run in the sandbox against test lines for the problem, confidence = the fraction the best
+  candidate passes; the tests are the prompt's own examples (`decode.selftest`) plus, if asked,
+  l lines the model writes itself (`decode.testgen`); a problem without any escalates;
 - closed-question VQA: confidence = the margin between the two most likely answers (softmax
   over the candidates' log-likelihoods).
 
@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 from mfmaccel.data.code import CodeProblem
 from mfmaccel.decode.selftest import example_tests, self_test
+from mfmaccel.decode.testgen import WrittenTests, generate_tests
 from mfmaccel.errors import UserInputError
 from mfmaccel.evaluate.codegen import code_prompt_ids
 from mfmaccel.models.record import LoadedModel
@@ -67,31 +68,37 @@ class CascadePoint(Record):
 
 def code_answers(model: LoadedModel, problems: Sequence[CodeProblem],
                  candidates: dict[str, list[str]], hidden_passed: dict[str, list[bool]],
-                 workers: int = 2) -> ModelAnswers:
+                 workers: int = 2, written: dict[str, WrittenTests] | None = None
+                 ) -> ModelAnswers:
     """Self-test each problem's candidates and pick the best; count each answer's FLOPs.
 
     `candidates[task_id]` are the model's completions (e.g. from `mfmaccel eval --task
     humaneval`, whose JSON keeps them) and `hidden_passed` whether each passed the real tests.
+    `written` adds the test lines the model wrote for each problem (`decode.testgen`) to the
+    prompt's examples, and their cost to the answer's.
     """
+    written = written or {}
     missing = [p.task_id for p in problems if p.task_id not in candidates]
     if missing:
         raise UserInputError(f"no completions from {model.name} for {missing[0]}; evaluate "
                              "it on the same problems first")
     with ThreadPoolExecutor(max_workers=workers) as pool:
         answers = dict(zip([p.task_id for p in problems],
-                           pool.map(lambda p: _best_answer(model, p, candidates[p.task_id],
-                                                           hidden_passed[p.task_id]), problems),
+                           pool.map(lambda p: _best_answer(
+                               model, p, candidates[p.task_id], hidden_passed[p.task_id],
+                               written.get(p.task_id, WrittenTests())), problems),
                            strict=True))
     return ModelAnswers(model.name, model.params, answers)
 
 
 def _best_answer(model: LoadedModel, problem: CodeProblem, completions: list[str],
-                 passed: list[bool]) -> Answer:
-    tests = example_tests(problem)
+                 passed: list[bool], written: WrittenTests) -> Answer:
+    tests = list(dict.fromkeys(example_tests(problem) + written.lines))
     results = [self_test(problem, c, tests) for c in completions]
     best = max(range(len(completions)), key=lambda i: results[i].passed)  # first on ties
     prompt_tokens = code_prompt_ids(model, problem).shape[1]
     tokens = prompt_tokens + sum(len(model.tokenizer(c).input_ids) for c in completions)
+    tokens += written.tokens
     confidence = results[best].fraction if tests else None
     return Answer(passed[best], confidence, 2.0 * model.params * tokens,
                   detail=completions[best])
@@ -174,9 +181,10 @@ def _task_order(task_id: str) -> tuple[int, str]:
 
 
 def answers_from_record(model: LoadedModel, problems: Sequence[CodeProblem],
-                        record: dict) -> ModelAnswers:
+                        record: dict, test_lines: int = 0) -> ModelAnswers:
     """`code_answers` for the problems a HumanEval record (`mfmaccel eval --task humaneval`
-    JSON, or `HumanEvalResult.to_dict()`) answered, with its completions and verdicts."""
+    JSON, or `HumanEvalResult.to_dict()`) answered, with its completions and verdicts; with
+    `test_lines`, the model also writes that many tests per problem for its self-test."""
     rows = {row["task_id"]: row for row in record.get("per_problem", [])}
     if not rows or "completions" not in next(iter(rows.values())):
         raise UserInputError("the HumanEval record holds no completions; re-run `mfmaccel eval "
@@ -184,7 +192,8 @@ def answers_from_record(model: LoadedModel, problems: Sequence[CodeProblem],
     chosen = [p for p in problems if p.task_id in rows]
     candidates = {t: row["completions"] for t, row in rows.items()}
     passed = {t: [s == "passed" for s in row["statuses"]] for t, row in rows.items()}
-    return code_answers(model, chosen, candidates, passed)
+    written = generate_tests(model, chosen, test_lines) if test_lines else None
+    return code_answers(model, chosen, candidates, passed, written=written)
 
 
 @dataclass

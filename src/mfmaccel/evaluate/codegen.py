@@ -22,16 +22,22 @@ INSTRUCTION = (
 
 def code_prompt_ids(model: LoadedModel, problem: CodeProblem):
     """Token ids of the prompt: chat-formatted for instruct models, the raw prompt otherwise."""
+    return chat_or_raw_ids(model, INSTRUCTION.format(prompt=problem.prompt), problem.prompt)
+
+
+def chat_or_raw_ids(model: LoadedModel, request: str, raw: str):
+    """(1, T) ids of `request` as a user turn of the model's chat template, or of `raw` text
+    for a model without one."""
     tokenizer = model.tokenizer
     if getattr(tokenizer, "chat_template", None):
-        messages = [{"role": "user", "content": INSTRUCTION.format(prompt=problem.prompt)}]
+        messages = [{"role": "user", "content": request}]
         return tokenizer.apply_chat_template(
             messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
         )["input_ids"]
-    return tokenizer(problem.prompt, return_tensors="pt").input_ids
+    return tokenizer(raw, return_tensors="pt").input_ids
 
 
-def _block_closed(tokenizer) -> Callable[[list[int]], bool]:
+def block_closed(tokenizer) -> Callable[[list[int]], bool]:
     """Stop once a ```python block has opened and closed (checked every 8 tokens)."""
 
     def should_stop(tokens: list[int]) -> bool:
@@ -55,33 +61,47 @@ def batched_completions(
     """`samples` completions per problem (greedy, or drawn as `sampling` says), decoded
     `batch_size` rows at a time.
 
-    Problems are grouped by prompt length to keep padding small. Batched greedy decoding gives
-    the same tokens as batch-1 up to float rounding of the padded matmuls. Sampled rows share one
-    seeded generator per batch, so a run repeats exactly.
+    Batched greedy decoding gives the same tokens as batch-1 up to float rounding of the padded
+    matmuls. Sampled rows share one seeded generator per batch, so a run repeats exactly.
     """
+    prompts = {p.task_id: code_prompt_ids(model, p)[0].tolist() for p in problems}
+    texts = batched_replies(model, prompts, batch_size, max_new_tokens, progress, samples,
+                            sampling)
+    return {p.task_id: [extract_completion(p, text) for text in texts[p.task_id]]
+            for p in problems}
+
+
+def batched_replies(
+    model: LoadedModel,
+    prompts: dict[str, list[int]],
+    batch_size: int = 16,
+    max_new_tokens: int = 512,
+    progress: Callable[[int, int], None] | None = None,
+    samples: int = 1,
+    sampling: Sampling | None = None,
+) -> dict[str, list[str]]:
+    """The decoded replies to many prompts (`samples` each), grouped by prompt length to keep
+    padding small; a row stops at end of turn or once its code block is closed."""
     if samples < 1 or (samples > 1 and (sampling is None or sampling.greedy)):
         raise UserInputError(f"{samples} samples per problem need a temperature above 0 "
                              "(greedy decoding gives one answer); pass --temperature")
-    prompts = {p.task_id: code_prompt_ids(model, p)[0].tolist() for p in problems}
-    rows = [p for p in sorted(problems, key=lambda p: len(prompts[p.task_id]))
-            for _ in range(samples)]
+    rows = [key for key in sorted(prompts, key=lambda k: len(prompts[k])) for _ in range(samples)]
     stop_ids = eos_ids(model.module, model.tokenizer)
     pad = model.tokenizer.pad_token_id
     pad = pad if pad is not None else next(iter(stop_ids), 0)
-    completions: dict[str, list[str]] = {p.task_id: [] for p in problems}
+    replies: dict[str, list[str]] = {key: [] for key in prompts}
     for start in range(0, len(rows), batch_size):
         batch = rows[start : start + batch_size]
         outputs = generate_batch(
-            model.module, [prompts[p.task_id] for p in batch], max_new_tokens, pad,
-            eos_token_ids=stop_ids, row_done=_block_closed(model.tokenizer),
+            model.module, [prompts[key] for key in batch], max_new_tokens, pad,
+            eos_token_ids=stop_ids, row_done=block_closed(model.tokenizer),
             sampling=_batch_sampling(sampling, start),
         )
-        for problem, tokens in zip(batch, outputs, strict=True):
-            text = model.tokenizer.decode(tokens, skip_special_tokens=True)
-            completions[problem.task_id].append(extract_completion(problem, text))
+        for key, tokens in zip(batch, outputs, strict=True):
+            replies[key].append(model.tokenizer.decode(tokens, skip_special_tokens=True))
         if progress:
-            progress(min(start + batch_size, len(rows)) // samples, len(problems))
-    return completions
+            progress(min(start + batch_size, len(rows)) // samples, len(prompts))
+    return replies
 
 
 def _batch_sampling(sampling: Sampling | None, offset: int) -> Sampling | None:
