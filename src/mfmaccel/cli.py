@@ -404,17 +404,26 @@ app.add_typer(hw_app, name="hw")
 @hw_app.command("intexec")
 @user_errors
 def hw_intexec(
-    model: Annotated[str, typer.Option(help="A BERT-family encoder, e.g. minilm-l6")],
-    sentences: Annotated[int, typer.Option(help="Test paragraphs to compare on")] = 128,
-    calibration: Annotated[int, typer.Option(help="Train paragraphs to calibrate on")] = 64,
+    model: Annotated[str, typer.Option(
+        help="A BERT-family encoder (minilm-l6) or a Llama-family decoder (smollm2-135m)")],
+    sentences: Annotated[int, typer.Option(help="Encoder: test paragraphs to compare on")] = 128,
+    calibration: Annotated[int, typer.Option(help="Encoder: train paragraphs to calibrate on")
+                           ] = 64,
+    tokens: Annotated[int, typer.Option(help="Decoder: test tokens to score")] = 2048,
+    calibration_tokens: Annotated[int, typer.Option(help="Decoder: train tokens")] = 2048,
+    context: Annotated[int, typer.Option(help="Decoder: window length")] = 256,
     out: Annotated[Path | None, typer.Option(help="JSON output path")] = None,
 ) -> None:
     """Run MODEL integer-only and report how close it stays to float."""
     quiet_libraries()
-    from mfmaccel.hw.intexec.quality import encoder_agreement
-    from mfmaccel.models import load_model
+    from mfmaccel.hw.intexec.quality import decoder_agreement, encoder_agreement
+    from mfmaccel.models import CAUSAL_LM, load_model
+    from mfmaccel.models.loader import model_kind
 
-    record = encoder_agreement(load_model(model), sentences, calibration)
+    if model_kind(model) == CAUSAL_LM:
+        record = decoder_agreement(load_model(model), tokens, calibration_tokens, context)
+    else:
+        record = encoder_agreement(load_model(model), sentences, calibration)
     out = out or Path("results") / f"{Path(model).name}-intexec.json"
     record.save(out)
     print_record(f"integer-only {model} vs float", record.to_dict())

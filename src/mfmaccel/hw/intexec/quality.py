@@ -1,14 +1,16 @@
-"""How close integer-only execution stays to float, on real text."""
+"""How close integer-only execution stays to float, on real text: sentence embeddings for an
+encoder, perplexity and next-token agreement for a decoder."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 
 from mfmaccel.data.text import load_text_corpus
 from mfmaccel.errors import UserInputError
-from mfmaccel.models.record import ENCODER, LoadedModel
+from mfmaccel.models.record import CAUSAL_LM, ENCODER, LoadedModel
 from mfmaccel.records import Record
 
 
@@ -64,3 +66,45 @@ def encoder_agreement(model: LoadedModel, sentences: int = 128,
     cosine = torch.cat(cosines)
     return EmbeddingAgreement(model.name, len(cosine), calibration, float(cosine.mean()),
                               float(cosine.min()))
+
+
+@dataclass
+class DecoderAgreement(Record):
+    model: str
+    tokens: int  # scored on the corpus's test half
+    calibration_tokens: int  # from its train half
+    context: int
+    float_ppl: float
+    integer_ppl: float
+    ppl_change: float  # integer / float - 1
+    next_token_agreement: float  # share of positions where both predict the same token
+
+
+@torch.inference_mode()
+def decoder_agreement(model: LoadedModel, tokens: int = 2048, calibration: int = 2048,
+                      context: int = 256) -> DecoderAgreement:
+    """Perplexity of the integer-only program against float on the same windows of the
+    corpus's test half, and how often their next-token predictions agree."""
+    from mfmaccel.compress.calibration import calibration_batches
+    from mfmaccel.hw.intexec.llama import convert_llama
+
+    if model.kind != CAUSAL_LM:
+        raise UserInputError(f"{model.name} is not a causal LM; try smollm2-135m")
+    program = convert_llama(model.module,
+                            calibration_batches(model.tokenizer, calibration, context), context)
+    ids = model.tokenizer(load_text_corpus("test"), return_tensors="pt",
+                          add_special_tokens=False).input_ids[0][: tokens + 1]
+    nll = {"float": 0.0, "integer": 0.0}
+    agree, scored = 0, 0
+    for start in range(0, len(ids) - 1, context):
+        window = ids[start:start + context + 1]
+        inputs, targets = window[:-1][None], window[1:]
+        logits = {"float": model.module(input_ids=inputs).logits[0].double(),
+                  "integer": program(inputs)[0].double() * program.logit_scale}
+        for name, value in logits.items():
+            nll[name] += float(torch.nn.functional.cross_entropy(value, targets, reduction="sum"))
+        agree += int((logits["float"].argmax(-1) == logits["integer"].argmax(-1)).sum())
+        scored += len(targets)
+    float_ppl, integer_ppl = (math.exp(nll[k] / scored) for k in ("float", "integer"))
+    return DecoderAgreement(model.name, scored, calibration, context, float_ppl, integer_ppl,
+                            integer_ppl / float_ppl - 1, agree / scored)

@@ -1,0 +1,264 @@
+"""A Llama-family decoder (e.g. `smollm2-135m`) as an integer-only W8A8 program.
+
+Per block, every tensor an integer at a static scale calibrated on real text: RMSNorm (integer,
+`intops.IRMSNorm`) to int8, outlier channels smoothed SmoothQuant-style into the GEMMs after it;
+q, k, v int8 projections; rotary embedding in integers on q and k (their int8 scale leaves room
+for the rotation's sqrt 2); scores q k^T in int32 with 1/sqrt(d) folded into the softmax's input
+scale, causal mask, integer softmax, context int8; o_proj into the residual stream, which is
+int24 (Llama residuals carry channels hundreds of times larger than the rest: 16 bits would
+leave the ordinary channels a few steps); the MLP as int8 gate and up, SiLU from i-exp,
+gate x up requantized to int8, down_proj into the residual. The head is an int8 GEMM whose
+int16 logits are the program's output. Only the embedding lookup (an int24 table) and the
+final multiplication of the logits by their scale happen outside the integer datapath.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from mfmaccel.compress.calibration import RangeRecorder, record_ranges
+from mfmaccel.errors import UserInputError
+from mfmaccel.hw.intexec.bert import smoothing
+from mfmaccel.hw.intexec.linear import IntLinear
+from mfmaccel.hw.intops import (
+    INT8,
+    INT32,
+    Dyadic,
+    IExp,
+    IntRange,
+    IRMSNorm,
+    IRotary,
+    ISigmoid,
+    check_range,
+    dyadic,
+    exact_matmul,
+    i_silu,
+    i_softmax,
+    requantize,
+    residual_add,
+    rounding_shift,
+)
+from mfmaccel.hw.intops.activations import EXP_FINEST_SCALE
+from mfmaccel.hw.intops.norms import NORM_INPUT
+
+INT16 = IntRange(16)
+RESIDUAL = NORM_INPUT  # int24: what the integer RMSNorm takes
+MASKED = -(1 << 30)
+SOFTMAX_BITS = 8
+SIGMOID_BITS = 15
+
+
+@dataclass(frozen=True)
+class IntLlamaAttention:
+    query: IntLinear
+    key: IntLinear
+    value: IntLinear
+    output: IntLinear  # -> the residual stream
+    rotary: IRotary
+    heads: int
+    kv_heads: int
+    exp: IExp
+    coarsen: Dyadic | None  # scores -> the exp's input scale, when theirs is too fine
+    context: Dyadic  # probabilities x v -> int8 context
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        batch, length, _ = x.shape
+        positions = torch.arange(length)
+
+        def split(t: torch.Tensor, heads: int) -> torch.Tensor:
+            return t.view(batch, length, heads, -1).transpose(1, 2)
+
+        q = INT8.clamp(self.rotary(split(self.query(x), self.heads), positions))
+        k = INT8.clamp(self.rotary(split(self.key(x), self.kv_heads), positions))
+        v = split(self.value(x), self.kv_heads)
+        groups = self.heads // self.kv_heads
+        k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+        scores = check_range(exact_matmul(q, k.transpose(-1, -2)), INT32, "attention scores")
+        if self.coarsen is not None:
+            scores = rounding_shift(scores * self.coarsen.m, self.coarsen.shift)
+        future = torch.ones(length, length, dtype=torch.bool).triu(1)
+        probs = i_softmax(scores.masked_fill(future, MASKED), self.exp, SOFTMAX_BITS)
+        context = check_range(exact_matmul(probs, v), INT32, "attention context")
+        context = requantize(context.transpose(1, 2).reshape(batch, length, -1), self.context)
+        return self.output(context)
+
+
+@dataclass(frozen=True)
+class IntLlamaMlp:
+    gate: IntLinear
+    up: IntLinear
+    down: IntLinear  # -> the residual stream
+    sigmoid: ISigmoid
+    product: Dyadic  # silu(gate) x up -> int8
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        activated = i_silu(self.gate(x), self.sigmoid) * self.up(x)
+        return self.down(requantize(activated, self.product))
+
+
+@dataclass(frozen=True)
+class IntLlamaBlock:
+    attention_norm: IRMSNorm
+    attention: IntLlamaAttention
+    mlp_norm: IRMSNorm
+    mlp: IntLlamaMlp
+    scales: dict[str, float]  # residual stream: in, after attention (mid), out
+
+    def __call__(self, h: torch.Tensor) -> torch.Tensor:
+        s = self.scales
+        mid = residual_add(self.attention(self.attention_norm(h)), s["mid"], h, s["in"],
+                           s["mid"], RESIDUAL)
+        return residual_add(self.mlp(self.mlp_norm(mid)), s["out"], mid, s["mid"], s["out"],
+                            RESIDUAL)
+
+
+@dataclass(frozen=True)
+class IntLlama:
+    table: torch.Tensor  # token embeddings, int24 at `table_scale`
+    table_scale: float
+    blocks: list[IntLlamaBlock]
+    final_norm: IRMSNorm
+    head: IntLinear  # -> int16 logits
+    logit_scale: float
+
+    def __call__(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Logits as int16 integers (multiply by `logit_scale` for real values)."""
+        longest = self.blocks[0].attention.rotary.cos.shape[0]
+        if input_ids.shape[-1] > longest:
+            raise UserInputError(f"{input_ids.shape[-1]} tokens exceed the {longest} the "
+                                 "program was built for; convert with a larger max_length")
+        h = self.table[input_ids]
+        for block in self.blocks:
+            h = block(h)
+        return self.head(self.final_norm(h))
+
+
+def _taps(module: nn.Module) -> dict[str, tuple[nn.Module, str]]:
+    model = module.model
+    taps = {"final": (model.norm, "output"), "logits": (module.lm_head, "output")}
+    for i, layer in enumerate(model.layers):
+        attention, mlp = layer.self_attn, layer.mlp
+        taps.update({
+            f"{i}.attn_in": (layer.input_layernorm, "output"),
+            f"{i}.q": (attention.q_proj, "output"), f"{i}.k": (attention.k_proj, "output"),
+            f"{i}.v": (attention.v_proj, "output"), f"{i}.ctx": (attention.o_proj, "input"),
+            f"{i}.mid": (layer.post_attention_layernorm, "input"),
+            f"{i}.mlp_in": (layer.post_attention_layernorm, "output"),
+            f"{i}.gate": (mlp.gate_proj, "output"), f"{i}.up": (mlp.up_proj, "output"),
+            f"{i}.act": (mlp.down_proj, "input"), f"{i}.out": (layer, "output"),
+        })
+    return taps
+
+
+def _residual_scale(ranges: RangeRecorder, name: str) -> float:
+    return ranges.scale(name, RESIDUAL.high)
+
+
+def _norm(norm: nn.Module, ranges: RangeRecorder, name: str, scale_in: float,
+          consumers: Sequence[nn.Linear]) -> tuple[IRMSNorm, torch.Tensor, float]:
+    """Integer RMSNorm to int8 for `consumers`, smoothed: (unit, factors, output scale)."""
+    channels = ranges.channels[name]
+    factors = smoothing(channels, [c.weight for c in consumers])
+    scale_out = float((channels / factors).max()) / INT8.high
+    weight = norm.weight.detach().double() / factors
+    return IRMSNorm.build(weight, scale_in, scale_out, norm.variance_epsilon), factors, scale_out
+
+
+def _attention(attention: nn.Module, ranges: RangeRecorder, i: int, scale_in: float,
+               factors: torch.Tensor, rotary: IRotary, config, scale_out: float
+               ) -> IntLlamaAttention:
+    def s8(name: str) -> float:
+        return ranges.scale(f"{i}.{name}")
+
+    # after the rotation a pair's element can reach sqrt(2) x the largest input element
+    s_q, s_k = s8("q") * math.sqrt(2), s8("k") * math.sqrt(2)
+    head_dim = attention.head_dim
+    score_scale = s_q * s_k / math.sqrt(head_dim)
+    exp_scale = max(score_scale, EXP_FINEST_SCALE)
+    return IntLlamaAttention(
+        IntLinear.build(attention.q_proj, scale_in, s_q, smoothing=factors),
+        IntLinear.build(attention.k_proj, scale_in, s_k, smoothing=factors),
+        IntLinear.build(attention.v_proj, scale_in, s8("v"), smoothing=factors),
+        IntLinear.build(attention.o_proj, s8("ctx"), scale_out, RESIDUAL),
+        rotary, config.num_attention_heads, config.num_key_value_heads,
+        IExp.build(exp_scale),
+        dyadic(score_scale / exp_scale) if exp_scale > score_scale else None,
+        dyadic(s8("v") / 2**SOFTMAX_BITS / s8("ctx")))
+
+
+def _mlp(mlp: nn.Module, ranges: RangeRecorder, i: int, scale_in: float,
+         factors: torch.Tensor, scale_out: float) -> IntLlamaMlp:
+    def s8(name: str) -> float:
+        return ranges.scale(f"{i}.{name}")
+
+    sigmoid = ISigmoid.build(s8("gate"), SIGMOID_BITS)
+    silu_scale = s8("gate") / 2**SIGMOID_BITS
+    return IntLlamaMlp(
+        IntLinear.build(mlp.gate_proj, scale_in, s8("gate"), smoothing=factors),
+        IntLinear.build(mlp.up_proj, scale_in, s8("up"), smoothing=factors),
+        IntLinear.build(mlp.down_proj, s8("act"), scale_out, RESIDUAL),
+        sigmoid, dyadic(silu_scale * s8("up") / s8("act")))
+
+
+def check_llama(module: nn.Module) -> None:
+    """Refuse what has no integer unit here, naming it."""
+    config = getattr(module, "config", None)
+    if getattr(config, "model_type", None) not in ("llama", "qwen2", "mistral"):
+        raise UserInputError(f"{type(module).__name__} is not a Llama-family decoder; integer "
+                             "execution covers Llama-style models (e.g. smollm2-135m)")
+    if getattr(config, "hidden_act", "silu") != "silu":
+        raise UserInputError(f"activation {config.hidden_act!r} has no integer unit; "
+                             "the SiLU unit covers silu")
+    rope = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
+    if rope.get("rope_type", "default") != "default":
+        raise UserInputError(f"rotary scaling {rope.get('rope_type')!r} has no integer unit; "
+                             "only plain rotary embeddings are covered")
+
+
+def _rotary(module: nn.Module, length: int) -> IRotary:
+    head_dim = module.config.hidden_size // module.config.num_attention_heads
+    head_dim = getattr(module.config, "head_dim", None) or head_dim
+    probe = torch.zeros(1, length, head_dim)
+    cos, sin = module.model.rotary_emb(probe, torch.arange(length)[None])
+    return IRotary.build(cos[0], sin[0])
+
+
+def convert_llama(module: nn.Module, windows: Sequence[torch.Tensor],
+                  max_length: int = 1024) -> IntLlama:
+    """Calibrate on `windows` ((1, T) token ids of real text) and build the integer program
+    for sequences of up to `max_length` tokens."""
+    check_llama(module)
+    module.eval()
+    ranges = record_ranges(module, _taps(module), lambda: (module(input_ids=w) for w in windows))
+    table = module.model.embed_tokens.weight.detach().double()
+    table_scale = float(table.abs().max()) / RESIDUAL.high
+    rotary = _rotary(module, max_length)
+    blocks, scale_in = [], table_scale
+    for i, layer in enumerate(module.model.layers):
+        attention, mlp = layer.self_attn, layer.mlp
+        norm1, factors1, s_attn = _norm(layer.input_layernorm, ranges, f"{i}.attn_in", scale_in,
+                                        [attention.q_proj, attention.k_proj, attention.v_proj])
+        s_mid, s_out = _residual_scale(ranges, f"{i}.mid"), _residual_scale(ranges, f"{i}.out")
+        norm2, factors2, s_mlp = _norm(layer.post_attention_layernorm, ranges, f"{i}.mlp_in",
+                                       s_mid, [mlp.gate_proj, mlp.up_proj])
+        blocks.append(IntLlamaBlock(
+            norm1, _attention(attention, ranges, i, s_attn, factors1, rotary, module.config,
+                              s_mid),
+            norm2, _mlp(mlp, ranges, i, s_mlp, factors2, s_out),
+            {"in": scale_in, "mid": s_mid, "out": s_out}))
+        scale_in = s_out
+    final_scale = ranges.scale("final")
+    final = IRMSNorm.build(module.model.norm.weight.detach().double(), scale_in, final_scale,
+                           module.model.norm.variance_epsilon)
+    logit_scale = ranges.scale("logits", INT16.high)
+    head = IntLinear.build(module.lm_head, final_scale, logit_scale, INT16)
+    return IntLlama(torch.round(table / table_scale).long(), table_scale, blocks, final, head,
+                    logit_scale)
+
+
+__all__ = ["IntLlama", "check_llama", "convert_llama"]
