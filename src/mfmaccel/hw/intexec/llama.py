@@ -51,6 +51,7 @@ RESIDUAL = NORM_INPUT  # int24: what the integer RMSNorm takes
 MASKED = -(1 << 30)
 SOFTMAX_BITS = 8
 SIGMOID_BITS = 15
+SMOOTHING_ALPHA = 0.5
 
 
 @dataclass(frozen=True)
@@ -160,10 +161,10 @@ def _residual_scale(ranges: RangeRecorder, name: str) -> float:
 
 
 def _norm(norm: nn.Module, ranges: RangeRecorder, name: str, scale_in: float,
-          consumers: Sequence[nn.Linear]) -> tuple[IRMSNorm, torch.Tensor, float]:
+          consumers: Sequence[nn.Linear], alpha: float) -> tuple[IRMSNorm, torch.Tensor, float]:
     """Integer RMSNorm to int8 for `consumers`, smoothed: (unit, factors, output scale)."""
     channels = ranges.channels[name]
-    factors = smoothing(channels, [c.weight for c in consumers])
+    factors = smoothing(channels, [c.weight for c in consumers], alpha)
     scale_out = float((channels / factors).max()) / INT8.high
     weight = norm.weight.detach().double() / factors
     return IRMSNorm.build(weight, scale_in, scale_out, norm.variance_epsilon), factors, scale_out
@@ -192,17 +193,35 @@ def _attention(attention: nn.Module, ranges: RangeRecorder, i: int, scale_in: fl
 
 
 def _mlp(mlp: nn.Module, ranges: RangeRecorder, i: int, scale_in: float,
-         factors: torch.Tensor, scale_out: float) -> IntLlamaMlp:
+         factors: torch.Tensor, scale_out: float, alpha: float) -> IntLlamaMlp:
+    """gate and up from the smoothed norm; down_proj's input (silu(gate) x up, where Llama's
+    largest outliers live) smoothed too: up's output rows divided by the factors, down's
+    columns multiplied by them."""
     def s8(name: str) -> float:
         return ranges.scale(f"{i}.{name}")
 
+    act = smoothing(ranges.channels[f"{i}.act"], [mlp.down_proj.weight], alpha)
+    up = _rows_divided(mlp.up_proj, act)
+    s_up = float((ranges.channels[f"{i}.up"] / act).max()) / INT8.high
+    s_act = float((ranges.channels[f"{i}.act"] / act).max()) / INT8.high
     sigmoid = ISigmoid.build(s8("gate"), SIGMOID_BITS)
     silu_scale = s8("gate") / 2**SIGMOID_BITS
     return IntLlamaMlp(
         IntLinear.build(mlp.gate_proj, scale_in, s8("gate"), smoothing=factors),
-        IntLinear.build(mlp.up_proj, scale_in, s8("up"), smoothing=factors),
-        IntLinear.build(mlp.down_proj, s8("act"), scale_out, RESIDUAL),
-        sigmoid, dyadic(silu_scale * s8("up") / s8("act")))
+        IntLinear.build(up, scale_in, s_up, smoothing=factors),
+        IntLinear.build(mlp.down_proj, s_act, scale_out, RESIDUAL, smoothing=act),
+        sigmoid, dyadic(silu_scale * s_up / s_act))
+
+
+def _rows_divided(linear: nn.Linear, divisors: torch.Tensor) -> nn.Linear:
+    """A copy of `linear` whose outputs are divided channel by channel."""
+    copy = nn.Linear(linear.in_features, linear.out_features, linear.bias is not None,
+                     dtype=torch.float64)
+    with torch.no_grad():
+        copy.weight.copy_(linear.weight.double() / divisors[:, None])
+        if linear.bias is not None:
+            copy.bias.copy_(linear.bias.double() / divisors)
+    return copy
 
 
 def check_llama(module: nn.Module) -> None:
@@ -229,9 +248,9 @@ def _rotary(module: nn.Module, length: int) -> IRotary:
 
 
 def convert_llama(module: nn.Module, windows: Sequence[torch.Tensor],
-                  max_length: int = 1024) -> IntLlama:
+                  max_length: int = 1024, alpha: float = SMOOTHING_ALPHA) -> IntLlama:
     """Calibrate on `windows` ((1, T) token ids of real text) and build the integer program
-    for sequences of up to `max_length` tokens."""
+    for sequences of up to `max_length` tokens; `alpha` is SmoothQuant's migration strength."""
     check_llama(module)
     module.eval()
     ranges = record_ranges(module, _taps(module), lambda: (module(input_ids=w) for w in windows))
@@ -242,14 +261,15 @@ def convert_llama(module: nn.Module, windows: Sequence[torch.Tensor],
     for i, layer in enumerate(module.model.layers):
         attention, mlp = layer.self_attn, layer.mlp
         norm1, factors1, s_attn = _norm(layer.input_layernorm, ranges, f"{i}.attn_in", scale_in,
-                                        [attention.q_proj, attention.k_proj, attention.v_proj])
+                                        [attention.q_proj, attention.k_proj, attention.v_proj],
+                                        alpha)
         s_mid, s_out = _residual_scale(ranges, f"{i}.mid"), _residual_scale(ranges, f"{i}.out")
         norm2, factors2, s_mlp = _norm(layer.post_attention_layernorm, ranges, f"{i}.mlp_in",
-                                       s_mid, [mlp.gate_proj, mlp.up_proj])
+                                       s_mid, [mlp.gate_proj, mlp.up_proj], alpha)
         blocks.append(IntLlamaBlock(
             norm1, _attention(attention, ranges, i, s_attn, factors1, rotary, module.config,
                               s_mid),
-            norm2, _mlp(mlp, ranges, i, s_mlp, factors2, s_out),
+            norm2, _mlp(mlp, ranges, i, s_mlp, factors2, s_out, alpha),
             {"in": scale_in, "mid": s_mid, "out": s_out}))
         scale_in = s_out
     final_scale = ranges.scale("final")
