@@ -14,17 +14,35 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
+import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from mfmaccel.hw.rtl.config import RtlConfig
 from mfmaccel.hw.rtl.verify import simulate, synthesis_cells, write_rtl
 
 
+@contextmanager
+def simulator_log_to_stderr():
+    """The simulator writes its log to our stdout; keep stdout for the JSON."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def gemm_latencies(source: Path, cfg: RtlConfig, vectors: int, work: Path) -> list[dict]:
     record = work / "gemm_cycles.json"
-    runs, failed = simulate(source, work / "build", vectors=vectors, cfg=cfg, record=record)
+    with simulator_log_to_stderr():
+        runs, failed = simulate(source, work / "build", vectors=vectors, cfg=cfg, record=record)
     if failed:
         raise SystemExit("the GEMM engine failed its bench; run tests/hw/rtl to see why")
     rows = json.loads(record.read_text())
