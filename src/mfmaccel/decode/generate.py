@@ -7,6 +7,7 @@ from mfmaccel.decode.engine import eos_ids
 from mfmaccel.decode.sampling import Sampling
 from mfmaccel.decode.speculative import SpeculativeOutput, speculative_generate
 from mfmaccel.errors import UserInputError
+from mfmaccel.evaluate.codegen import chat_or_raw_ids
 from mfmaccel.evaluate.ppl import require_causal_lm
 from mfmaccel.models.record import LoadedModel
 
@@ -15,14 +16,11 @@ def prompt_ids(model: LoadedModel, prompt: str, chat: bool) -> list[int]:
     """The prompt's token ids, wrapped in the model's chat template when `chat`."""
     if not prompt:
         raise UserInputError("the prompt is empty; give some text with --prompt")
-    tokenizer = model.tokenizer
+    if chat and not getattr(model.tokenizer, "chat_template", None):
+        raise UserInputError(f"{model.name} has no chat template; drop --chat")
     if chat:
-        if not getattr(tokenizer, "chat_template", None):
-            raise UserInputError(f"{model.name} has no chat template; drop --chat")
-        messages = [{"role": "user", "content": prompt}]
-        return tokenizer.apply_chat_template(messages, add_generation_prompt=True,
-                                             return_dict=True)["input_ids"]
-    return tokenizer(prompt).input_ids
+        return chat_or_raw_ids(model, prompt, prompt)[0].tolist()
+    return model.tokenizer(prompt).input_ids
 
 
 def generate_text(model: LoadedModel, prompt: str, max_new_tokens: int,
