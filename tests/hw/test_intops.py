@@ -26,6 +26,7 @@ from mfmaccel.hw.intops import (
     residual_add,
     rounding_shift,
 )
+from mfmaccel.hw.intops.activations import PROBABILITY_BITS
 from mfmaccel.hw.intops.rotary import rotate_half
 
 
@@ -77,12 +78,14 @@ def test_i_exp_and_softmax_track_float() -> None:
     x = torch.randn(64, 128) * 3
     for scale in (1 / 128, 1 / 1024):
         q = torch.round(x / scale).long()
-        probs = i_softmax(q, IExp.build(scale)).double() / 256
+        probs = i_softmax(q, IExp.build(scale), 8).double() / 256
         assert (probs - torch.softmax(q.double() * scale, -1)).abs().max() < 2 / 256
-    equal = i_softmax(torch.zeros(3, 8, dtype=torch.long), IExp.build(1 / 64))
+    equal = i_softmax(torch.zeros(3, 8, dtype=torch.long), IExp.build(1 / 64), 8)
     assert (equal == 32).all()  # 256 / 8: the 2^k numerator keeps the information
-    peaked = i_softmax(torch.tensor([[0, -100000]]), IExp.build(1 / 64))
+    peaked = i_softmax(torch.tensor([[0, -100000]]), IExp.build(1 / 64), 8)
     assert peaked.tolist() == [[255, 0]]  # saturates at the unsigned maximum
+    fine = i_softmax(q, IExp.build(1 / 1024)).double() / 2**PROBABILITY_BITS  # the default
+    assert (fine - torch.softmax(q.double() / 1024, -1)).abs().max() < 2 / 256
 
 
 def test_i_exp_refuses_scales_the_datapath_cannot_take() -> None:

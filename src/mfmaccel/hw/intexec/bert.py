@@ -41,11 +41,10 @@ from mfmaccel.hw.intops import (
     residual_add,
     rounding_shift,
 )
-from mfmaccel.hw.intops.activations import EXP_FINEST_SCALE
+from mfmaccel.hw.intops.activations import EXP_FINEST_SCALE, PROBABILITY_BITS
 
 INT16 = IntRange(16)
 MASKED = -(1 << 30)  # a score far below any real one: i-exp turns it into exactly 0
-SOFTMAX_BITS = 8
 SMOOTHING_ALPHA = 0.5
 
 
@@ -70,7 +69,7 @@ class IntAttention:
         if self.coarsen is not None:
             scores = rounding_shift(scores * self.coarsen.m, self.coarsen.shift)
         scores = scores.masked_fill(~mask[:, None, None, :].bool(), MASKED)
-        probs = i_softmax(scores, self.exp, SOFTMAX_BITS)
+        probs = i_softmax(scores, self.exp, PROBABILITY_BITS)
         context = check_range(exact_matmul(probs, v), INT32, "attention context")
         context = context.transpose(1, 2).reshape(batch, length, -1)
         return requantize(context, self.context)
@@ -203,7 +202,7 @@ def _layer(layer: nn.Module, next_layer: nn.Module | None, ranges: RangeRecorder
             IntLinear.build(query, scale_in, s8("q"), smoothing=factors_in),
             IntLinear.build(key, scale_in, s8("k"), smoothing=factors_in),
             IntLinear.build(value, scale_in, s8("v"), smoothing=factors_in), heads,
-            IExp.build(exp_scale), dyadic(s8("v") / 2**SOFTMAX_BITS / s8("ctx")), coarsen),
+            IExp.build(exp_scale), dyadic(s8("v") / 2**PROBABILITY_BITS / s8("ctx")), coarsen),
         attention_out=IntLinear.build(layer.attention.output.dense, s8("ctx"), s16("res1"),
                                       INT16),
         scales={"in16": norm_in.scale_residual, "res1": s16("res1"),

@@ -43,13 +43,12 @@ from mfmaccel.hw.intops import (
     residual_add,
     rounding_shift,
 )
-from mfmaccel.hw.intops.activations import EXP_FINEST_SCALE
+from mfmaccel.hw.intops.activations import EXP_FINEST_SCALE, PROBABILITY_BITS
 from mfmaccel.hw.intops.norms import NORM_INPUT
 
 INT16 = IntRange(16)
 RESIDUAL = NORM_INPUT  # int24: what the integer RMSNorm takes
 MASKED = -(1 << 30)
-SOFTMAX_BITS = 8
 SIGMOID_BITS = 15
 SMOOTHING_ALPHA = 0.5
 
@@ -83,7 +82,7 @@ class IntLlamaAttention:
         if self.coarsen is not None:
             scores = rounding_shift(scores * self.coarsen.m, self.coarsen.shift)
         future = torch.ones(length, length, dtype=torch.bool).triu(1)
-        probs = i_softmax(scores.masked_fill(future, MASKED), self.exp, SOFTMAX_BITS)
+        probs = i_softmax(scores.masked_fill(future, MASKED), self.exp, PROBABILITY_BITS)
         context = check_range(exact_matmul(probs, v), INT32, "attention context")
         context = requantize(context.transpose(1, 2).reshape(batch, length, -1), self.context)
         return self.output(context)
@@ -189,7 +188,7 @@ def _attention(attention: nn.Module, ranges: RangeRecorder, i: int, scale_in: fl
         rotary, config.num_attention_heads, config.num_key_value_heads,
         IExp.build(exp_scale),
         dyadic(score_scale / exp_scale) if exp_scale > score_scale else None,
-        dyadic(s8("v") / 2**SOFTMAX_BITS / s8("ctx")))
+        dyadic(s8("v") / 2**PROBABILITY_BITS / s8("ctx")))
 
 
 def _mlp(mlp: nn.Module, ranges: RangeRecorder, i: int, scale_in: float,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mfmaccel.errors import UserInputError
+from mfmaccel.hw.intops.activations import PROBABILITY_BITS
 
 
 @dataclass(frozen=True)
@@ -19,6 +20,7 @@ class RtlConfig:
     exp_input_scale: float = 1 / 1024  # scale of the softmax's int32 input (i-exp constants)
     gelu_input_scale: float = 8 / 127  # scale of i-GELU's int8 input (its constants)
     softmax_len: int = 8  # scores per softmax row (lanes of the softmax unit)
+    softmax_bits: int = PROBABILITY_BITS  # unsigned probabilities out of the softmax unit
     norm_len: int = 8  # values per LayerNorm row (lanes of the layernorm unit)
     max_m: int = 16  # GEMM engine buffers: A holds max_m x max_k, B max_k x max_n
     max_n: int = 16
@@ -26,7 +28,8 @@ class RtlConfig:
 
     def __post_init__(self) -> None:
         for name in ("rows", "cols", "in_bits", "acc_bits", "out_bits", "multiplier_bits",
-                     "shift_bits", "max_m", "max_n", "max_k", "softmax_len", "norm_len"):
+                     "shift_bits", "max_m", "max_n", "max_k", "softmax_len", "softmax_bits",
+                     "norm_len"):
             if getattr(self, name) < 1:
                 raise UserInputError(f"RTL parameter {name} must be a positive integer, got "
                                      f"{getattr(self, name)}")

@@ -51,9 +51,9 @@ endmodule
 
 def softmax_verilog(cfg: RtlConfig) -> str:
     """The integer softmax over one row of `softmax_len` int32 scores: the row maximum, i-exp
-    of each score minus it (the `iexp` unit), the row sum, and floor(e * 2^out_bits / sum)
-    saturated to out_bits unsigned, as `intops.i_softmax`."""
-    lanes, in_w, out_w = cfg.softmax_len, cfg.acc_bits, cfg.out_bits
+    of each score minus it (the `iexp` unit), the row sum, and floor(e * 2^softmax_bits / sum)
+    saturated to softmax_bits unsigned, as `intops.i_softmax`."""
+    lanes, in_w, out_w = cfg.softmax_len, cfg.acc_bits, cfg.softmax_bits
     sum_w = 32 + max(1, (lanes - 1).bit_length())
     return f"""// softmax: p_i = floor(iexp(q_i - max) * 2^{out_w} / sum), {lanes} scores per cycle,
 // as hw.intops.i_softmax at input scale {cfg.exp_input_scale!r}

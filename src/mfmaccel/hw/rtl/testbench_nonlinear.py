@@ -80,8 +80,8 @@ async def softmax_matches_golden(dut) -> None:
     for row in _softmax_rows(cfg, random.Random(SEED)):
         dut.q.value = pack(row, cfg.acc_bits)
         await Timer(1, unit="ns")
-        want = i_softmax(torch.tensor([row]), exp, cfg.out_bits)[0].tolist()
-        got = unpack_unsigned(dut.p.value.to_unsigned(), cfg.softmax_len, cfg.out_bits)
+        want = i_softmax(torch.tensor([row]), exp, cfg.softmax_bits)[0].tolist()
+        got = unpack_unsigned(dut.p.value.to_unsigned(), cfg.softmax_len, cfg.softmax_bits)
         assert got == want, f"row {row}: rtl {got}, golden {want}"
 
 
