@@ -54,5 +54,5 @@ def test_several_samples_need_a_temperature(tiny_llama) -> None:
     problems = humaneval_subset(load_humaneval(), 1)
     with pytest.raises(UserInputError, match="temperature above 0"):
         batched_completions(tiny_llama, problems, samples=2)
-    with pytest.raises(UserInputError, match="--temperature above 0"):
+    with pytest.raises(UserInputError, match="temperature above 0"):
         TaskOptions(samples=4)

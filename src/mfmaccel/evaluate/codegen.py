@@ -82,9 +82,7 @@ def batched_replies(
 ) -> dict[str, list[str]]:
     """The decoded replies to many prompts (`samples` each), grouped by prompt length to keep
     padding small; a row stops at end of turn or once its code block is closed."""
-    if samples < 1 or (samples > 1 and (sampling is None or sampling.greedy)):
-        raise UserInputError(f"{samples} samples per problem need a temperature above 0 "
-                             "(greedy decoding gives one answer); pass --temperature")
+    check_samples(samples, sampling)
     rows = [key for key in sorted(prompts, key=lambda k: len(prompts[k])) for _ in range(samples)]
     stop_ids = eos_ids(model.module, model.tokenizer)
     pad = model.tokenizer.pad_token_id
@@ -102,6 +100,13 @@ def batched_replies(
         if progress:
             progress(min(start + batch_size, len(rows)) // samples, len(prompts))
     return replies
+
+
+def check_samples(samples: int, sampling: Sampling | None) -> None:
+    """More than one answer per prompt needs sampling: greedy decoding gives one."""
+    if samples < 1 or (samples > 1 and (sampling is None or sampling.greedy)):
+        raise UserInputError(f"{samples} samples per problem need a temperature above 0 "
+                             "(greedy decoding gives one answer); pass --temperature")
 
 
 def _batch_sampling(sampling: Sampling | None, offset: int) -> Sampling | None:

@@ -45,12 +45,11 @@ class TaskOptions:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        """Refuse impossible sampling before any model loads."""
         from mfmaccel.decode.sampling import Sampling
+        from mfmaccel.evaluate.codegen import check_samples
 
-        Sampling(self.temperature, top_p=self.top_p)  # refuses impossible values
-        if self.samples < 1 or (self.samples > 1 and self.temperature == 0):
-            raise UserInputError(f"--samples {self.samples} needs --temperature above 0 "
-                                 "(greedy decoding gives one answer per problem)")
+        check_samples(self.samples, Sampling(self.temperature, top_p=self.top_p))
 
 
 def check_model_fits(model_spec: str, task: str) -> None:

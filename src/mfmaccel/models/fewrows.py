@@ -15,10 +15,15 @@ from torch.nn import functional
 FEW_ROWS = 32  # up to here the weight-stationary product wins on every shape measured
 
 
+def row_count(x: torch.Tensor) -> int:
+    """How many rows (vectors of the last dimension) `x` holds."""
+    return x.numel() // x.shape[-1] if x.shape[-1] else 0
+
+
 def few_rows_linear(x: torch.Tensor, weight: torch.Tensor,
                     bias: torch.Tensor | None = None) -> torch.Tensor:
     """`F.linear(x, weight, bias)`, computed as `(weight @ x^T)^T` when x has 2..FEW_ROWS rows."""
-    rows = x.numel() // x.shape[-1] if x.shape[-1] else 0
+    rows = row_count(x)
     if not 1 < rows <= FEW_ROWS:
         return functional.linear(x, weight, bias)
     flat = torch.mm(weight, x.reshape(rows, x.shape[-1]).t()).t()

@@ -24,7 +24,7 @@ from mfmaccel.compress.quant.grid import QuantizedTensor, QuantSpec, dequantize
 from mfmaccel.compress.quant.kernels import KERNELS, int8_kernel
 from mfmaccel.compress.quant.pack import pack_bits, unpack_bits
 from mfmaccel.errors import UserInputError
-from mfmaccel.models.fewrows import FEW_ROWS, few_rows_linear
+from mfmaccel.models.fewrows import FEW_ROWS, few_rows_linear, row_count
 
 
 class QuantLinear(nn.Module):
@@ -126,7 +126,7 @@ class QuantLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.activations is not None:
             return self._w8a8(x)
-        rows = x.numel() // x.shape[-1] if x.shape[-1] else 0
+        rows = row_count(x)
         if self.uses_int8_kernel and x.dtype == torch.float32 and 0 < rows <= FEW_ROWS:
             weight, scale = self._int8()
             bias = None if self.bias is None else self.bias.float()

@@ -24,7 +24,7 @@ from torch import nn
 
 from mfmaccel.compress.calibration import RangeRecorder, record_ranges
 from mfmaccel.errors import UserInputError
-from mfmaccel.hw.intexec.linear import IntLinear
+from mfmaccel.hw.intexec.linear import INT16, MASKED, IntLinear, smoothing
 from mfmaccel.hw.intops import (
     INT8,
     INT32,
@@ -32,7 +32,6 @@ from mfmaccel.hw.intops import (
     IExp,
     IGelu,
     ILayerNorm,
-    IntRange,
     check_range,
     dyadic,
     exact_matmul,
@@ -42,10 +41,6 @@ from mfmaccel.hw.intops import (
     rounding_shift,
 )
 from mfmaccel.hw.intops.activations import EXP_FINEST_SCALE, PROBABILITY_BITS
-
-INT16 = IntRange(16)
-MASKED = -(1 << 30)  # a score far below any real one: i-exp turns it into exactly 0
-SMOOTHING_ALPHA = 0.5
 
 
 @dataclass(frozen=True)
@@ -73,16 +68,6 @@ class IntAttention:
         context = check_range(exact_matmul(probs, v), INT32, "attention context")
         context = context.transpose(1, 2).reshape(batch, length, -1)
         return requantize(context, self.context)
-
-
-def smoothing(activation: torch.Tensor, weights: Sequence[torch.Tensor],
-              alpha: float = SMOOTHING_ALPHA) -> torch.Tensor:
-    """SmoothQuant's per-channel factors s_j = a_j^alpha / w_j^(1 - alpha): dividing the
-    activation by s (folded into the LayerNorm before it) and multiplying the weights' columns
-    by s (folded into the GEMMs after it) leaves the product unchanged and moves outlier
-    channels' range from the int8 activation into the per-channel-scaled weights."""
-    w = torch.stack([weight.detach().double().abs().amax(0) for weight in weights]).amax(0)
-    return activation.clamp(min=1e-5) ** alpha / w.clamp(min=1e-5) ** (1 - alpha)
 
 
 @dataclass(frozen=True)
@@ -252,4 +237,4 @@ def convert_bert(module: nn.Module, batches: Sequence[dict[str, torch.Tensor]]) 
     return IntBert(int_tables, embed_norm, layers, norm.scale_residual)
 
 
-__all__ = ["IntBert", "convert_bert", "smoothing"]
+__all__ = ["IntBert", "convert_bert"]

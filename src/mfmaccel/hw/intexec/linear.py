@@ -1,9 +1,11 @@
-"""A linear layer as the accelerator runs it: int8 weights (symmetric, one scale per output
-channel), an int32 bias at the accumulator's scale, and a per-channel dyadic requantization to
-the next tensor's scale."""
+"""What the integer programs share. A linear layer as the accelerator runs it: int8 weights
+(symmetric, one scale per output channel), an int32 bias at the accumulator's scale, and a
+per-channel dyadic requantization to the next tensor's scale; SmoothQuant factors and the row
+division that folds them into the layer before; the constants both programs use."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -19,6 +21,31 @@ from mfmaccel.hw.intops import (
     int_gemm,
     requantize,
 )
+
+INT16 = IntRange(16)
+MASKED = -(1 << 30)  # a score far below any real one: i-exp turns it into exactly 0
+SMOOTHING_ALPHA = 0.5
+
+
+def smoothing(activation: torch.Tensor, weights: Sequence[torch.Tensor],
+              alpha: float = SMOOTHING_ALPHA) -> torch.Tensor:
+    """SmoothQuant's per-channel factors s_j = a_j^alpha / w_j^(1 - alpha): dividing the
+    activation by s (folded into the LayerNorm before it) and multiplying the weights' columns
+    by s (folded into the GEMMs after it) leaves the product unchanged and moves outlier
+    channels' range from the int8 activation into the per-channel-scaled weights."""
+    w = torch.stack([weight.detach().double().abs().amax(0) for weight in weights]).amax(0)
+    return activation.clamp(min=1e-5) ** alpha / w.clamp(min=1e-5) ** (1 - alpha)
+
+
+def rows_divided(linear: nn.Linear, divisors: torch.Tensor) -> nn.Linear:
+    """A copy of `linear` whose outputs are divided channel by channel."""
+    copy = nn.Linear(linear.in_features, linear.out_features, linear.bias is not None,
+                     dtype=torch.float64)
+    with torch.no_grad():
+        copy.weight.copy_(linear.weight.double() / divisors[:, None])
+        if linear.bias is not None:
+            copy.bias.copy_(linear.bias.double() / divisors)
+    return copy
 
 
 def weight_integers(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -23,14 +23,19 @@ from torch import nn
 
 from mfmaccel.compress.calibration import RangeRecorder, record_ranges
 from mfmaccel.errors import UserInputError
-from mfmaccel.hw.intexec.bert import smoothing
-from mfmaccel.hw.intexec.linear import IntLinear
+from mfmaccel.hw.intexec.linear import (
+    INT16,
+    MASKED,
+    SMOOTHING_ALPHA,
+    IntLinear,
+    rows_divided,
+    smoothing,
+)
 from mfmaccel.hw.intops import (
     INT8,
     INT32,
     Dyadic,
     IExp,
-    IntRange,
     IRMSNorm,
     IRotary,
     ISigmoid,
@@ -46,11 +51,8 @@ from mfmaccel.hw.intops import (
 from mfmaccel.hw.intops.activations import EXP_FINEST_SCALE, PROBABILITY_BITS
 from mfmaccel.hw.intops.norms import NORM_INPUT
 
-INT16 = IntRange(16)
 RESIDUAL = NORM_INPUT  # int24: what the integer RMSNorm takes
-MASKED = -(1 << 30)
 SIGMOID_BITS = 15
-SMOOTHING_ALPHA = 0.5
 
 
 @dataclass(frozen=True)
@@ -200,7 +202,7 @@ def _mlp(mlp: nn.Module, ranges: RangeRecorder, i: int, scale_in: float,
         return ranges.scale(f"{i}.{name}")
 
     act = smoothing(ranges.channels[f"{i}.act"], [mlp.down_proj.weight], alpha)
-    up = _rows_divided(mlp.up_proj, act)
+    up = rows_divided(mlp.up_proj, act)
     s_up = float((ranges.channels[f"{i}.up"] / act).max()) / INT8.high
     s_act = float((ranges.channels[f"{i}.act"] / act).max()) / INT8.high
     sigmoid = ISigmoid.build(s8("gate"), SIGMOID_BITS)
@@ -210,17 +212,6 @@ def _mlp(mlp: nn.Module, ranges: RangeRecorder, i: int, scale_in: float,
         IntLinear.build(up, scale_in, s_up, smoothing=factors),
         IntLinear.build(mlp.down_proj, s_act, scale_out, RESIDUAL, smoothing=act),
         sigmoid, dyadic(silu_scale * s_up / s_act))
-
-
-def _rows_divided(linear: nn.Linear, divisors: torch.Tensor) -> nn.Linear:
-    """A copy of `linear` whose outputs are divided channel by channel."""
-    copy = nn.Linear(linear.in_features, linear.out_features, linear.bias is not None,
-                     dtype=torch.float64)
-    with torch.no_grad():
-        copy.weight.copy_(linear.weight.double() / divisors[:, None])
-        if linear.bias is not None:
-            copy.bias.copy_(linear.bias.double() / divisors)
-    return copy
 
 
 def check_llama(module: nn.Module) -> None:
