@@ -24,6 +24,11 @@ console = Console()
 errors = Console(stderr=True)
 
 
+def say(message: str) -> None:
+    """Print one line unwrapped, so a path in it stays whole for the user to copy."""
+    console.print(message, soft_wrap=True)
+
+
 class Task(StrEnum):
     ppl = "ppl"
     humaneval = "humaneval"
@@ -149,7 +154,7 @@ def evaluate(
                                 seed=seed, progress=bars.task(f"{task.value} on {model}"))
     record.save(out)
     print_record(f"{task.value}: {model}", record.to_dict())
-    console.print(f"wrote {out}")
+    say(f"wrote {out}")
 
 
 @app.command("finetune")
@@ -172,7 +177,7 @@ def finetune(
     with Bars() as bars:
         manifest = main_finetune(config=config, out=out, data=data, base=base,
                                  test_limit=test_limit, progress=bars.task,
-                                 log=lambda m: console.print(f"[dim]{m}[/]"))
+                                 log=lambda m: say(f"[dim]{m}[/]"))
     test = manifest["test"]
     table = Table("question type", "accuracy", "majority baseline",
                   title=f"test accuracy on {test['n']} closed questions")
@@ -181,7 +186,7 @@ def finetune(
         table.add_row(qtype, f"{accuracy:.3f}", _maybe(majority.get(qtype)))
     table.add_row("all", f"{test['accuracy']:.3f}", _maybe(majority.get("overall")))
     console.print(table)
-    console.print(f"wrote {out}")
+    say(f"wrote {out}")
 
 
 def _maybe(value: float | None) -> str:
@@ -235,14 +240,14 @@ def quantize(
             loaded, record = compress_to_budget(
                 loaded, budget, [s.strip() for s in specs.split(",")], method, calib_tokens,
                 reload=lambda: load_model(model), progress=bars.task("sensitivity"),
-                log=lambda m: console.print(f"[dim]{m}[/]"))
+                log=lambda m: say(f"[dim]{m}[/]"))
     save_model(loaded, out)
     if record is not None:
         atomic_write_json(out / "compression.json", record.to_dict())
         print_record(f"quantized {model}", {"bytes": record.bytes,
                                              "fraction of FP16": record.fraction_of_fp16,
                                              "bit-widths": str(record.choice_histogram)})
-    console.print(f"wrote {out}")
+    say(f"wrote {out}")
 
 
 @app.command("prune")
@@ -276,7 +281,7 @@ def prune(
     before, after = report.params
     print_record(f"pruned {model}", {"removed blocks": str(report.removed_blocks),
                                      "parameters": f"{before:,} -> {after:,}"})
-    console.print(f"wrote {out}")
+    say(f"wrote {out}")
 
 
 @app.command("run")
@@ -296,14 +301,14 @@ def run(
     try:
         with Bars() as bars:
             state = run_recipe(loaded, runs_dir=runs_dir, resume=resume, fresh=fresh,
-                               progress=bars.task, log=lambda m: console.print(f"[dim]{m}[/]"))
+                               progress=bars.task, log=lambda m: say(f"[dim]{m}[/]"))
     except KeyboardInterrupt:
         errors.print(f"interrupted; continue with: mfmaccel run {recipe} --resume")
         raise typer.Exit(code=130) from None
     from mfmaccel.report import console_summary, write_report
 
     console_summary(state, console)
-    console.print(f"report: {write_report(runs_dir / loaded.name)}")
+    say(f"report: {write_report(runs_dir / loaded.name)}")
 
 
 @app.command("generate")
@@ -393,7 +398,7 @@ def cascade(
     print_record("cascade (held-out half)", {
         "theta": point.theta, "pass@1": point.pass_rate, "alone": str(report.alone),
         "cost vs largest": point.cost_fraction, "answered by": str(point.answered_by)})
-    console.print(f"wrote {out}")
+    say(f"wrote {out}")
 
 
 hw_app = typer.Typer(help="Integer-only execution and the accelerator (layer 4).",
@@ -427,7 +432,7 @@ def hw_intexec(
     out = out or Path("results") / f"{Path(model).name}-intexec.json"
     record.save(out)
     print_record(f"integer-only {model} vs float", record.to_dict())
-    console.print(f"wrote {out}")
+    say(f"wrote {out}")
 
 
 @hw_app.command("rtl")
@@ -447,7 +452,7 @@ def hw_rtl(
     for source in sources:
         table.add_row(source.stem, str(source), *([str(synthesis_cells(source))] if synth else []))
     console.print(table)
-    console.print(f"wrote {out}; check bit-exactness with: python {out / 'run_tests.py'}")
+    say(f"wrote {out}; check bit-exactness with: python {out / 'run_tests.py'}")
 
 
 @app.command("report")
@@ -458,7 +463,7 @@ def report(run_dir: Annotated[Path, typer.Argument(help="A run folder, e.g. runs
 
     path = write_report(run_dir)
     console_summary(load_run(run_dir), console)
-    console.print(f"report: {path}")
+    say(f"report: {path}")
 
 
 def main() -> None:
