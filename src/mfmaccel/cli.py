@@ -455,6 +455,145 @@ def hw_rtl(
     say(f"wrote {out}; check bit-exactness with: python {out / 'run_tests.py'}")
 
 
+def _override(arch, **values):
+    """The preset with the options the user gave (None: keep the preset's)."""
+    from dataclasses import replace
+
+    given = {name: value for name, value in values.items() if value is not None}
+    return replace(arch, **given) if given else arch
+
+
+@hw_app.command("simulate")
+@user_errors
+def hw_simulate(
+    model: Annotated[str, typer.Option(help="roberta-base (config only), a built-in model, "
+                                            "tiny-<arch>, an HF folder or a .gguf file")],
+    arch: Annotated[str, typer.Option(help="Preset: swifttron, edge, large")] = "edge",
+    seq_len: Annotated[int, typer.Option(help="Text tokens per forward pass")] = 128,
+    rows: Annotated[int | None, typer.Option(help="Override: MAC array rows")] = None,
+    cols: Annotated[int | None, typer.Option(help="Override: MAC array columns")] = None,
+    clock_mhz: Annotated[float | None, typer.Option(help="Override: clock")] = None,
+    bandwidth_gbs: Annotated[float | None, typer.Option(help="Override: off-chip GB/s")] = None,
+    attention: Annotated[str | None, typer.Option(help="Override: tiled or full")] = None,
+    out: Annotated[Path | None, typer.Option(help="JSON output path")] = None,
+) -> None:
+    """Predict cycles, energy and area of MODEL's forward pass on an accelerator, per operation,
+    with a roofline plot next to the JSON."""
+    quiet_libraries()
+    from mfmaccel.fileio import atomic_write_bytes
+    from mfmaccel.hw.arch import get_arch
+    from mfmaccel.hw.simulate import simulate
+    from mfmaccel.hw.workload import workload_for_spec
+    from mfmaccel.report.hwplots import roofline
+
+    target = _override(get_arch(arch), rows=rows, cols=cols, clock_mhz=clock_mhz,
+                       bandwidth_gbs=bandwidth_gbs, attention=attention)
+    result = simulate(workload_for_spec(model, seq_len), target)
+    out = out or Path("results") / f"{Path(model).name}-{arch}-L{seq_len}-simulate.json"
+    result.save(out)
+    png = roofline(result.to_dict())
+    if png:
+        atomic_write_bytes(out.with_suffix(".png"), png)
+    table = Table("operation", "count", "GMACs", "cycles", "bound", "util", "off-chip MB",
+                  "energy uJ", "flow", title=f"{model} ({result.workload}) on {target.name}")
+    for op in result.ops:
+        table.add_row(op.name, str(op.count), f"{op.macs / 1e9:.3f}", f"{op.cycles:,}", op.bound,
+                      f"{op.utilisation:.0%}" if op.macs else "", f"{op.dram_bytes / 1e6:.2f}",
+                      f"{op.energy_pj / 1e6:.1f}", op.mapping.split(":")[0])
+    console.print(table)
+    say(f"latency {result.latency_ms:.3f} ms, energy {result.energy_mj:.3f} mJ, on-chip power "
+        f"{result.power_mw:.1f} mW, area {result.area_mm2:.2f} mm² ({target.tech.name}); matrix "
+        f"multiplication {result.matmul_area_share:.0%} of area, "
+        f"{result.matmul_power_share:.0%} of on-chip power")
+    say(f"wrote {out}")
+
+
+def _values(text: str | None, cast=float) -> tuple | None:
+    """'8,16,32' -> (8, 16, 32)."""
+    if text is None:
+        return None
+    try:
+        return tuple(cast(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise UserInputError(f"'{text}' is not a comma-separated list of numbers, e.g. "
+                             f"8,16,32") from None
+
+
+@hw_app.command("dse")
+@user_errors
+def hw_dse(
+    model: Annotated[str, typer.Option(help="As for `hw simulate`")],
+    seq_len: Annotated[int, typer.Option(help="Text tokens per forward pass")] = 128,
+    base: Annotated[str, typer.Option(help="Preset whose technology and units are kept")
+                    ] = "edge",
+    rows: Annotated[str | None, typer.Option(help="Array rows to try, e.g. 8,16,32")] = None,
+    cols: Annotated[str | None, typer.Option(help="Array columns to try")] = None,
+    a_buffer_kib: Annotated[str | None, typer.Option(help="A buffer sizes (KiB)")] = None,
+    b_buffer_kib: Annotated[str | None, typer.Option(help="B buffer sizes (KiB)")] = None,
+    out_buffer_kib: Annotated[str | None, typer.Option(help="Output buffer sizes (KiB)")
+                              ] = None,
+    bandwidth_gbs: Annotated[str | None, typer.Option(help="Off-chip GB/s to try")] = None,
+    clock_mhz: Annotated[str | None, typer.Option(help="Clocks to try (MHz)")] = None,
+    vector_lanes: Annotated[str | None, typer.Option(help="Non-linear unit lanes")] = None,
+    weight_bits: Annotated[str | None, typer.Option(help="Weight bit-widths, e.g. 4,8")] = None,
+    max_latency_ms: Annotated[float | None, typer.Option(help="Keep designs at most this")
+                              ] = None,
+    max_energy_mj: Annotated[float | None, typer.Option()] = None,
+    max_area_mm2: Annotated[float | None, typer.Option()] = None,
+    max_power_mw: Annotated[float | None, typer.Option()] = None,
+    workers: Annotated[int, typer.Option(help="Processes")] = 2,
+    chunk: Annotated[str | None, typer.Option(help="Run only chunk I of N, e.g. 3/10")] = None,
+    out: Annotated[Path | None, typer.Option(help="Output folder")] = None,
+) -> None:
+    """Sweep accelerator designs for MODEL; write the Pareto front of latency, energy and area
+    (front.json, front.png) and every design point (points.json)."""
+    quiet_libraries()
+    from mfmaccel.fileio import atomic_write_bytes, atomic_write_json
+    from mfmaccel.hw.dse import Constraints, DesignSpace, explore
+    from mfmaccel.hw.workload import workload_for_spec
+    from mfmaccel.report.hwplots import dse_front
+
+    given = {"rows": _values(rows, int), "cols": _values(cols, int),
+             "a_buffer_kib": _values(a_buffer_kib), "b_buffer_kib": _values(b_buffer_kib),
+             "out_buffer_kib": _values(out_buffer_kib), "bandwidth_gbs": _values(bandwidth_gbs),
+             "clock_mhz": _values(clock_mhz), "vector_lanes": _values(vector_lanes, int),
+             "weight_bits": _values(weight_bits, int)}
+    space = DesignSpace(base=base, **{k: v for k, v in given.items() if v is not None})
+    if workers < 1:
+        raise UserInputError(f"--workers must be at least 1, got {workers}")
+    part = _chunk(chunk)
+    result = explore(workload_for_spec(model, seq_len), space, workers, part,
+                     Constraints(max_latency_ms, max_energy_mj, max_area_mm2, max_power_mw))
+    suffix = f"-chunk{part[0]}of{part[1]}" if part else ""
+    out = out or Path("results") / f"dse-{Path(model).name}-L{seq_len}{suffix}"
+    record = result.to_dict()
+    atomic_write_json(out / "points.json", record.pop("points"))
+    atomic_write_json(out / "front.json", record)
+    png = dse_front(result.to_dict())
+    if png:
+        atomic_write_bytes(out / "front.png", png)
+    table = Table("latency ms", "energy mJ", "area mm²", "power mW", "design",
+                  title=f"Pareto front: {len(result.front)} of {result.evaluated} designs "
+                        f"({result.points_per_minute:,.0f} per minute)")
+    for point in result.front[:15]:
+        table.add_row(f"{point.latency_ms:.3f}", f"{point.energy_mj:.3f}",
+                      f"{point.area_mm2:.2f}", f"{point.power_mw:.0f}",
+                      " ".join(f"{k}={v:g}" for k, v in point.params.items()))
+    console.print(table)
+    say(f"wrote {out}")
+
+
+def _chunk(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    try:
+        index, count = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise UserInputError(f"--chunk '{text}': use I/N, e.g. 0/4 for the first of four") \
+            from None
+    return index, count
+
+
 @app.command("report")
 @user_errors
 def report(run_dir: Annotated[Path, typer.Argument(help="A run folder, e.g. runs/quick")]) -> None:

@@ -7,7 +7,7 @@ from pydantic import ValidationError
 from mfmaccel.errors import UserInputError
 from mfmaccel.pipeline.recipe import StageSpec
 from mfmaccel.pipeline.stage import Stage, StageParams
-from mfmaccel.pipeline.stages import decode, evaluate, finetune, prune, quantize
+from mfmaccel.pipeline.stages import decode, evaluate, finetune, hardware, prune, quantize
 
 STAGES: dict[str, Stage] = {
     stage.name: stage
@@ -17,6 +17,7 @@ STAGES: dict[str, Stage] = {
         quantize.STAGE,
         prune.STAGE,
         decode.STAGE,
+        hardware.STAGE,
     )
 }
 

@@ -18,7 +18,7 @@ import yaml
 from mfmaccel.errors import UserInputError
 from mfmaccel.fileio import atomic_write_text
 from mfmaccel.pipeline.rundir import RunState
-from mfmaccel.report import plots
+from mfmaccel.report import hwplots, plots
 from mfmaccel.report.rows import (
     Cell,
     overall_row,
@@ -149,24 +149,32 @@ def _figure_html(png: bytes, alt: str, caption: str) -> str:
             f'alt="{escape(alt)}"><figcaption>{escape(caption)}</figcaption></figure>')
 
 
-def _compression_records(state: RunState, run_dir: Path) -> list[dict]:
-    """The quantize stages' search records (compression.json), where the run kept them."""
+def _stage_records(state: RunState, run_dir: Path, name: str) -> list[dict]:
+    """The stages' JSON artifacts called `name` (compression.json of quantize, hardware.json of
+    hardware), where the run kept them."""
     records = []
     for stage in state.stages:
         for artifact in stage.artifacts:
             path = run_dir / artifact
-            if path.name == "compression.json" and path.is_file():
+            if path.name == name and path.is_file():
                 records.append(json.loads(path.read_text()))
     return records
 
 
-def _plots_html(state: RunState, compression: list[dict]) -> str:
+def _plots_html(state: RunState, compression: list[dict], hardware: list[dict]) -> str:
     points, tasks = run_points(state), quality_tasks(state)
     fronts = [(plots.compression_front(record), "Mixed-precision front",
                "The quantize stage's search: whole-model bytes against the KL divergence to "
                "full precision that the sensitivity table predicts, the uniform bit-widths "
                "(measured on the whole network) and the point applied.")
               for record in compression]
+    rooflines = [(hwplots.roofline(record), "Roofline on the accelerator",
+                  f"The hardware stage's prediction for {record['model']} on {record['arch']}: "
+                  f"{record['latency_ms']:.2f} ms, {record['energy_mj']:.2f} mJ, "
+                  f"{record['area_mm2']:.1f} mm². Each point is one kind of GEMM: its MACs per "
+                  "off-chip byte against the MAC rate it attains; the lines are the link's "
+                  "bandwidth and the array's peak.")
+                 for record in hardware]
     figures = [
         (plots.quality_vs_size(points, tasks), "Quality against weight size",
          "Each point is the model at one moment of the run (baseline, then after each stage). "
@@ -176,6 +184,7 @@ def _plots_html(state: RunState, compression: list[dict]) -> str:
         (plots.stage_curves(state.stages), "Curves recorded by the stages",
          "Curves the stages recorded, e.g. fine-tuning loss per phase."),
         *fronts,
+        *rooflines,
     ]
     shown = [_figure_html(png, alt, caption) for png, alt, caption in figures if png]
     if not shown:
@@ -259,9 +268,11 @@ footer { margin-top: 36px; color: var(--muted); font-size: 12.5px; }
 
 
 def render_html(state: RunState, run_dir: Path, recipe_text: str, log_tail: list[str],
-                compression: list[dict] | None = None) -> str:
+                compression: list[dict] | None = None,
+                hardware: list[dict] | None = None) -> str:
     """The whole page as a string (no file access, so tests can call it directly);
-    `compression` holds the quantize stages' records, read by `write_report`."""
+    `compression` and `hardware` hold the quantize and hardware stages' records, read by
+    `write_report`."""
     name = str(state.recipe.get("name", run_dir.name))
     hint = ("Each cell shows before \u2192 after for that stage, with the change below "
             "(green: better, red: worse; speed changes under 2% count as noise).")
@@ -272,7 +283,7 @@ def render_html(state: RunState, run_dir: Path, recipe_text: str, log_tail: list
         _summary_html(state),
         stages,
         _breakdown_html(state),
-        _plots_html(state, compression or []),
+        _plots_html(state, compression or [], hardware or []),
         _pre_section("Recipe", recipe_text.rstrip("\n").splitlines()),
         _pre_section(f"Log (last {len(log_tail)} lines)", log_tail),
         f"<footer>Run folder: <code>{escape(str(run_dir))}</code></footer>",
@@ -291,5 +302,6 @@ def write_report(run_dir: Path) -> Path:
     run_dir = Path(run_dir)
     state = load_run(run_dir)
     page = render_html(state, run_dir, _recipe_text(run_dir, state), _log_tail(run_dir),
-                       _compression_records(state, run_dir))
+                       _stage_records(state, run_dir, "compression.json"),
+                       _stage_records(state, run_dir, "hardware.json"))
     return atomic_write_text(run_dir / REPORT_NAME, page)

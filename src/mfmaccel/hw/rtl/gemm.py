@@ -6,25 +6,36 @@ write port, sets M, N, K and the dyadic (m, shift), and pulses `start`. For ever
 of ROWS x COLS the controller spends 1 cycle loading the bias into the accumulators, K cycles
 of rank-1 updates, and ROWS cycles requantizing one accumulator row per cycle (COLS `requant`
 units) into the output buffer; edge tiles are padded with zeros and their extra outputs
-dropped. No cycle depends on the data, so `gemm_cycles` is the exact latency that the
-performance model of the hardware design-space exploration must reproduce.
+dropped. No cycle depends on the data: the latency is the performance model's
+output-stationary count (`hw.dataflow.os_cycles`) on this engine's architecture (`gemm_arch`),
+and the testbench holds the simulation to it exactly.
 """
 
 from __future__ import annotations
 
-import math
-
+from mfmaccel.hw.arch import KIB, Arch
+from mfmaccel.hw.dataflow import PSUM_BYTES, os_cycles
 from mfmaccel.hw.rtl.config import RtlConfig
 
 BUFFER_A, BUFFER_B, BUFFER_BIAS = 0, 1, 2  # `wr_sel` values
 
 
+def gemm_arch(cfg: RtlConfig, clock_mhz: float = 100) -> Arch:
+    """The engine as the performance model sees it: a broadcast output-stationary array with
+    buffers of max_m x max_k (A), max_k x max_n (B) and the output tile's partial sums; the
+    host fills the buffers, so the link is never the bottleneck for a GEMM that fits."""
+    return Arch("rtl", rows=cfg.rows, cols=cfg.cols,
+                a_buffer_kib=cfg.max_m * cfg.max_k / KIB, b_buffer_kib=cfg.max_k * cfg.max_n / KIB,
+                out_buffer_kib=max(cfg.max_m * cfg.max_n, cfg.rows * cfg.cols) * PSUM_BYTES / KIB,
+                bandwidth_gbs=1e6, clock_mhz=clock_mhz, dataflows=("os",),
+                notes=f"the generated GEMM engine ({cfg.rows}x{cfg.cols})")
+
+
 def gemm_cycles(cfg: RtlConfig, m: int, n: int, k: int) -> int:
     """Clock edges from the one that takes `start` to the one after which `done` is high and
     the output buffer complete, for an (m x k) @ (k x n) GEMM: the start edge, then per tile
-    bias load + k rank-1 updates + one requantized row per cycle."""
-    tiles = math.ceil(m / cfg.rows) * math.ceil(n / cfg.cols)
-    return 1 + tiles * (1 + k + cfg.rows)
+    bias load + k rank-1 updates + one requantized row per cycle (the performance model)."""
+    return os_cycles(gemm_arch(cfg), m, n, k)
 
 
 def _bits(value: int) -> int:

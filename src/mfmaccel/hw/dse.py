@@ -1,0 +1,213 @@
+"""Design-space exploration: every combination of array shape, buffer sizes, bandwidth, clock
+(and, jointly, the weights' bit-width) priced by the performance model on one workload, and the
+Pareto front of latency, energy and area.
+
+A sweep is a mixed-radix numbering of its design points, so any index range is an independent
+chunk: `explore(..., chunk=(i, n))` runs the i-th of n (for a cluster), `workers` processes
+share the chunks of one machine.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field, fields, replace
+
+from mfmaccel.errors import UserInputError
+from mfmaccel.hw.arch import Arch, get_arch
+from mfmaccel.hw.simulate import area_mm2, simulate_op
+from mfmaccel.hw.workload import Gemm, Workload
+from mfmaccel.records import Record
+
+SWEPT = ("rows", "cols", "a_buffer_kib", "b_buffer_kib", "out_buffer_kib", "bandwidth_gbs",
+         "clock_mhz", "vector_lanes", "weight_bits")
+OBJECTIVES = ("latency_ms", "energy_mj", "area_mm2")
+
+
+@dataclass(frozen=True)
+class DesignSpace:
+    """The values to try per parameter; the other fields of `base` (technology, units, lanes,
+    dataflows) stay as they are."""
+
+    rows: tuple[int, ...] = (8, 16, 32, 64)
+    cols: tuple[int, ...] = (8, 16, 32, 64)
+    a_buffer_kib: tuple[float, ...] = (32, 128, 512)
+    b_buffer_kib: tuple[float, ...] = (64, 256, 1024)
+    out_buffer_kib: tuple[float, ...] = (16, 64, 256)
+    bandwidth_gbs: tuple[float, ...] = (8.5, 25.6, 100)
+    clock_mhz: tuple[float, ...] = (200, 400, 800)
+    vector_lanes: tuple[int, ...] = (4, 16, 64)
+    weight_bits: tuple[int, ...] = (8,)
+    base: str = "edge"
+
+    def __post_init__(self) -> None:
+        for name in SWEPT:
+            values = getattr(self, name)
+            if not values:
+                raise UserInputError(f"design space: {name} needs at least one value")
+            if min(values) <= 0:
+                raise UserInputError(f"design space: {name} values must be positive, got "
+                                     f"{min(values)}; the smallest that works is any value > 0")
+        get_arch(self.base)
+
+    @property
+    def size(self) -> int:
+        return math.prod(len(getattr(self, name)) for name in SWEPT)
+
+    def values(self, index: int) -> dict[str, float]:
+        """The parameters of design point `index` (mixed radix, last parameter fastest)."""
+        out = {}
+        for name in reversed(SWEPT):
+            options = getattr(self, name)
+            index, digit = divmod(index, len(options))
+            out[name] = options[digit]
+        return out
+
+
+@dataclass
+class DesignPoint(Record):
+    index: int
+    params: dict[str, float]
+    latency_ms: float
+    energy_mj: float
+    area_mm2: float
+    power_mw: float
+
+
+@dataclass
+class Exploration(Record):
+    workload: str
+    space_size: int
+    evaluated: int
+    infeasible: int  # designs whose buffers cannot hold one array tile
+    seconds: float
+    points_per_minute: float
+    front: list[DesignPoint] = field(default_factory=list)
+    points: list[DesignPoint] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Constraints:
+    max_latency_ms: float | None = None
+    max_energy_mj: float | None = None
+    max_area_mm2: float | None = None
+    max_power_mw: float | None = None
+
+    def admits(self, point: DesignPoint) -> bool:
+        return all(limit is None or getattr(point, _measure(name)) <= limit
+                   for name, limit in self.limits())
+
+    def limits(self) -> list[tuple[str, float | None]]:
+        return [(f.name, getattr(self, f.name)) for f in fields(self)]
+
+
+def _measure(limit_name: str) -> str:
+    return limit_name.removeprefix("max_")
+
+
+def design(space: DesignSpace, params: dict[str, float]) -> Arch:
+    base = get_arch(space.base)
+    arch_params = {k: v for k, v in params.items() if k != "weight_bits"}
+    return replace(base, name=f"{space.base}-dse", **arch_params)
+
+
+def with_weight_bits(workload: Workload, bits: int) -> Workload:
+    """The workload with every weight GEMM at `bits` (hardware-aware quantization: bytes moved
+    and stored follow the bit-width)."""
+    ops = [replace(op, weight_bits=bits) if isinstance(op, Gemm) and op.weight_bits else op
+           for op in workload.ops]
+    return Workload(workload.model, workload.description, ops)
+
+
+def evaluate_range(workload: Workload, space: DesignSpace, start: int, stop: int
+                   ) -> tuple[list[DesignPoint], int]:
+    """Design points start..stop-1 (and how many of them were infeasible)."""
+    merged = {bits: with_weight_bits(workload, bits).merged() for bits in space.weight_bits}
+    points, infeasible = [], 0
+    for index in range(start, stop):
+        params = space.values(index)
+        try:
+            arch = design(space, params)
+            results = [simulate_op(op, arch) for op in merged[params["weight_bits"]].ops]
+        except UserInputError:
+            infeasible += 1
+            continue
+        seconds = sum(r.cycles for r in results) / (arch.clock_mhz * 1e6)
+        energy_pj = sum(r.energy_pj for r in results)
+        dram_pj = sum(r.dram_bytes for r in results) * arch.tech.dram_pj_per_byte
+        points.append(DesignPoint(index, params, seconds * 1e3, energy_pj * 1e-9,
+                                  sum(area_mm2(arch).values()),
+                                  (energy_pj - dram_pj) * 1e-9 / seconds))
+    return points, infeasible
+
+
+def chunk_range(size: int, chunk: int, chunks: int) -> tuple[int, int]:
+    """Index range of chunk `chunk` (0-based) of `chunks` nearly equal ones."""
+    if not 0 <= chunk < chunks:
+        raise UserInputError(f"chunk {chunk} of {chunks}: use 0 <= chunk < chunks")
+    return size * chunk // chunks, size * (chunk + 1) // chunks
+
+
+def explore(workload: Workload, space: DesignSpace, workers: int = 2,
+            chunk: tuple[int, int] | None = None,
+            constraints: Constraints | None = None) -> Exploration:
+    """Evaluate the space (or one chunk of it) on `workers` processes; keep the points that meet
+    `constraints` and their Pareto front."""
+    start, stop = chunk_range(space.size, *chunk) if chunk else (0, space.size)
+    began = time.perf_counter()
+    pieces = max(1, workers * 4)
+    bounds = [(start + (stop - start) * i // pieces, start + (stop - start) * (i + 1) // pieces)
+              for i in range(pieces)]
+    if workers > 1:
+        context = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(workers, mp_context=context) as pool:
+            parts = list(pool.map(_evaluate, [(workload, space, a, b) for a, b in bounds]))
+    else:
+        parts = [_evaluate((workload, space, a, b)) for a, b in bounds]
+    seconds = time.perf_counter() - began
+    points = [p for part, _ in parts for p in part]
+    infeasible = sum(n for _, n in parts)
+    if not points:
+        raise UserInputError(f"no design in the sweep can hold one array tile in its buffers; "
+                             f"raise out_buffer_kib to at least "
+                             f"{min(space.rows) * min(space.cols) * 4 / 1024:g}")
+    kept = admissible(points, constraints or Constraints())
+    return Exploration(workload=f"{workload.model}: {workload.description}",
+                       space_size=stop - start, evaluated=len(points), infeasible=infeasible,
+                       seconds=seconds, points_per_minute=(stop - start) / seconds * 60,
+                       front=pareto_front(kept), points=kept)
+
+
+def _evaluate(job: tuple[Workload, DesignSpace, int, int]) -> tuple[list[DesignPoint], int]:
+    return evaluate_range(*job)
+
+
+def admissible(points: list[DesignPoint], constraints: Constraints) -> list[DesignPoint]:
+    """The points within every limit; if none is, an error naming the first limit that blocks
+    and the smallest value of it that would admit a design (the others kept)."""
+    kept = [p for p in points if constraints.admits(p)]
+    if kept:
+        return kept
+    for name, limit in constraints.limits():
+        if limit is None:
+            continue
+        others = replace(constraints, **{name: None})
+        candidates = [getattr(p, _measure(name)) for p in points if others.admits(p)]
+        if candidates:
+            raise UserInputError(f"no design meets {name}={limit:g}; the smallest value that "
+                                 f"admits one (other limits kept) is {min(candidates):.4g}")
+    raise UserInputError("no design meets the limits together; relax more than one of them")
+
+
+def pareto_front(points: list[DesignPoint]) -> list[DesignPoint]:
+    """Points no other point beats on every objective (latency, energy, area all lower or equal,
+    one strictly): sorted by latency, a point joins when no kept point dominates it."""
+    front: list[DesignPoint] = []
+    for p in sorted(points, key=lambda q: tuple(getattr(q, o) for o in OBJECTIVES)):
+        key = tuple(getattr(p, o) for o in OBJECTIVES)
+        if not any(all(getattr(f, o) <= v for o, v in zip(OBJECTIVES, key, strict=True))
+                   for f in front):
+            front.append(p)
+    return front

@@ -1,0 +1,218 @@
+"""Performance, energy and area of a workload on an architecture, per operation and end to end.
+
+Each operation runs alone (no overlap between operations); within one, off-chip loads overlap
+compute (double buffering), so its time is the larger of its compute cycles and its off-chip
+bytes over the link's bytes per cycle, and it is compute- or bandwidth-bound accordingly.
+Energy is dynamic only: MACs, non-linear unit operations, on-chip buffer bytes, off-chip bytes.
+Area: the MAC array, one requantizer per array column, `vector_lanes` lanes of each non-linear
+unit, and the buffers; the controller and interconnect are not counted.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from mfmaccel.errors import UserInputError
+from mfmaccel.hw.arch import UNIT_OPS, Arch
+from mfmaccel.hw.dataflow import ACT_BYTES, PSUM_BYTES, GemmShape, map_gemm
+from mfmaccel.hw.intops.online_softmax import attention_state_bytes, untiled_score_bytes
+from mfmaccel.hw.workload import Gemm, Op, VectorOp, Workload
+from mfmaccel.records import Record
+
+# Off-chip bytes of element-wise operations that cannot fuse into a GEMM's output path, per
+# element: a norm reads its row and writes it, a residual add reads two and writes one;
+# activations run on the preceding GEMM's outputs before they leave the chip, softmax inside
+# attention.
+VECTOR_DRAM_BYTES = {"layernorm": 2, "rmsnorm": 2, "add": 3}
+
+
+@dataclass
+class OpResult(Record):
+    """One operation (with its repeat count) on the architecture."""
+
+    name: str
+    unit: str
+    count: int
+    macs: int
+    cycles: int
+    compute_cycles: int
+    dram_bytes: float
+    sram_bytes: float
+    energy_pj: float
+    bound: str  # "compute" or "bandwidth"
+    utilisation: float  # MACs done / MAC slots in the compute cycles (GEMMs), else 0
+    mapping: str = ""
+
+
+@dataclass
+class Simulation(Record):
+    model: str
+    workload: str
+    arch: str
+    tech: str
+    clock_mhz: float
+    peak_gmacs: float  # MACs per second at full array use, / 1e9
+    bandwidth_gbs: float
+    cycles: int
+    latency_ms: float
+    energy_mj: float
+    power_mw: float  # average over the run, on-chip only (off-chip energy excluded)
+    area_mm2: float
+    macs: int
+    utilisation: float
+    dram_bytes: float
+    sram_bytes: float
+    energy_breakdown_mj: dict[str, float] = field(default_factory=dict)
+    area_breakdown_mm2: dict[str, float] = field(default_factory=dict)
+    matmul_area_share: float = 0.0  # the MAC array's
+    matmul_power_share: float = 0.0  # the MAC array's, of on-chip power
+    ops: list[OpResult] = field(default_factory=list)
+
+
+def simulate(workload: Workload, arch: Arch) -> Simulation:
+    """Every operation of `workload` mapped onto `arch`, and the totals."""
+    missing = _missing_units(workload, arch)
+    if missing:
+        unit, where = missing
+        raise UserInputError(f"{workload.model}: operation '{unit}' (at {where or 'top'}) has no "
+                             f"unit on arch {arch.name}; choose an arch with it or add "
+                             f"'{unit}' to its units")
+    results = [simulate_op(op, arch) for op in workload.merged().ops]
+    return _totals(workload, arch, results)
+
+
+def _missing_units(workload: Workload, arch: Arch) -> tuple[str, str] | None:
+    for op in workload.ops:
+        if isinstance(op, VectorOp) and op.unit not in arch.units:
+            return op.unit, op.where
+    if "requant" not in arch.units:
+        return "requant", "every GEMM output"
+    return None
+
+
+def simulate_op(op: Op, arch: Arch) -> OpResult:
+    if isinstance(op, Gemm):
+        return _gemm(op, arch)
+    return _vector(op, arch)
+
+
+def _gemm(op: Gemm, arch: Arch) -> OpResult:
+    tech = arch.tech
+    shape = GemmShape(op.m, op.n, op.k,
+                      w_bytes=ACT_BYTES if op.weight_bits is None else op.weight_bits / 8,
+                      a_on_chip=op.role == "attention-context",
+                      out_on_chip=op.role == "attention-score")
+    mapping = map_gemm(arch, shape)
+    times = op.batch * op.count
+    dram = mapping.dram_bytes * times
+    extra_ops = 0
+    if op.role == "attention-score":
+        spill, extra_ops = _attention_extra(op, arch)
+        dram += spill * times
+    compute = mapping.compute_cycles * times
+    cycles = max(compute, math.ceil(dram / arch.bytes_per_cycle))
+    sram = mapping.sram_bytes * times
+    outputs = op.m * op.n * times
+    mult, add = UNIT_OPS["requant"]
+    energy = (op.macs * tech.mac_pj + outputs * (mult * tech.mult32_pj + add * tech.add32_pj)
+              + extra_ops * tech.mult32_pj * times
+              + sram * arch.sram_pj_per_byte("b") + dram * tech.dram_pj_per_byte)
+    return OpResult(
+        name=op.role, unit="gemm", count=op.count, macs=op.macs, cycles=cycles,
+        compute_cycles=compute, dram_bytes=dram, sram_bytes=sram, energy_pj=energy,
+        bound="compute" if compute >= cycles else "bandwidth",
+        utilisation=op.macs / (compute * arch.macs), mapping=f"{mapping.dataflow}: {mapping.block}",
+    )
+
+
+def _attention_extra(op: Gemm, arch: Arch) -> tuple[float, int]:
+    """Attention's score rows (per head): off-chip bytes when whole rows do not fit on chip
+    (int32 scores out and back, 16-bit probabilities out and back), and the extra rescaling
+    multiplies of the tiled (online-softmax) form, which never needs whole rows."""
+    keys, dim = op.n, op.k
+    out_buf = arch.buffer_bytes("out")
+    if arch.attention == "full":
+        if untiled_score_bytes(arch.rows, keys) <= out_buf:
+            return 0.0, 0
+        return float(op.m * keys * (2 * PSUM_BYTES + 2 * 2)), 0
+    one_key = attention_state_bytes(arch.rows, dim, 1)
+    if one_key > out_buf:
+        raise UserInputError(f"arch {arch.name}: tiled attention with head size {dim} needs "
+                             f"out_buffer_kib of at least {one_key / 1024:g}")
+    tile = 1 + (out_buf - one_key) // (arch.rows * PSUM_BYTES)
+    return 0.0, op.m * dim * (math.ceil(keys / min(tile, keys)) - 1)
+
+
+def _vector(op: VectorOp, arch: Arch) -> OpResult:
+    tech = arch.tech
+    mult, add = UNIT_OPS[op.unit]
+    compute = math.ceil(op.rows * op.length / arch.vector_lanes) * op.count
+    dram = op.elements * VECTOR_DRAM_BYTES.get(op.unit, 0) * ACT_BYTES
+    cycles = max(compute, math.ceil(dram / arch.bytes_per_cycle))
+    sram = 2 * op.elements * ACT_BYTES
+    energy = (op.elements * (mult * tech.mult32_pj + add * tech.add32_pj)
+              + sram * arch.sram_pj_per_byte("a") + dram * tech.dram_pj_per_byte)
+    return OpResult(
+        name=op.unit, unit=op.unit, count=op.count, macs=0, cycles=cycles,
+        compute_cycles=compute, dram_bytes=dram, sram_bytes=sram, energy_pj=energy,
+        bound="compute" if compute >= cycles else "bandwidth", utilisation=0.0,
+    )
+
+
+def area_mm2(arch: Arch) -> dict[str, float]:
+    """Area by part, mm^2."""
+    tech = arch.tech
+    mult, add = UNIT_OPS["requant"]
+    parts = {"mac_array": arch.macs * tech.mac_um2,
+             "requant": arch.cols * (mult * tech.mult32_um2 + add * tech.add32_um2)}
+    for unit in arch.units:
+        if unit != "requant":
+            mult, add = UNIT_OPS[unit]
+            parts[unit] = arch.vector_lanes * (mult * tech.mult32_um2 + add * tech.add32_um2)
+    buffers = sum(arch.buffer_bytes(x) for x in ("a", "b", "out"))
+    parts["buffers"] = buffers * tech.sram_um2_per_byte
+    return {name: um2 / 1e6 for name, um2 in parts.items()}
+
+
+def _totals(workload: Workload, arch: Arch, results: list[OpResult]) -> Simulation:
+    cycles = sum(r.cycles for r in results)
+    seconds = cycles / (arch.clock_mhz * 1e6)
+    energy = _energy_breakdown(results, arch)
+    on_chip = sum(v for k, v in energy.items() if k != "dram")
+    areas = area_mm2(arch)
+    macs = sum(r.macs for r in results)
+    compute = sum(r.compute_cycles for r in results if r.unit == "gemm")
+    return Simulation(
+        model=workload.model, workload=workload.description, arch=arch.name,
+        tech=arch.tech.name, clock_mhz=arch.clock_mhz,
+        peak_gmacs=arch.macs * arch.clock_mhz / 1e3, bandwidth_gbs=arch.bandwidth_gbs,
+        cycles=cycles,
+        latency_ms=seconds * 1e3, energy_mj=sum(energy.values()),
+        power_mw=on_chip / seconds if seconds else 0.0, area_mm2=sum(areas.values()),
+        macs=macs, utilisation=macs / (compute * arch.macs) if compute else 0.0,
+        dram_bytes=sum(r.dram_bytes for r in results),
+        sram_bytes=sum(r.sram_bytes for r in results),
+        energy_breakdown_mj=energy, area_breakdown_mm2=areas,
+        matmul_area_share=areas["mac_array"] / sum(areas.values()),
+        matmul_power_share=energy["mac"] / on_chip if on_chip else 0.0,
+        ops=results,
+    )
+
+
+def _energy_breakdown(results: list[OpResult], arch: Arch) -> dict[str, float]:
+    """mJ by where it goes: MACs, requantization, other units, on-chip and off-chip bytes."""
+    tech = arch.tech
+    out = {"mac": 0.0, "requant": 0.0, "vector": 0.0, "sram": 0.0, "dram": 0.0}
+    for r in results:
+        dram = r.dram_bytes * tech.dram_pj_per_byte
+        buffer = "b" if r.unit == "gemm" else "a"
+        sram = r.sram_bytes * arch.sram_pj_per_byte(buffer)
+        out["dram"] += dram
+        out["sram"] += sram
+        if r.unit == "gemm":
+            out["mac"] += r.macs * tech.mac_pj
+            out["requant"] += (r.energy_pj - dram - sram - r.macs * tech.mac_pj)
+        else:
+            out["vector"] += r.energy_pj - dram - sram
+    return {k: v * 1e-9 for k, v in out.items()}

@@ -1,0 +1,133 @@
+"""Design-space exploration: the numbering of design points, chunks that cover the sweep, the
+Pareto front, constraints, and the CLI commands around the performance model."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+from typer.testing import CliRunner
+
+from mfmaccel.cli import app
+from mfmaccel.errors import UserInputError
+from mfmaccel.hw.dse import (
+    Constraints,
+    DesignPoint,
+    DesignSpace,
+    chunk_range,
+    evaluate_range,
+    explore,
+    pareto_front,
+)
+from mfmaccel.hw.workload import workload_for_spec
+
+SMALL = DesignSpace(rows=(8, 16), cols=(8, 16), a_buffer_kib=(32,), b_buffer_kib=(64, 256),
+                    out_buffer_kib=(16,), bandwidth_gbs=(8.5, 25.6), clock_mhz=(200, 400),
+                    vector_lanes=(16,), weight_bits=(4, 8))
+
+
+@pytest.fixture(scope="module")
+def roberta():
+    return workload_for_spec("roberta-base", 32)
+
+
+def _point(index: int, latency: float, energy: float, area: float) -> DesignPoint:
+    return DesignPoint(index, {}, latency, energy, area, 1.0)
+
+
+def test_every_index_is_a_distinct_design() -> None:
+    designs = {tuple(sorted(SMALL.values(i).items())) for i in range(SMALL.size)}
+    assert SMALL.size == 64 and len(designs) == 64
+
+
+def test_chunks_cover_the_sweep_exactly_once() -> None:
+    ranges = [chunk_range(1000, i, 7) for i in range(7)]
+    assert ranges[0][0] == 0 and ranges[-1][1] == 1000
+    assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:], strict=False))
+    with pytest.raises(UserInputError, match="chunk"):
+        chunk_range(1000, 7, 7)
+
+
+def test_chunked_runs_equal_one_run(roberta) -> None:
+    whole, _ = evaluate_range(roberta, SMALL, 0, SMALL.size)
+    parts = [p for i in range(3) for p in evaluate_range(roberta, SMALL, *chunk_range(64, i, 3))[0]]
+    assert [p.to_dict() for p in parts] == [p.to_dict() for p in whole]
+
+
+def test_pareto_front_keeps_exactly_the_undominated() -> None:
+    points = [_point(0, 1, 5, 5), _point(1, 2, 2, 2), _point(2, 3, 3, 3), _point(3, 5, 1, 9),
+              _point(4, 2, 2, 2)]
+    assert [p.index for p in pareto_front(points)] == [0, 1, 3]
+
+
+def test_explore_front_is_undominated_and_halving_bits_never_slows(roberta) -> None:
+    result = explore(roberta, SMALL, workers=1)
+    assert result.evaluated == SMALL.size and result.front
+    for p in result.front:
+        assert not any(q.latency_ms <= p.latency_ms and q.energy_mj <= p.energy_mj
+                       and q.area_mm2 <= p.area_mm2 and q.to_dict() != p.to_dict()
+                       and (q.latency_ms, q.energy_mj, q.area_mm2)
+                       != (p.latency_ms, p.energy_mj, p.area_mm2) for q in result.points)
+    by_design = {}
+    for p in result.points:
+        key = tuple(sorted((k, v) for k, v in p.params.items() if k != "weight_bits"))
+        by_design.setdefault(key, {})[p.params["weight_bits"]] = p
+    assert all(pair[4].latency_ms <= pair[8].latency_ms and pair[4].energy_mj < pair[8].energy_mj
+               for pair in by_design.values())
+
+
+def test_two_workers_give_the_same_points(roberta) -> None:
+    one = explore(roberta, SMALL, workers=1)
+    two = explore(roberta, SMALL, workers=2)
+    assert [p.to_dict() for p in one.points] == [p.to_dict() for p in two.points]
+
+
+def test_infeasible_constraint_names_the_smallest_value_that_works(roberta) -> None:
+    result = explore(roberta, SMALL, workers=1)
+    fastest = min(p.latency_ms for p in result.points)
+    with pytest.raises(UserInputError, match=rf"max_latency_ms=0.001.* is {fastest:.4g}"):
+        explore(roberta, SMALL, workers=1, constraints=Constraints(max_latency_ms=0.001))
+    kept = explore(roberta, SMALL, workers=1, constraints=Constraints(max_latency_ms=fastest))
+    assert all(p.latency_ms <= fastest for p in kept.points)
+
+
+def test_bad_spaces_are_refused(roberta) -> None:
+    with pytest.raises(UserInputError, match="clock_mhz values must be positive"):
+        replace(SMALL, clock_mhz=(0,))
+    with pytest.raises(UserInputError, match="rows needs at least one value"):
+        replace(SMALL, rows=())
+    with pytest.raises(UserInputError, match="raise out_buffer_kib"):
+        explore(roberta, replace(SMALL, out_buffer_kib=(0.25,)), workers=1)
+
+
+def test_cli_simulate_and_dse_write_their_records(tmp_path) -> None:
+    runner = CliRunner()
+    out = tmp_path / "sim.json"
+    done = runner.invoke(app, ["hw", "simulate", "--model", "roberta-base", "--arch",
+                               "swifttron", "--seq-len", "32", "--out", str(out)])
+    assert done.exit_code == 0, done.output
+    record = json.loads(out.read_text())
+    assert record["arch"] == "swifttron" and record["latency_ms"] > 0
+    assert out.with_suffix(".png").is_file()
+    folder = tmp_path / "dse"
+    done = runner.invoke(app, ["hw", "dse", "--model", "roberta-base", "--seq-len", "32",
+                               "--rows", "8,16", "--cols", "8", "--clock-mhz", "200",
+                               "--workers", "1", "--chunk", "0/2", "--out", str(folder)])
+    assert done.exit_code == 0, done.output
+    front = json.loads((folder / "front.json").read_text())
+    assert front["front"] and (folder / "front.png").is_file()
+    assert len(json.loads((folder / "points.json").read_text())) == front["evaluated"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["simulate", "--model", "roberta-base", "--arch", "tpu"], "unknown architecture preset"),
+    (["simulate", "--model", "roberta-base", "--clock-mhz", "0"], "clock_mhz must be positive"),
+    (["simulate", "--model", "tiny-llama", "--arch", "swifttron"], "no unit on arch"),
+    (["dse", "--model", "roberta-base", "--rows", "8,x"], "comma-separated"),
+    (["dse", "--model", "roberta-base", "--chunk", "3"], "use I/N"),
+])
+def test_cli_bad_input_is_one_line(args, message, tmp_path) -> None:
+    done = CliRunner().invoke(app, ["hw", *args, "--out", str(tmp_path / "o")])
+    assert done.exit_code == 2 and message in done.output
+    assert not (tmp_path / "o").exists()
