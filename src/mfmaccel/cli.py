@@ -549,7 +549,7 @@ def hw_dse(
     (front.json, front.png) and every design point (points.json)."""
     quiet_libraries()
     from mfmaccel.fileio import atomic_write_bytes, atomic_write_json
-    from mfmaccel.hw.dse import Constraints, DesignSpace, explore
+    from mfmaccel.hw.dse import Constraints, DesignSpace, describe, explore
     from mfmaccel.hw.workload import workload_for_spec
     from mfmaccel.report.hwplots import dse_front
 
@@ -578,7 +578,7 @@ def hw_dse(
     for point in result.front[:15]:
         table.add_row(f"{point.latency_ms:.3f}", f"{point.energy_mj:.3f}",
                       f"{point.area_mm2:.2f}", f"{point.power_mw:.0f}",
-                      " ".join(f"{k}={v:g}" for k, v in point.params.items()))
+                      describe(point.params))
     console.print(table)
     say(f"wrote {out}")
 

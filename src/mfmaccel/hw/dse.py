@@ -63,7 +63,7 @@ class DesignSpace:
             options = getattr(self, name)
             index, digit = divmod(index, len(options))
             out[name] = options[digit]
-        return out
+        return {name: out[name] for name in SWEPT}
 
 
 @dataclass
@@ -105,6 +105,14 @@ class Constraints:
 
 def _measure(limit_name: str) -> str:
     return limit_name.removeprefix("max_")
+
+
+def describe(params: dict[str, float]) -> str:
+    """'64x32 A512/B64/O64 KiB 100 GB/s 800 MHz 16 lanes w4': one design on one line."""
+    p = params
+    return (f"{p['rows']:g}x{p['cols']:g} A{p['a_buffer_kib']:g}/B{p['b_buffer_kib']:g}/"
+            f"O{p['out_buffer_kib']:g} KiB {p['bandwidth_gbs']:g} GB/s {p['clock_mhz']:g} MHz "
+            f"{p['vector_lanes']:g} lanes w{p['weight_bits']:g}")
 
 
 def design(space: DesignSpace, params: dict[str, float]) -> Arch:

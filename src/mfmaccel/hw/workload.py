@@ -22,7 +22,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from mfmaccel.errors import UserInputError
-from mfmaccel.models.record import VISION, VLM, LoadedModel
+from mfmaccel.models.record import CAUSAL_LM, VISION, VLM, LoadedModel
 
 aten = torch.ops.aten
 DEFAULT_BITS = 8  # the accelerator computes int8 x int8; float weights are stored as int8
@@ -284,7 +284,8 @@ def _check_length(seq_len: int, limit: int | None, model: str) -> None:
                              f"{limit}, not {seq_len}")
 
 
-def model_inputs(loaded: LoadedModel, seq_len: int) -> dict[str, torch.Tensor]:
+def model_inputs(loaded: LoadedModel, seq_len: int) -> dict[str, torch.Tensor | int]:
+    """A prefill: `seq_len` tokens (after the image), logits for the last position only."""
     if loaded.kind in (VISION, VLM):
         from PIL import Image
 
@@ -299,8 +300,9 @@ def model_inputs(loaded: LoadedModel, seq_len: int) -> dict[str, torch.Tensor]:
         filler = torch.full((1, seq_len), int(inputs["input_ids"][0, -1]))
         inputs["input_ids"] = torch.cat([inputs["input_ids"], filler], dim=1)
         inputs["attention_mask"] = torch.ones_like(inputs["input_ids"])
-        return inputs
-    return {"input_ids": torch.randint(0, 100, (1, seq_len))}
+        return {**inputs, "logits_to_keep": 1}
+    ids = {"input_ids": torch.randint(0, 100, (1, seq_len))}
+    return {**ids, "logits_to_keep": 1} if loaded.kind == CAUSAL_LM else ids
 
 
 def _image_side(processor) -> int:
