@@ -43,7 +43,8 @@ def test_builtin_and_file_recipes(tmp_path) -> None:
     assert load_recipe("quick").model == "smollm2-135m"
     assert load_recipe("code").evaluation.tasks == ["humaneval", "ppl"]
     medical = load_recipe("medical")
-    assert medical.model == "medvlm-base" and [s.stage for s in medical.stages] == ["finetune"]
+    assert medical.model == "medvlm-base"
+    assert [s.stage for s in medical.stages] == ["finetune", "hardware"]
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: [unclosed\n")
     with pytest.raises(UserInputError, match="not valid YAML"):
