@@ -8,7 +8,8 @@ architecture right without a table per family. A model known only by its config 
 `meta` device: shapes propagate, nothing is computed, no weights are needed.
 
 Not counted: embedding lookups, masks, views and copies (data movement the controller does
-while loading tiles).
+while loading tiles); batch norms (folded into the convolution before them when the model is
+converted to integers) and ReLUs (a clamp at zero in the requantization).
 """
 
 from __future__ import annotations
@@ -171,7 +172,7 @@ class _Recorder(TorchDispatchMode):
             self.ops.append(VectorOp("softmax", args[0].numel() // length, length, where=path))
         elif packet in (aten.gelu, aten.silu):
             self._vector(packet.__name__, args[0], path)
-        elif packet in (aten.add, aten.mul) and kind is None and _same_shape(args):
+        elif _elementwise(packet, kind, args):
             self._vector("add", args[0], path)
 
     def _vector(self, unit: str, x: torch.Tensor, path: str) -> None:
@@ -204,6 +205,14 @@ class _Recorder(TorchDispatchMode):
                      VectorOp("softmax", heads * length, keys, where=path),
                      Gemm("attention-context", length, v.shape[-1], keys, heads, None,
                           where=path)]
+
+
+def _elementwise(packet, kind: str | None, args) -> bool:
+    """A residual add, a gate product, a rotary term, or a max pool (comparisons, priced as
+    adds); not a bias broadcast or a mask."""
+    if packet is aten.max_pool2d_with_indices:
+        return True
+    return packet in (aten.add, aten.add_, aten.mul) and kind is None and _same_shape(args)
 
 
 def _same_shape(args) -> bool:
