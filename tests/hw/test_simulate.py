@@ -165,3 +165,17 @@ def test_arch_rejects_unknown_units_and_dataflows() -> None:
         Arch("x", 4, 4, 1, 1, 1, 1, 1, units=("softmax", "fft"))
     with pytest.raises(UserInputError, match="dataflows"):
         Arch("x", 4, 4, 1, 1, 1, 1, 1, dataflows=("rs",))
+
+
+@pytest.mark.parametrize("flow, rows, cols, m, n, k, scalesim", [
+    ("os", 4, 4, 16, 16, 64, 1119), ("os", 32, 8, 100, 50, 30, 1903),
+    ("ws", 8, 8, 64, 64, 64, 5503), ("ws", 16, 16, 7, 9, 300, 1006),
+])
+def test_systolic_counts_are_scalesims(flow, rows, cols, m, n, k, scalesim) -> None:
+    """Compute cycles SCALE-Sim 3.0.0 reported for these GEMMs (benchmarks/scalesim_runner.py;
+    it reports the last cycle's index, one less than the count)."""
+    from mfmaccel.hw.dataflow import ws_cycles
+
+    arch = replace(EDGE, rows=rows, cols=cols, interconnect="systolic")
+    ours = os_cycles(arch, m, n, k) if flow == "os" else ws_cycles(arch, m, m, n, k)
+    assert ours == scalesim + 1

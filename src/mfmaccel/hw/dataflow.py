@@ -11,8 +11,10 @@ Cycle counts per array fold:
   simulation in the tests).
 - weight-stationary, broadcast: R cycles to load an R x C weight tile, one A row per cycle
   through it, one cycle to drain the adder trees: R + rows + 1.
-- systolic arrays (SCALE-Sim's model): operands enter skewed, so each fold costs 2R + C + T - 2
-  with T the streamed dimension (K for output-stationary, the A rows for weight-stationary).
+- systolic arrays (SCALE-Sim 3.0's count, reproduced exactly by benchmarks/scalesim_runner.py):
+  operands enter skewed; an output-stationary fold costs R + C + K - 2, a weight-stationary
+  one 2R + C + rows - 2 (R more to load the weights); no start cycle. SCALE-Sim reports the
+  index of the last cycle, one less than this count.
 
 Off-chip traffic assumes double-buffered tiles (loads overlap compute), int8 activations,
 weights at their stored bits, int8 outputs after requantization, and int32 partial sums that
@@ -58,13 +60,19 @@ def fold_cycles(arch: Arch, dataflow: str, streamed: int) -> int:
     """Cycles of one array fold that streams `streamed` rows (K for os, A rows for ws)."""
     r, c = arch.rows, arch.cols
     if arch.interconnect == "systolic":
-        return 2 * r + c + streamed - 2
+        return (r if dataflow == "os" else 2 * r) + c + streamed - 2
     return 1 + streamed + r if dataflow == "os" else r + streamed + 1
 
 
+def start_cycles(arch: Arch) -> int:
+    """The broadcast engine's controller takes one cycle to accept `start`."""
+    return 1 if arch.interconnect == "broadcast" else 0
+
+
 def os_cycles(arch: Arch, m: int, n: int, k: int) -> int:
-    """Output-stationary cycles of one GEMM: a start cycle, then one fold per R x C tile."""
-    return 1 + math.ceil(m / arch.rows) * math.ceil(n / arch.cols) * fold_cycles(arch, "os", k)
+    """Output-stationary cycles of one GEMM: the start, then one fold per R x C tile."""
+    tiles = math.ceil(m / arch.rows) * math.ceil(n / arch.cols)
+    return start_cycles(arch) + tiles * fold_cycles(arch, "os", k)
 
 
 def ws_cycles(arch: Arch, m_block: int, m: int, n: int, k: int) -> int:
@@ -72,7 +80,7 @@ def ws_cycles(arch: Arch, m_block: int, m: int, n: int, k: int) -> int:
     folds = math.ceil(k / arch.rows) * math.ceil(n / arch.cols)
     full, rest = divmod(m, m_block)
     per_block = full * folds * fold_cycles(arch, "ws", m_block)
-    return 1 + per_block + (folds * fold_cycles(arch, "ws", rest) if rest else 0)
+    return start_cycles(arch) + per_block + (folds * fold_cycles(arch, "ws", rest) if rest else 0)
 
 
 def check_fits(arch: Arch, shape: GemmShape) -> None:
