@@ -75,7 +75,7 @@ def scalesim_check(full: bool) -> dict:
     try:
         from scalesim_runner import scalesim_cycles
     except ImportError as err:
-        return {"skipped": f"scalesim is not installed ({err}); pip install scalesim==3.0.0"}
+        return {"skipped": f"scalesim is not installed ({err}); pip install -e '.[bench]'"}
     cases = []
     for rows, cols in SCALESIM_ARRAYS:
         systolic = replace(get_arch("large"), name="systolic", rows=rows, cols=cols,
