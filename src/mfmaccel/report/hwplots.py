@@ -10,24 +10,42 @@ from mfmaccel.report.plots import OTHER, PARETO, _figure, _png
 BOUND_COLOURS = {"compute": PARETO, "bandwidth": "#d1242f"}
 
 
+def _by_role(simulation: dict) -> list[dict]:
+    """GEMMs that moved off-chip bytes, summed per role (projection, ffn, ...)."""
+    roles: dict[str, dict] = {}
+    for op in simulation.get("ops", []):
+        if op["unit"] != "gemm" or not op["dram_bytes"]:
+            continue
+        total = roles.setdefault(op["name"], {"name": op["name"], "macs": 0, "dram_bytes": 0.0,
+                                              "cycles": 0, "compute_cycles": 0})
+        for key in ("macs", "dram_bytes", "cycles", "compute_cycles"):
+            total[key] += op[key]
+    for total in roles.values():
+        total["bound"] = "compute" if total["compute_cycles"] >= total["cycles"] else "bandwidth"
+    return sorted(roles.values(), key=lambda r: r["macs"] / r["dram_bytes"])
+
+
 def roofline(simulation: dict) -> bytes | None:
-    """Attained MAC rate of each GEMM against its MACs per off-chip byte, under the roofs of
-    the array's peak and the link's bandwidth."""
-    gemms = [op for op in simulation.get("ops", []) if op["unit"] == "gemm" and op["dram_bytes"]]
+    """Attained MAC rate of each kind of GEMM against its MACs per off-chip byte, under the
+    roofs of the array's peak and the link's bandwidth."""
+    gemms = _by_role(simulation)
     if not gemms:
         return None
     fig, [[ax]] = _figure(6.4, 4.0, 1, 1)
     clock_hz = simulation["clock_mhz"] * 1e6
-    intensities = [op["macs"] / op["dram_bytes"] for op in gemms]
     peak, bandwidth = simulation["peak_gmacs"], simulation["bandwidth_gbs"]
-    low, high = min(intensities + [peak / bandwidth]) / 2, max(intensities + [peak / bandwidth]) * 2
     ridge = peak / bandwidth
+    xs = [op["macs"] / op["dram_bytes"] for op in gemms]
+    low, high = min(xs + [ridge]) / 2, max(xs + [ridge]) * 2
     ax.plot([low, ridge, high], [bandwidth * low, peak, peak], color="#57606a", linewidth=1.2)
-    for op, x in zip(gemms, intensities, strict=True):
+    placed: list[tuple[float, float]] = []
+    for op, x in zip(gemms, xs, strict=True):
         attained = op["macs"] / (op["cycles"] / clock_hz) / 1e9
         ax.scatter([x], [attained], s=28, color=BOUND_COLOURS[op["bound"]], zorder=3)
-        ax.annotate(op["name"], (x, attained), xytext=(5, -10), textcoords="offset points",
-                    fontsize=7, color="#57606a")
+        near = sum(abs(x / px - 1) < 0.3 and abs(attained / py - 1) < 0.3 for px, py in placed)
+        ax.annotate(op["name"], (x, attained), xytext=(5, -10 - 11 * near),
+                    textcoords="offset points", fontsize=7, color="#57606a")
+        placed.append((x, attained))
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("MACs per off-chip byte", fontsize=9)
