@@ -466,10 +466,13 @@ def _override(arch, **values):
 @hw_app.command("simulate")
 @user_errors
 def hw_simulate(
-    model: Annotated[str, typer.Option(help="roberta-base (config only), a built-in model, "
-                                            "tiny-<arch>, an HF folder or a .gguf file")],
+    model: Annotated[str, typer.Option(help="roberta-base or vit-base (configs only), a "
+                                            "built-in model, tiny-<arch>, an HF folder or a "
+                                            ".gguf file")],
     arch: Annotated[str, typer.Option(help="Preset: swifttron, edge, large")] = "edge",
     seq_len: Annotated[int, typer.Option(help="Text tokens per forward pass")] = 128,
+    image_size: Annotated[int | None, typer.Option(help="Vision encoders: pixels per side")
+                          ] = None,
     rows: Annotated[int | None, typer.Option(help="Override: MAC array rows")] = None,
     cols: Annotated[int | None, typer.Option(help="Override: MAC array columns")] = None,
     clock_mhz: Annotated[float | None, typer.Option(help="Override: clock")] = None,
@@ -488,7 +491,7 @@ def hw_simulate(
 
     target = _override(get_arch(arch), rows=rows, cols=cols, clock_mhz=clock_mhz,
                        bandwidth_gbs=bandwidth_gbs, attention=attention)
-    result = simulate(workload_for_spec(model, seq_len), target)
+    result = simulate(workload_for_spec(model, seq_len, image_size), target)
     out = out or Path("results") / f"{Path(model).name}-{arch}-L{seq_len}-simulate.json"
     result.save(out)
     png = roofline(result.to_dict())
@@ -524,6 +527,8 @@ def _values(text: str | None, cast=float) -> tuple | None:
 def hw_dse(
     model: Annotated[str, typer.Option(help="As for `hw simulate`")],
     seq_len: Annotated[int, typer.Option(help="Text tokens per forward pass")] = 128,
+    image_size: Annotated[int | None, typer.Option(help="Vision encoders: pixels per side")
+                          ] = None,
     base: Annotated[str, typer.Option(help="Preset whose technology and units are kept")
                     ] = "edge",
     rows: Annotated[str | None, typer.Option(help="Array rows to try, e.g. 8,16,32")] = None,
@@ -562,7 +567,7 @@ def hw_dse(
     if workers < 1:
         raise UserInputError(f"--workers must be at least 1, got {workers}")
     part = _chunk(chunk)
-    result = explore(workload_for_spec(model, seq_len), space, workers, part,
+    result = explore(workload_for_spec(model, seq_len, image_size), space, workers, part,
                      Constraints(max_latency_ms, max_energy_mj, max_area_mm2, max_power_mw))
     suffix = f"-chunk{part[0]}of{part[1]}" if part else ""
     out = out or Path("results") / f"dse-{Path(model).name}-L{seq_len}{suffix}"

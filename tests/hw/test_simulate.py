@@ -179,3 +179,18 @@ def test_systolic_counts_are_scalesims(flow, rows, cols, m, n, k, scalesim) -> N
     arch = replace(EDGE, rows=rows, cols=cols, interconnect="systolic")
     ours = os_cycles(arch, m, n, k) if flow == "os" else ws_cycles(arch, m, m, n, k)
     assert ours == scalesim + 1
+
+
+def test_image_resolution_sets_the_vision_workload() -> None:
+    """ViT-B/16 at 224 pixels: 196 patches + CLS; at 384 the attention grows quadratically."""
+    small, large = workload_for_spec("vit-base", 1, 224), workload_for_spec("vit-base", 1, 384)
+    score = next(op for op in small.ops if isinstance(op, Gemm) and op.role == "attention-score")
+    assert (score.m, score.n) == (197, 197)
+    assert large.macs > 2.5 * small.macs
+    tiny = workload_for_spec("tiny-vit", 1, 64)  # 8-pixel patches: 64 + CLS, interpolated
+    assert any(isinstance(op, Gemm) and op.role == "attention-score" and op.m == 65
+               for op in tiny.ops)
+    with pytest.raises(UserInputError, match="not a multiple of its 16-pixel patches"):
+        workload_for_spec("vit-base", 1, 100)
+    with pytest.raises(UserInputError, match="takes no images"):
+        workload_for_spec("roberta-base", 8, 224)

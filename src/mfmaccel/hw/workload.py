@@ -252,29 +252,52 @@ def _leave(stack, recorder: _Recorder, kind: str | None, args) -> None:
     recorder._vector(kind.split(":")[1], args[0], path)
 
 
-def workload_for_config(config, seq_len: int, model: str, batch: int = 1) -> Workload:
-    """A model known only by its Hugging Face config, built on the meta device (no weights)."""
+def workload_for_config(config, seq_len: int, model: str, image_size: int | None = None,
+                        batch: int = 1) -> Workload:
+    """A model known only by its Hugging Face config, built on the meta device (no weights);
+    a vision config at `image_size` pixels (default: its own)."""
     from transformers import AutoModel
 
-    _check_length(seq_len, _positions(config), model)
+    vision = getattr(config, "model_type", "") in ("vit", "clip_vision_model")
+    if vision:
+        config.image_size = _image_size(image_size or config.image_size, config.patch_size,
+                                        model)
+    else:
+        _no_images(image_size, model)
+        _check_length(seq_len, _positions(config), model)
     config._attn_implementation = "eager"
     with torch.device("meta"):
         module = AutoModel.from_config(config)
     module.eval()
     inputs = {"input_ids": torch.zeros(batch, seq_len, dtype=torch.long, device="meta")}
-    if getattr(config, "model_type", "") in ("vit", "clip_vision_model"):
+    if vision:
         side = config.image_size
         inputs = {"pixel_values": torch.zeros(batch, config.num_channels, side, side,
                                               device="meta")}
     return trace_module(module, inputs, model, _describe(inputs))
 
 
-def workload_for_model(loaded: LoadedModel, seq_len: int) -> Workload:
+def workload_for_model(loaded: LoadedModel, seq_len: int,
+                       image_size: int | None = None) -> Workload:
     """A loaded model (possibly pruned or quantized) traced on a real forward pass: `seq_len`
-    text tokens, plus one image at the processor's resolution for vision and VLM models."""
-    _check_length(seq_len, loaded.context_length, loaded.name)
-    inputs = model_inputs(loaded, seq_len)
+    text tokens, plus one image for vision and VLM models (a vision encoder at `image_size`
+    pixels, position embeddings interpolated; a VLM at its processor's resolution)."""
+    if loaded.kind != VISION:
+        _check_length(seq_len, loaded.context_length, loaded.name)
+    inputs = model_inputs(loaded, seq_len, image_size)
     return trace_module(loaded.module, inputs, loaded.name, _describe(inputs))
+
+
+def _image_size(side: int, patch: int, model: str) -> int:
+    if side < patch or side % patch:
+        raise UserInputError(f"{model}: image size {side} is not a multiple of its {patch}-pixel "
+                             f"patches; use e.g. {max(patch, side // patch * patch)}")
+    return side
+
+
+def _no_images(image_size: int | None, model: str) -> None:
+    if image_size is not None:
+        raise UserInputError(f"{model} takes no images; leave the image size unset")
 
 
 def _positions(config) -> int | None:
@@ -293,23 +316,31 @@ def _check_length(seq_len: int, limit: int | None, model: str) -> None:
                              f"{limit}, not {seq_len}")
 
 
-def model_inputs(loaded: LoadedModel, seq_len: int) -> dict[str, torch.Tensor | int]:
+def model_inputs(loaded: LoadedModel, seq_len: int,
+                 image_size: int | None = None) -> dict[str, torch.Tensor | int | bool]:
     """A prefill: `seq_len` tokens (after the image), logits for the last position only."""
-    if loaded.kind in (VISION, VLM):
+    if loaded.kind == VISION:
+        config = loaded.module.config
+        side = _image_size(image_size or config.image_size, config.patch_size, loaded.name)
+        return {"pixel_values": torch.zeros(1, config.num_channels, side, side),
+                "interpolate_pos_encoding": side != config.image_size}
+    if loaded.kind == VLM:
         from PIL import Image
 
         from mfmaccel.evaluate.vqa import vqa_prompt
 
         side = _image_side(loaded.processor)
+        if image_size not in (None, side):
+            raise UserInputError(f"{loaded.name} takes {side}-pixel images (its image tokens "
+                                 f"are fixed); leave the image size unset")
         image = Image.new("RGB", (side, side))
-        if loaded.kind == VISION:
-            return dict(loaded.processor(images=image, return_tensors="pt"))
         inputs = dict(loaded.processor(images=image, text=vqa_prompt(loaded.processor, ""),
                                        return_tensors="pt"))
         filler = torch.full((1, seq_len), int(inputs["input_ids"][0, -1]))
         inputs["input_ids"] = torch.cat([inputs["input_ids"], filler], dim=1)
         inputs["attention_mask"] = torch.ones_like(inputs["input_ids"])
         return {**inputs, "logits_to_keep": 1}
+    _no_images(image_size, loaded.name)
     ids = {"input_ids": torch.randint(0, 100, (1, seq_len))}
     return {**ids, "logits_to_keep": 1} if loaded.kind == CAUSAL_LM else ids
 
@@ -336,13 +367,21 @@ def roberta_base_config():
                          pad_token_id=1, bos_token_id=0, eos_token_id=2)
 
 
-CONFIG_ONLY = {"roberta-base": roberta_base_config}
+def vit_base_config():
+    """ViT-B/16 at 224 pixels (google/vit-base-patch16-224's public config)."""
+    from transformers import ViTConfig
+
+    return ViTConfig(hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+                     intermediate_size=3072, image_size=224, patch_size=16, num_channels=3)
 
 
-def workload_for_spec(spec: str, seq_len: int) -> Workload:
-    """`roberta-base` (public config, no weights) or anything `load_model` takes."""
+CONFIG_ONLY = {"roberta-base": roberta_base_config, "vit-base": vit_base_config}
+
+
+def workload_for_spec(spec: str, seq_len: int, image_size: int | None = None) -> Workload:
+    """`roberta-base`, `vit-base` (public configs, no weights) or anything `load_model` takes."""
     if spec in CONFIG_ONLY:
-        return workload_for_config(CONFIG_ONLY[spec](), seq_len, spec)
+        return workload_for_config(CONFIG_ONLY[spec](), seq_len, spec, image_size)
     from mfmaccel.models import load_model
 
-    return workload_for_model(load_model(spec), seq_len)
+    return workload_for_model(load_model(spec), seq_len, image_size)

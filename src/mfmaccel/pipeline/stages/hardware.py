@@ -19,6 +19,7 @@ from mfmaccel.pipeline.stage import RunContext, Stage, StageParams, StageReport
 class HardwareParams(StageParams):
     arch: str = Field("edge", description="architecture preset: swifttron, edge, large")
     seq_len: int = Field(128, ge=1, description="text tokens per forward pass")
+    image_size: int | None = Field(None, ge=1, description="vision encoders: pixels per side")
     attention: str | None = Field(None, pattern="^(tiled|full)$",
                                   description="override the preset's attention scheme")
 
@@ -27,7 +28,7 @@ def run(model: LoadedModel, params: HardwareParams, ctx: RunContext):
     arch = get_arch(params.arch)
     if params.attention:
         arch = replace(arch, attention=params.attention)
-    result = simulate(workload_for_model(model, params.seq_len), arch)
+    result = simulate(workload_for_model(model, params.seq_len, params.image_size), arch)
     result.save(ctx.stage_dir / "hardware.json")
     bound = sum(op.cycles for op in result.ops if op.bound == "bandwidth") / result.cycles
     notes = (f"on {arch.name} ({arch.tech.name}, {arch.rows}x{arch.cols} MACs, "
