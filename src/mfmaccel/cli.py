@@ -417,6 +417,8 @@ def hw_intexec(
     tokens: Annotated[int, typer.Option(help="Decoder: test tokens to score")] = 2048,
     calibration_tokens: Annotated[int, typer.Option(help="Decoder: train tokens")] = 2048,
     context: Annotated[int, typer.Option(help="Decoder: window length")] = 256,
+    per_token: Annotated[bool, typer.Option(help="Decoder: per-token power-of-two scales for "
+                                            "the GEMM inputs")] = True,
     out: Annotated[Path | None, typer.Option(help="JSON output path")] = None,
 ) -> None:
     """Run MODEL integer-only and report how close it stays to float."""
@@ -426,7 +428,8 @@ def hw_intexec(
     from mfmaccel.models.loader import model_kind
 
     if model_kind(model) == CAUSAL_LM:
-        record = decoder_agreement(load_model(model), tokens, calibration_tokens, context)
+        record = decoder_agreement(load_model(model), tokens, calibration_tokens, context,
+                                   per_token)
     else:
         record = encoder_agreement(load_model(model), sentences, calibration)
     out = out or Path("results") / f"{Path(model).name}-intexec.json"

@@ -155,3 +155,26 @@ def test_rotary_within_half_a_step_of_float() -> None:
     q = torch.randint(-128, 128, (2, positions, head_dim))
     reference = q * table.cos() + rotate_half(q.double()) * table.sin()
     assert (rotary(q, torch.arange(positions)) - reference).abs().max() <= 0.51
+
+
+def test_token_shifts_fit_each_row_with_the_smallest_shift() -> None:
+    from mfmaccel.hw.intops import token_shifts
+
+    x = torch.tensor([[3, -100], [1000, 5], [-40000, 2], [0, 0]])
+    q, shift = token_shifts(x)
+    assert shift.flatten().tolist() == [0, 3, 9, 0]  # bit lengths 7, 10, 16 (and nothing)
+    assert q.tolist() == [[3, -100], [125, 1], [-78, 0], [0, 0]]
+    assert q.abs().max() <= 127
+
+
+def test_requantize_row_shift_equals_shifting_the_accumulator() -> None:
+    """A row quantized with a per-token shift s comes out of the GEMM's requantization as if
+    its accumulator had been 2^s larger."""
+    from mfmaccel.hw.intops import Dyadic, requantize
+
+    generator = torch.Generator().manual_seed(0)
+    acc = torch.randint(-(1 << 20), 1 << 20, (4, 8), generator=generator)
+    shift = torch.tensor([[0], [1], [5], [9]])
+    factor = Dyadic(1 << 29, 40)
+    assert torch.equal(requantize(acc, factor, row_shift=shift),
+                       requantize(acc << shift, factor))

@@ -78,7 +78,9 @@ class IntLinear:
             check_range(bias, INT32, "bias at the accumulator's scale")
         return cls(weight, bias, dyadic_vector(accumulator_scales / scale_out), out)
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, row_shift: torch.Tensor | None = None) -> torch.Tensor:
+        """`row_shift`: per-token power-of-two scales of `x` (`intops.token_shifts`)."""
         flat = x.reshape(-1, x.shape[-1])
         acc = int_gemm(flat, self.weight, self.bias)
-        return requantize(acc, self.requant, self.out).view(*x.shape[:-1], -1)
+        shifts = None if row_shift is None else row_shift.reshape(-1, 1)
+        return requantize(acc, self.requant, self.out, shifts).view(*x.shape[:-1], -1)

@@ -1,7 +1,9 @@
 """A Llama-family decoder (e.g. `smollm2-135m`) as an integer-only W8A8 program.
 
-Per block, every tensor an integer at a static scale calibrated on real text: RMSNorm (integer,
-`intops.IRMSNorm`) to int8, outlier channels smoothed SmoothQuant-style into the GEMMs after it;
+Per block, every tensor an integer at a static scale calibrated on real text, except that each
+GEMM input (but the head's) gets a per-token power-of-two scale on top (`intops.token_shifts`,
+`per_token=True`): RMSNorm (integer, `intops.IRMSNorm`) to int8, outlier channels smoothed
+SmoothQuant-style into the GEMMs after it;
 q, k, v int8 projections; rotary embedding in integers on q and k (their int8 scale leaves room
 for the rotation's sqrt 2); scores q k^T in int32 with 1/sqrt(d) folded into the softmax's input
 scale, causal mask, integer softmax, context int8; o_proj into the residual stream, which is
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -47,12 +49,16 @@ from mfmaccel.hw.intops import (
     requantize,
     residual_add,
     rounding_shift,
+    token_shifts,
 )
 from mfmaccel.hw.intops.activations import EXP_FINEST_SCALE, PROBABILITY_BITS
 from mfmaccel.hw.intops.norms import NORM_INPUT
 
 RESIDUAL = NORM_INPUT  # int24: what the integer RMSNorm takes
 SIGMOID_BITS = 15
+# per-token scales of the GEMM inputs: up to 2^8 finer than the calibrated per-tensor scale, for
+# the tokens whose values are small
+TOKEN_HEADROOM = 8
 
 
 @dataclass(frozen=True)
@@ -66,18 +72,19 @@ class IntLlamaAttention:
     kv_heads: int
     exp: IExp
     coarsen: Dyadic | None  # scores -> the exp's input scale, when theirs is too fine
-    context: Dyadic  # probabilities x v -> int8 context
+    context: Dyadic  # probabilities x v -> the context (int8, or finer for per-token scales)
+    per_token: bool  # the context reaches o_proj with per-token power-of-two scales
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, row_shift: torch.Tensor | None = None) -> torch.Tensor:
         batch, length, _ = x.shape
         positions = torch.arange(length)
 
         def split(t: torch.Tensor, heads: int) -> torch.Tensor:
             return t.view(batch, length, heads, -1).transpose(1, 2)
 
-        q = INT8.clamp(self.rotary(split(self.query(x), self.heads), positions))
-        k = INT8.clamp(self.rotary(split(self.key(x), self.kv_heads), positions))
-        v = split(self.value(x), self.kv_heads)
+        q = INT8.clamp(self.rotary(split(self.query(x, row_shift), self.heads), positions))
+        k = INT8.clamp(self.rotary(split(self.key(x, row_shift), self.kv_heads), positions))
+        v = split(self.value(x, row_shift), self.kv_heads)
         groups = self.heads // self.kv_heads
         k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
         scores = check_range(exact_matmul(q, k.transpose(-1, -2)), INT32, "attention scores")
@@ -86,8 +93,16 @@ class IntLlamaAttention:
         future = torch.ones(length, length, dtype=torch.bool).triu(1)
         probs = i_softmax(scores.masked_fill(future, MASKED), self.exp, PROBABILITY_BITS)
         context = check_range(exact_matmul(probs, v), INT32, "attention context")
-        context = requantize(context.transpose(1, 2).reshape(batch, length, -1), self.context)
-        return self.output(context)
+        context = context.transpose(1, 2).reshape(batch, length, -1)
+        return _into(self.output, context, self.context, self.per_token)
+
+
+def _into(linear: IntLinear, x: torch.Tensor, factor: Dyadic, per_token: bool) -> torch.Tensor:
+    """`x` requantized into `linear`: to int8 at a static scale, or to a 2^TOKEN_HEADROOM finer
+    one and then to int8 with one power-of-two scale per token."""
+    if not per_token:
+        return linear(requantize(x, factor))
+    return linear(*token_shifts(requantize(x, factor, INT32)))
 
 
 @dataclass(frozen=True)
@@ -96,11 +111,12 @@ class IntLlamaMlp:
     up: IntLinear
     down: IntLinear  # -> the residual stream
     sigmoid: ISigmoid
-    product: Dyadic  # silu(gate) x up -> int8
+    product: Dyadic  # silu(gate) x up -> down's input (int8, or finer for per-token scales)
+    per_token: bool
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        activated = i_silu(self.gate(x), self.sigmoid) * self.up(x)
-        return self.down(requantize(activated, self.product))
+    def __call__(self, x: torch.Tensor, row_shift: torch.Tensor | None = None) -> torch.Tensor:
+        activated = i_silu(self.gate(x, row_shift), self.sigmoid) * self.up(x, row_shift)
+        return _into(self.down, activated, self.product, self.per_token)
 
 
 @dataclass(frozen=True)
@@ -113,10 +129,16 @@ class IntLlamaBlock:
 
     def __call__(self, h: torch.Tensor) -> torch.Tensor:
         s = self.scales
-        mid = residual_add(self.attention(self.attention_norm(h)), s["mid"], h, s["in"],
-                           s["mid"], RESIDUAL)
-        return residual_add(self.mlp(self.mlp_norm(mid)), s["out"], mid, s["mid"], s["out"],
-                            RESIDUAL)
+        mid = residual_add(self.attention(*_normed(self.attention_norm, h)), s["mid"], h,
+                           s["in"], s["mid"], RESIDUAL)
+        return residual_add(self.mlp(*_normed(self.mlp_norm, mid)), s["out"], mid, s["mid"],
+                            s["out"], RESIDUAL)
+
+
+def _normed(norm: IRMSNorm, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The norm's int8 output, with per-token shifts when it was built finer (int32 out)."""
+    out = norm(h)
+    return token_shifts(out) if norm.out is INT32 else (out, None)
 
 
 @dataclass(frozen=True)
@@ -162,18 +184,22 @@ def _residual_scale(ranges: RangeRecorder, name: str) -> float:
 
 
 def _norm(norm: nn.Module, ranges: RangeRecorder, name: str, scale_in: float,
-          consumers: Sequence[nn.Linear], alpha: float) -> tuple[IRMSNorm, torch.Tensor, float]:
-    """Integer RMSNorm to int8 for `consumers`, smoothed: (unit, factors, output scale)."""
+          consumers: Sequence[nn.Linear], alpha: float, per_token: bool
+          ) -> tuple[IRMSNorm, torch.Tensor, float]:
+    """Integer RMSNorm for `consumers`, smoothed: (unit, factors, output scale). To int8, or,
+    with `per_token`, to int32 at a 2^TOKEN_HEADROOM finer scale for per-token shifts."""
     channels = ranges.channels[name]
     factors = smoothing(channels, [c.weight for c in consumers], alpha)
     scale_out = float((channels / factors).max()) / INT8.high
+    scale_out /= 2**TOKEN_HEADROOM if per_token else 1
     weight = norm.weight.detach().double() / factors
-    return IRMSNorm.build(weight, scale_in, scale_out, norm.variance_epsilon), factors, scale_out
+    unit = IRMSNorm.build(weight, scale_in, scale_out, norm.variance_epsilon)
+    return (replace(unit, out=INT32) if per_token else unit), factors, scale_out
 
 
 def _attention(attention: nn.Module, ranges: RangeRecorder, i: int, scale_in: float,
-               factors: torch.Tensor, rotary: IRotary, config, scale_out: float
-               ) -> IntLlamaAttention:
+               factors: torch.Tensor, rotary: IRotary, config, scale_out: float,
+               per_token: bool) -> IntLlamaAttention:
     def s8(name: str) -> float:
         return ranges.scale(f"{i}.{name}")
 
@@ -182,19 +208,20 @@ def _attention(attention: nn.Module, ranges: RangeRecorder, i: int, scale_in: fl
     head_dim = attention.head_dim
     score_scale = s_q * s_k / math.sqrt(head_dim)
     exp_scale = max(score_scale, EXP_FINEST_SCALE)
+    s_ctx = s8("ctx") / (2**TOKEN_HEADROOM if per_token else 1)
     return IntLlamaAttention(
         IntLinear.build(attention.q_proj, scale_in, s_q, smoothing=factors),
         IntLinear.build(attention.k_proj, scale_in, s_k, smoothing=factors),
         IntLinear.build(attention.v_proj, scale_in, s8("v"), smoothing=factors),
-        IntLinear.build(attention.o_proj, s8("ctx"), scale_out, RESIDUAL),
+        IntLinear.build(attention.o_proj, s_ctx, scale_out, RESIDUAL),
         rotary, config.num_attention_heads, config.num_key_value_heads,
         IExp.build(exp_scale),
         dyadic(score_scale / exp_scale) if exp_scale > score_scale else None,
-        dyadic(s8("v") / 2**PROBABILITY_BITS / s8("ctx")))
+        dyadic(s8("v") / 2**PROBABILITY_BITS / s_ctx), per_token)
 
 
 def _mlp(mlp: nn.Module, ranges: RangeRecorder, i: int, scale_in: float,
-         factors: torch.Tensor, scale_out: float, alpha: float) -> IntLlamaMlp:
+         factors: torch.Tensor, scale_out: float, alpha: float, per_token: bool) -> IntLlamaMlp:
     """gate and up from the smoothed norm; down_proj's input (silu(gate) x up, where Llama's
     largest outliers live) smoothed too: up's output rows divided by the factors, down's
     columns multiplied by them."""
@@ -205,13 +232,14 @@ def _mlp(mlp: nn.Module, ranges: RangeRecorder, i: int, scale_in: float,
     up = rows_divided(mlp.up_proj, act)
     s_up = float((ranges.channels[f"{i}.up"] / act).max()) / INT8.high
     s_act = float((ranges.channels[f"{i}.act"] / act).max()) / INT8.high
+    s_act /= 2**TOKEN_HEADROOM if per_token else 1
     sigmoid = ISigmoid.build(s8("gate"), SIGMOID_BITS)
     silu_scale = s8("gate") / 2**SIGMOID_BITS
     return IntLlamaMlp(
         IntLinear.build(mlp.gate_proj, scale_in, s8("gate"), smoothing=factors),
         IntLinear.build(up, scale_in, s_up, smoothing=factors),
         IntLinear.build(mlp.down_proj, s_act, scale_out, RESIDUAL, smoothing=act),
-        sigmoid, dyadic(silu_scale * s_up / s_act))
+        sigmoid, dyadic(silu_scale * s_up / s_act), per_token)
 
 
 def check_llama(module: nn.Module) -> None:
@@ -238,9 +266,12 @@ def _rotary(module: nn.Module, length: int) -> IRotary:
 
 
 def convert_llama(module: nn.Module, windows: Sequence[torch.Tensor],
-                  max_length: int = 1024, alpha: float = SMOOTHING_ALPHA) -> IntLlama:
+                  max_length: int = 1024, alpha: float = SMOOTHING_ALPHA,
+                  per_token: bool = True) -> IntLlama:
     """Calibrate on `windows` ((1, T) token ids of real text) and build the integer program
-    for sequences of up to `max_length` tokens; `alpha` is SmoothQuant's migration strength."""
+    for sequences of up to `max_length` tokens; `alpha` is SmoothQuant's migration strength;
+    `per_token`: every GEMM input but the head's gets per-token power-of-two scales (else
+    static per-tensor ones, like every other tensor)."""
     check_llama(module)
     module.eval()
     ranges = record_ranges(module, _taps(module), lambda: (module(input_ids=w) for w in windows))
@@ -252,14 +283,14 @@ def convert_llama(module: nn.Module, windows: Sequence[torch.Tensor],
         attention, mlp = layer.self_attn, layer.mlp
         norm1, factors1, s_attn = _norm(layer.input_layernorm, ranges, f"{i}.attn_in", scale_in,
                                         [attention.q_proj, attention.k_proj, attention.v_proj],
-                                        alpha)
+                                        alpha, per_token)
         s_mid, s_out = _residual_scale(ranges, f"{i}.mid"), _residual_scale(ranges, f"{i}.out")
         norm2, factors2, s_mlp = _norm(layer.post_attention_layernorm, ranges, f"{i}.mlp_in",
-                                       s_mid, [mlp.gate_proj, mlp.up_proj], alpha)
+                                       s_mid, [mlp.gate_proj, mlp.up_proj], alpha, per_token)
         blocks.append(IntLlamaBlock(
             norm1, _attention(attention, ranges, i, s_attn, factors1, rotary, module.config,
-                              s_mid),
-            norm2, _mlp(mlp, ranges, i, s_mlp, factors2, s_out, alpha),
+                              s_mid, per_token),
+            norm2, _mlp(mlp, ranges, i, s_mlp, factors2, s_out, alpha, per_token),
             {"in": scale_in, "mid": s_mid, "out": s_out}))
         scale_in = s_out
     final_scale = ranges.scale("final")

@@ -74,6 +74,7 @@ class DecoderAgreement(Record):
     tokens: int  # scored on the corpus's test half
     calibration_tokens: int  # from its train half
     context: int
+    per_token: bool  # GEMM inputs with per-token power-of-two scales
     float_ppl: float
     integer_ppl: float
     ppl_change: float  # integer / float - 1
@@ -82,7 +83,7 @@ class DecoderAgreement(Record):
 
 @torch.inference_mode()
 def decoder_agreement(model: LoadedModel, tokens: int = 2048, calibration: int = 2048,
-                      context: int = 256) -> DecoderAgreement:
+                      context: int = 256, per_token: bool = True) -> DecoderAgreement:
     """Perplexity of the integer-only program against float on the same windows of the
     corpus's test half, and how often their next-token predictions agree."""
     from mfmaccel.compress.calibration import calibration_batches
@@ -91,7 +92,8 @@ def decoder_agreement(model: LoadedModel, tokens: int = 2048, calibration: int =
     if model.kind != CAUSAL_LM:
         raise UserInputError(f"{model.name} is not a causal LM; try smollm2-135m")
     program = convert_llama(model.module,
-                            calibration_batches(model.tokenizer, calibration, context), context)
+                            calibration_batches(model.tokenizer, calibration, context), context,
+                            per_token=per_token)
     ids = model.tokenizer(load_text_corpus("test"), return_tensors="pt",
                           add_special_tokens=False).input_ids[0][: tokens + 1]
     nll = {"float": 0.0, "integer": 0.0}
@@ -106,5 +108,5 @@ def decoder_agreement(model: LoadedModel, tokens: int = 2048, calibration: int =
         agree += int((logits["float"].argmax(-1) == logits["integer"].argmax(-1)).sum())
         scored += len(targets)
     float_ppl, integer_ppl = (math.exp(nll[k] / scored) for k in ("float", "integer"))
-    return DecoderAgreement(model.name, scored, calibration, context, float_ppl, integer_ppl,
-                            integer_ppl / float_ppl - 1, agree / scored)
+    return DecoderAgreement(model.name, scored, calibration, context, per_token, float_ppl,
+                            integer_ppl, integer_ppl / float_ppl - 1, agree / scored)

@@ -20,6 +20,7 @@ from mfmaccel.hw.intops.datapath import (
     requantize,
     residual_add,
     rounding_shift,
+    token_shifts,
 )
 from mfmaccel.hw.intops.norms import ILayerNorm, IRMSNorm, i_sqrt
 from mfmaccel.hw.intops.rotary import IRotary
@@ -27,4 +28,4 @@ from mfmaccel.hw.intops.rotary import IRotary
 __all__ = ["INT8", "INT32", "DatapathOverflow", "Dyadic", "DyadicVector", "IExp", "IGelu",
            "ILayerNorm", "IRMSNorm", "IRotary", "ISigmoid", "IntRange", "check_range", "dyadic",
            "dyadic_vector", "exact_matmul", "i_silu", "i_softmax", "i_sqrt", "int_gemm",
-           "requantize", "residual_add", "rounding_shift"]
+           "requantize", "residual_add", "rounding_shift", "token_shifts"]

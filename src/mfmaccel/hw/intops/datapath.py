@@ -136,12 +136,32 @@ def rounding_shift(x: torch.Tensor, shift: int) -> torch.Tensor:
     return (x + (1 << (shift - 1))) >> shift
 
 
-def requantize(acc: torch.Tensor, factor: Dyadic | DyadicVector, out: IntRange = INT8
-               ) -> torch.Tensor:
+def requantize(acc: torch.Tensor, factor: Dyadic | DyadicVector, out: IntRange = INT8,
+               row_shift: torch.Tensor | None = None) -> torch.Tensor:
     """int32 accumulator -> `out` (int8 by default): multiply, round-shift, saturate. A
-    `DyadicVector` applies one factor per channel of the last dimension."""
+    `DyadicVector` applies one factor per channel of the last dimension; `row_shift` (one per
+    row, from `token_shifts`) shortens the shift of each row's outputs."""
     check_range(acc, INT32, "requantization input")
-    return out.clamp(rounding_shift(acc.long() * factor.m, factor.shift))
+    product = acc.long() * factor.m
+    if row_shift is None:
+        return out.clamp(rounding_shift(product, factor.shift))
+    shift = factor.shift - row_shift
+    if int(shift.min()) < 1:
+        raise DatapathOverflow(f"a per-token shift of {int(row_shift.max())} exceeds the "
+                               f"requantization shift {factor.shift}; use less headroom")
+    return out.clamp((product + (1 << (shift - 1))) >> shift)
+
+
+def token_shifts(x: torch.Tensor, out: IntRange = INT8) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token power-of-two scales, integer-only: each row of `x` shifted right by just
+    enough to fit `out` (a leading-zero count of the row's largest magnitude), rounded.
+    Returns (the rows in `out`, the shift per row); a GEMM on them compensates with its
+    requantization shift lowered by the row's shift (`requantize(..., row_shift=...)`)."""
+    largest = x.abs().amax(-1, keepdim=True).clamp(min=1)
+    bits = torch.floor(torch.log2(largest.double())).long() + 1  # bit length, exact below 2^53
+    shift = (bits - (out.bits - 1)).clamp(min=0)
+    rounded = (x + ((1 << shift) >> 1)) >> shift
+    return out.clamp(rounded), shift
 
 
 def residual_add(a: torch.Tensor, scale_a: float, b: torch.Tensor, scale_b: float,
