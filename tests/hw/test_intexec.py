@@ -75,3 +75,9 @@ def test_integer_llama_refuses_longer_inputs_than_it_was_built_for() -> None:
     assert program(torch.arange(16)[None]).dtype == torch.long
     with pytest.raises(UserInputError, match="exceed the 16"):
         program(torch.arange(17)[None])
+
+
+def test_integer_llama_with_static_activation_scales_tracks_float_too() -> None:
+    result = decoder_agreement(load_model("tiny-llama"), tokens=96, calibration=96, context=48,
+                               per_token=False)
+    assert not result.per_token and result.next_token_agreement > 0.9
