@@ -113,9 +113,19 @@ class IntLlamaMlp:
     sigmoid: ISigmoid
     product: Dyadic  # silu(gate) x up -> down's input (int8, or finer for per-token scales)
     per_token: bool
+    silu_out: Dyadic | None = None  # int16 gate and up: SiLU's output back to int16 first
+    sigmoid_shift: int = 0  # the sigmoid sees the gate this many bits coarser (i-exp's range)
 
     def __call__(self, x: torch.Tensor, row_shift: torch.Tensor | None = None) -> torch.Tensor:
-        activated = i_silu(self.gate(x, row_shift), self.sigmoid) * self.up(x, row_shift)
+        gate = self.gate(x, row_shift)
+        if self.sigmoid_shift:
+            silu = check_range(gate * self.sigmoid(rounding_shift(gate, self.sigmoid_shift)),
+                               INT32, "i-SiLU output")
+        else:
+            silu = i_silu(gate, self.sigmoid)
+        if self.silu_out is not None:
+            silu = requantize(silu, self.silu_out, INT16)
+        activated = check_range(silu * self.up(x, row_shift), INT32, "SiLU(gate) x up")
         return _into(self.down, activated, self.product, self.per_token)
 
 
@@ -221,25 +231,30 @@ def _attention(attention: nn.Module, ranges: RangeRecorder, i: int, scale_in: fl
 
 
 def _mlp(mlp: nn.Module, ranges: RangeRecorder, i: int, scale_in: float,
-         factors: torch.Tensor, scale_out: float, alpha: float, per_token: bool) -> IntLlamaMlp:
+         factors: torch.Tensor, scale_out: float, alpha: float, per_token: bool,
+         wide: bool) -> IntLlamaMlp:
     """gate and up from the smoothed norm; down_proj's input (silu(gate) x up, where Llama's
     largest outliers live) smoothed too: up's output rows divided by the factors, down's
-    columns multiplied by them."""
-    def s8(name: str) -> float:
-        return ranges.scale(f"{i}.{name}")
-
+    columns multiplied by them. `wide`: gate and up come out as int16 (256x finer), SiLU's
+    output is requantized to int16 at the gate's scale (|silu(x)| <= |x| for x > 0, and
+    > -0.28 below), so their product stays within int32."""
+    width = INT16 if wide else INT8
     act = smoothing(ranges.channels[f"{i}.act"], [mlp.down_proj.weight], alpha)
     up = rows_divided(mlp.up_proj, act)
-    s_up = float((ranges.channels[f"{i}.up"] / act).max()) / INT8.high
+    s_gate = ranges.scale(f"{i}.gate", width.high)
+    s_up = float((ranges.channels[f"{i}.up"] / act).max()) / width.high
     s_act = float((ranges.channels[f"{i}.act"] / act).max()) / INT8.high
     s_act /= 2**TOKEN_HEADROOM if per_token else 1
-    sigmoid = ISigmoid.build(s8("gate"), SIGMOID_BITS)
-    silu_scale = s8("gate") / 2**SIGMOID_BITS
+    coarser = max(0, math.ceil(math.log2(EXP_FINEST_SCALE / s_gate)))
+    sigmoid = ISigmoid.build(s_gate * 2**coarser, SIGMOID_BITS)
+    silu_scale = s_gate / 2**SIGMOID_BITS
+    silu_out = dyadic(silu_scale / s_gate) if wide else None
+    product_scale = (s_gate if wide else silu_scale) * s_up
     return IntLlamaMlp(
-        IntLinear.build(mlp.gate_proj, scale_in, s8("gate"), smoothing=factors),
-        IntLinear.build(up, scale_in, s_up, smoothing=factors),
+        IntLinear.build(mlp.gate_proj, scale_in, s_gate, width, smoothing=factors),
+        IntLinear.build(up, scale_in, s_up, width, smoothing=factors),
         IntLinear.build(mlp.down_proj, s_act, scale_out, RESIDUAL, smoothing=act),
-        sigmoid, dyadic(silu_scale * s_up / s_act), per_token)
+        sigmoid, dyadic(product_scale / s_act), per_token, silu_out, coarser)
 
 
 def check_llama(module: nn.Module) -> None:
@@ -267,7 +282,7 @@ def _rotary(module: nn.Module, length: int) -> IRotary:
 
 def convert_llama(module: nn.Module, windows: Sequence[torch.Tensor],
                   max_length: int = 1024, alpha: float = SMOOTHING_ALPHA,
-                  per_token: bool = True) -> IntLlama:
+                  per_token: bool = True, wide_mlp: bool = True) -> IntLlama:
     """Calibrate on `windows` ((1, T) token ids of real text) and build the integer program
     for sequences of up to `max_length` tokens; `alpha` is SmoothQuant's migration strength;
     `per_token`: every GEMM input but the head's gets per-token power-of-two scales (else
@@ -290,7 +305,7 @@ def convert_llama(module: nn.Module, windows: Sequence[torch.Tensor],
         blocks.append(IntLlamaBlock(
             norm1, _attention(attention, ranges, i, s_attn, factors1, rotary, module.config,
                               s_mid, per_token),
-            norm2, _mlp(mlp, ranges, i, s_mlp, factors2, s_out, alpha, per_token),
+            norm2, _mlp(mlp, ranges, i, s_mlp, factors2, s_out, alpha, per_token, wide_mlp),
             {"in": scale_in, "mid": s_mid, "out": s_out}))
         scale_in = s_out
     final_scale = ranges.scale("final")
