@@ -556,10 +556,8 @@ def hw_dse(
     """Sweep accelerator designs for MODEL; write the Pareto front of latency, energy and area
     (front.json, front.png) and every design point (points.json)."""
     quiet_libraries()
-    from mfmaccel.fileio import atomic_write_bytes, atomic_write_json
-    from mfmaccel.hw.dse import Constraints, DesignSpace, describe, explore
+    from mfmaccel.hw.dse import Constraints, DesignSpace, explore
     from mfmaccel.hw.workload import workload_for_spec
-    from mfmaccel.report.hwplots import dse_front
 
     given = {"rows": _values(rows, int), "cols": _values(cols, int),
              "a_buffer_kib": _values(a_buffer_kib), "b_buffer_kib": _values(b_buffer_kib),
@@ -574,6 +572,27 @@ def hw_dse(
                      Constraints(max_latency_ms, max_energy_mj, max_area_mm2, max_power_mw))
     suffix = f"-chunk{part[0]}of{part[1]}" if part else ""
     out = out or Path("results") / f"dse-{Path(model).name}-L{seq_len}{suffix}"
+    _write_exploration(result, out)
+
+
+@hw_app.command("dse-merge")
+@user_errors
+def hw_dse_merge(
+    folders: Annotated[list[Path], typer.Argument(help="The --out folders of the chunks")],
+    out: Annotated[Path, typer.Option(help="Folder for the merged front")],
+) -> None:
+    """Merge the chunks of one sweep (`hw dse --chunk I/N`) into one Pareto front."""
+    from mfmaccel.hw.dse import load_exploration, merge
+
+    _write_exploration(merge([load_exploration(folder) for folder in folders]), out)
+
+
+def _write_exploration(result, out: Path) -> None:
+    """front.json, points.json and front.png in `out`, and the front as a table."""
+    from mfmaccel.fileio import atomic_write_bytes, atomic_write_json
+    from mfmaccel.hw.dse import describe
+    from mfmaccel.report.hwplots import dse_front
+
     record = result.to_dict()
     atomic_write_json(out / "points.json", record.pop("points"))
     atomic_write_json(out / "front.json", record)

@@ -131,3 +131,23 @@ def test_cli_bad_input_is_one_line(args, message, tmp_path) -> None:
     done = CliRunner().invoke(app, ["hw", *args, "--out", str(tmp_path / "o")])
     assert done.exit_code == 2 and message in done.output
     assert not (tmp_path / "o").exists()
+
+
+def test_merged_chunks_give_the_whole_sweeps_front(roberta, tmp_path) -> None:
+    runner = CliRunner()
+    args = ["hw", "dse", "--model", "roberta-base", "--seq-len", "32", "--rows", "8,16",
+            "--cols", "8,16", "--clock-mhz", "200,400", "--workers", "1"]
+    for i in range(2):
+        done = runner.invoke(app, [*args, "--chunk", f"{i}/2", "--out", str(tmp_path / f"c{i}")])
+        assert done.exit_code == 0, done.output
+    merged = runner.invoke(app, ["hw", "dse-merge", str(tmp_path / "c0"), str(tmp_path / "c1"),
+                                 "--out", str(tmp_path / "all")])
+    assert merged.exit_code == 0, merged.output
+    whole = runner.invoke(app, [*args, "--out", str(tmp_path / "whole")])
+    assert whole.exit_code == 0, whole.output
+    fronts = [json.loads((tmp_path / name / "front.json").read_text())["front"]
+              for name in ("all", "whole")]
+    assert fronts[0] == fronts[1] and fronts[0]
+    bad = runner.invoke(app, ["hw", "dse-merge", str(tmp_path / "nope"), "--out",
+                              str(tmp_path / "x")])
+    assert bad.exit_code == 2 and "not a folder written by" in bad.output

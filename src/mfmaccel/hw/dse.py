@@ -9,11 +9,13 @@ share the chunks of one machine.
 
 from __future__ import annotations
 
+import json
 import math
 import multiprocessing
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
 
 from mfmaccel.errors import UserInputError
 from mfmaccel.hw.arch import Arch, get_arch
@@ -207,6 +209,37 @@ def admissible(points: list[DesignPoint], constraints: Constraints) -> list[Desi
             raise UserInputError(f"no design meets {name}={limit:g}; the smallest value that "
                                  f"admits one (other limits kept) is {min(candidates):.4g}")
     raise UserInputError("no design meets the limits together; relax more than one of them")
+
+
+def merge(parts: list[Exploration]) -> Exploration:
+    """Chunks of one sweep (e.g. run on a cluster) as one exploration: all their points and the
+    front of them all."""
+    if not parts:
+        raise UserInputError("nothing to merge; pass the folders the chunks wrote")
+    workloads = {part.workload for part in parts}
+    if len(workloads) > 1:
+        raise UserInputError(f"the chunks come from different workloads ({sorted(workloads)}); "
+                             f"merge chunks of one sweep only")
+    points = sorted((p for part in parts for p in part.points), key=lambda p: p.index)
+    seconds = sum(part.seconds for part in parts)
+    size = sum(part.space_size for part in parts)
+    return Exploration(workload=parts[0].workload, space_size=size,
+                       evaluated=sum(part.evaluated for part in parts),
+                       infeasible=sum(part.infeasible for part in parts), seconds=seconds,
+                       points_per_minute=size / seconds * 60 if seconds else 0.0,
+                       front=pareto_front(points), points=points)
+
+
+def load_exploration(folder: Path) -> Exploration:
+    """What `mfmaccel hw dse` wrote in `folder` (front.json and points.json)."""
+    try:
+        record = json.loads((folder / "front.json").read_text())
+        points = json.loads((folder / "points.json").read_text())
+    except (OSError, ValueError) as err:
+        raise UserInputError(f"{folder}: not a folder written by `mfmaccel hw dse` ({err}); "
+                             f"pass the --out folder of a sweep or chunk") from None
+    record["front"] = [DesignPoint(**p) for p in record["front"]]
+    return Exploration(**record, points=[DesignPoint(**p) for p in points])
 
 
 def pareto_front(points: list[DesignPoint]) -> list[DesignPoint]:
