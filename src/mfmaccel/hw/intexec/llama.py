@@ -1,7 +1,7 @@
 """A Llama-family decoder (e.g. `smollm2-135m`) as an integer-only W8A8 program.
 
 Per block, every tensor an integer at a static scale calibrated on real text, except that each
-GEMM input (but the head's) gets a per-token power-of-two scale on top (`intops.token_shifts`,
+GEMM input gets a per-token power-of-two scale on top (`intops.token_shifts`,
 `per_token=True`): RMSNorm (integer, `intops.IRMSNorm`) to int8, outlier channels smoothed
 SmoothQuant-style into the GEMMs after it;
 q, k, v int8 projections; rotary embedding in integers on q and k (their int8 scale leaves room
@@ -169,7 +169,7 @@ class IntLlama:
         h = self.table[input_ids]
         for block in self.blocks:
             h = block(h)
-        return self.head(self.final_norm(h))
+        return self.head(*_normed(self.final_norm, h))
 
 
 def _taps(module: nn.Module) -> dict[str, tuple[nn.Module, str]]:
@@ -285,7 +285,7 @@ def convert_llama(module: nn.Module, windows: Sequence[torch.Tensor],
                   per_token: bool = True, wide_mlp: bool = True) -> IntLlama:
     """Calibrate on `windows` ((1, T) token ids of real text) and build the integer program
     for sequences of up to `max_length` tokens; `alpha` is SmoothQuant's migration strength;
-    `per_token`: every GEMM input but the head's gets per-token power-of-two scales (else
+    `per_token`: every GEMM input gets per-token power-of-two scales (else
     static per-tensor ones, like every other tensor)."""
     check_llama(module)
     module.eval()
@@ -308,9 +308,10 @@ def convert_llama(module: nn.Module, windows: Sequence[torch.Tensor],
             norm2, _mlp(mlp, ranges, i, s_mlp, factors2, s_out, alpha, per_token, wide_mlp),
             {"in": scale_in, "mid": s_mid, "out": s_out}))
         scale_in = s_out
-    final_scale = ranges.scale("final")
+    final_scale = ranges.scale("final") / (2**TOKEN_HEADROOM if per_token else 1)
     final = IRMSNorm.build(module.model.norm.weight.detach().double(), scale_in, final_scale,
                            module.model.norm.variance_epsilon)
+    final = replace(final, out=INT32) if per_token else final
     logit_scale = ranges.scale("logits", INT16.high)
     head = IntLinear.build(module.lm_head, final_scale, logit_scale, INT16)
     return IntLlama(torch.round(table / table_scale).long(), table_scale, blocks, final, head,
