@@ -417,8 +417,8 @@ def hw_intexec(
     tokens: Annotated[int, typer.Option(help="Decoder: test tokens to score")] = 2048,
     calibration_tokens: Annotated[int, typer.Option(help="Decoder: train tokens")] = 2048,
     context: Annotated[int, typer.Option(help="Decoder: window length")] = 256,
-    per_token: Annotated[bool, typer.Option(help="Decoder: per-token power-of-two scales for "
-                                            "the GEMM inputs")] = True,
+    per_token: Annotated[bool, typer.Option(help="Per-token power-of-two scales for the GEMM "
+                                            "inputs (else static per-tensor)")] = True,
     out: Annotated[Path | None, typer.Option(help="JSON output path")] = None,
 ) -> None:
     """Run MODEL integer-only and report how close it stays to float."""
@@ -431,7 +431,7 @@ def hw_intexec(
         record = decoder_agreement(load_model(model), tokens, calibration_tokens, context,
                                    per_token)
     else:
-        record = encoder_agreement(load_model(model), sentences, calibration)
+        record = encoder_agreement(load_model(model), sentences, calibration, per_token)
     out = out or Path("results") / f"{Path(model).name}-intexec.json"
     record.save(out)
     print_record(f"integer-only {model} vs float", record.to_dict())

@@ -81,3 +81,26 @@ def test_integer_llama_with_static_activation_scales_tracks_float_too() -> None:
     result = decoder_agreement(load_model("tiny-llama"), tokens=96, calibration=96, context=48,
                                per_token=False)
     assert not result.per_token and result.next_token_agreement > 0.9
+
+
+def test_per_token_rows_keep_their_bias() -> None:
+    """A row entering with a per-token shift s is 2^s coarser; its bias must shrink with it, so
+    the per-token layer agrees with the static one on the same real values."""
+    from torch import nn
+
+    from mfmaccel.hw.intexec.linear import IntLinear
+    from mfmaccel.hw.intops import INT8, IntRange, token_shifts
+
+    torch.manual_seed(0)
+    linear = nn.Linear(16, 8)
+    with torch.no_grad():
+        linear.bias.mul_(20)
+    x = torch.randn(6, 16) * torch.tensor([1, 1, 4, 16, 64, 0.01])[:, None]
+    scale_in = float(x.abs().max()) / 127 / 256  # 2^8 finer than per-tensor int8
+    layer = IntLinear.build(linear, scale_in, 0.05, IntRange(16))
+    x8, shift = token_shifts(torch.round(x.double() / scale_in).long(), INT8)
+    got = layer(x8, shift).double() * 0.05
+    want = linear(x).double().detach()
+    assert shift.flatten().tolist() == [3, 2, 5, 6, 8, 0]
+    # int8 per token: about 1% of the row's largest output, plus one output step
+    assert ((got - want).abs().amax(1) <= 0.01 * want.abs().amax(1) + 0.05).all()

@@ -1,6 +1,7 @@
 """A BERT-family encoder (e.g. `minilm-l6`) as an integer-only program.
 
-Per layer, with every tensor an integer at a static scale calibrated on real text:
+Per layer, with every tensor an integer at a static scale calibrated on real text (the
+context and the GELU output also get per-token power-of-two scales on top, `per_token=True`):
 q, k, v = int8 projections; scores = q k^T in int32 (1/sqrt(d_head) folded into the softmax's
 input scale); probabilities = integer softmax (uint8, scale 2^-8); context = probabilities x v,
 requantized to int8; the output projection lands in int16 at the residual sum's scale, the
@@ -24,7 +25,14 @@ from torch import nn
 
 from mfmaccel.compress.calibration import RangeRecorder, record_ranges
 from mfmaccel.errors import UserInputError
-from mfmaccel.hw.intexec.linear import INT16, MASKED, IntLinear, smoothing
+from mfmaccel.hw.intexec.linear import (
+    INT16,
+    MASKED,
+    TOKEN_HEADROOM,
+    IntLinear,
+    requantize_into,
+    smoothing,
+)
 from mfmaccel.hw.intops import (
     INT8,
     INT32,
@@ -36,7 +44,6 @@ from mfmaccel.hw.intops import (
     dyadic,
     exact_matmul,
     i_softmax,
-    requantize,
     residual_add,
     rounding_shift,
 )
@@ -50,7 +57,7 @@ class IntAttention:
     value: IntLinear
     heads: int
     exp: IExp
-    context: Dyadic  # probabilities x v (scale 2^-8 * S_v) -> int8 context
+    context: Dyadic  # probabilities x v -> the context into the output projection
     coarsen: Dyadic | None  # scores -> the exp's input scale, when theirs is too fine
 
     def __call__(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -66,8 +73,7 @@ class IntAttention:
         scores = scores.masked_fill(~mask[:, None, None, :].bool(), MASKED)
         probs = i_softmax(scores, self.exp, PROBABILITY_BITS)
         context = check_range(exact_matmul(probs, v), INT32, "attention context")
-        context = context.transpose(1, 2).reshape(batch, length, -1)
-        return requantize(context, self.context)
+        return context.transpose(1, 2).reshape(batch, length, -1)  # int32, before `context`
 
 
 @dataclass(frozen=True)
@@ -107,14 +113,16 @@ class IntBertLayer:
     gelu_out: Dyadic
     output: IntLinear  # -> int16 at the second residual's scale
     norm2: SplitNorm
+    per_token: bool  # context and GELU output reach their GEMMs with per-token scales
 
     def __call__(self, h8: torch.Tensor, h16: torch.Tensor, mask: torch.Tensor
                  ) -> tuple[torch.Tensor, torch.Tensor]:
         s = self.scales
-        attended = self.attention_out(self.attention(h8, mask))
+        attended = requantize_into(self.attention_out, self.attention(h8, mask),
+                                   self.attention.context, self.per_token)
         g8, g16 = self.norm1(residual_add(attended, s["res1"], h16, s["in16"], s["res1"], INT16))
-        hidden = requantize(self.gelu(self.intermediate(g8)), self.gelu_out)
-        out = self.output(hidden)
+        out = requantize_into(self.output, self.gelu(self.intermediate(g8)), self.gelu_out,
+                              self.per_token)
         return self.norm2(residual_add(out, s["res2"], g16, s["h1_16"], s["res2"], INT16))
 
 
@@ -159,7 +167,7 @@ def _qkv(layer: nn.Module) -> list[nn.Linear]:
 
 
 def _layer(layer: nn.Module, next_layer: nn.Module | None, ranges: RangeRecorder, i: int,
-           norm_in: SplitNorm, factors_in: torch.Tensor, heads: int
+           norm_in: SplitNorm, factors_in: torch.Tensor, heads: int, per_token: bool
            ) -> tuple[IntBertLayer, torch.Tensor]:
     def s8(name: str) -> float:
         return ranges.scale(f"{i}.{name}")
@@ -182,22 +190,23 @@ def _layer(layer: nn.Module, next_layer: nn.Module | None, ranges: RangeRecorder
     norm2 = split_norm(layer.output.LayerNorm, ranges.channels[f"{i}.h2"], factors2,
                        s16("res2"))
     gelu = IGelu.build(s8("ff"))
+    finer = 2**TOKEN_HEADROOM if per_token else 1
+    s_ctx, s_gelu = s8("ctx") / finer, s8("gelu") / finer
     int_layer = IntBertLayer(
         attention=IntAttention(
             IntLinear.build(query, scale_in, s8("q"), smoothing=factors_in),
             IntLinear.build(key, scale_in, s8("k"), smoothing=factors_in),
             IntLinear.build(value, scale_in, s8("v"), smoothing=factors_in), heads,
-            IExp.build(exp_scale), dyadic(s8("v") / 2**PROBABILITY_BITS / s8("ctx")), coarsen),
-        attention_out=IntLinear.build(layer.attention.output.dense, s8("ctx"), s16("res1"),
-                                      INT16),
+            IExp.build(exp_scale), dyadic(s8("v") / 2**PROBABILITY_BITS / s_ctx), coarsen),
+        attention_out=IntLinear.build(layer.attention.output.dense, s_ctx, s16("res1"), INT16),
         scales={"in16": norm_in.scale_residual, "res1": s16("res1"),
                 "h1_16": norm1.scale_residual, "res2": s16("res2")},
         norm1=norm1,
         intermediate=IntLinear.build(layer.intermediate.dense, norm1.scale_gemm, s8("ff"),
                                      smoothing=factors1),
-        gelu=gelu, gelu_out=dyadic(gelu.scale_out / s8("gelu")),
-        output=IntLinear.build(layer.output.dense, s8("gelu"), s16("res2"), INT16),
-        norm2=norm2,
+        gelu=gelu, gelu_out=dyadic(gelu.scale_out / s_gelu),
+        output=IntLinear.build(layer.output.dense, s_gelu, s16("res2"), INT16),
+        norm2=norm2, per_token=per_token,
     )
     return int_layer, factors2
 
@@ -214,8 +223,11 @@ def _check_bert(module: nn.Module) -> None:
         raise UserInputError("only absolute position embeddings have an integer unit here")
 
 
-def convert_bert(module: nn.Module, batches: Sequence[dict[str, torch.Tensor]]) -> IntBert:
-    """Calibrate on `batches` (tokenizer outputs of real text) and build the integer program."""
+def convert_bert(module: nn.Module, batches: Sequence[dict[str, torch.Tensor]],
+                 per_token: bool = True) -> IntBert:
+    """Calibrate on `batches` (tokenizer outputs of real text) and build the integer program;
+    `per_token`: the context and the GELU output reach their GEMMs with per-token
+    power-of-two scales (else static per-tensor ones, like every other tensor)."""
     _check_bert(module)
     module.eval()
     ranges = record_ranges(module, _taps(module), lambda: (module(**b) for b in batches))
@@ -231,7 +243,7 @@ def convert_bert(module: nn.Module, batches: Sequence[dict[str, torch.Tensor]]) 
     for i, layer in enumerate(blocks):
         following = blocks[i + 1] if i + 1 < len(blocks) else None
         int_layer, factors = _layer(layer, following, ranges, i, norm, factors,
-                                    module.config.num_attention_heads)
+                                    module.config.num_attention_heads, per_token)
         layers.append(int_layer)
         norm = int_layer.norm2
     return IntBert(int_tables, embed_norm, layers, norm.scale_residual)

@@ -14,17 +14,22 @@ from torch import nn
 from mfmaccel.hw.intops import (
     INT8,
     INT32,
+    Dyadic,
     DyadicVector,
     IntRange,
     check_range,
     dyadic_vector,
     int_gemm,
     requantize,
+    token_shifts,
 )
 
 INT16 = IntRange(16)
 MASKED = -(1 << 30)  # a score far below any real one: i-exp turns it into exactly 0
 SMOOTHING_ALPHA = 0.5
+# per-token scales of GEMM inputs: up to 2^8 finer than the calibrated per-tensor scale, for the
+# tokens whose values are small
+TOKEN_HEADROOM = 8
 
 
 def smoothing(activation: torch.Tensor, weights: Sequence[torch.Tensor],
@@ -79,8 +84,23 @@ class IntLinear:
         return cls(weight, bias, dyadic_vector(accumulator_scales / scale_out), out)
 
     def __call__(self, x: torch.Tensor, row_shift: torch.Tensor | None = None) -> torch.Tensor:
-        """`row_shift`: per-token power-of-two scales of `x` (`intops.token_shifts`)."""
+        """`row_shift`: per-token power-of-two scales of `x` (`intops.token_shifts`); a row
+        2^s coarser gets its bias 2^s smaller (shifted as it loads into the accumulators)."""
         flat = x.reshape(-1, x.shape[-1])
-        acc = int_gemm(flat, self.weight, self.bias)
-        shifts = None if row_shift is None else row_shift.reshape(-1, 1)
+        if row_shift is None:
+            acc = int_gemm(flat, self.weight, self.bias)
+            return requantize(acc, self.requant, self.out).view(*x.shape[:-1], -1)
+        shifts = row_shift.reshape(-1, 1)
+        acc = int_gemm(flat, self.weight)
+        if self.bias is not None:
+            acc = acc + ((self.bias[None, :] + ((1 << shifts) >> 1)) >> shifts)
         return requantize(acc, self.requant, self.out, shifts).view(*x.shape[:-1], -1)
+
+
+def requantize_into(linear: IntLinear, x: torch.Tensor, factor: Dyadic, per_token: bool
+                    ) -> torch.Tensor:
+    """`x` requantized into `linear`: to int8 at a static scale, or to a 2^TOKEN_HEADROOM finer
+    one in int32 and then to int8 with one power-of-two scale per token."""
+    if not per_token:
+        return linear(requantize(x, factor))
+    return linear(*token_shifts(requantize(x, factor, INT32)))

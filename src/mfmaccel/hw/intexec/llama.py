@@ -29,7 +29,9 @@ from mfmaccel.hw.intexec.linear import (
     INT16,
     MASKED,
     SMOOTHING_ALPHA,
+    TOKEN_HEADROOM,
     IntLinear,
+    requantize_into,
     rows_divided,
     smoothing,
 )
@@ -56,9 +58,6 @@ from mfmaccel.hw.intops.norms import NORM_INPUT
 
 RESIDUAL = NORM_INPUT  # int24: what the integer RMSNorm takes
 SIGMOID_BITS = 15
-# per-token scales of the GEMM inputs: up to 2^8 finer than the calibrated per-tensor scale, for
-# the tokens whose values are small
-TOKEN_HEADROOM = 8
 
 
 @dataclass(frozen=True)
@@ -94,15 +93,7 @@ class IntLlamaAttention:
         probs = i_softmax(scores.masked_fill(future, MASKED), self.exp, PROBABILITY_BITS)
         context = check_range(exact_matmul(probs, v), INT32, "attention context")
         context = context.transpose(1, 2).reshape(batch, length, -1)
-        return _into(self.output, context, self.context, self.per_token)
-
-
-def _into(linear: IntLinear, x: torch.Tensor, factor: Dyadic, per_token: bool) -> torch.Tensor:
-    """`x` requantized into `linear`: to int8 at a static scale, or to a 2^TOKEN_HEADROOM finer
-    one and then to int8 with one power-of-two scale per token."""
-    if not per_token:
-        return linear(requantize(x, factor))
-    return linear(*token_shifts(requantize(x, factor, INT32)))
+        return requantize_into(self.output, context, self.context, self.per_token)
 
 
 @dataclass(frozen=True)
@@ -126,7 +117,7 @@ class IntLlamaMlp:
         if self.silu_out is not None:
             silu = requantize(silu, self.silu_out, INT16)
         activated = check_range(silu * self.up(x, row_shift), INT32, "SiLU(gate) x up")
-        return _into(self.down, activated, self.product, self.per_token)
+        return requantize_into(self.down, activated, self.product, self.per_token)
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ class EmbeddingAgreement(Record):
     model: str
     sentences: int
     calibration_sentences: int
+    per_token: bool  # context and GELU output with per-token power-of-two scales
     mean_cosine: float
     min_cosine: float
 
@@ -46,8 +47,8 @@ def mean_pooled(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def encoder_agreement(model: LoadedModel, sentences: int = 128,
-                      calibration: int = 64) -> EmbeddingAgreement:
+def encoder_agreement(model: LoadedModel, sentences: int = 128, calibration: int = 64,
+                      per_token: bool = True) -> EmbeddingAgreement:
     """Cosine similarity of integer-only and float sentence embeddings on the corpus's test
     half, the integer program calibrated on its train half."""
     from mfmaccel.hw.intexec.bert import convert_bert
@@ -55,7 +56,8 @@ def encoder_agreement(model: LoadedModel, sentences: int = 128,
     if model.kind != ENCODER:
         raise UserInputError(f"{model.name} is not an encoder; try minilm-l6")
     program = convert_bert(model.module,
-                           _batches(model.tokenizer, corpus_sentences("train", calibration)))
+                           _batches(model.tokenizer, corpus_sentences("train", calibration)),
+                           per_token)
     cosines = []
     for batch in _batches(model.tokenizer, corpus_sentences("test", sentences)):
         mask = batch["attention_mask"]
@@ -64,7 +66,8 @@ def encoder_agreement(model: LoadedModel, sentences: int = 128,
                               mask)
         cosines.append((reference * integer).sum(-1))
     cosine = torch.cat(cosines)
-    return EmbeddingAgreement(model.name, len(cosine), calibration, float(cosine.mean()),
+    return EmbeddingAgreement(model.name, len(cosine), calibration, per_token,
+                              float(cosine.mean()),
                               float(cosine.min()))
 
 
