@@ -505,7 +505,7 @@ def hw_simulate(
     for op in result.ops:
         table.add_row(op.name, str(op.count), f"{op.macs / 1e9:.3f}", f"{op.cycles:,}", op.bound,
                       f"{op.utilisation:.0%}" if op.macs else "", f"{op.dram_bytes / 1e6:.2f}",
-                      f"{op.energy_pj / 1e6:.1f}", op.mapping.split(":")[0])
+                      f"{sum(op.energy_pj.values()) / 1e6:.1f}", op.mapping.split(":")[0])
     console.print(table)
     say(f"latency {result.latency_ms:.3f} ms, energy {result.energy_mj:.3f} mJ, on-chip power "
         f"{result.power_mw:.1f} mW, area {result.area_mm2:.2f} mm² ({target.tech.name}); matrix "

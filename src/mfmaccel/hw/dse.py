@@ -19,7 +19,7 @@ from pathlib import Path
 
 from mfmaccel.errors import UserInputError
 from mfmaccel.hw.arch import Arch, get_arch
-from mfmaccel.hw.simulate import area_mm2, simulate_op
+from mfmaccel.hw.simulate import area_mm2, energy_breakdown_pj, simulate_op
 from mfmaccel.hw.workload import Gemm, Workload
 from mfmaccel.records import Record
 
@@ -145,11 +145,10 @@ def evaluate_range(workload: Workload, space: DesignSpace, start: int, stop: int
             infeasible += 1
             continue
         seconds = sum(r.cycles for r in results) / (arch.clock_mhz * 1e6)
-        energy_pj = sum(r.energy_pj for r in results)
-        dram_pj = sum(r.dram_bytes for r in results) * arch.tech.dram_pj_per_byte
-        points.append(DesignPoint(index, params, seconds * 1e3, energy_pj * 1e-9,
-                                  sum(area_mm2(arch).values()),
-                                  (energy_pj - dram_pj) * 1e-9 / seconds))
+        energy = energy_breakdown_pj(results)
+        on_chip = sum(energy.values()) - energy["dram"]
+        points.append(DesignPoint(index, params, seconds * 1e3, sum(energy.values()) * 1e-9,
+                                  sum(area_mm2(arch).values()), on_chip * 1e-9 / seconds))
     return points, infeasible
 
 

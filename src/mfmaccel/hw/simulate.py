@@ -39,7 +39,7 @@ class OpResult(Record):
     compute_cycles: int
     dram_bytes: float
     sram_bytes: float
-    energy_pj: float
+    energy_pj: dict[str, float]  # by where it goes: mac, requant, vector, sram, dram
     bound: str  # "compute" or "bandwidth"
     utilisation: float  # MACs done / MAC slots in the compute cycles (GEMMs), else 0
     mapping: str = ""
@@ -114,10 +114,9 @@ def _gemm(op: Gemm, arch: Arch) -> OpResult:
     cycles = max(compute, math.ceil(dram / arch.bytes_per_cycle))
     sram = mapping.sram_bytes * times
     outputs = op.m * op.n * times
-    mult, add = UNIT_OPS["requant"]
-    energy = (op.macs * tech.mac_pj + outputs * (mult * tech.mult32_pj + add * tech.add32_pj)
-              + extra_ops * tech.mult32_pj * times
-              + sram * arch.sram_pj_per_byte("b") + dram * tech.dram_pj_per_byte)
+    energy = {"mac": op.macs * tech.mac_pj,
+              "requant": outputs * _unit_pj("requant", tech) + extra_ops * tech.mult32_pj * times,
+              "sram": sram * arch.sram_pj_per_byte("b"), "dram": dram * tech.dram_pj_per_byte}
     return OpResult(
         name=op.role, unit="gemm", count=op.count, macs=op.macs, cycles=cycles,
         compute_cycles=compute, dram_bytes=dram, sram_bytes=sram, energy_pj=energy,
@@ -146,18 +145,23 @@ def _attention_extra(op: Gemm, arch: Arch) -> tuple[float, int]:
 
 def _vector(op: VectorOp, arch: Arch) -> OpResult:
     tech = arch.tech
-    mult, add = UNIT_OPS[op.unit]
     compute = math.ceil(op.rows * op.length / arch.vector_lanes) * op.count
     dram = op.elements * VECTOR_DRAM_BYTES.get(op.unit, 0) * ACT_BYTES
     cycles = max(compute, math.ceil(dram / arch.bytes_per_cycle))
     sram = 2 * op.elements * ACT_BYTES
-    energy = (op.elements * (mult * tech.mult32_pj + add * tech.add32_pj)
-              + sram * arch.sram_pj_per_byte("a") + dram * tech.dram_pj_per_byte)
+    energy = {"vector": op.elements * _unit_pj(op.unit, tech),
+              "sram": sram * arch.sram_pj_per_byte("a"), "dram": dram * tech.dram_pj_per_byte}
     return OpResult(
         name=op.unit, unit=op.unit, count=op.count, macs=0, cycles=cycles,
         compute_cycles=compute, dram_bytes=dram, sram_bytes=sram, energy_pj=energy,
         bound="compute" if compute >= cycles else "bandwidth", utilisation=0.0,
     )
+
+
+def _unit_pj(unit: str, tech) -> float:
+    """Energy of one element through a non-linear unit (its 32-bit multiplies and adds)."""
+    mult, add = UNIT_OPS[unit]
+    return mult * tech.mult32_pj + add * tech.add32_pj
 
 
 def area_mm2(arch: Arch) -> dict[str, float]:
@@ -178,7 +182,7 @@ def area_mm2(arch: Arch) -> dict[str, float]:
 def _totals(workload: Workload, arch: Arch, results: list[OpResult]) -> Simulation:
     cycles = sum(r.cycles for r in results)
     seconds = cycles / (arch.clock_mhz * 1e6)
-    energy = _energy_breakdown(results, arch)
+    energy = {k: v * 1e-9 for k, v in energy_breakdown_pj(results).items()}
     on_chip = sum(v for k, v in energy.items() if k != "dram")
     areas = area_mm2(arch)
     macs = sum(r.macs for r in results)
@@ -200,19 +204,10 @@ def _totals(workload: Workload, arch: Arch, results: list[OpResult]) -> Simulati
     )
 
 
-def _energy_breakdown(results: list[OpResult], arch: Arch) -> dict[str, float]:
-    """mJ by where it goes: MACs, requantization, other units, on-chip and off-chip bytes."""
-    tech = arch.tech
-    out = {"mac": 0.0, "requant": 0.0, "vector": 0.0, "sram": 0.0, "dram": 0.0}
+def energy_breakdown_pj(results: list[OpResult]) -> dict[str, float]:
+    """pJ by where it goes (MACs, requantization, other units, on-chip and off-chip bytes)."""
+    out = dict.fromkeys(("mac", "requant", "vector", "sram", "dram"), 0.0)
     for r in results:
-        dram = r.dram_bytes * tech.dram_pj_per_byte
-        buffer = "b" if r.unit == "gemm" else "a"
-        sram = r.sram_bytes * arch.sram_pj_per_byte(buffer)
-        out["dram"] += dram
-        out["sram"] += sram
-        if r.unit == "gemm":
-            out["mac"] += r.macs * tech.mac_pj
-            out["requant"] += (r.energy_pj - dram - sram - r.macs * tech.mac_pj)
-        else:
-            out["vector"] += r.energy_pj - dram - sram
-    return {k: v * 1e-9 for k, v in out.items()}
+        for part, pj in r.energy_pj.items():
+            out[part] += pj
+    return out

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import nn
@@ -86,22 +86,9 @@ class Workload:
         """Identical operations folded into one with a count (fewer to map; same totals)."""
         counts: Counter[Op] = Counter()
         for op in self.ops:
-            counts[_key(op)] += op.count
-        ops = [_with_count(op, n) for op, n in counts.items()]
+            counts[replace(op, count=1, where="")] += op.count
+        ops = [replace(op, count=n) for op, n in counts.items()]
         return Workload(self.model, self.description, ops)
-
-
-def _key(op: Op) -> Op:
-    """The op without its count and place, to group identical shapes."""
-    if isinstance(op, Gemm):
-        return Gemm(op.role, op.m, op.n, op.k, op.batch, op.weight_bits, 1, "")
-    return VectorOp(op.unit, op.rows, op.length, 1, "")
-
-
-def _with_count(op: Op, count: int) -> Op:
-    if isinstance(op, Gemm):
-        return Gemm(op.role, op.m, op.n, op.k, op.batch, op.weight_bits, count, op.where)
-    return VectorOp(op.unit, op.rows, op.length, count, op.where)
 
 
 def _kind_of(module: nn.Module) -> str | None:

@@ -21,6 +21,7 @@ from mfmaccel.hw.intops import (
     dyadic_vector,
     int_gemm,
     requantize,
+    rounding_shift,
     token_shifts,
 )
 
@@ -93,7 +94,7 @@ class IntLinear:
         shifts = row_shift.reshape(-1, 1)
         acc = int_gemm(flat, self.weight)
         if self.bias is not None:
-            acc = acc + ((self.bias[None, :] + ((1 << shifts) >> 1)) >> shifts)
+            acc = acc + rounding_shift(self.bias[None, :], shifts)
         return requantize(acc, self.requant, self.out, shifts).view(*x.shape[:-1], -1)
 
 

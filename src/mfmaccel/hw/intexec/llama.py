@@ -108,12 +108,7 @@ class IntLlamaMlp:
     sigmoid_shift: int = 0  # the sigmoid sees the gate this many bits coarser (i-exp's range)
 
     def __call__(self, x: torch.Tensor, row_shift: torch.Tensor | None = None) -> torch.Tensor:
-        gate = self.gate(x, row_shift)
-        if self.sigmoid_shift:
-            silu = check_range(gate * self.sigmoid(rounding_shift(gate, self.sigmoid_shift)),
-                               INT32, "i-SiLU output")
-        else:
-            silu = i_silu(gate, self.sigmoid)
+        silu = i_silu(self.gate(x, row_shift), self.sigmoid, self.sigmoid_shift)
         if self.silu_out is not None:
             silu = requantize(silu, self.silu_out, INT16)
         activated = check_range(silu * self.up(x, row_shift), INT32, "SiLU(gate) x up")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from mfmaccel.errors import UserInputError
-from mfmaccel.hw.intops.datapath import INT32, check_range
+from mfmaccel.hw.intops.datapath import INT32, check_range, rounding_shift
 
 LN2 = math.log(2)
 EXP_A, EXP_B, EXP_C = 0.3585, 1.353, 0.344  # exp(p) ~ A (p + B)^2 + C on (-ln2, 0]
@@ -119,6 +119,8 @@ class ISigmoid:
         return torch.where(q > 0, (1 << self.out_bits) - low, low)
 
 
-def i_silu(q: torch.Tensor, sigmoid: ISigmoid) -> torch.Tensor:
-    """x * sigmoid(x), at scale input_scale * 2^-out_bits."""
-    return check_range(q.long() * sigmoid(q), INT32, "i-SiLU output")
+def i_silu(q: torch.Tensor, sigmoid: ISigmoid, sigmoid_shift: int = 0) -> torch.Tensor:
+    """x * sigmoid(x), at scale input_scale * 2^-out_bits; the sigmoid sees x `sigmoid_shift`
+    bits coarser when x's scale is finer than i-exp can take."""
+    coarse = q.long() if not sigmoid_shift else rounding_shift(q.long(), sigmoid_shift)
+    return check_range(q.long() * sigmoid(coarse), INT32, "i-SiLU output")

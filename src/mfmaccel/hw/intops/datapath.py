@@ -129,8 +129,11 @@ def dyadic_vector(scales: torch.Tensor, bits: int = 31) -> DyadicVector:
     return DyadicVector(m, top.shift)
 
 
-def rounding_shift(x: torch.Tensor, shift: int) -> torch.Tensor:
-    """x / 2^shift rounded half up (a left shift when `shift` is negative)."""
+def rounding_shift(x: torch.Tensor, shift: int | torch.Tensor) -> torch.Tensor:
+    """x / 2^shift rounded half up (a left shift when an int `shift` is negative); a tensor
+    `shift` (>= 0, broadcast against x) shifts each element by its own amount."""
+    if isinstance(shift, torch.Tensor):
+        return (x + ((1 << shift) >> 1)) >> shift
     if shift <= 0:
         return x << -shift
     return (x + (1 << (shift - 1))) >> shift
@@ -149,7 +152,7 @@ def requantize(acc: torch.Tensor, factor: Dyadic | DyadicVector, out: IntRange =
     if int(shift.min()) < 1:
         raise DatapathOverflow(f"a per-token shift of {int(row_shift.max())} exceeds the "
                                f"requantization shift {factor.shift}; use less headroom")
-    return out.clamp((product + (1 << (shift - 1))) >> shift)
+    return out.clamp(rounding_shift(product, shift))
 
 
 def token_shifts(x: torch.Tensor, out: IntRange = INT8) -> tuple[torch.Tensor, torch.Tensor]:
@@ -160,8 +163,7 @@ def token_shifts(x: torch.Tensor, out: IntRange = INT8) -> tuple[torch.Tensor, t
     largest = x.abs().amax(-1, keepdim=True).clamp(min=1)
     bits = torch.floor(torch.log2(largest.double())).long() + 1  # bit length, exact below 2^53
     shift = (bits - (out.bits - 1)).clamp(min=0)
-    rounded = (x + ((1 << shift) >> 1)) >> shift
-    return out.clamp(rounded), shift
+    return out.clamp(rounding_shift(x, shift)), shift
 
 
 def residual_add(a: torch.Tensor, scale_a: float, b: torch.Tensor, scale_b: float,
