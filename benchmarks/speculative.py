@@ -4,12 +4,14 @@ on HumanEval prompts (chat-formatted, as the code evaluation sends them), in one
 For each draft: tokens/s over all prompts (total new tokens / total time), the speed-up over
 our greedy loop on the same prompts, acceptance rate, tokens committed per target forward, and
 whether every prompt's output equals the target's own greedy output. HF `generate` with
-`assistant_model` (same draft model) is timed the same way where a draft model exists. Prints
+`assistant_model` is timed the same way with the same draft models (`hf-assisted`: the fp32
+draft; `hf-assisted-int8`: the int8 one). Prints
 JSON. A CPU result: on a GPU the cost ratio of draft to target, and so the speed-up, differ.
 
 Usage: python benchmarks/speculative.py [--target qwen2.5-coder-1.5b]
        [--draft-model qwen2.5-coder-0.5b] [--prompts 4] [--new-tokens 96]
-       [--drafts lookup early-exit model model-int8 lookup+model-int8 hf-assisted]
+       [--drafts lookup early-exit model model-int8 lookup+model-int8 hf-assisted
+                 hf-assisted-int8]
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from mfmaccel.evaluate.codegen import code_prompt_ids
 from mfmaccel.models import load_model
 
 INT8 = QuantSpec(8, None, True)
+HF_ASSISTED = {"hf-assisted": "model", "hf-assisted-int8": "model-int8"}  # -> the draft it runs
 
 
 def baseline(target, prompts, new_tokens, stop) -> tuple[list[list[int]], float]:
@@ -103,7 +106,8 @@ def main() -> None:
     parser.add_argument("--gamma", type=int, default=4)
     parser.add_argument("--early-exit-layers", type=int, default=8)
     parser.add_argument("--drafts", nargs="+", default=[
-        "lookup", "early-exit", "model", "model-int8", "lookup+model-int8", "hf-assisted"])
+        "lookup", "early-exit", "model", "model-int8", "lookup+model-int8", "hf-assisted",
+        "hf-assisted-int8"])
     args = parser.parse_args()
     target = load_model(args.target)
     problems = humaneval_subset(load_humaneval(), args.prompts, seed=0)
@@ -117,10 +121,10 @@ def main() -> None:
               "drafts": {}}
     cache: dict = {}
     for kind in args.drafts:
-        if kind == "hf-assisted":
-            make_draft("model", target, args, cache)
-            outputs, seconds = hf_assisted(target, cache["model"].module, prompts,
-                                           args.new_tokens, stop)
+        if kind in HF_ASSISTED:
+            draft = make_draft(HF_ASSISTED[kind], target, args, cache)
+            outputs, seconds = hf_assisted(target, draft.lm.module, prompts, args.new_tokens,
+                                           stop)
             row = {"outputs": outputs, "seconds": seconds}
         else:
             draft = make_draft(kind, target, args, cache)

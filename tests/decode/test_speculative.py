@@ -168,3 +168,16 @@ def test_sampling_filters_keep_the_top_tokens() -> None:
     assert nucleus.tolist() == [1.0, 0.0, 0.0, 0.0]  # the top token alone holds > 50%
     assert list(itertools.accumulate(distribution(logits, Sampling(temperature=1.0)).tolist()))[
         -1] == pytest.approx(1.0)
+
+
+def test_cached_lm_returns_only_the_positions_asked_for(target):
+    """`last=k` runs the head on the last k new positions only, with the same values."""
+    from mfmaccel.decode.cached import CachedLM
+
+    prompt = _ids(target, PROMPTS[0])
+    full = CachedLM(target.module).extend(prompt)
+    lm = CachedLM(target.module)
+    last = lm.extend(prompt, last=3)
+    assert full.shape[0] == len(prompt) and last.shape[0] == 3
+    torch.testing.assert_close(last, full[-3:], rtol=1e-4, atol=1e-4)
+    assert lm.extend([*prompt, 5, 6], last=10).shape[0] == 2  # never more than were run

@@ -46,7 +46,7 @@ class ModelDraft:
         proposal = Proposal([], [])
         sequence = list(context)
         for _ in range(gamma):
-            probs = distribution(self.lm.extend(sequence)[-1], sampling)
+            probs = distribution(self.lm.extend(sequence, last=1)[-1], sampling)
             token = draw(probs, generator) if not sampling.greedy else int(probs.argmax())
             proposal.tokens.append(token)
             proposal.probs.append(probs)

@@ -122,7 +122,7 @@ def _verify(verifier: CachedLM, sequence: list[int], proposal: Proposal, samplin
     The last token of `sequence` is never in the verifier's cache (it was just committed), so
     the forward covers it and the drafts: gamma + 1 distributions, p_1 .. p_(gamma+1)."""
     drafted = proposal.tokens
-    logits = verifier.extend(sequence + drafted)[-(len(drafted) + 1):]
+    logits = verifier.extend(sequence + drafted, last=len(drafted) + 1)
     distributions = list(distribution(logits, sampling))
     stats.rounds += 1
     stats.proposed += len(drafted)
