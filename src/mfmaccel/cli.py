@@ -410,10 +410,13 @@ app.add_typer(hw_app, name="hw")
 @user_errors
 def hw_intexec(
     model: Annotated[str, typer.Option(
-        help="A BERT-family encoder (minilm-l6) or a Llama-family decoder (smollm2-135m)")],
+        help="A BERT-family encoder (minilm-l6), a Llama-family decoder (smollm2-135m) or "
+             "medvlm (its vision tower runs integer-only)")],
     sentences: Annotated[int, typer.Option(help="Encoder: test paragraphs to compare on")] = 128,
-    calibration: Annotated[int, typer.Option(help="Encoder: train paragraphs to calibrate on")
-                           ] = 64,
+    calibration: Annotated[int, typer.Option(
+        help="Encoder: train paragraphs to calibrate on; VLM: train images")] = 64,
+    questions: Annotated[int, typer.Option(
+        help="VLM: medical VQA test questions (type-balanced subset; 0: all)")] = 0,
     tokens: Annotated[int, typer.Option(help="Decoder: test tokens to score")] = 2048,
     calibration_tokens: Annotated[int, typer.Option(help="Decoder: train tokens")] = 2048,
     context: Annotated[int, typer.Option(help="Decoder: window length")] = 256,
@@ -423,13 +426,20 @@ def hw_intexec(
 ) -> None:
     """Run MODEL integer-only and report how close it stays to float."""
     quiet_libraries()
-    from mfmaccel.hw.intexec.quality import decoder_agreement, encoder_agreement
-    from mfmaccel.models import CAUSAL_LM, load_model
+    from mfmaccel.hw.intexec.quality import (
+        decoder_agreement,
+        encoder_agreement,
+        vision_agreement,
+    )
+    from mfmaccel.models import CAUSAL_LM, VLM, load_model
     from mfmaccel.models.loader import model_kind
 
-    if model_kind(model) == CAUSAL_LM:
+    kind = model_kind(model)
+    if kind == CAUSAL_LM:
         record = decoder_agreement(load_model(model), tokens, calibration_tokens, context,
                                    per_token)
+    elif kind == VLM:
+        record = vision_agreement(load_model(model), questions, calibration, per_token)
     else:
         record = encoder_agreement(load_model(model), sentences, calibration, per_token)
     out = out or Path("results") / f"{Path(model).name}-intexec.json"

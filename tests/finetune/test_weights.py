@@ -42,6 +42,8 @@ def test_record_has_every_phase(saved):
     for key in ("phase1a/tower_fact_loss", "phase1/loss", "phase1/val_acc", "phase2/loss",
                 "phase3/val_acc"):
         assert curves[key], key
+    probes = record.phases[0].extra
+    assert "modality" in probes["train_probe"] and "modality" in probes["val_probe"]
     json.dumps(record.to_dict())
 
 

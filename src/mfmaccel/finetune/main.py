@@ -79,6 +79,8 @@ def summary(record: FinetuneRecord) -> dict[str, Any]:
                                           "per_type": phase.val["per_type"], "n": phase.val["n"]}
         if phase.extra.get("val_probe"):
             val["tower_probe_after_warmup"] = phase.extra["val_probe"]
+        if phase.extra.get("train_probe"):
+            val["tower_probe_on_train_after_warmup"] = phase.extra["train_probe"]
     seconds["total"] = record.total_seconds
     return {"val": val, "val_majority_baseline": record.val_majority, "wall_seconds": seconds}
 

@@ -1,5 +1,6 @@
 """How close integer-only execution stays to float, on real text: sentence embeddings for an
-encoder, perplexity and next-token agreement for a decoder."""
+encoder, perplexity and next-token agreement for a decoder, medical VQA accuracy for a VLM whose
+vision tower runs integer-only."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import torch
 
 from mfmaccel.data.text import load_text_corpus
 from mfmaccel.errors import UserInputError
-from mfmaccel.models.record import CAUSAL_LM, ENCODER, LoadedModel
+from mfmaccel.models.record import CAUSAL_LM, ENCODER, VLM, LoadedModel
 from mfmaccel.records import Record
 
 
@@ -113,3 +114,72 @@ def decoder_agreement(model: LoadedModel, tokens: int = 2048, calibration: int =
     float_ppl, integer_ppl = (math.exp(nll[k] / scored) for k in ("float", "integer"))
     return DecoderAgreement(model.name, scored, calibration, context, per_token, float_ppl,
                             integer_ppl, integer_ppl / float_ppl - 1, agree / scored)
+
+
+@dataclass
+class VisionAgreement(Record):
+    model: str
+    questions: int  # test questions of the medical VQA benchmark
+    calibration_images: int  # from its train split
+    per_token: bool  # attention context and GELU output with per-token power-of-two scales
+    float_accuracy: float
+    integer_accuracy: float
+    accuracy_change: float  # integer - float, in accuracy (1.0 = 100 points)
+    float_per_type: dict[str, float]
+    integer_per_type: dict[str, float]
+    feature_cosine: float  # mean cosine of the image tokens the projector receives
+
+
+@torch.inference_mode()
+def vision_agreement(model: LoadedModel, questions: int = 0, calibration: int = 64,
+                     per_token: bool = True) -> VisionAgreement:
+    """Medical VQA accuracy (ranked answers, test split) of the VLM with its float tower and
+    with the integer-only program of that tower, calibrated on train images; `questions` > 0
+    takes a type-balanced subset."""
+    import copy
+
+    from mfmaccel.data.medvqa import load_medvqa
+    from mfmaccel.evaluate.vqa import vqa_accuracy
+    from mfmaccel.finetune.data import pixel_tensor, val_subset
+    from mfmaccel.hw.intexec.vit import IntegerTower, convert_vit
+
+    if model.kind != VLM:
+        raise UserInputError(f"{model.name} is not a vision-language model; try medvlm")
+    tower = model.module.model.vision_tower
+    train = load_medvqa("train")
+    chosen = train[:: max(1, len(train) // calibration)][:calibration]
+    pixels = pixel_tensor(model.processor, [s.image for s in chosen])
+    program = convert_vit(tower, list(pixels.split(16)), per_token)
+    test = load_medvqa("test")
+    test = val_subset(test, questions) if questions else test
+    integer_model = copy.copy(model)
+    integer_model.module = _with_tower(model.module, IntegerTower(program,
+                                                                  tower.config.patch_size))
+    reference = vqa_accuracy(model, test)
+    integer = vqa_accuracy(integer_model, test)
+    return VisionAgreement(
+        model.name, len(test), len(chosen), per_token, reference.accuracy, integer.accuracy,
+        integer.accuracy - reference.accuracy, reference.per_type, integer.per_type,
+        _feature_cosine(tower, program, pixel_tensor(model.processor,
+                                                     [s.image for s in test[:64]])))
+
+
+def _with_tower(module: torch.nn.Module, tower: torch.nn.Module) -> torch.nn.Module:
+    """A shallow copy of a LLaVA model with another vision tower; the original is untouched
+    (its submodule tables are copied, every other weight is shared)."""
+    import copy
+
+    outer, inner = copy.copy(module), copy.copy(module.model)
+    outer._modules, inner._modules = dict(module._modules), dict(module.model._modules)
+    inner._modules["vision_tower"] = tower
+    outer._modules["model"] = inner
+    return outer
+
+
+def _feature_cosine(tower, program, pixels: torch.Tensor) -> float:
+    """Mean cosine between float and integer last hidden states, token by token."""
+    from mfmaccel.hw.intexec.vit import IntegerTower
+
+    integer = IntegerTower(program, 0)(pixels).hidden_states[-1].double()
+    reference = tower(pixels, output_hidden_states=True).hidden_states[-1].double()
+    return float(torch.nn.functional.cosine_similarity(reference, integer, dim=-1).mean())

@@ -5,7 +5,12 @@ from __future__ import annotations
 from mfmaccel.hw.rtl.gemm import gemm_verilog
 from mfmaccel.hw.rtl.nonlinear import igelu_verilog, softmax_verilog
 from mfmaccel.hw.rtl.norm import layernorm_verilog
-from mfmaccel.hw.rtl.units import iexp_verilog, mac_array_verilog, requant_verilog
+from mfmaccel.hw.rtl.units import (
+    iexp_verilog,
+    mac_array_verilog,
+    requant_verilog,
+    token_shift_verilog,
+)
 
 UNITS = {
     "requant": requant_verilog,
@@ -15,6 +20,7 @@ UNITS = {
     "igelu": igelu_verilog,
     "softmax": softmax_verilog,
     "layernorm": layernorm_verilog,
+    "token_shift": token_shift_verilog,
 }
 # the files to compile with the unit's own
 DEPENDS = {"gemm": ("mac_array", "requant"), "softmax": ("iexp",), "layernorm": ("requant",)}

@@ -22,6 +22,7 @@ class RtlConfig:
     softmax_len: int = 8  # scores per softmax row (lanes of the softmax unit)
     softmax_bits: int = PROBABILITY_BITS  # unsigned probabilities out of the softmax unit
     norm_len: int = 8  # values per LayerNorm row (lanes of the layernorm unit)
+    token_len: int = 8  # values per row of the per-token shift unit (lanes of token_shift)
     max_m: int = 16  # GEMM engine buffers: A holds max_m x max_k, B max_k x max_n
     max_n: int = 16
     max_k: int = 64
@@ -29,7 +30,7 @@ class RtlConfig:
     def __post_init__(self) -> None:
         for name in ("rows", "cols", "in_bits", "acc_bits", "out_bits", "multiplier_bits",
                      "shift_bits", "max_m", "max_n", "max_k", "softmax_len", "softmax_bits",
-                     "norm_len"):
+                     "norm_len", "token_len"):
             if getattr(self, name) < 1:
                 raise UserInputError(f"RTL parameter {name} must be a positive integer, got "
                                      f"{getattr(self, name)}")

@@ -11,7 +11,7 @@ import torch
 from cocotb.clock import Clock
 from cocotb.triggers import RisingEdge, Timer
 
-from mfmaccel.hw.intops import Dyadic, IntRange, requantize
+from mfmaccel.hw.intops import Dyadic, IntRange, requantize, token_shifts
 from mfmaccel.hw.rtl.signals import SEED, VECTORS, config_from_env, pack, unpack_signed
 from mfmaccel.hw.rtl.testbench_gemm import gemm_matches_golden  # noqa: F401  (cocotb finds it)
 from mfmaccel.hw.rtl.testbench_nonlinear import (  # noqa: F401
@@ -110,3 +110,33 @@ async def iexp_matches_golden(dut) -> None:
         await Timer(1, unit="ns")
         got = dut.out.value.to_unsigned()
         assert got == want, f"q={q}: rtl {got}, golden {want}"
+
+
+def _token_rows(lanes: int, in_bits: int, rng: random.Random) -> list[list[int]]:
+    """Edge rows (zeros, extremes, magnitudes at every power-of-two boundary near int8) and
+    random rows whose largest magnitude has a random bit length, so every shift occurs."""
+    low, high = -(1 << (in_bits - 1)), (1 << (in_bits - 1)) - 1
+    rows = [[0] * lanes, [low] * lanes, [high] * lanes, [low, high] * (lanes // 2) + [0] *
+            (lanes % 2)]
+    for peak in (1, 63, 64, 127, 128, 129, 191, 192, 255, 256, 383, 384, 1 << 20, high):
+        rows += [[peak] + [0] * (lanes - 1), [-peak] + [1] * (lanes - 1),
+                 [0] * (lanes - 1) + [max(low, -peak - 1)]]
+    for _ in range(VECTORS):
+        bits = rng.randint(0, in_bits - 1)
+        rows.append([rng.randint(max(low, -(1 << bits)), min(high, (1 << bits) - 1))
+                     for _ in range(lanes)])
+    return rows
+
+
+@cocotb.test()
+async def token_shift_matches_golden(dut) -> None:
+    lanes = config_from_env().token_len
+    in_bits, out_bits = len(dut.x) // lanes, len(dut.q) // lanes
+    for row in _token_rows(lanes, in_bits, random.Random(SEED)):
+        dut.x.value = pack(row, in_bits)
+        await Timer(1, unit="ns")
+        expected, shift = token_shifts(torch.tensor([row]), IntRange(out_bits))
+        got = unpack_signed(dut.q.value.to_unsigned(), lanes, out_bits)
+        assert got == expected[0].tolist() and dut.shift.value.to_unsigned() == int(shift), (
+            f"row {row}: rtl {got} >> {dut.shift.value.to_unsigned()}, golden "
+            f"{expected[0].tolist()} >> {int(shift)}")

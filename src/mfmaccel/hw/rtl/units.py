@@ -113,3 +113,57 @@ module iexp #(
     assign out = shifted[OUT_W-1:0];
 endmodule
 """
+
+
+def token_shift_verilog(cfg: RtlConfig) -> str:
+    """Per-token power-of-two scaling of one row (combinational), as
+    `hw.intops.token_shifts`: the row's largest magnitude, its bit length (a leading-zero
+    count), shift = max(0, bits - (OUT_W - 1)), and every lane shifted right by it, rounded
+    half up and saturated. The GEMM that takes the row lowers its requantization shift by
+    `shift` (the `requant` unit's shift input) and shifts the row's bias the same way."""
+    return f"""// token_shift: q = sat((x + 2^(s-1)) >>> s), s = max(0, bitlen(max|x|) - (OUT_W-1))
+module token_shift #(
+    parameter LANES = {cfg.token_len},
+    parameter IN_W = {cfg.acc_bits},
+    parameter OUT_W = {cfg.out_bits},
+    parameter SHIFT_W = {cfg.shift_bits}
+) (
+    input  wire [LANES*IN_W-1:0] x,
+    output wire [LANES*OUT_W-1:0] q,
+    output wire [SHIFT_W-1:0] shift
+);
+    localparam A_W = IN_W + 1;  // |x| of the most negative input needs one more bit
+    reg [A_W-1:0] largest;
+    reg [A_W-1:0] magnitude;
+    reg [SHIFT_W-1:0] bits;
+    integer i;
+    always @* begin
+        largest = {{{{(A_W-1){{1'b0}}}}, 1'b1}};
+        for (i = 0; i < LANES; i = i + 1) begin
+            magnitude = x[i*IN_W + IN_W - 1] ? -{{1'b1, x[i*IN_W +: IN_W]}}
+                                             : {{1'b0, x[i*IN_W +: IN_W]}};
+            if (magnitude > largest) largest = magnitude;
+        end
+        bits = {{SHIFT_W{{1'b0}}}};
+        for (i = 0; i < A_W; i = i + 1)
+            if (largest[i]) bits = i[SHIFT_W-1:0] + 1'b1;
+    end
+    localparam [SHIFT_W-1:0] KEEP = OUT_W - 1;
+    assign shift = (bits > KEEP) ? bits - KEEP : {{SHIFT_W{{1'b0}}}};
+    wire signed [A_W-1:0] one = {{{{(A_W-1){{1'b0}}}}, 1'b1}};
+    wire signed [A_W-1:0] half = (shift == {{SHIFT_W{{1'b0}}}}) ? {{A_W{{1'b0}}}}
+                                                             : (one <<< (shift - 1'b1));
+    wire signed [A_W-1:0] q_max = (one <<< (OUT_W - 1)) - one;
+    wire signed [A_W-1:0] q_min = -(one <<< (OUT_W - 1));
+    genvar lane;
+    generate
+        for (lane = 0; lane < LANES; lane = lane + 1) begin : lanes
+            wire signed [A_W-1:0] wide = {{x[lane*IN_W + IN_W - 1], x[lane*IN_W +: IN_W]}};
+            wire signed [A_W-1:0] rounded = (wide + half) >>> shift;
+            assign q[lane*OUT_W +: OUT_W] = (rounded > q_max) ? q_max[OUT_W-1:0]
+                                          : (rounded < q_min) ? q_min[OUT_W-1:0]
+                                          : rounded[OUT_W-1:0];
+        end
+    endgenerate
+endmodule
+"""
