@@ -65,8 +65,8 @@ def test_greedy_speculation_reproduces_the_targets_greedy_tokens(
 
 def test_a_perfect_draft_is_always_accepted(target) -> None:
     prompt = _ids(target, PROMPTS[1])
-    out = speculative_generate(target.module, ModelDraft(target.module), prompt, 30, gamma=5,
-                               adaptive=False)
+    draft = ModelDraft(target.module, min_confidence=0.0)  # always drafts gamma tokens
+    out = speculative_generate(target.module, draft, prompt, 30, gamma=5, adaptive=False)
     assert out.stats.acceptance_rate == 1.0
     assert out.stats.target_forwards == 5  # 6 tokens per verification pass
     assert out.stats.mean_accepted_length == 6.0
@@ -181,3 +181,16 @@ def test_cached_lm_returns_only_the_positions_asked_for(target):
     assert full.shape[0] == len(prompt) and last.shape[0] == 3
     torch.testing.assert_close(last, full[-3:], rtol=1e-4, atol=1e-4)
     assert lm.extend([*prompt, 5, 6], last=10).shape[0] == 2  # never more than were run
+
+
+def test_model_draft_stops_where_it_is_unsure(target):
+    """A draft stops after a token it gives less than `min_confidence`; greedy output is
+    the target's own whatever the threshold."""
+    prompt = _ids(target, PROMPTS[1])
+    never_sure = ModelDraft(target.module, min_confidence=1.01)
+    always = ModelDraft(target.module, min_confidence=0.0)
+    assert len(never_sure.propose(prompt, 5, Sampling()).tokens) == 1
+    assert len(always.propose(prompt, 5, Sampling()).tokens) == 5
+    reference = _greedy(target, prompt, 12)
+    for draft in (never_sure, always):
+        assert speculative_generate(target.module, draft, prompt, 12).tokens == reference

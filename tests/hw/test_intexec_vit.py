@@ -84,3 +84,18 @@ def test_towers_without_an_integer_program_are_named() -> None:
         convert_vit(load_model("tiny-llava").module.model.vision_tower, [])
     with pytest.raises(UserInputError, match="not a vision-language model"):
         vision_agreement(load_model("tiny-llama"))
+
+
+def test_cli_intexec_runs_a_vlm_tower_integer_only(tmp_path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from mfmaccel.cli import app
+
+    out = tmp_path / "vlm.json"
+    result = CliRunner().invoke(app, ["hw", "intexec", "--model", "medvlm-tiny", "--questions",
+                                      "3", "--calibration", "2", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    record = json.loads(out.read_text())
+    assert record["questions"] == 3 and "integer_accuracy" in record

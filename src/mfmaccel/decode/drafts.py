@@ -30,12 +30,21 @@ class Proposal:
     probs: list[torch.Tensor]  # (V,) distribution each token was drawn from
 
 
-class ModelDraft:
-    """A separate causal LM (same tokenizer as the target) proposing autoregressively."""
+# Stop drafting after a token the draft itself gives less than this probability (HF's
+# assistant_confidence_threshold default): the target would likely reject what follows it.
+MIN_CONFIDENCE = 0.4
 
-    def __init__(self, module: nn.Module, name: str = "draft model") -> None:
+
+class ModelDraft:
+    """A separate causal LM (same tokenizer as the target) proposing autoregressively, up to
+    gamma tokens or until it is unsure (`min_confidence`). Where it stops depends on the draft
+    alone, so the rejection step stays exact."""
+
+    def __init__(self, module: nn.Module, name: str = "draft model",
+                 min_confidence: float = MIN_CONFIDENCE) -> None:
         self.lm = CachedLM(module)
         self.name = name
+        self.min_confidence = min_confidence
 
     @property
     def vocab_size(self) -> int:
@@ -46,11 +55,15 @@ class ModelDraft:
         proposal = Proposal([], [])
         sequence = list(context)
         for _ in range(gamma):
-            probs = distribution(self.lm.extend(sequence, last=1)[-1], sampling)
+            logits = self.lm.extend(sequence, last=1)[-1]
+            probs = distribution(logits, sampling)
             token = draw(probs, generator) if not sampling.greedy else int(probs.argmax())
             proposal.tokens.append(token)
             proposal.probs.append(probs)
             sequence.append(token)
+            if self.min_confidence and float(logits.float().softmax(-1)[token]) < \
+                    self.min_confidence:
+                break
         return proposal
 
     def reset(self) -> None:
