@@ -69,6 +69,7 @@ def speculative(target, draft, prompts, new_tokens, stop, gamma) -> dict:
     for ids in prompts:
         out = speculative_generate(target.module, draft, ids, new_tokens, gamma,
                                    eos_token_ids=stop)
+        gamma = out.next_gamma or gamma  # carried across prompts, as HF's assistant does
         outputs.append(out.tokens)
         seconds += out.seconds
         proposed += out.stats.proposed

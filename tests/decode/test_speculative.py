@@ -194,3 +194,10 @@ def test_model_draft_stops_where_it_is_unsure(target):
     reference = _greedy(target, prompt, 12)
     for draft in (never_sure, always):
         assert speculative_generate(target.module, draft, prompt, 12).tokens == reference
+
+
+def test_adapted_gamma_is_handed_on(target):
+    prompt = _ids(target, PROMPTS[1])
+    draft = ModelDraft(target.module, min_confidence=0.0)
+    out = speculative_generate(target.module, draft, prompt, 20, gamma=2)
+    assert out.next_gamma == out.stats.gammas[-1] and out.next_gamma > 2  # a perfect draft

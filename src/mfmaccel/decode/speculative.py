@@ -54,6 +54,13 @@ class SpeculativeOutput:
     def tokens_per_s(self) -> float:
         return len(self.tokens) / self.seconds if self.seconds else 0.0
 
+    @property
+    def next_gamma(self) -> int | None:
+        """Where the adaptive gamma ended: the start for the next prompt with the same draft
+        (as HF's assistant keeps its num_assistant_tokens across calls), so each prompt does
+        not climb from a small gamma again. None if no round ran."""
+        return self.stats.gammas[-1] if self.stats.gammas else None
+
 
 def accept_or_correct(p: torch.Tensor, q: torch.Tensor, token: int,
                       generator: torch.Generator | None) -> int | None:

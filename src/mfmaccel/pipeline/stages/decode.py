@@ -33,13 +33,14 @@ def run(model: LoadedModel, params: DecodeParams, ctx: RunContext):
     stop = eos_ids(model.module, model.tokenizer)
     prompts = _fitting_prompts(model, params, ctx.seed)
     plain_seconds = spec_seconds = 0.0
-    rows = []
+    rows, gamma = [], params.gamma
     for problem, ids in prompts:
         start = time.perf_counter()
         plain = greedy_generate(model.module, torch.tensor([ids]), params.max_new_tokens, stop)
         plain_seconds += time.perf_counter() - start
-        fast = speculative_generate(model.module, draft, ids, params.max_new_tokens,
-                                    params.gamma, eos_token_ids=stop)
+        fast = speculative_generate(model.module, draft, ids, params.max_new_tokens, gamma,
+                                    eos_token_ids=stop)
+        gamma = fast.next_gamma or gamma  # the adapted gamma carries to the next prompt
         spec_seconds += fast.seconds
         rows.append({"task_id": problem.task_id, "tokens": len(fast.tokens),
                      "identical": fast.tokens == plain.tokens,
