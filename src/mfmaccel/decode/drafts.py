@@ -22,6 +22,7 @@ from torch import nn
 from mfmaccel.decode.cached import CachedLM
 from mfmaccel.decode.sampling import Sampling, distribution, draw
 from mfmaccel.errors import UserInputError
+from mfmaccel.models.views import shallow_copy
 
 
 @dataclass
@@ -74,7 +75,6 @@ def early_exit_model(module: nn.Module, layers: int) -> nn.Module:
     """A view of a decoder-only HF model that runs only its first `layers` blocks, then its own
     final norm and head. Shallow copies share every weight with `module`."""
     from mfmaccel.compress.blocks import decoder_body, decoder_layers
-
     body, blocks = decoder_body(module), decoder_layers(module)
     if not any(child is body for child in module.children()):
         raise UserInputError(f"{type(module).__name__}: early-exit drafts need a plain "
@@ -82,10 +82,7 @@ def early_exit_model(module: nn.Module, layers: int) -> nn.Module:
     if not 0 < layers < len(blocks):
         raise UserInputError(f"an early-exit draft needs 1..{len(blocks) - 1} layers, "
                              f"got {layers}")
-    shallow = copy.copy(module)
-    shallow._modules = dict(module._modules)
-    new_body = copy.copy(body)
-    new_body._modules = dict(body._modules)
+    shallow, new_body = shallow_copy(module), shallow_copy(body)
     list_name = next(name for name, child in body.named_children() if child is blocks)
     new_body._modules[list_name] = nn.ModuleList(list(blocks)[:layers])
     new_body.config = copy.copy(body.config)

@@ -28,9 +28,10 @@ from mfmaccel.errors import UserInputError
 from mfmaccel.hw.intexec.linear import (
     INT16,
     MASKED,
-    TOKEN_HEADROOM,
     IntLinear,
+    gemm_input_scale,
     requantize_into,
+    score_softmax,
     smoothing,
 )
 from mfmaccel.hw.intops import (
@@ -47,7 +48,7 @@ from mfmaccel.hw.intops import (
     residual_add,
     rounding_shift,
 )
-from mfmaccel.hw.intops.activations import EXP_FINEST_SCALE, PROBABILITY_BITS
+from mfmaccel.hw.intops.activations import PROBABILITY_BITS
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,19 @@ class IntAttention:
     exp: IExp
     context: Dyadic  # probabilities x v -> the context into the output projection
     coarsen: Dyadic | None  # scores -> the exp's input scale, when theirs is too fine
+
+    @classmethod
+    def build(cls, projections: Sequence[nn.Linear], scale_in: float,
+              scales: tuple[float, float, float], s_ctx: float, heads: int,
+              smoothing: torch.Tensor | None = None) -> IntAttention:
+        """From the float q, k, v projections, their output scales and the context's."""
+        query, key, value = projections
+        s_q, s_k, s_v = scales
+        exp, coarsen = score_softmax(s_q * s_k / math.sqrt(query.out_features // heads))
+        return cls(IntLinear.build(query, scale_in, s_q, smoothing=smoothing),
+                   IntLinear.build(key, scale_in, s_k, smoothing=smoothing),
+                   IntLinear.build(value, scale_in, s_v, smoothing=smoothing), heads, exp,
+                   dyadic(s_v / 2**PROBABILITY_BITS / s_ctx), coarsen)
 
     def __call__(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         batch, length, _ = h.shape
@@ -175,11 +189,6 @@ def _layer(layer: nn.Module, next_layer: nn.Module | None, ranges: RangeRecorder
     def s16(name: str) -> float:
         return ranges.scale(f"{i}.{name}", INT16.high)
 
-    query, key, value = _qkv(layer)
-    head_dim = query.out_features // heads
-    score_scale = s8("q") * s8("k") / math.sqrt(head_dim)
-    exp_scale = max(score_scale, EXP_FINEST_SCALE)
-    coarsen = dyadic(score_scale / exp_scale) if exp_scale > score_scale else None
     scale_in = norm_in.scale_gemm
     factors1 = smoothing(ranges.channels[f"{i}.h1"], [layer.intermediate.dense.weight])
     norm1 = split_norm(layer.attention.output.LayerNorm, ranges.channels[f"{i}.h1"], factors1,
@@ -190,14 +199,10 @@ def _layer(layer: nn.Module, next_layer: nn.Module | None, ranges: RangeRecorder
     norm2 = split_norm(layer.output.LayerNorm, ranges.channels[f"{i}.h2"], factors2,
                        s16("res2"))
     gelu = IGelu.build(s8("ff"))
-    finer = 2**TOKEN_HEADROOM if per_token else 1
-    s_ctx, s_gelu = s8("ctx") / finer, s8("gelu") / finer
+    s_ctx, s_gelu = (gemm_input_scale(s8(name), per_token) for name in ("ctx", "gelu"))
     int_layer = IntBertLayer(
-        attention=IntAttention(
-            IntLinear.build(query, scale_in, s8("q"), smoothing=factors_in),
-            IntLinear.build(key, scale_in, s8("k"), smoothing=factors_in),
-            IntLinear.build(value, scale_in, s8("v"), smoothing=factors_in), heads,
-            IExp.build(exp_scale), dyadic(s8("v") / 2**PROBABILITY_BITS / s_ctx), coarsen),
+        attention=IntAttention.build(_qkv(layer), scale_in, (s8("q"), s8("k"), s8("v")), s_ctx,
+                                     heads, smoothing=factors_in),
         attention_out=IntLinear.build(layer.attention.output.dense, s_ctx, s16("res1"), INT16),
         scales={"in16": norm_in.scale_residual, "res1": s16("res1"),
                 "h1_16": norm1.scale_residual, "res2": s16("res2")},

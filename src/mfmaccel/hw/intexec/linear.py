@@ -16,14 +16,17 @@ from mfmaccel.hw.intops import (
     INT32,
     Dyadic,
     DyadicVector,
+    IExp,
     IntRange,
     check_range,
+    dyadic,
     dyadic_vector,
     int_gemm,
     requantize,
     rounding_shift,
     token_shifts,
 )
+from mfmaccel.hw.intops.activations import EXP_FINEST_SCALE
 
 INT16 = IntRange(16)
 MASKED = -(1 << 30)  # a score far below any real one: i-exp turns it into exactly 0
@@ -31,6 +34,20 @@ SMOOTHING_ALPHA = 0.5
 # per-token scales of GEMM inputs: up to 2^8 finer than the calibrated per-tensor scale, for the
 # tokens whose values are small
 TOKEN_HEADROOM = 8
+
+
+def gemm_input_scale(scale: float, per_token: bool) -> float:
+    """The scale a GEMM input is requantized to: its calibrated one, or with `per_token`
+    2^TOKEN_HEADROOM finer (in int32), for `token_shifts` to bring each token back to int8."""
+    return scale / 2**TOKEN_HEADROOM if per_token else scale
+
+
+def score_softmax(score_scale: float) -> tuple[IExp, Dyadic | None]:
+    """i-exp for attention scores at `score_scale` (1/sqrt(d) folded in), and the multiplier
+    that first coarsens the scores where their scale is finer than i-exp's 32 bits can take."""
+    exp_scale = max(score_scale, EXP_FINEST_SCALE)
+    coarsen = dyadic(score_scale / exp_scale) if exp_scale > score_scale else None
+    return IExp.build(exp_scale), coarsen
 
 
 def smoothing(activation: torch.Tensor, weights: Sequence[torch.Tensor],

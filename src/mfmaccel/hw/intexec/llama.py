@@ -29,10 +29,11 @@ from mfmaccel.hw.intexec.linear import (
     INT16,
     MASKED,
     SMOOTHING_ALPHA,
-    TOKEN_HEADROOM,
     IntLinear,
+    gemm_input_scale,
     requantize_into,
     rows_divided,
+    score_softmax,
     smoothing,
 )
 from mfmaccel.hw.intops import (
@@ -186,8 +187,7 @@ def _norm(norm: nn.Module, ranges: RangeRecorder, name: str, scale_in: float,
     with `per_token`, to int32 at a 2^TOKEN_HEADROOM finer scale for per-token shifts."""
     channels = ranges.channels[name]
     factors = smoothing(channels, [c.weight for c in consumers], alpha)
-    scale_out = float((channels / factors).max()) / INT8.high
-    scale_out /= 2**TOKEN_HEADROOM if per_token else 1
+    scale_out = gemm_input_scale(float((channels / factors).max()) / INT8.high, per_token)
     weight = norm.weight.detach().double() / factors
     unit = IRMSNorm.build(weight, scale_in, scale_out, norm.variance_epsilon)
     return (replace(unit, out=INT32) if per_token else unit), factors, scale_out
@@ -201,19 +201,15 @@ def _attention(attention: nn.Module, ranges: RangeRecorder, i: int, scale_in: fl
 
     # after the rotation a pair's element can reach sqrt(2) x the largest input element
     s_q, s_k = s8("q") * math.sqrt(2), s8("k") * math.sqrt(2)
-    head_dim = attention.head_dim
-    score_scale = s_q * s_k / math.sqrt(head_dim)
-    exp_scale = max(score_scale, EXP_FINEST_SCALE)
-    s_ctx = s8("ctx") / (2**TOKEN_HEADROOM if per_token else 1)
+    exp, coarsen = score_softmax(s_q * s_k / math.sqrt(attention.head_dim))
+    s_ctx = gemm_input_scale(s8("ctx"), per_token)
     return IntLlamaAttention(
         IntLinear.build(attention.q_proj, scale_in, s_q, smoothing=factors),
         IntLinear.build(attention.k_proj, scale_in, s_k, smoothing=factors),
         IntLinear.build(attention.v_proj, scale_in, s8("v"), smoothing=factors),
         IntLinear.build(attention.o_proj, s_ctx, scale_out, RESIDUAL),
         rotary, config.num_attention_heads, config.num_key_value_heads,
-        IExp.build(exp_scale),
-        dyadic(score_scale / exp_scale) if exp_scale > score_scale else None,
-        dyadic(s8("v") / 2**PROBABILITY_BITS / s_ctx), per_token)
+        exp, coarsen, dyadic(s8("v") / 2**PROBABILITY_BITS / s_ctx), per_token)
 
 
 def _mlp(mlp: nn.Module, ranges: RangeRecorder, i: int, scale_in: float,
@@ -229,8 +225,8 @@ def _mlp(mlp: nn.Module, ranges: RangeRecorder, i: int, scale_in: float,
     up = rows_divided(mlp.up_proj, act)
     s_gate = ranges.scale(f"{i}.gate", width.high)
     s_up = float((ranges.channels[f"{i}.up"] / act).max()) / width.high
-    s_act = float((ranges.channels[f"{i}.act"] / act).max()) / INT8.high
-    s_act /= 2**TOKEN_HEADROOM if per_token else 1
+    s_act = gemm_input_scale(float((ranges.channels[f"{i}.act"] / act).max()) / INT8.high,
+                             per_token)
     coarser = max(0, math.ceil(math.log2(EXP_FINEST_SCALE / s_gate)))
     sigmoid = ISigmoid.build(s_gate * 2**coarser, SIGMOID_BITS)
     silu_scale = s_gate / 2**SIGMOID_BITS
@@ -294,7 +290,7 @@ def convert_llama(module: nn.Module, windows: Sequence[torch.Tensor],
             norm2, _mlp(mlp, ranges, i, s_mlp, factors2, s_out, alpha, per_token, wide_mlp),
             {"in": scale_in, "mid": s_mid, "out": s_out}))
         scale_in = s_out
-    final_scale = ranges.scale("final") / (2**TOKEN_HEADROOM if per_token else 1)
+    final_scale = gemm_input_scale(ranges.scale("final"), per_token)
     final = IRMSNorm.build(module.model.norm.weight.detach().double(), scale_in, final_scale,
                            module.model.norm.variance_epsilon)
     final = replace(final, out=INT32) if per_token else final

@@ -5,13 +5,14 @@ vision tower runs integer-only."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
 from mfmaccel.data.text import load_text_corpus
 from mfmaccel.errors import UserInputError
 from mfmaccel.models.record import CAUSAL_LM, ENCODER, VLM, LoadedModel
+from mfmaccel.models.views import shallow_copy
 from mfmaccel.records import Record
 
 
@@ -136,8 +137,6 @@ def vision_agreement(model: LoadedModel, questions: int = 0, calibration: int = 
     """Medical VQA accuracy (ranked answers, test split) of the VLM with its float tower and
     with the integer-only program of that tower, calibrated on train images; `questions` > 0
     takes a type-balanced subset."""
-    import copy
-
     from mfmaccel.data.medvqa import load_medvqa
     from mfmaccel.evaluate.vqa import vqa_accuracy
     from mfmaccel.finetune.data import pixel_tensor, val_subset
@@ -152,34 +151,29 @@ def vision_agreement(model: LoadedModel, questions: int = 0, calibration: int = 
     program = convert_vit(tower, list(pixels.split(16)), per_token)
     test = load_medvqa("test")
     test = val_subset(test, questions) if questions else test
-    integer_model = copy.copy(model)
-    integer_model.module = _with_tower(model.module, IntegerTower(program,
-                                                                  tower.config.patch_size))
+    integer_tower = IntegerTower(program, tower.config.patch_size)
+    integer_model = replace(model, module=_with_tower(model.module, integer_tower))
     reference = vqa_accuracy(model, test)
     integer = vqa_accuracy(integer_model, test)
+    pixels = pixel_tensor(model.processor, [s.image for s in test[:64]])
     return VisionAgreement(
         model.name, len(test), len(chosen), per_token, reference.accuracy, integer.accuracy,
         integer.accuracy - reference.accuracy, reference.per_type, integer.per_type,
-        _feature_cosine(tower, program, pixel_tensor(model.processor,
-                                                     [s.image for s in test[:64]])))
+        _feature_cosine(tower, integer_tower, pixels))
 
 
 def _with_tower(module: torch.nn.Module, tower: torch.nn.Module) -> torch.nn.Module:
     """A shallow copy of a LLaVA model with another vision tower; the original is untouched
     (its submodule tables are copied, every other weight is shared)."""
-    import copy
-
-    outer, inner = copy.copy(module), copy.copy(module.model)
-    outer._modules, inner._modules = dict(module._modules), dict(module.model._modules)
+    outer, inner = shallow_copy(module), shallow_copy(module.model)
     inner._modules["vision_tower"] = tower
     outer._modules["model"] = inner
     return outer
 
 
-def _feature_cosine(tower, program, pixels: torch.Tensor) -> float:
+def _feature_cosine(tower: torch.nn.Module, integer_tower: torch.nn.Module,
+                    pixels: torch.Tensor) -> float:
     """Mean cosine between float and integer last hidden states, token by token."""
-    from mfmaccel.hw.intexec.vit import IntegerTower
-
-    integer = IntegerTower(program, 0)(pixels).hidden_states[-1].double()
+    integer = integer_tower(pixels).hidden_states[-1].double()
     reference = tower(pixels, output_hidden_states=True).hidden_states[-1].double()
     return float(torch.nn.functional.cosine_similarity(reference, integer, dim=-1).mean())

@@ -26,22 +26,21 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from torch.nn import functional
+from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from mfmaccel.compress.calibration import RangeRecorder, record_ranges
 from mfmaccel.errors import UserInputError
 from mfmaccel.hw.intexec.bert import IntAttention
-from mfmaccel.hw.intexec.linear import INT16, TOKEN_HEADROOM, IntLinear, requantize_into
+from mfmaccel.hw.intexec.linear import INT16, IntLinear, gemm_input_scale, requantize_into
 from mfmaccel.hw.intops import (
     INT8,
     Dyadic,
-    IExp,
     IGelu,
     ILayerNorm,
     IntRange,
     dyadic,
     residual_add,
 )
-from mfmaccel.hw.intops.activations import EXP_FINEST_SCALE, PROBABILITY_BITS
 
 
 def folded_conv(conv: nn.Conv2d, norm: nn.BatchNorm2d | None) -> nn.Linear:
@@ -175,9 +174,7 @@ class IntegerTower(nn.Module):
         super().__init__()
         self.program, self.patch_size = program, patch_size
 
-    def forward(self, pixel_values: torch.Tensor, **_kwargs):
-        from transformers.modeling_outputs import BaseModelOutputWithPooling
-
+    def forward(self, pixel_values: torch.Tensor, **_kwargs) -> BaseModelOutputWithPooling:
         states = tuple((h.double() * scale).float()
                        for h, scale in self.program.hidden_states(pixel_values))
         return BaseModelOutputWithPooling(last_hidden_state=states[-1], hidden_states=states)
@@ -259,12 +256,7 @@ def _layer(layer: nn.Module, ranges: RangeRecorder, i: int, scale_in: float, hea
         return ranges.scale(f"{i}.{name}", INT16.high)
 
     self_attention = layer.attention.attention
-    head_dim = self_attention.query.out_features // heads
-    score_scale = s8("q") * s8("k") / math.sqrt(head_dim)
-    exp_scale = max(score_scale, EXP_FINEST_SCALE)
-    coarsen = dyadic(score_scale / exp_scale) if exp_scale > score_scale else None
-    finer = 2**TOKEN_HEADROOM if per_token else 1
-    s_ctx, s_gelu = s8("ctx") / finer, s8("gelu") / finer
+    s_ctx, s_gelu = (gemm_input_scale(s8(name), per_token) for name in ("ctx", "gelu"))
     gelu = IGelu.build(s8("ff"))
 
     def norm(ln: nn.LayerNorm, scale: float, scale_out: float) -> ILayerNorm:
@@ -273,11 +265,9 @@ def _layer(layer: nn.Module, ranges: RangeRecorder, i: int, scale_in: float, hea
 
     return IntViTLayer(
         norm1=norm(layer.layernorm_before, scale_in, s8("ln1")),
-        attention=IntAttention(
-            IntLinear.build(self_attention.query, s8("ln1"), s8("q")),
-            IntLinear.build(self_attention.key, s8("ln1"), s8("k")),
-            IntLinear.build(self_attention.value, s8("ln1"), s8("v")), heads,
-            IExp.build(exp_scale), dyadic(s8("v") / 2**PROBABILITY_BITS / s_ctx), coarsen),
+        attention=IntAttention.build(
+            [self_attention.query, self_attention.key, self_attention.value], s8("ln1"),
+            (s8("q"), s8("k"), s8("v")), s_ctx, heads),
         attention_out=IntLinear.build(layer.attention.output.dense, s_ctx, s16("res1"), INT16),
         norm2=norm(layer.layernorm_after, s16("h1"), s8("ln2")),
         intermediate=IntLinear.build(layer.intermediate.dense, s8("ln2"), s8("ff")),
