@@ -48,6 +48,18 @@ def test_gemm_is_exact_and_refuses_what_int32_cannot_hold() -> None:
         int_gemm(torch.tensor([[128]]), torch.tensor([[1]]))
 
 
+def test_gemm_row_shifts_round_each_rows_bias() -> None:
+    """Rows at per-token scales 2^s coarser take their bias rounded to that scale: exactly
+    round-half-up of bias / 2^s, for every shift the 6-bit port can carry."""
+    shifts = torch.arange(64)[:, None]
+    bias = torch.tensor([2**31 - 1, -(2**31), 5, -5, 6, -6])
+    got = int_gemm(torch.zeros(64, 1, dtype=torch.long), torch.zeros(6, 1, dtype=torch.long),
+                   bias, shifts)
+    exact = [[math.floor(b / 2**s + 0.5) for b in bias.tolist()] for s in range(64)]
+    assert got.tolist() == exact
+    assert torch.equal(rounding_shift(bias[None, :], shifts), got)
+
+
 def test_requantization_rounds_to_nearest_and_saturates() -> None:
     acc = torch.randint(-2**31, 2**31, (20000,))
     for scale in (0.00012345, 3.1e-7, 0.9):

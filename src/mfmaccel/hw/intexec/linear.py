@@ -23,7 +23,6 @@ from mfmaccel.hw.intops import (
     dyadic_vector,
     int_gemm,
     requantize,
-    rounding_shift,
     token_shifts,
 )
 from mfmaccel.hw.intops.activations import EXP_FINEST_SCALE
@@ -105,13 +104,8 @@ class IntLinear:
         """`row_shift`: per-token power-of-two scales of `x` (`intops.token_shifts`); a row
         2^s coarser gets its bias 2^s smaller (shifted as it loads into the accumulators)."""
         flat = x.reshape(-1, x.shape[-1])
-        if row_shift is None:
-            acc = int_gemm(flat, self.weight, self.bias)
-            return requantize(acc, self.requant, self.out).view(*x.shape[:-1], -1)
-        shifts = row_shift.reshape(-1, 1)
-        acc = int_gemm(flat, self.weight)
-        if self.bias is not None:
-            acc = acc + rounding_shift(self.bias[None, :], shifts)
+        shifts = None if row_shift is None else row_shift.reshape(-1, 1)
+        acc = int_gemm(flat, self.weight, self.bias, shifts)
         return requantize(acc, self.requant, self.out, shifts).view(*x.shape[:-1], -1)
 
 

@@ -65,14 +65,17 @@ def exact_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a.double() @ b.double()).long()
 
 
-def int_gemm(a: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None
-             ) -> torch.Tensor:
-    """(M, K) int8 x (N, K) int8 (+ (N,) int32 bias) -> (M, N) int32 accumulators."""
+def int_gemm(a: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None,
+             row_shift: torch.Tensor | None = None) -> torch.Tensor:
+    """(M, K) int8 x (N, K) int8 (+ (N,) int32 bias) -> (M, N) int32 accumulators.
+    `row_shift` ((M, 1), from `token_shifts`): row i of `a` is 2^s_i coarser, so its bias is
+    loaded into the accumulators rounded and shifted right by s_i."""
     check_range(a, INT8, "GEMM input")
     check_range(w, INT8, "GEMM weight")
     acc = exact_matmul(a, w.t())
     if bias is not None:
-        acc = acc + check_range(bias.long(), INT32, "GEMM bias")
+        bias = check_range(bias.long(), INT32, "GEMM bias")[None, :]
+        acc = acc + (bias if row_shift is None else rounding_shift(bias, row_shift))
     return check_range(acc, INT32, "GEMM accumulator")
 
 
@@ -132,8 +135,8 @@ def dyadic_vector(scales: torch.Tensor, bits: int = 31) -> DyadicVector:
 def rounding_shift(x: torch.Tensor, shift: int | torch.Tensor) -> torch.Tensor:
     """x / 2^shift rounded half up (a left shift when an int `shift` is negative); a tensor
     `shift` (>= 0, broadcast against x) shifts each element by its own amount."""
-    if isinstance(shift, torch.Tensor):
-        return (x + ((1 << shift) >> 1)) >> shift
+    if isinstance(shift, torch.Tensor):  # 2^(shift-1) so that a shift of 63 stays in int64
+        return (x + torch.where(shift > 0, 1 << (shift - 1).clamp(min=0), 0)) >> shift
     if shift <= 0:
         return x << -shift
     return (x + (1 << (shift - 1))) >> shift

@@ -1,12 +1,16 @@
 """The GEMM engine: a controller that runs a whole tiled int8 GEMM + bias + requantization out of
 on-chip buffers, on the `mac_array` and `requant` units.
 
-The host writes A (M x K, row-major), B (K x N, row-major) and the int32 bias (N) through one
-write port, sets M, N, K and the dyadic (m, shift), and pulses `start`. For every output tile
-of ROWS x COLS the controller spends 1 cycle loading the bias into the accumulators, K cycles
-of rank-1 updates, and ROWS cycles requantizing one accumulator row per cycle (COLS `requant`
-units) into the output buffer; edge tiles are padded with zeros and their extra outputs
-dropped. No cycle depends on the data: the latency is the performance model's
+The host writes A (M x K, row-major), B (K x N, row-major), the int32 bias (N) and a shift
+per row of A (M) through one write port, sets M, N, K and the dyadic (m, shift), and pulses
+`start`. The row shifts are the per-token power-of-two scales of A (`intops.token_shifts`;
+all zero for a static scale): row i's bias loads shifted right by s_i, and its outputs are
+requantized with the shift lowered by s_i (`intops.int_gemm` and `intops.requantize` with
+`row_shift`); the host keeps every s_i below the requantization shift, as the conversion
+does. For every output tile of ROWS x COLS the controller spends 1 cycle loading the bias into
+the accumulators, K cycles of rank-1 updates, and ROWS cycles requantizing one accumulator row
+per cycle (COLS `requant` units) into the output buffer; edge tiles are padded with zeros and
+their extra outputs dropped. No cycle depends on the data: the latency is the performance model's
 output-stationary count (`hw.dataflow.os_cycles`) on this engine's architecture (`gemm_arch`),
 and the testbench holds the simulation to it exactly.
 """
@@ -17,7 +21,7 @@ from mfmaccel.hw.arch import KIB, Arch
 from mfmaccel.hw.dataflow import PSUM_BYTES, os_cycles
 from mfmaccel.hw.rtl.config import RtlConfig
 
-BUFFER_A, BUFFER_B, BUFFER_BIAS = 0, 1, 2  # `wr_sel` values
+BUFFER_A, BUFFER_B, BUFFER_BIAS, BUFFER_SHIFT = 0, 1, 2, 3  # `wr_sel` values
 
 
 def gemm_arch(cfg: RtlConfig, clock_mhz: float = 100) -> Arch:
@@ -56,7 +60,8 @@ def gemm_verilog(cfg: RtlConfig) -> str:
     dim = _bits(max(cfg.max_m, cfg.max_n, cfg.max_k))  # holds M, N, K
     a_aw, b_aw = _bits(cfg.max_m * cfg.max_k - 1), _bits(cfg.max_k * cfg.max_n - 1)
     n_aw, o_aw = _bits(cfg.max_n - 1), _bits(cfg.max_m * cfg.max_n - 1)
-    addr = max(a_aw, b_aw, n_aw)
+    m_aw = _bits(cfg.max_m - 1)
+    addr = max(a_aw, b_aw, n_aw, m_aw)
     ext = dim + 1  # tile origin + lane offset
     wide = max(a_aw, b_aw, o_aw, ext) + 1
     lane = _bits(max(cfg.rows, cfg.cols))
@@ -71,7 +76,8 @@ module gemm (
     input  wire clk,
     input  wire rst,
     input  wire wr_en,
-    input  wire [1:0] wr_sel,  // 0: A at i*{cfg.max_k}+k, 1: B at k*{cfg.max_n}+j, 2: bias at j
+    input  wire [1:0] wr_sel,  // 0: A at i*{cfg.max_k}+k, 1: B at k*{cfg.max_n}+j, 2: bias at j,
+                               // 3: row i's shift at i
     input  wire [{addr - 1}:0] wr_addr,
     input  wire [{cfg.acc_bits - 1}:0] wr_data,       // int8 operands in the low {cfg.in_bits} bits
     input  wire [{dim - 1}:0] dim_m,          // 1..{cfg.max_m}
@@ -87,13 +93,14 @@ module gemm (
     output wire [{cfg.out_bits - 1}:0] rd_data
 );
     localparam ROWS = {cfg.rows}, COLS = {cfg.cols}, IN_W = {cfg.in_bits}, ACC_W = {cfg.acc_bits};
-    localparam OUT_W = {cfg.out_bits}, WIDE = {wide};
+    localparam OUT_W = {cfg.out_bits}, WIDE = {wide}, SHIFT_W = {cfg.shift_bits};
     localparam IDLE = 2'd0, LOAD = 2'd1, MAC = 2'd2, WRITE = 2'd3;
     localparam [WIDE-1:0] STRIDE_K = {cfg.max_k}, STRIDE_N = {cfg.max_n};
     reg [1:0] state;
     reg signed [IN_W-1:0] a_mem [0:{cfg.max_m * cfg.max_k - 1}];
     reg signed [IN_W-1:0] b_mem [0:{cfg.max_k * cfg.max_n - 1}];
     reg signed [ACC_W-1:0] bias_mem [0:{cfg.max_n - 1}];
+    reg [SHIFT_W-1:0] shift_mem [0:{cfg.max_m - 1}];
     reg signed [OUT_W-1:0] out_mem [0:{cfg.max_m * cfg.max_n - 1}];
     reg [{dim - 1}:0] tile_i, tile_j, step;  // tile origin, k
     reg [{lane - 1}:0] row;                  // accumulator row being requantized
@@ -104,12 +111,14 @@ module gemm (
             if (wr_sel == 2'd0) a_mem[wr_addr[{a_aw - 1}:0]] <= wr_data[IN_W-1:0];
             else if (wr_sel == 2'd1) b_mem[wr_addr[{b_aw - 1}:0]] <= wr_data[IN_W-1:0];
             else if (wr_sel == 2'd2) bias_mem[wr_addr[{n_aw - 1}:0]] <= wr_data;
+            else shift_mem[wr_addr[{m_aw - 1}:0]] <= wr_data[SHIFT_W-1:0];
         end
     end
 
     wire [ROWS*IN_W-1:0] a_bus;
     wire [COLS*IN_W-1:0] b_bus;
     wire [COLS*ACC_W-1:0] bias_bus;
+    wire [ROWS*SHIFT_W-1:0] shift_bus;
     wire [ROWS*COLS*ACC_W-1:0] acc;
     wire [WIDE-1:0] m_wide = {w("dim_m", dim)}, n_wide = {w("dim_n", dim)};
     wire [WIDE-1:0] k_wide = {w("step", dim)};
@@ -120,6 +129,8 @@ module gemm (
             wire [WIDE-1:0] addr = i * STRIDE_K + k_wide;
             assign a_bus[r*IN_W +: IN_W] = (i < m_wide) ? a_mem[addr[{a_aw - 1}:0]]
                                                         : {{IN_W{{1'b0}}}};
+            assign shift_bus[r*SHIFT_W +: SHIFT_W] = (i < m_wide) ? shift_mem[i[{m_aw - 1}:0]]
+                                                                  : {{SHIFT_W{{1'b0}}}};
         end
         for (c = 0; c < COLS; c = c + 1) begin : b_lane
             wire [WIDE-1:0] j = {w("tile_j", dim)} + c;
@@ -131,19 +142,23 @@ module gemm (
         end
     endgenerate
 
-    mac_array #(.ROWS(ROWS), .COLS(COLS), .IN_W(IN_W), .ACC_W(ACC_W)) array (
+    mac_array #(.ROWS(ROWS), .COLS(COLS), .IN_W(IN_W), .ACC_W(ACC_W), .SHIFT_W(SHIFT_W)) array (
         .clk(clk), .rst(rst), .load(state == LOAD), .en(state == MAC),
-        .a(a_bus), .b(b_bus), .bias(bias_bus), .acc(acc)
+        .a(a_bus), .b(b_bus), .bias(bias_bus), .bias_shift(shift_bus), .acc(acc)
     );
 
     wire [WIDE-1:0] out_i = {w("tile_i", dim)} + {w("row", lane)};
+    // the row being requantized: its shift lowers the requantization shift
+    wire [SHIFT_W-1:0] row_shift = (out_i < m_wide) ? shift_mem[out_i[{m_aw - 1}:0]]
+                                                    : {{SHIFT_W{{1'b0}}}};
+    wire [SHIFT_W-1:0] out_shift = rq_shift - row_shift;
     generate
         for (c = 0; c < COLS; c = c + 1) begin : requant_lane
             wire [OUT_W-1:0] q;
             requant #(.ACC_W(ACC_W), .M_W({cfg.multiplier_bits}), .SHIFT_W({cfg.shift_bits}),
                       .OUT_W(OUT_W)) unit (
                 .acc(acc[({w("row", lane)} * COLS + c) * ACC_W +: ACC_W]), .m(rq_m),
-                .shift(rq_shift), .q(q)
+                .shift(out_shift), .q(q)
             );
             wire [WIDE-1:0] j = {w("tile_j", dim)} + c;
             wire [WIDE-1:0] addr = out_i * STRIDE_N + j;

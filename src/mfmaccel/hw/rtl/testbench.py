@@ -11,7 +11,7 @@ import torch
 from cocotb.clock import Clock
 from cocotb.triggers import RisingEdge, Timer
 
-from mfmaccel.hw.intops import Dyadic, IntRange, requantize, token_shifts
+from mfmaccel.hw.intops import Dyadic, IntRange, int_gemm, requantize, token_shifts
 from mfmaccel.hw.rtl.signals import SEED, VECTORS, config_from_env, pack, unpack_signed
 from mfmaccel.hw.rtl.testbench_gemm import gemm_matches_golden  # noqa: F401  (cocotb finds it)
 from mfmaccel.hw.rtl.testbench_nonlinear import (  # noqa: F401
@@ -42,11 +42,14 @@ async def requant_matches_golden(dut) -> None:
         assert got == expected, f"acc={acc} m={m} shift={shift}: rtl {got}, golden {expected}"
 
 
-async def _gemm(dut, a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """Load the bias, stream K rank-1 updates, read the accumulators (rows x cols)."""
+async def _gemm(dut, a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor,
+                shifts: torch.Tensor) -> torch.Tensor:
+    """Load the bias (shifted per row), stream K rank-1 updates, read the accumulators
+    (rows x cols)."""
     rows, cols = a.shape[0], b.shape[1]
     in_bits, acc_bits = len(dut.a) // rows, len(dut.bias) // cols
     dut.bias.value = pack(bias.tolist(), acc_bits)
+    dut.bias_shift.value = pack(shifts[:, 0].tolist(), len(dut.bias_shift) // rows)
     dut.load.value, dut.en.value = 1, 0
     await RisingEdge(dut.clk)
     dut.load.value = 0
@@ -69,6 +72,7 @@ async def mac_array_matches_golden(dut) -> None:
     dut.rst.value = 0
     cols = len(dut.b) // 8
     rows = len(dut.a) // 8
+    widest = (1 << (len(dut.bias_shift) // rows)) - 1
     generator = torch.Generator().manual_seed(SEED)
     depth = 64
     cases = [
@@ -80,15 +84,25 @@ async def mac_array_matches_golden(dut) -> None:
          torch.full((cols,), -(2**31) + 127 * 128 * depth)),
         (torch.full((rows, depth), 7), torch.full((depth, cols), 7), torch.full((cols,), 3)),
     ]
+    none = torch.zeros(rows, 1, dtype=torch.long)
+    cases = [(*case, none) for case in cases]
+    # bias shifts alone on the int32 extremes: every shift from 0 to the port's widest
+    extremes = torch.tensor([2**31 - 1, -(2**31)] * (cols // 2) + [2**31 - 1] * (cols % 2))
+    for first in range(0, widest + 1, rows):
+        shifts = (first + torch.arange(rows)[:, None]).clamp(max=widest)
+        cases.append((torch.zeros(rows, 1, dtype=torch.long), torch.zeros(1, cols, dtype=torch.long),
+                      extremes, shifts))
     gemms = max(1, VECTORS // (rows * cols))
-    for _ in range(gemms):
+    for index in range(gemms):
         k = int(torch.randint(1, 40, (1,), generator=generator))
+        shifts = torch.randint(0, widest + 1, (rows, 1), generator=generator)
         cases.append((torch.randint(-128, 128, (rows, k), generator=generator),
                       torch.randint(-128, 128, (k, cols), generator=generator),
-                      torch.randint(-2**20, 2**20, (cols,), generator=generator)))
-    for a, b, bias in cases:
-        expected = a.long() @ b.long() + bias.long()
-        got = await _gemm(dut, a, b, bias)
+                      torch.randint(-2**30, 2**30, (cols,), generator=generator),
+                      shifts if index % 2 else none))
+    for a, b, bias, shifts in cases:
+        expected = int_gemm(a.long(), b.long().t(), bias, shifts)
+        got = await _gemm(dut, a, b, bias, shifts)
         assert torch.equal(got, expected), f"K={a.shape[1]}: rtl differs from golden"
 
 

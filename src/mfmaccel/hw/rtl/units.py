@@ -42,14 +42,18 @@ endmodule
 def mac_array_verilog(cfg: RtlConfig) -> str:
     """An output-stationary rows x cols MAC array in SwiftTron's broadcast form: each cycle
     with `en` high adds the rank-1 update a (a column of A) x b (a row of B) to every
-    accumulator; `load` sets the accumulators to the per-column bias instead. Accumulators are
-    read out flattened, row-major."""
-    return f"""// mac_array: acc[i][j] <= load ? bias[j] : acc[i][j] + a[i] * b[j] (when en)
+    accumulator; `load` sets the accumulators to the per-column bias instead, shifted right
+    (rounded) by the row's `bias_shift`: rows of A with per-token power-of-two scales
+    (`intops.token_shifts`) need their bias that much coarser (`intops.int_gemm`).
+    Accumulators are read out flattened, row-major."""
+    return f"""// mac_array: acc[i][j] <= load ? round(bias[j] / 2^bias_shift[i])
+//                                : acc[i][j] + a[i] * b[j] (when en)
 module mac_array #(
     parameter ROWS = {cfg.rows},
     parameter COLS = {cfg.cols},
     parameter IN_W = {cfg.in_bits},
-    parameter ACC_W = {cfg.acc_bits}
+    parameter ACC_W = {cfg.acc_bits},
+    parameter SHIFT_W = {cfg.shift_bits}
 ) (
     input  wire clk,
     input  wire rst,
@@ -58,19 +62,29 @@ module mac_array #(
     input  wire [ROWS*IN_W-1:0] a,
     input  wire [COLS*IN_W-1:0] b,
     input  wire [COLS*ACC_W-1:0] bias,
+    input  wire [ROWS*SHIFT_W-1:0] bias_shift,
     output wire [ROWS*COLS*ACC_W-1:0] acc
 );
     genvar i, j;
     generate
         for (i = 0; i < ROWS; i = i + 1) begin : row
+            wire [SHIFT_W-1:0] s = bias_shift[i*SHIFT_W +: SHIFT_W];
+            // a shift of ACC_W or more leaves (bias + 2^(s-1)) >> s = 0 for every bias
+            wire wipe = s >= ACC_W;
+            wire [ACC_W:0] half = ({{{{ACC_W{{1'b0}}}}, 1'b1}} << s) >> 1;
             for (j = 0; j < COLS; j = j + 1) begin : col
                 wire signed [IN_W-1:0] a_i = a[i*IN_W +: IN_W];
                 wire signed [IN_W-1:0] b_j = b[j*IN_W +: IN_W];
                 wire signed [2*IN_W-1:0] product = a_i * b_j;
+                wire signed [ACC_W-1:0] bias_j = bias[j*ACC_W +: ACC_W];
+                wire signed [ACC_W:0] biased = $signed({{bias_j[ACC_W-1], bias_j}}) + $signed(half);
+                /* verilator lint_off UNUSEDSIGNAL */  // the top bit repeats the sign
+                wire signed [ACC_W:0] rounded = biased >>> s;
+                /* verilator lint_on UNUSEDSIGNAL */
                 reg signed [ACC_W-1:0] sum;
                 always @(posedge clk) begin
                     if (rst) sum <= {{ACC_W{{1'b0}}}};
-                    else if (load) sum <= bias[j*ACC_W +: ACC_W];
+                    else if (load) sum <= wipe ? {{ACC_W{{1'b0}}}} : rounded[ACC_W-1:0];
                     else if (en) sum <= sum + {{{{(ACC_W-2*IN_W){{product[2*IN_W-1]}}}}, product}};
                 end
                 assign acc[(i*COLS+j)*ACC_W +: ACC_W] = sum;
