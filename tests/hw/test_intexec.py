@@ -83,6 +83,18 @@ def test_integer_llama_with_static_activation_scales_tracks_float_too() -> None:
     assert not result.per_token and result.next_token_agreement > 0.9
 
 
+def test_settings_are_chosen_on_a_validation_slice_not_the_test_half() -> None:
+    model = load_model("tiny-llama")
+    result = decoder_agreement(model, tokens=48, calibration=96, context=48, split="validation",
+                               alpha=0.5)
+    assert result.split == "validation" and result.alpha == 0.5
+    assert result.next_token_agreement > 0.9
+    with pytest.raises(UserInputError, match="unknown split"):
+        decoder_agreement(model, tokens=48, calibration=96, context=48, split="val")
+    with pytest.raises(UserInputError, match="reach the validation"):
+        decoder_agreement(model, tokens=48, calibration=10**6, context=48, split="validation")
+
+
 def test_per_token_rows_keep_their_bias() -> None:
     """A row entering with a per-token shift s is 2^s coarser; its bias must shrink with it, so
     the per-token layer agrees with the static one on the same real values."""

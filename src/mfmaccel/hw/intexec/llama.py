@@ -28,7 +28,6 @@ from mfmaccel.errors import UserInputError
 from mfmaccel.hw.intexec.linear import (
     INT16,
     MASKED,
-    SMOOTHING_ALPHA,
     IntLinear,
     gemm_input_scale,
     requantize_into,
@@ -58,6 +57,9 @@ from mfmaccel.hw.intops.activations import EXP_FINEST_SCALE, PROBABILITY_BITS
 from mfmaccel.hw.intops.norms import NORM_INPUT
 
 RESIDUAL = NORM_INPUT  # int24: what the integer RMSNorm takes
+# SmoothQuant's migration strength for Llama blocks, chosen by perplexity on a validation slice
+# of the train half (benchmarks/intexec_smoothing.py); the BERT program keeps SMOOTHING_ALPHA
+LLAMA_SMOOTHING = 0.7
 SIGMOID_BITS = 15
 
 
@@ -263,7 +265,7 @@ def _rotary(module: nn.Module, length: int) -> IRotary:
 
 
 def convert_llama(module: nn.Module, windows: Sequence[torch.Tensor],
-                  max_length: int = 1024, alpha: float = SMOOTHING_ALPHA,
+                  max_length: int = 1024, alpha: float = LLAMA_SMOOTHING,
                   per_token: bool = True, wide_mlp: bool = True) -> IntLlama:
     """Calibrate on `windows` ((1, T) token ids of real text) and build the integer program
     for sequences of up to `max_length` tokens; `alpha` is SmoothQuant's migration strength;
@@ -300,4 +302,4 @@ def convert_llama(module: nn.Module, windows: Sequence[torch.Tensor],
                     logit_scale)
 
 
-__all__ = ["IntLlama", "check_llama", "convert_llama"]
+__all__ = ["LLAMA_SMOOTHING", "IntLlama", "check_llama", "convert_llama"]

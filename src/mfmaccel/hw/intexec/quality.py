@@ -76,31 +76,56 @@ def encoder_agreement(model: LoadedModel, sentences: int = 128, calibration: int
 @dataclass
 class DecoderAgreement(Record):
     model: str
-    tokens: int  # scored on the corpus's test half
-    calibration_tokens: int  # from its train half
+    tokens: int  # scored on `split`
+    calibration_tokens: int  # from the start of the corpus's train half
     context: int
     per_token: bool  # GEMM inputs with per-token power-of-two scales
     float_ppl: float
     integer_ppl: float
     ppl_change: float  # integer / float - 1
     next_token_agreement: float  # share of positions where both predict the same token
+    split: str = "test"
+    alpha: float = 0.0  # SmoothQuant's migration strength
+
+
+# "validation": train-half tokens from here on, far past any calibration window (for choosing
+# settings without the test half)
+VALIDATION_START = 60_000
+
+
+def scored_ids(tokenizer, split: str, tokens: int) -> torch.Tensor:
+    """`tokens` + 1 token ids to score on: the test half, or a validation slice of the train
+    half that calibration does not reach."""
+    if split not in ("test", "validation"):
+        raise UserInputError(f"unknown split {split!r}; choose test or validation")
+    text = load_text_corpus("test" if split == "test" else "train")
+    ids = tokenizer(text, return_tensors="pt", add_special_tokens=False).input_ids[0]
+    start = VALIDATION_START if split == "validation" else 0
+    if len(ids) < start + tokens + 1:
+        raise UserInputError(f"the {split} text has {len(ids) - start} tokens; score fewer")
+    return ids[start:start + tokens + 1]
 
 
 @torch.inference_mode()
 def decoder_agreement(model: LoadedModel, tokens: int = 2048, calibration: int = 2048,
-                      context: int = 256, per_token: bool = True) -> DecoderAgreement:
-    """Perplexity of the integer-only program against float on the same windows of the
-    corpus's test half, and how often their next-token predictions agree."""
+                      context: int = 256, per_token: bool = True, split: str = "test",
+                      alpha: float | None = None) -> DecoderAgreement:
+    """Perplexity of the integer-only program against float on the same windows of `split`,
+    and how often their next-token predictions agree; `alpha` overrides the program's
+    smoothing strength (`LLAMA_SMOOTHING`)."""
     from mfmaccel.compress.calibration import calibration_batches
-    from mfmaccel.hw.intexec.llama import convert_llama
+    from mfmaccel.hw.intexec.llama import LLAMA_SMOOTHING, convert_llama
 
     if model.kind != CAUSAL_LM:
         raise UserInputError(f"{model.name} is not a causal LM; try smollm2-135m")
+    if calibration > VALIDATION_START and split == "validation":
+        raise UserInputError(f"calibrating on {calibration} tokens would reach the validation "
+                             f"slice; use at most {VALIDATION_START}")
+    ids = scored_ids(model.tokenizer, split, tokens)
+    alpha = LLAMA_SMOOTHING if alpha is None else alpha
     program = convert_llama(model.module,
                             calibration_batches(model.tokenizer, calibration, context), context,
-                            per_token=per_token)
-    ids = model.tokenizer(load_text_corpus("test"), return_tensors="pt",
-                          add_special_tokens=False).input_ids[0][: tokens + 1]
+                            alpha=alpha, per_token=per_token)
     nll = {"float": 0.0, "integer": 0.0}
     agree, scored = 0, 0
     for start in range(0, len(ids) - 1, context):
@@ -114,7 +139,8 @@ def decoder_agreement(model: LoadedModel, tokens: int = 2048, calibration: int =
         scored += len(targets)
     float_ppl, integer_ppl = (math.exp(nll[k] / scored) for k in ("float", "integer"))
     return DecoderAgreement(model.name, scored, calibration, context, per_token, float_ppl,
-                            integer_ppl, integer_ppl / float_ppl - 1, agree / scored)
+                            integer_ppl, integer_ppl / float_ppl - 1, agree / scored, split,
+                            alpha)
 
 
 @dataclass

@@ -90,8 +90,8 @@ async def mac_array_matches_golden(dut) -> None:
     extremes = torch.tensor([2**31 - 1, -(2**31)] * (cols // 2) + [2**31 - 1] * (cols % 2))
     for first in range(0, widest + 1, rows):
         shifts = (first + torch.arange(rows)[:, None]).clamp(max=widest)
-        cases.append((torch.zeros(rows, 1, dtype=torch.long), torch.zeros(1, cols, dtype=torch.long),
-                      extremes, shifts))
+        zero = torch.zeros(1, 1, dtype=torch.long)
+        cases.append((zero.expand(rows, 1), zero.expand(1, cols), extremes, shifts))
     gemms = max(1, VECTORS // (rows * cols))
     for index in range(gemms):
         k = int(torch.randint(1, 40, (1,), generator=generator))
