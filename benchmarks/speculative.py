@@ -5,11 +5,14 @@ For each draft: tokens/s over all prompts (total new tokens / total time), the s
 our greedy loop on the same prompts, acceptance rate, tokens committed per target forward, and
 whether every prompt's output equals the target's own greedy output. HF `generate` with
 `assistant_model` is timed the same way with the same draft models (`hf-assisted`: the fp32
-draft; `hf-assisted-int8`: the int8 one). Prints
+draft; `hf-assisted-int8`: the int8 one). Each of our drafts runs under every rule in
+`--gamma-rules` (`decode.gamma`: cost-aware, HF's heuristic, fixed); one schedule per draft and
+rule carries across the prompts, as HF's assistant keeps its gamma. Prints
 JSON. A CPU result: on a GPU the cost ratio of draft to target, and so the speed-up, differ.
 
 Usage: python benchmarks/speculative.py [--target qwen2.5-coder-1.5b]
        [--draft-model qwen2.5-coder-0.5b] [--prompts 4] [--new-tokens 96]
+       [--gamma-rules cost heuristic]
        [--drafts lookup early-exit model model-int8 lookup+model-int8 hf-assisted
                  hf-assisted-int8]
 """
@@ -32,6 +35,7 @@ from mfmaccel.decode.drafts import (
     draft_from_spec,
 )
 from mfmaccel.decode.engine import eos_ids, greedy_generate
+from mfmaccel.decode.gamma import RULES, GammaSchedule
 from mfmaccel.decode.speculative import speculative_generate
 from mfmaccel.evaluate.codegen import code_prompt_ids
 from mfmaccel.models import load_model
@@ -64,18 +68,18 @@ def hf_assisted(target, draft_module, prompts, new_tokens, stop) -> tuple[list[l
     return outputs, seconds
 
 
-def speculative(target, draft, prompts, new_tokens, stop, gamma) -> dict:
+def speculative(target, draft, prompts, new_tokens, stop, schedule: GammaSchedule) -> dict:
     outputs, seconds, proposed, accepted, rounds = [], 0.0, 0, 0, 0
     for ids in prompts:
-        out = speculative_generate(target.module, draft, ids, new_tokens, gamma,
+        out = speculative_generate(target.module, draft, ids, new_tokens, schedule,
                                    eos_token_ids=stop)
-        gamma = out.next_gamma or gamma  # carried across prompts, as HF's assistant does
         outputs.append(out.tokens)
         seconds += out.seconds
         proposed += out.stats.proposed
         accepted += out.stats.accepted
         rounds += out.stats.rounds
-    return {"outputs": outputs, "seconds": seconds,
+    return {"outputs": outputs, "seconds": seconds, "gamma_rule": schedule.rule,
+            "mean_gamma": sum(schedule.history) / max(len(schedule.history), 1),
             "acceptance_rate": accepted / max(proposed, 1),
             "tokens_per_target_forward": sum(map(len, outputs)) / max(rounds, 1)}
 
@@ -106,6 +110,7 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=96)
     parser.add_argument("--gamma", type=int, default=4)
     parser.add_argument("--early-exit-layers", type=int, default=8)
+    parser.add_argument("--gamma-rules", nargs="+", default=["cost"], choices=RULES)
     parser.add_argument("--drafts", nargs="+", default=[
         "lookup", "early-exit", "model", "model-int8", "lookup+model-int8", "hf-assisted",
         "hf-assisted-int8"])
@@ -121,15 +126,19 @@ def main() -> None:
               "gamma_start": args.gamma, "ours_autoregressive_tokens_per_s": base_rate,
               "drafts": {}}
     cache: dict = {}
-    for kind in args.drafts:
-        if kind in HF_ASSISTED:
+    runs = [(kind, None) if kind in HF_ASSISTED else (kind, rule)
+            for kind in args.drafts for rule in args.gamma_rules]
+    for kind, rule in dict.fromkeys(runs):
+        if rule is None:
             draft = make_draft(HF_ASSISTED[kind], target, args, cache)
             outputs, seconds = hf_assisted(target, draft.lm.module, prompts, args.new_tokens,
                                            stop)
             row = {"outputs": outputs, "seconds": seconds}
         else:
             draft = make_draft(kind, target, args, cache)
-            row = speculative(target, draft, prompts, args.new_tokens, stop, args.gamma)
+            row = speculative(target, draft, prompts, args.new_tokens, stop,
+                              GammaSchedule(args.gamma, rule))
+            kind = kind if len(args.gamma_rules) == 1 else f"{kind} ({rule})"
         outputs = row.pop("outputs")
         row["tokens_per_s"] = sum(map(len, outputs)) / row["seconds"]
         row["speedup_over_ours"] = row["tokens_per_s"] / base_rate

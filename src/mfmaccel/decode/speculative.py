@@ -6,8 +6,9 @@ exactly the target's: in greedy mode token for token the target's own greedy out
 Rejection rule for a drafted token x drawn from q: accept with probability min(1, p(x)/q(x));
 on the first rejection draw from the residual max(0, p - q) normalised; if every draft
 token is accepted, draw a bonus token from the target's next distribution. Greedy is the
-special case of one-hot p and q. gamma adapts to the running acceptance (grow after a fully
-accepted round, shrink after an early rejection), as in HF's heuristic schedule.
+special case of one-hot p and q. gamma is chosen round by round (`decode.gamma`): by default
+to maximise expected tokens per second from the measured draft and verification costs and
+the running acceptance.
 """
 
 from __future__ import annotations
@@ -20,10 +21,9 @@ from torch import nn
 
 from mfmaccel.decode.cached import CachedLM
 from mfmaccel.decode.drafts import Proposal
+from mfmaccel.decode.gamma import GammaSchedule
 from mfmaccel.decode.sampling import Sampling, distribution, draw
 from mfmaccel.errors import UserInputError
-
-MAX_GAMMA = 16
 
 
 @dataclass
@@ -54,13 +54,6 @@ class SpeculativeOutput:
     def tokens_per_s(self) -> float:
         return len(self.tokens) / self.seconds if self.seconds else 0.0
 
-    @property
-    def next_gamma(self) -> int | None:
-        """Where the adaptive gamma ended: the start for the next prompt with the same draft
-        (as HF's assistant keeps its num_assistant_tokens across calls), so each prompt does
-        not climb from a small gamma again. None if no round ran."""
-        return self.stats.gammas[-1] if self.stats.gammas else None
-
 
 def accept_or_correct(p: torch.Tensor, q: torch.Tensor, token: int,
                       generator: torch.Generator | None) -> int | None:
@@ -87,15 +80,16 @@ def check_compatible(target: nn.Module, draft) -> None:
 
 
 def speculative_generate(
-    target: nn.Module, draft, prompt: list[int], max_new_tokens: int, gamma: int = 4,
-    sampling: Sampling | None = None, adaptive: bool = True,
+    target: nn.Module, draft, prompt: list[int], max_new_tokens: int,
+    gamma: int | GammaSchedule = 4, sampling: Sampling | None = None,
     eos_token_ids: set[int] | None = None,
 ) -> SpeculativeOutput:
     """Generate up to `max_new_tokens` after `prompt` with `draft` proposing for `target`
-    (greedy unless `sampling` says otherwise)."""
+    (greedy unless `sampling` says otherwise). `gamma`: the starting number of drafts per
+    round under the default rule, or a `GammaSchedule`, which keeps what it learns for the
+    next call."""
     sampling = sampling or Sampling()
-    if gamma < 1:
-        raise UserInputError(f"gamma must be at least 1, got {gamma}")
+    schedule = gamma if isinstance(gamma, GammaSchedule) else GammaSchedule(gamma)
     check_compatible(target, draft)
     eos = eos_token_ids or set()
     generator = sampling.generator()
@@ -107,17 +101,18 @@ def speculative_generate(
     start = time.perf_counter()
     while len(new) < max_new_tokens and not (new and new[-1] in eos):
         room = max_new_tokens - len(new) - 1
-        proposal = draft.propose(sequence, min(gamma, room), sampling, generator) if room \
-            else Proposal([], [])
+        drafting = time.perf_counter()
+        proposal = draft.propose(sequence, min(schedule.gamma, room), sampling, generator) \
+            if room else Proposal([], [])
+        verifying = time.perf_counter()
         committed = _verify(verifier, sequence, proposal, sampling, generator, stats)
+        schedule.observe(len(proposal.tokens), len(committed) - 1, verifying - drafting,
+                         time.perf_counter() - verifying)
         for token in committed:
             if len(new) < max_new_tokens and not (new and new[-1] in eos):
                 new.append(token)
         sequence = list(prompt) + new
-        if adaptive and proposal.tokens:
-            fully = len(committed) == len(proposal.tokens) + 1
-            gamma = min(MAX_GAMMA, gamma + 2) if fully else max(1, gamma - 1)
-        stats.gammas.append(gamma)
+        stats.gammas.append(schedule.gamma)
     stats.target_forwards = verifier.forwards
     return SpeculativeOutput(new, time.perf_counter() - start, stats)
 

@@ -13,6 +13,7 @@ from pydantic import Field
 from mfmaccel.data.code import humaneval_subset, load_humaneval
 from mfmaccel.decode.drafts import draft_from_spec
 from mfmaccel.decode.engine import eos_ids, greedy_generate
+from mfmaccel.decode.gamma import GammaSchedule
 from mfmaccel.decode.speculative import speculative_generate
 from mfmaccel.errors import UserInputError
 from mfmaccel.evaluate.codegen import code_prompt_ids
@@ -33,14 +34,13 @@ def run(model: LoadedModel, params: DecodeParams, ctx: RunContext):
     stop = eos_ids(model.module, model.tokenizer)
     prompts = _fitting_prompts(model, params, ctx.seed)
     plain_seconds = spec_seconds = 0.0
-    rows, gamma = [], params.gamma
+    rows, schedule = [], GammaSchedule(params.gamma)  # one schedule learns across prompts
     for problem, ids in prompts:
         start = time.perf_counter()
         plain = greedy_generate(model.module, torch.tensor([ids]), params.max_new_tokens, stop)
         plain_seconds += time.perf_counter() - start
-        fast = speculative_generate(model.module, draft, ids, params.max_new_tokens, gamma,
+        fast = speculative_generate(model.module, draft, ids, params.max_new_tokens, schedule,
                                     eos_token_ids=stop)
-        gamma = fast.next_gamma or gamma  # the adapted gamma carries to the next prompt
         spec_seconds += fast.seconds
         rows.append({"task_id": problem.task_id, "tokens": len(fast.tokens),
                      "identical": fast.tokens == plain.tokens,
