@@ -110,7 +110,7 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=96)
     parser.add_argument("--gamma", type=int, default=4)
     parser.add_argument("--early-exit-layers", type=int, default=8)
-    parser.add_argument("--gamma-rules", nargs="+", default=["cost"], choices=RULES)
+    parser.add_argument("--gamma-rules", nargs="+", default=["heuristic"], choices=RULES)
     parser.add_argument("--drafts", nargs="+", default=[
         "lookup", "early-exit", "model", "model-int8", "lookup+model-int8", "hf-assisted",
         "hf-assisted-int8"])

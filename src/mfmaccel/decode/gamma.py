@@ -2,8 +2,8 @@
 
 Rules:
 - `fixed`: always the starting gamma.
-- `heuristic`: HF's assistant schedule: +2 after a round whose drafts were all accepted, -1
-  otherwise.
+- `heuristic` (the default): HF's assistant schedule: +2 after a round whose drafts were all
+  accepted, -1 otherwise.
 - `cost`: the gamma that maximises expected tokens per second (Leviathan et al. 2023, sec.
   3.4). With per-token acceptance a, a round of g drafts commits (1 - a^(g+1)) / (1 - a)
   tokens on average and costs g draft steps plus one verification, so the rule maximises
@@ -11,6 +11,9 @@ Rules:
   and c are running averages measured in this run (recent rounds weigh more), so the rule
   follows the draft's real cost on this machine: a nearly free draft (prompt lookup) gets
   long rounds, a costly one (a model draft on a CPU) short ones where acceptance drops.
+  Measured against `heuristic` in one run of `benchmarks/speculative.py` (docs/decode.md), it
+  was not faster, so it is not the default: it takes a verification's cost as the same
+  whatever gamma, while verifying 17 tokens costs more than verifying 5.
 
 One `GammaSchedule` passed to successive calls carries what it learned from prompt to prompt,
 as HF's assistant keeps its `num_assistant_tokens`.
@@ -31,7 +34,7 @@ PRIOR = (3.0, 1.0)  # pseudo-counts of accepted and rejected drafts before any r
 @dataclass
 class GammaSchedule:
     gamma: int = 4
-    rule: str = "cost"
+    rule: str = "heuristic"
     accepted: float = PRIOR[0]  # discounted accepted drafts
     rejected: float = PRIOR[1]  # discounted rejections
     draft_seconds: float = 0.0  # discounted time spent drafting

@@ -7,8 +7,8 @@ Rejection rule for a drafted token x drawn from q: accept with probability min(1
 on the first rejection draw from the residual max(0, p - q) normalised; if every draft
 token is accepted, draw a bonus token from the target's next distribution. Greedy is the
 special case of one-hot p and q. gamma is chosen round by round (`decode.gamma`): by default
-to maximise expected tokens per second from the measured draft and verification costs and
-the running acceptance.
+with HF's assistant schedule, or to maximise expected tokens per second from the measured draft
+and verification costs and the running acceptance.
 """
 
 from __future__ import annotations
