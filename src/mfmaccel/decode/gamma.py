@@ -11,9 +11,9 @@ Rules:
   and c are running averages measured in this run (recent rounds weigh more), so the rule
   follows the draft's real cost on this machine: a nearly free draft (prompt lookup) gets
   long rounds, a costly one (a model draft on a CPU) short ones where acceptance drops.
-  Measured against `heuristic` in one run of `benchmarks/speculative.py` (docs/decode.md), it
-  was not faster, so it is not the default: it takes a verification's cost as the same
-  whatever gamma, while verifying 17 tokens costs more than verifying 5.
+  Measured against `heuristic` by `benchmarks/speculative.py` (docs/decode.md), it was not
+  faster, so it is not the default: it takes a verification's cost as the same whatever
+  gamma, while verifying 17 tokens costs more than verifying 5.
 
 One `GammaSchedule` passed to successive calls carries what it learned from prompt to prompt,
 as HF's assistant keeps its `num_assistant_tokens`.
