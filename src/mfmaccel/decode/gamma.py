@@ -57,14 +57,13 @@ class GammaSchedule:
     def observe(self, proposed: int, accepted: int, draft_seconds: float,
                 verify_seconds: float) -> None:
         """One round: `proposed` drafts of which the first `accepted` were kept."""
+        self.verify_seconds = DECAY * self.verify_seconds + verify_seconds
+        self.rounds = DECAY * self.rounds + 1
         if proposed:
             self.accepted = DECAY * self.accepted + accepted
             self.rejected = DECAY * self.rejected + (accepted < proposed)
             self.draft_seconds = DECAY * self.draft_seconds + draft_seconds
             self.drafted = DECAY * self.drafted + proposed
-        self.verify_seconds = DECAY * self.verify_seconds + verify_seconds
-        self.rounds = DECAY * self.rounds + 1
-        if proposed:
             self.gamma = self._next(proposed, accepted)
         self.history.append(self.gamma)
 
