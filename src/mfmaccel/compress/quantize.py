@@ -20,10 +20,11 @@ from mfmaccel.compress.calibration import first_output
 from mfmaccel.compress.fakequant import weight_matrix
 from mfmaccel.compress.mixed import FULL
 from mfmaccel.compress.quant.activation import calibrate_activations, check_act_mode
+from mfmaccel.compress.quant.embedding import QuantEmbedding
 from mfmaccel.compress.quant.gptq import HessianAccumulator, quantize_gptq
-from mfmaccel.compress.quant.grid import QuantSpec, quantize_rtn
+from mfmaccel.compress.quant.grid import QuantizedTensor, QuantSpec, quantize_rtn
 from mfmaccel.compress.quant.linear import QuantLinear
-from mfmaccel.compress.sensitivity import HEAD, quantizable_parts
+from mfmaccel.compress.sensitivity import EMBED, HEAD, embeddings_tied, quantizable_parts
 from mfmaccel.compress.smooth import smooth_llama
 from mfmaccel.errors import UserInputError
 from mfmaccel.models.record import LoadedModel
@@ -99,18 +100,27 @@ def _replace(module: nn.Module, name: str, layer: nn.Module, new: QuantLinear) -
     if name == HEAD:
         module.set_output_embeddings(new)
         return
+    if name == EMBED:
+        module.set_input_embeddings(new)
+        return
     block, _, path = name.removeprefix("layers.").partition(".")
     owner = decoder_layers(module)[int(block)]
     parent_path, _, attr = path.rpartition(".")
     setattr(owner.get_submodule(parent_path) if parent_path else owner, attr, new)
 
 
+def packed_part(name: str, qt: QuantizedTensor, layer: nn.Module) -> QuantLinear:
+    """The packed module that takes the place of part `name` (its `layer`)."""
+    kind = QuantEmbedding if name == EMBED else QuantLinear
+    return kind.from_quantized(qt, getattr(layer, "bias", None))
+
+
 def _quantized_layer(
-    layer: nn.Module, spec: QuantSpec, hessian: torch.Tensor | None
+    name: str, layer: nn.Module, spec: QuantSpec, hessian: torch.Tensor | None
 ) -> QuantLinear:
     weight = weight_matrix(layer).detach().float()
     qt = quantize_rtn(weight, spec) if hessian is None else quantize_gptq(weight, hessian, spec)
-    return QuantLinear.from_quantized(qt, getattr(layer, "bias", None))
+    return packed_part(name, qt, layer)
 
 
 def _tie_embeddings_to_head(module: nn.Module) -> None:
@@ -118,15 +128,10 @@ def _tie_embeddings_to_head(module: nn.Module) -> None:
     embedding's weight becomes a plain attribute sharing the head's dequantized tensor, so it
     is neither a parameter (counted twice) nor a state-dict entry (stored twice)."""
     head, embed = module.get_output_embeddings(), module.get_input_embeddings()
-    if isinstance(head, QuantLinear) and _ties(module):
+    if isinstance(head, QuantLinear) and embeddings_tied(module):
         if "weight" in embed._parameters:
             del embed._parameters["weight"]
         embed.weight = head.dequantized_weight()
-
-
-def _ties(module: nn.Module) -> bool:
-    return bool(getattr(module.config.get_text_config(), "tie_word_embeddings", False) or
-                getattr(module.config, "tie_word_embeddings", False))
 
 
 def _round_rest_to_fp16(module: nn.Module) -> None:
@@ -155,7 +160,8 @@ def quantize_model(
     chosen = {n: plan.spec(n) for n in parts if plan.spec(n) is not None}
     if plan.method == "rtn":
         for step, (name, spec) in enumerate(chosen.items()):
-            _replace(module, name, parts[name][1], _quantized_layer(parts[name][1], spec, None))
+            _replace(module, name, parts[name][1],
+                     _quantized_layer(name, parts[name][1], spec, None))
             if progress:
                 progress(step + 1, len(chosen))
     else:
@@ -169,6 +175,11 @@ def quantize_model(
 
 @torch.inference_mode()
 def _gptq_sequential(module, parts, chosen, batches, progress) -> None:
+    """Embeddings (a lookup: no inputs, so no Hessian) round to nearest first, so the blocks'
+    Hessians see the inputs the quantized model will give them."""
+    if EMBED in chosen:
+        embed = parts[EMBED][1]
+        _replace(module, EMBED, embed, _quantized_layer(EMBED, embed, chosen[EMBED], None))
     cache = capture_blocks(module, batches)
     hidden = [cache.inputs[0][b] for b in range(len(batches))]
     layers = decoder_layers(module)
@@ -179,7 +190,7 @@ def _gptq_sequential(module, parts, chosen, batches, progress) -> None:
                                      layer, hidden, kwargs)
         for name in names:
             _replace(module, name, parts[name][1],
-                     _quantized_layer(parts[name][1], chosen[name], hessians[name]))
+                     _quantized_layer(name, parts[name][1], chosen[name], hessians[name]))
         hidden = [first_output(layer(h, **cache.kwargs[index][b])) for b, h in enumerate(hidden)]
         if progress:
             progress(index + 1, len(layers) + 1)
@@ -188,7 +199,8 @@ def _gptq_sequential(module, parts, chosen, batches, progress) -> None:
         accumulator = HessianAccumulator(weight_matrix(head).shape[1])
         for h in hidden:
             accumulator.add(final_norm(module)(h))
-        _replace(module, HEAD, head, _quantized_layer(head, chosen[HEAD], accumulator.hessian))
+        _replace(module, HEAD, head,
+                 _quantized_layer(HEAD, head, chosen[HEAD], accumulator.hessian))
     if progress:
         progress(len(layers) + 1, len(layers) + 1)
 

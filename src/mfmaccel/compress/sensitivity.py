@@ -2,7 +2,8 @@
 quantized, measured tier by tier.
 
 1. network: every quantizable part at one bit-width;
-2. block: each transformer block alone (all its linears), and the embedding/head;
+2. block: each transformer block alone (all its linears), the head, and the token embeddings
+   when they are a table of their own (untied);
 3. module: each linear inside a block.
 
 The signal is the KL divergence from the full-precision next-token distribution on calibration
@@ -36,14 +37,15 @@ from mfmaccel.compress.quant.grid import QuantSpec
 from mfmaccel.records import Record
 
 HEAD = "head"  # the output projection (tied to the token embeddings when the model ties them)
+EMBED = "embed"  # untied token embeddings: a table as large as the head, read by lookup
 
 
 @dataclass
 class Part:
-    """A unit that gets one bit-width: a linear layer, or the (tied) head."""
+    """A unit that gets one bit-width: a linear layer, the head, or untied token embeddings."""
 
-    name: str  # "layers.3.mlp.down_proj" or "head"
-    block: str  # "layers.3" or "head"
+    name: str  # "layers.3.mlp.down_proj", "head" or "embed"
+    block: str  # "layers.3", "head" or "embed"
     out_features: int
     in_features: int
 
@@ -52,9 +54,21 @@ class Part:
         return self.out_features * self.in_features
 
 
+def embeddings_tied(module: nn.Module) -> bool:
+    """Whether the token embeddings read the head's weight (stored once, quantized as the head)."""
+    config = module.config
+    return bool(getattr(config.get_text_config(), "tie_word_embeddings", False)
+                or getattr(config, "tie_word_embeddings", False))
+
+
 def quantizable_parts(module: nn.Module) -> dict[str, tuple[Part, nn.Module]]:
-    """Every linear of every block, plus the head, with the module holding its weight."""
+    """Every linear of every block, plus the head, plus untied token embeddings (in Qwen2.5
+    0.5B they are a fifth of the model), with the module holding each weight."""
     parts: dict[str, tuple[Part, nn.Module]] = {}
+    if not embeddings_tied(module):
+        embed = module.get_input_embeddings()
+        vocab, hidden = weight_matrix(embed).shape
+        parts[EMBED] = (Part(EMBED, EMBED, vocab, hidden), embed)
     for index, block in enumerate(decoder_layers(module)):
         for path, layer in linear_layers(block).items():
             out, inp = weight_matrix(layer).shape
@@ -163,7 +177,7 @@ def measure_sensitivity(
         network[spec.label] = prober.probe(list(prober.parts), spec, None)
         tick()
         for block in blocks:
-            first = None if block == HEAD else int(block.split(".")[1])
+            first = None if block in (HEAD, EMBED) else int(block.split(".")[1])
             block_kl[block][spec.label] = prober.probe(by_block[block], spec, first)
             tick()
     seconds["network_and_blocks"] = time.perf_counter() - t
@@ -171,7 +185,7 @@ def measure_sensitivity(
     for spec in specs:
         for block in blocks:
             names = by_block[block]
-            if block == HEAD or not modules_tier or len(names) == 1:
+            if block in (HEAD, EMBED) or not modules_tier or len(names) == 1:
                 for name in names:
                     modules[name][spec.label] = block_kl[block][spec.label]
                 continue
@@ -193,4 +207,6 @@ def measure_sensitivity(
 
 
 def _block_order(block: str) -> tuple[int, int]:
-    return (1, 0) if block == HEAD else (0, int(block.split(".")[1]))
+    if block in (HEAD, EMBED):
+        return (1, 0) if block == HEAD else (-1, 0)
+    return (0, int(block.split(".")[1]))

@@ -67,10 +67,10 @@ def calibrate_activations(module: nn.Module, mode: str, batches: Sequence[torch.
 
     In `tensor` mode each layer's scale comes from its inputs on `batches` (real text).
     """
-    from mfmaccel.compress.quant.linear import QuantLinear
+    from mfmaccel.compress.quant.linear import matmul_layers
 
     check_act_mode(mode)
-    layers = {name: m for name, m in module.named_modules() if isinstance(m, QuantLinear)}
+    layers = matmul_layers(module)
     if not layers:
         raise UserInputError("no quantized layers to give int8 activations; quantize the "
                              "weights to int8-c-sym first (e.g. --uniform int8-c-sym)")

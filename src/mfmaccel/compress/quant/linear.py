@@ -117,6 +117,7 @@ class QuantLinear(nn.Module):
         return self.dequantized_weight()
 
     is_packed = True  # LoadedModel.weight_bytes counts `nbytes` for such modules
+    is_lookup = False  # QuantEmbedding: takes token ids, so no int8 activations
 
     @property
     def nbytes(self) -> int:
@@ -137,3 +138,9 @@ class QuantLinear(nn.Module):
     def extra_repr(self) -> str:
         acts = f", a8-{self.activations}" if self.activations else ""
         return f"{self.in_features} -> {self.out_features}, {self.spec.label}{acts}"
+
+
+def matmul_layers(module: nn.Module) -> dict[str, QuantLinear]:
+    """The packed layers of `module` that multiply inputs (those int8 activations apply to)."""
+    return {name: m for name, m in module.named_modules()
+            if isinstance(m, QuantLinear) and not m.is_lookup}

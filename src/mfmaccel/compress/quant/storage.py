@@ -23,9 +23,9 @@ def _tied_embedding_key(module: torch.nn.Module) -> str | None:
     """State-dict key the freshly built model expects for token embeddings that the saved
     model rebuilds from its quantized tied head (so the file rightly lacks it)."""
     from mfmaccel.compress.quant.linear import QuantLinear
-    from mfmaccel.compress.quantize import _ties
+    from mfmaccel.compress.sensitivity import embeddings_tied
 
-    if not (isinstance(module.get_output_embeddings(), QuantLinear) and _ties(module)):
+    if not (isinstance(module.get_output_embeddings(), QuantLinear) and embeddings_tied(module)):
         return None
     embed = module.get_input_embeddings()
     return next(f"{name}.weight" for name, m in module.named_modules() if m is embed)
@@ -61,12 +61,13 @@ def load_quantized_module(
     it with the plan (for `LoadedModel.meta`)."""
     from mfmaccel.compress.mixed import FULL
     from mfmaccel.compress.quant.grid import QuantizedTensor, QuantSpec
-    from mfmaccel.compress.quant.linear import QuantLinear
+    from mfmaccel.compress.quant.linear import matmul_layers
     from mfmaccel.compress.quantize import (
         QuantPlan,
         _replace,
         _tie_embeddings_to_head,
         check_plan,
+        packed_part,
     )
     from mfmaccel.compress.sensitivity import quantizable_parts
 
@@ -90,12 +91,10 @@ def load_quantized_module(
                                 torch.ones(part.out_features, spec.groups(part.in_features)),
                                 torch.zeros(part.out_features, spec.groups(part.in_features)),
                                 spec)
-        _replace(module, name, layer, QuantLinear.from_quantized(empty, getattr(layer, "bias",
-                                                                                  None)))
+        _replace(module, name, layer, packed_part(name, empty, layer))
     if plan.activations is not None:
-        for layer in module.modules():
-            if isinstance(layer, QuantLinear):
-                layer.set_activations(plan.activations, 1.0)  # the file holds the real scales
+        for layer in matmul_layers(module).values():
+            layer.set_activations(plan.activations, 1.0)  # the file holds the real scales
     state = load_file(str(folder / WEIGHTS_FILE))
     expected = module.state_dict()
     skip = _tied_embedding_key(module)

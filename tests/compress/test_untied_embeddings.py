@@ -1,0 +1,91 @@
+"""Untied token embeddings (Qwen2.5-Coder-0.5B's layout) are a part like any other: measured,
+searched, quantized to a packed table, saved and reloaded to identical outputs."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+import transformers as tf
+
+from mfmaccel.compress.mixed import MixedSearch
+from mfmaccel.compress.quant.activation import calibrate_activations
+from mfmaccel.compress.quant.embedding import QuantEmbedding
+from mfmaccel.compress.quant.grid import QuantSpec, dequantize, quantize_rtn
+from mfmaccel.compress.quantize import QuantPlan, quantize_model, storage_bytes, uniform_plan
+from mfmaccel.compress.sensitivity import EMBED, measure_sensitivity, quantizable_parts
+from mfmaccel.models import load_model
+from mfmaccel.models.loader import save_model
+
+
+def _untied_qwen2():
+    """tiny-qwen2 with its embeddings and head as separate tables."""
+    tied = load_model("tiny-qwen2")
+    config = tied.module.config
+    config.tie_word_embeddings = False
+    torch.manual_seed(1)
+    module = tf.Qwen2ForCausalLM(config).eval()
+    return dataclasses.replace(tied, module=module)
+
+
+def _batches():
+    generator = torch.Generator().manual_seed(0)
+    return [torch.randint(0, 250, (1, 40), generator=generator) for _ in range(2)]
+
+
+def _logits(model, ids):
+    with torch.inference_mode():
+        return model.module(input_ids=ids).logits
+
+
+def test_untied_embeddings_are_a_part_and_tied_ones_are_not():
+    assert EMBED in quantizable_parts(_untied_qwen2().module)
+    assert EMBED not in quantizable_parts(load_model("tiny-qwen2").module)
+
+
+@pytest.mark.parametrize("method", ["rtn", "gptq"])
+def test_packed_embeddings_save_and_reload_to_identical_outputs(method, tmp_path):
+    model = _untied_qwen2()
+    table = model.module.get_input_embeddings().weight.detach().clone()
+    full_bytes = storage_bytes(model.module)
+    spec = QuantSpec(4, 16)
+    quantize_model(model, uniform_plan(model.module, spec, method), _batches())
+    embed = model.module.get_input_embeddings()
+    assert isinstance(embed, QuantEmbedding)
+    ids = torch.randint(0, 250, (1, 24))
+    expected = dequantize(quantize_rtn(table.float(), spec))[ids]  # rounded to fp16 first
+    assert torch.allclose(embed(ids), expected, atol=1e-2)
+    assert storage_bytes(model.module) < 0.4 * full_bytes  # 6 of 16 bits, the tables too
+    reloaded = load_model(str(save_model(model, tmp_path / "q")))
+    assert isinstance(reloaded.module.get_input_embeddings(), QuantEmbedding)
+    assert torch.equal(_logits(model, ids), _logits(reloaded, ids))
+    assert reloaded.weight_bytes == model.weight_bytes
+
+
+def test_int8_table_reads_only_the_rows_it_needs_and_takes_no_int8_activations():
+    model = _untied_qwen2()
+    parts = len(quantizable_parts(model.module))
+    quantize_model(model, uniform_plan(model.module, QuantSpec(8, None, True)))
+    embed = model.module.get_input_embeddings()
+    ids = torch.tensor([[3, 7, 7, 200]])
+    assert torch.equal(embed(ids), embed.dequantized_weight()[ids])
+    assert embed._weight is None  # no fp32 table kept
+    layers = calibrate_activations(model.module, "token")
+    assert embed.activations is None and layers == parts - 1  # all but the lookup
+
+
+def test_sensitivity_and_search_cover_the_embeddings():
+    model = _untied_qwen2()
+    specs = [QuantSpec(2, 16), QuantSpec(4, 16)]
+    sensitivity = measure_sensitivity(model.module, _batches(), specs)
+    low, high = (sensitivity.blocks[EMBED][s.label] for s in specs)
+    assert low > high > 0
+    assert sensitivity.modules[EMBED] == sensitivity.blocks[EMBED]
+    parts = {n: p for n, (p, _) in quantizable_parts(model.module).items()}
+    search = MixedSearch(parts, sensitivity)
+    point = search.by_module(0.3 * search.full_bytes())
+    assert point.choice[EMBED] != "fp16"
+    plan = QuantPlan(point.choice, sensitivity.specs, "gptq")
+    quantize_model(model, plan, _batches())
+    assert isinstance(model.module.get_input_embeddings(), QuantEmbedding)
