@@ -89,3 +89,22 @@ def test_sensitivity_and_search_cover_the_embeddings():
     plan = QuantPlan(point.choice, sensitivity.specs, "gptq")
     quantize_model(model, plan, _batches())
     assert isinstance(model.module.get_input_embeddings(), QuantEmbedding)
+
+
+def test_an_encoder_without_a_head_is_measured_by_cosine_and_reloads(tmp_path):
+    """BERT (minilm-l6's architecture): blocks under `encoder.layer`, called with a positional
+    mask, no head; its word embeddings are the largest part."""
+    model = load_model("tiny-bert")
+    parts = quantizable_parts(model.module)
+    assert EMBED in parts and "head" not in parts
+    specs = [QuantSpec(2, 16), QuantSpec(4, 16)]
+    sensitivity = measure_sensitivity(model.module, _batches(), specs)
+    assert sensitivity.signal == "cosine"
+    low, high = (sensitivity.network[s.label] for s in specs)
+    assert low > high > 0
+    quantize_model(model, uniform_plan(model.module, QuantSpec(4, 16), "gptq"), _batches())
+    ids = torch.randint(5, 250, (1, 24))
+    reloaded = load_model(str(save_model(model, tmp_path / "q")))
+    with torch.inference_mode():
+        assert torch.equal(model.module(input_ids=ids).last_hidden_state,
+                           reloaded.module(input_ids=ids).last_hidden_state)

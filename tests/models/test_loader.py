@@ -46,7 +46,7 @@ def test_dtype_is_applied() -> None:
     ).params
 
 
-@pytest.mark.parametrize("arch", ["llama", "bert", "llava"])
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "bert", "llava"])  # gpt2: GPT2LMHeadModel
 def test_hf_folder_roundtrip(tmp_path, arch: str) -> None:
     model = load_model(f"tiny-{arch}")
     model.module.save_pretrained(tmp_path)

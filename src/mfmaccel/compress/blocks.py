@@ -1,5 +1,5 @@
-"""Where the transformer blocks of a causal LM (or of a VLM's language model) are, and a cache
-of each block's full-precision inputs on calibration text.
+"""Where the transformer blocks of a causal LM, a VLM's language model or a BERT-style encoder
+are, and a cache of each block's full-precision inputs on calibration text.
 
 One full-precision pass records, for every block, the hidden states it received and the keyword
 arguments it was called with (masks and rotary embeddings can differ per block, e.g. Gemma3's
@@ -9,38 +9,52 @@ cache instead of the whole model, and GPTQ quantizes block by block from the sam
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
-LAYER_LISTS = ("layers", "h", "blocks")
+LAYER_LISTS = ("layers", "h", "blocks", "layer")
 FINAL_NORMS = ("norm", "ln_f", "final_layernorm")
 
 
+def _block_list(body: nn.Module) -> nn.ModuleList | None:
+    """The block list of a body, directly on it or on its `encoder` (BertModel)."""
+    for owner in (body, getattr(body, "encoder", None)):
+        for name in LAYER_LISTS:
+            if isinstance(getattr(owner, name, None), nn.ModuleList):
+                return getattr(owner, name)
+    return None
+
+
 def decoder_body(module: nn.Module) -> nn.Module:
-    """The submodule that owns the block list (LlamaModel, GPT2Model, a VLM's language model)."""
-    for candidate in (getattr(module, "model", None), getattr(module, "transformer", None)):
+    """The submodule that takes token ids and runs the blocks (LlamaModel, GPT2Model, a VLM's
+    language model, or a BERT encoder model itself)."""
+    for candidate in (getattr(module, "model", None), getattr(module, "transformer", None),
+                      module if hasattr(module, "encoder") else None):
         if candidate is None:
             continue
         inner = getattr(candidate, "language_model", candidate)
-        if any(isinstance(getattr(inner, name, None), nn.ModuleList) for name in LAYER_LISTS):
+        if _block_list(inner) is not None:
             return inner
     raise ValueError(f"{type(module).__name__}: no transformer block list found")
 
 
 def decoder_layers(module: nn.Module) -> nn.ModuleList:
-    body = decoder_body(module)
-    return next(getattr(body, n) for n in LAYER_LISTS if isinstance(getattr(body, n, None),
-                                                                    nn.ModuleList))
+    return _block_list(decoder_body(module))
 
 
 def final_norm(module: nn.Module) -> nn.Module:
+    """The norm between the last block and the head (an identity for BERT, whose blocks end
+    in their own LayerNorm)."""
     body = decoder_body(module)
     for name in FINAL_NORMS:
         if isinstance(getattr(body, name, None), nn.Module):
             return getattr(body, name)
+    if hasattr(body, "encoder"):
+        return nn.Identity()
     raise ValueError(f"{type(body).__name__}: no final norm found")
 
 
@@ -81,10 +95,11 @@ def capture_blocks(module: nn.Module, batches: list[torch.Tensor]) -> BlockCache
     outputs: list[torch.Tensor] = []
 
     def recorder(index: int):
-        def hook(_, args, kw):
-            hidden = args[0] if args else kw["hidden_states"]
-            inputs[index].append(hidden.detach())
-            kwargs[index].append({k: v for k, v in kw.items() if k != "hidden_states"})
+        def hook(layer, args, kw):
+            named = inspect.signature(layer.forward).bind_partial(*args, **kw).arguments
+            named.update(named.pop("kwargs", {}))  # a block's **kwargs, flattened
+            inputs[index].append(named.pop("hidden_states").detach())
+            kwargs[index].append(named)  # positional extras (BERT's mask) by name
         return hook
 
     handles = [layer.register_forward_pre_hook(recorder(i), with_kwargs=True)

@@ -7,11 +7,12 @@ quantized, measured tier by tier.
 3. module: each linear inside a block.
 
 The signal is the KL divergence from the full-precision next-token distribution on calibration
-text (less noisy than perplexity on a few thousand tokens). Tiers 1-2 rerun only the blocks at
-and after the probed one, from the cached full-precision block inputs (`blocks.BlockCache`);
-tier 3 runs the one block alone and splits the block's KL among its modules in proportion to
-the error each adds to the block's output. Cost grows with parts x bit-widths, never with their
-combinations.
+text (less noisy than perplexity on a few thousand tokens); an encoder without a head (BERT,
+`minilm-l6`) uses the cosine distance of each token's final hidden state instead. Tiers 1-2
+rerun only the blocks at and after the probed one, from the cached full-precision block inputs
+(`blocks.BlockCache`); tier 3 runs the one block alone and splits the block's KL among its
+modules in proportion to the error each adds to the block's output. Cost grows with parts x
+bit-widths, never with their combinations.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from mfmaccel.compress.blocks import (
@@ -54,11 +56,16 @@ class Part:
         return self.out_features * self.in_features
 
 
+def has_head(module: nn.Module) -> bool:
+    return module.get_output_embeddings() is not None
+
+
 def embeddings_tied(module: nn.Module) -> bool:
     """Whether the token embeddings read the head's weight (stored once, quantized as the head)."""
     config = module.config
-    return bool(getattr(config.get_text_config(), "tie_word_embeddings", False)
-                or getattr(config, "tie_word_embeddings", False))
+    return has_head(module) and bool(getattr(config.get_text_config(), "tie_word_embeddings",
+                                             False) or getattr(config, "tie_word_embeddings",
+                                                               False))
 
 
 def quantizable_parts(module: nn.Module) -> dict[str, tuple[Part, nn.Module]]:
@@ -74,15 +81,17 @@ def quantizable_parts(module: nn.Module) -> dict[str, tuple[Part, nn.Module]]:
             out, inp = weight_matrix(layer).shape
             name = f"layers.{index}.{path}"
             parts[name] = (Part(name, f"layers.{index}", out, inp), layer)
-    head = module.get_output_embeddings()
-    out, inp = head.weight.shape
-    parts[HEAD] = (Part(HEAD, HEAD, out, inp), head)
+    if has_head(module):
+        head = module.get_output_embeddings()
+        out, inp = head.weight.shape
+        parts[HEAD] = (Part(HEAD, HEAD, out, inp), head)
     return parts
 
 
 @dataclass
 class Sensitivity(Record):
-    """KL (nats per token) caused by quantizing each part, per bit-width label."""
+    """KL (nats per token; for an encoder, cosine distance per token) caused by quantizing
+    each part, per bit-width label."""
 
     signal: str
     tokens: int
@@ -98,26 +107,42 @@ def _kl(reference: torch.Tensor, logprobs: torch.Tensor) -> float:
     return float((reference.exp() * (reference - logprobs)).sum())
 
 
+def _cosine_distance(reference: torch.Tensor, unit: torch.Tensor) -> float:
+    """Sum over tokens of 1 - cos(reference, probe) (both unit length per token)."""
+    return float((1 - (reference * unit).sum(-1)).sum())
+
+
 class Prober:
     """Runs probes against cached full-precision block inputs and output distributions."""
 
     def __init__(self, module: nn.Module, batches: Sequence[torch.Tensor]) -> None:
         self.module = module
         self.cache: BlockCache = capture_blocks(module, list(batches))
-        self.reference = [head_logprobs(module, out) for out in self.cache.outputs]
+        self.signal = "kl" if has_head(module) else "cosine"
+        self.reference = [self.output(out) for out in self.cache.outputs]
         self.tokens = sum(int(b.numel()) for b in batches)
         self.parts = quantizable_parts(module)
 
     def kl_from(self, start: int | None) -> float:
-        """Mean KL per token, rerunning blocks `start`.. (None: the whole model)."""
+        """Mean KL (or cosine distance) per token, rerunning blocks `start`.. (None: the whole
+        model)."""
         total = 0.0
         for batch, reference in enumerate(self.reference):
             if start is None:
                 hidden = last_block_output(self.module, self.cache.input_ids[batch])
             else:
                 hidden = run_blocks(self.module, self.cache, start, batch)
-            total += _kl(reference, head_logprobs(self.module, hidden))
+            total += self.distance(reference, self.output(hidden))
         return total / self.tokens
+
+    def output(self, hidden: torch.Tensor) -> torch.Tensor:
+        """What probes compare: next-token log-probabilities, or unit hidden states."""
+        if self.signal == "kl":
+            return head_logprobs(self.module, hidden)
+        return F.normalize(hidden.float(), dim=-1)
+
+    def distance(self, reference: torch.Tensor, output: torch.Tensor) -> float:
+        return (_kl if self.signal == "kl" else _cosine_distance)(reference, output)
 
     def probe(self, names: Sequence[str], spec: QuantSpec, start: int | None) -> float:
         chosen = {n: (self.parts[n][1], spec) for n in names}
@@ -199,7 +224,7 @@ def measure_sensitivity(
     seconds["modules"] = time.perf_counter() - t
     seconds["total"] = time.perf_counter() - start
     return Sensitivity(
-        signal="kl", tokens=prober.tokens,
+        signal=prober.signal, tokens=prober.tokens,
         specs={s.label: {"bits": s.bits, "group_size": s.group_size, "symmetric": s.symmetric}
                for s in specs},
         network=network, blocks=block_kl, modules=modules, seconds=seconds,

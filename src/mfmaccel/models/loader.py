@@ -175,8 +175,9 @@ def classify_config(config, folder: Path) -> str:
     architectures = getattr(config, "architectures", None) or []
     if hasattr(config, "vision_config") and hasattr(config, "text_config"):
         return VLM
+    causal_classes = set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values())  # GPT2LMHeadModel too
     if family in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and (
-        not architectures or any(a.endswith("ForCausalLM") for a in architectures)
+        not architectures or any(a in causal_classes for a in architectures)
     ):
         return CAUSAL_LM
     if family in VISION_FAMILIES:

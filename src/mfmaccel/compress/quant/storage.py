@@ -40,6 +40,7 @@ def save_quantized(model: LoadedModel, folder: str | Path) -> Path:
     # a tied embedding reading a quantized head is not a state-dict entry: stored once, as the head
     state = {key: (tensor.half() if tensor.is_floating_point() else tensor).contiguous()
              for key, tensor in module.state_dict().items()}
+    module.config.architectures = [type(module).__name__]  # reloads as this class, as HF does
     with atomic_directory(Path(folder)) as tmp:
         module.config.save_pretrained(tmp)
         for part in (model.processor, model.tokenizer):
