@@ -1,6 +1,9 @@
 """Mixed-precision quantization against uniform baselines, all measured in this one run.
 
-For one causal LM: full-precision perplexity on the test half of the text corpus; uniform
+For one causal LM (or a BERT encoder such as minilm-l6, whose weights are genuine fp32, scored
+by the cosine similarity of its sentence embeddings to full precision on 128 test paragraphs,
+and measured by cosine distance instead of KL): full-precision perplexity on the test half of
+the text corpus; uniform
 round-to-nearest (int8 per-channel, int4 g128, int3 g128) and GPTQ (int4, int3) baselines;
 the three-tier sensitivity analysis on calibration text from the train half (timed); then the
 tiered mixed-precision search at several byte budgets (fractions of the FP16 model, whole
@@ -27,23 +30,49 @@ from mfmaccel.compress.search import bit_histogram
 from mfmaccel.compress.sensitivity import measure_sensitivity, quantizable_parts
 from mfmaccel.data.text import load_text_corpus
 from mfmaccel.evaluate.ppl import perplexity
-from mfmaccel.models import load_model
+from mfmaccel.hw.intexec.quality import corpus_sentences, mean_pooled, sentence_batches
+from mfmaccel.models import ENCODER, load_model
 
 BASELINES = [(QuantSpec(8, None), "rtn"), (QuantSpec(4, 128), "rtn"), (QuantSpec(3, 128), "rtn"),
              (QuantSpec(4, 128), "gptq"), (QuantSpec(3, 128), "gptq")]
 SEARCH_SPECS = [QuantSpec(3, 128), QuantSpec(4, 128), QuantSpec(6, 128)]
 
 
-def measure(name: str, plan: QuantPlan | None, args, batches, text: str, full_bytes: int) -> dict:
+def perplexity_score(args, text: str):
+    """Quality of a causal LM: perplexity on the test text; its loss is the relative increase."""
+    def score(model) -> dict:
+        with torch.inference_mode():
+            ppl = perplexity(model, text, context=512, max_tokens=args.eval_tokens).perplexity
+        return {"ppl": ppl}
+    return score, "ppl_increase", lambda row, ref: row["ppl"] / ref["ppl"] - 1
+
+
+def embedding_score(reference_model, sentences: int = 128):
+    """Quality of an encoder: cosine of its sentence embeddings to full precision's; its loss
+    is one minus the mean cosine."""
+    batches = sentence_batches(reference_model.tokenizer, corpus_sentences("test", sentences))
+
+    @torch.inference_mode()
+    def embeddings(model) -> torch.Tensor:
+        return torch.cat([mean_pooled(model.module(**b).last_hidden_state.double(),
+                                      b["attention_mask"]) for b in batches])
+
+    reference = embeddings(reference_model)
+
+    def score(model) -> dict:
+        cosine = (embeddings(model) * reference).sum(-1)
+        return {"mean_cosine": float(cosine.mean()), "min_cosine": float(cosine.min())}
+    return score, "cosine_loss", lambda row, ref: 1 - row["mean_cosine"]
+
+
+def measure(name: str, plan: QuantPlan | None, batches, score, full_bytes: int) -> dict:
     model = load_model(name)
     start = time.perf_counter()
     if plan is not None:
         quantize_model(model, plan, batches)
     seconds = time.perf_counter() - start
     size = storage_bytes(model.module)
-    with torch.inference_mode():
-        result = perplexity(model, text, context=512, max_tokens=args.eval_tokens)
-    return {"ppl": result.perplexity, "bytes": size, "fraction_of_fp16": size / full_bytes,
+    return {**score(model), "bytes": size, "fraction_of_fp16": size / full_bytes,
             "quantize_seconds": seconds}
 
 
@@ -55,20 +84,22 @@ def main() -> None:
     parser.add_argument("--budgets", default="0.28,0.32,0.36,0.40")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
-    text = load_text_corpus("test")
     base = load_model(args.model)
     full_bytes = 2 * base.params
+    if base.kind == ENCODER:
+        score, loss_key, loss = embedding_score(base)
+    else:
+        score, loss_key, loss = perplexity_score(args, load_text_corpus("test"))
     batches = calibration_batches(base.tokenizer, args.calib_tokens)
     report = {"model": args.model, "eval_tokens": args.eval_tokens,
               "calib_tokens": args.calib_tokens, "fp16_bytes": full_bytes,
               "threads": torch.get_num_threads()}
-    report["full_precision"] = measure(args.model, None, args, batches, text, full_bytes)
-    reference = report["full_precision"]["ppl"]
+    report["full_precision"] = reference = measure(args.model, None, batches, score, full_bytes)
     report["uniform"] = {}
     for spec, method in BASELINES:
-        row = measure(args.model, uniform_plan(base.module, spec, method), args, batches, text,
+        row = measure(args.model, uniform_plan(base.module, spec, method), batches, score,
                       full_bytes)
-        row["ppl_increase"] = row["ppl"] / reference - 1
+        row[loss_key] = loss(row, reference)
         report["uniform"][f"{method}-{spec.label}"] = row
         print(json.dumps({f"{method}-{spec.label}": row}), flush=True)
     start = time.perf_counter()
@@ -79,14 +110,14 @@ def main() -> None:
                              "blocks": sensitivity.blocks}
     parts = {n: p for n, (p, _) in quantizable_parts(base.module).items()}
     search = MixedSearch(parts, sensitivity)
-    other = full_bytes - search.full_bytes()  # norms and untied embeddings stay fp16
+    other = full_bytes - search.full_bytes()  # norms (and position embeddings) stay fp16
     report["mixed"] = []
     for fraction in (float(x) for x in args.budgets.split(",")):
         point = search.by_module(fraction * full_bytes - other)
         plan = QuantPlan(point.choice, sensitivity.specs, "gptq")
-        row = measure(args.model, plan, args, batches, text, full_bytes)
+        row = measure(args.model, plan, batches, score, full_bytes)
         row.update(budget_fraction=fraction, predicted_kl=point.predicted_kl,
-                   ppl_increase=row["ppl"] / reference - 1,
+                   **{loss_key: loss(row, reference)},
                    bits_histogram=bit_histogram(point.choice))
         report["mixed"].append(row)
         print(json.dumps({"mixed": row}), flush=True)

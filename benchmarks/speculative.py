@@ -7,12 +7,15 @@ whether every prompt's output equals the target's own greedy output. HF `generat
 `assistant_model` is timed the same way with the same draft models (`hf-assisted`: the fp32
 draft; `hf-assisted-int8`: the int8 one). Each of our drafts runs under every rule in
 `--gamma-rules` (`decode.gamma`: cost-aware, HF's heuristic, fixed); one schedule per draft and
-rule carries across the prompts, as HF's assistant keeps its gamma. Prints
-JSON. A CPU result: on a GPU the cost ratio of draft to target, and so the speed-up, differ.
+rule carries across the prompts, as HF's assistant keeps its gamma. With `--repeats N` the
+whole set (our loop, then every draft) runs N times in turn, so slow spells of the machine fall
+on all of them alike; times are the median over repeats and each repeat's own speed-up is kept.
+Prints JSON. A CPU result: on a GPU the cost ratio of draft to target, and so the speed-up,
+differ.
 
 Usage: python benchmarks/speculative.py [--target qwen2.5-coder-1.5b]
        [--draft-model qwen2.5-coder-0.5b] [--prompts 4] [--new-tokens 96]
-       [--gamma-rules cost heuristic]
+       [--gamma-rules cost heuristic] [--repeats 1]
        [--drafts lookup early-exit model model-int8 lookup+model-int8 hf-assisted
                  hf-assisted-int8]
 """
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
 
 import torch
@@ -112,6 +116,7 @@ def main() -> None:
     parser.add_argument("--gamma", type=int, default=4)
     parser.add_argument("--early-exit-layers", type=int, default=8)
     parser.add_argument("--gamma-rules", nargs="+", default=["heuristic"], choices=RULES)
+    parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--drafts", nargs="+", default=[
         "lookup", "early-exit", "model", "model-int8", "lookup+model-int8", "hf-assisted",
         "hf-assisted-int8"])
@@ -120,40 +125,57 @@ def main() -> None:
     problems = humaneval_subset(load_humaneval(), args.prompts, seed=0)
     prompts = [code_prompt_ids(target, p)[0].tolist() for p in problems]
     stop = eos_ids(target.module, target.tokenizer)
-    reference, base_seconds = baseline(target, prompts, args.new_tokens, stop)
-    base_rate = sum(map(len, reference)) / base_seconds
-    result = {"target": args.target, "threads": torch.get_num_threads(),
-              "prompts": [p.task_id for p in problems], "new_tokens": args.new_tokens,
-              "gamma_start": args.gamma, "ours_autoregressive_tokens_per_s": base_rate,
-              "drafts": {}}
     cache: dict = {}
-    runs = [(kind, None) if kind in HF_ASSISTED else (kind, rule)
-            for kind in args.drafts for rule in args.gamma_rules]
-    for kind, rule in dict.fromkeys(runs):
+    runs = list(dict.fromkeys((kind, None) if kind in HF_ASSISTED else (kind, rule)
+                              for kind in args.drafts for rule in args.gamma_rules))
+    for kind, rule in runs:
         # an untimed short run first, so one-time costs of a draft's first calls do not land on
         # whichever rule runs first (in 2026-11-30-speculative-gamma-rules.json the int8
         # draft's first rule took 163 s, its second 93 s)
-        if rule is None:
-            draft = make_draft(HF_ASSISTED[kind], target, args, cache)
-            hf_assisted(target, draft.lm.module, prompts[:1], WARM_UP_TOKENS, stop)
-            outputs, seconds = hf_assisted(target, draft.lm.module, prompts, args.new_tokens,
-                                           stop)
-            row = {"outputs": outputs, "seconds": seconds}
-        else:
-            draft = make_draft(kind, target, args, cache)
-            speculative(target, draft, prompts[:1], WARM_UP_TOKENS, stop,
-                        GammaSchedule(args.gamma, rule))
-            row = speculative(target, draft, prompts, args.new_tokens, stop,
-                              GammaSchedule(args.gamma, rule))
-            kind = kind if len(args.gamma_rules) == 1 else f"{kind} ({rule})"
-        outputs = row.pop("outputs")
-        row["tokens_per_s"] = sum(map(len, outputs)) / row["seconds"]
-        row["speedup_over_ours"] = row["tokens_per_s"] / base_rate
-        row["identical_on_every_prompt"] = outputs == reference
-        row["identical_prompts"] = sum(o == r for o, r in zip(outputs, reference, strict=True))
-        result["drafts"][kind] = row
-        print(json.dumps({kind: row}), flush=True)
+        timed_run(kind, rule, target, args, cache, prompts[:1], WARM_UP_TOKENS, stop)
+    reference, base_times, rows = None, [], {run: [] for run in runs}
+    for repeat in range(args.repeats):
+        outputs, seconds = baseline(target, prompts, args.new_tokens, stop)
+        reference = reference or outputs
+        base_times.append(seconds)
+        for run in runs:
+            row = timed_run(*run, target, args, cache, prompts, args.new_tokens, stop)
+            row["identical_on_every_prompt"] = row["outputs"] == reference
+            row["identical_prompts"] = sum(o == r for o, r in
+                                           zip(row.pop("outputs"), reference, strict=True))
+            row["speedup_over_ours"] = seconds / row["seconds"]
+            rows[run].append(row)
+            print(json.dumps({"repeat": repeat, "draft": label(run, args), **row}), flush=True)
+    tokens = sum(map(len, reference))
+    base_median = statistics.median(base_times)
+    result = {"target": args.target, "threads": torch.get_num_threads(),
+              "prompts": [p.task_id for p in problems], "new_tokens": args.new_tokens,
+              "gamma_start": args.gamma, "repeats": args.repeats,
+              "ours_autoregressive_seconds": base_times,
+              "ours_autoregressive_tokens_per_s": tokens / base_median, "drafts": {}}
+    for run, repeats in rows.items():
+        seconds = statistics.median(r["seconds"] for r in repeats)
+        result["drafts"][label(run, args)] = {
+            **repeats[0], "seconds": seconds, "tokens_per_s": tokens / seconds,
+            "speedup_over_ours": base_median / seconds,
+            "speedup_each_repeat": [r["speedup_over_ours"] for r in repeats],
+            "identical_on_every_prompt": all(r["identical_on_every_prompt"] for r in repeats)}
     print(json.dumps(result, indent=1))
+
+
+def timed_run(kind, rule, target, args, cache, prompts, new_tokens, stop) -> dict:
+    """One draft (ours under `rule`, or HF assisted when `rule` is None) over `prompts`."""
+    if rule is None:
+        draft = make_draft(HF_ASSISTED[kind], target, args, cache)
+        outputs, seconds = hf_assisted(target, draft.lm.module, prompts, new_tokens, stop)
+        return {"outputs": outputs, "seconds": seconds}
+    draft = make_draft(kind, target, args, cache)
+    return speculative(target, draft, prompts, new_tokens, stop, GammaSchedule(args.gamma, rule))
+
+
+def label(run: tuple[str, str | None], args) -> str:
+    kind, rule = run
+    return kind if rule is None or len(args.gamma_rules) == 1 else f"{kind} ({rule})"
 
 
 if __name__ == "__main__":

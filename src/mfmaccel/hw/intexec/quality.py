@@ -35,7 +35,9 @@ def corpus_sentences(split: str, count: int, min_words: int = 6) -> list[str]:
     return chosen
 
 
-def _batches(tokenizer, texts: list[str], size: int = 16, max_length: int = 128):
+def sentence_batches(tokenizer, texts: list[str], size: int = 16,
+                     max_length: int = 128) -> list[dict[str, torch.Tensor]]:
+    """Padded batches of `texts` for an encoder (attention masks mark the padding)."""
     return [dict(tokenizer(texts[i:i + size], padding=True, truncation=True,
                            max_length=max_length, return_tensors="pt"))
             for i in range(0, len(texts), size)]
@@ -57,11 +59,11 @@ def encoder_agreement(model: LoadedModel, sentences: int = 128, calibration: int
 
     if model.kind != ENCODER:
         raise UserInputError(f"{model.name} is not an encoder; try minilm-l6")
-    program = convert_bert(model.module,
-                           _batches(model.tokenizer, corpus_sentences("train", calibration)),
+    calibration_text = corpus_sentences("train", calibration)
+    program = convert_bert(model.module, sentence_batches(model.tokenizer, calibration_text),
                            per_token)
     cosines = []
-    for batch in _batches(model.tokenizer, corpus_sentences("test", sentences)):
+    for batch in sentence_batches(model.tokenizer, corpus_sentences("test", sentences)):
         mask = batch["attention_mask"]
         reference = mean_pooled(model.module(**batch).last_hidden_state.double(), mask)
         integer = mean_pooled(program(batch["input_ids"], mask).double() * program.scale_out,
