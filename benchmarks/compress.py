@@ -119,8 +119,13 @@ def main() -> None:
         row.update(budget_fraction=fraction, predicted_kl=point.predicted_kl,
                    **{loss_key: loss(row, reference)},
                    bits_histogram=bit_histogram(point.choice))
+        row["beats_uniform_at_fewer_bytes"] = all(
+            row[loss_key] < u[loss_key] for u in report["uniform"].values()
+            if u["bytes"] <= row["bytes"])
         report["mixed"].append(row)
         print(json.dumps({"mixed": row}), flush=True)
+    report["every_mixed_point_beats_uniform"] = all(
+        r["beats_uniform_at_fewer_bytes"] for r in report["mixed"])
     text_out = json.dumps(report, indent=1)
     if args.out:
         with open(args.out, "w") as handle:
