@@ -52,3 +52,6 @@ def test_config_errors_are_one_line(tmp_path):
         load_config(bad)
     with pytest.raises(UserInputError, match="does not exist"):
         load_config(tmp_path / "missing.yaml")
+    bad.write_text("image_size: 100\n")
+    with pytest.raises(UserInputError, match="image_size.*multiple of 32"):
+        load_config(bad)

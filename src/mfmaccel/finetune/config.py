@@ -62,6 +62,9 @@ class FinetuneConfig(PhaseSettings):
 
     seed: int = Field(0, ge=0)
     base: str | None = None  # a user's HF LLaVA folder (any `load_model` spec of a VLM)
+    # medvlm's input side in pixels (a multiple of the tower's stride, 32): 160 gives 5x5 = 25
+    # image tokens instead of 7x7 = 49, so every step through the language model is cheaper
+    image_size: int = Field(224, ge=64, multiple_of=32)
 
 
 def load_config(path: str | Path | None, **overrides) -> FinetuneConfig:

@@ -160,7 +160,10 @@ def finetune_medvlm(
 ) -> tuple[LoadedModel, FinetuneRecord]:
     """Build medvlm (or load `config.base`, a user's HF LLaVA folder) and fine-tune it."""
     from mfmaccel.models import load_model
-    from mfmaccel.models.medvlm import build_medvlm
+    from mfmaccel.models.medvlm import VisionSize, build_medvlm
 
-    model = load_model(config.base, seed=config.seed) if config.base else build_medvlm(config.seed)
+    if config.base:
+        model = load_model(config.base, seed=config.seed)
+    else:
+        model = build_medvlm(config.seed, vision=VisionSize(image_size=config.image_size))
     return finetune_model(model, config, log, progress)
