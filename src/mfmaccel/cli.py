@@ -193,10 +193,25 @@ def _maybe(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
+def _check_quantizable(model: str, max_ppl_increase: float | None) -> None:
+    """Refuse, before loading weights, what quantization cannot take."""
+    from mfmaccel.models import CAUSAL_LM, ENCODER, VLM
+    from mfmaccel.models.loader import model_kind
+
+    kind = model_kind(model)
+    if kind not in (CAUSAL_LM, VLM, ENCODER):
+        raise UserInputError(f"{model} is a {kind} model; quantize takes a causal LM, a LLaVA "
+                             "VLM or a BERT-style text encoder")
+    if kind == ENCODER and max_ppl_increase is not None:
+        raise UserInputError(f"{model} is an encoder and has no perplexity; give --budget-bytes "
+                             "or --avg-bits")
+
+
 @app.command("quantize")
 @user_errors
 def quantize(
-    model: Annotated[str, typer.Option(help="Causal LM: built-in name, HF folder or .gguf")],
+    model: Annotated[str, typer.Option(help="Causal LM, LLaVA or BERT encoder: built-in name, "
+                                            "HF folder or .gguf")],
     out: Annotated[Path, typer.Option(help="Folder for the packed model")],
     budget_bytes: Annotated[int | None, typer.Option(help="Whole-model bytes")] = None,
     avg_bits: Annotated[float | None, typer.Option(help="Average bits per parameter")] = None,
@@ -231,6 +246,7 @@ def quantize(
         raise UserInputError("--activations and --smooth need --uniform (e.g. int8-c-sym)")
     budget = None if uniform is not None else Budget(bytes=budget_bytes, avg_bits=avg_bits,
                                                      max_ppl_increase=max_ppl_increase)
+    _check_quantizable(model, max_ppl_increase)
     loaded = load_model(model)
     with Bars() as bars:
         if uniform is not None:

@@ -65,6 +65,29 @@ def test_bad_budgets_are_one_line_exit_2(tmp_path, args, message) -> None:
     assert not out.exists()
 
 
+@pytest.mark.parametrize(
+    ("model", "args", "message"),
+    [("tiny-vit", ["--avg-bits", "4"], "is a vision model"),
+     ("tiny-bert", ["--max-ppl-increase", "0.1"], "has no perplexity")],
+)
+def test_models_quantize_cannot_take_are_refused_before_loading(tmp_path, model, args,
+                                                                 message) -> None:
+    result = run("quantize", "--model", model, "--out", str(tmp_path / "q"), *args)
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert not (tmp_path / "q").exists()
+
+
+def test_an_encoder_quantizes_to_a_byte_budget(tmp_path) -> None:
+    fp16 = 2 * load_model("tiny-bert").params
+    result = run("quantize", "--model", "tiny-bert", "--out", str(tmp_path / "q"),
+                 "--budget-bytes", str(int(0.6 * fp16)), "--specs", "int4-g16,int8-g16",
+                 "--calib-tokens", "256")
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "q" / "compression.json").read_text())
+    assert record["sensitivity"]["signal"] == "cosine" and record["bytes"] <= 0.6 * fp16
+    assert load_model(str(tmp_path / "q")).kind == "encoder"
+
+
 def test_prune_refuses_what_it_cannot_do(tmp_path) -> None:
     result = run("prune", "--model", "tiny-bert", "--out", str(tmp_path / "p"), "--blocks", "1")
     assert result.exit_code == 2 and "needs a causal language model" in result.output
