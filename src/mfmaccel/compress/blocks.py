@@ -95,8 +95,10 @@ def capture_blocks(module: nn.Module, batches: list[torch.Tensor]) -> BlockCache
     outputs: list[torch.Tensor] = []
 
     def recorder(index: int):
-        def hook(layer, args, kw):
-            named = inspect.signature(layer.forward).bind_partial(*args, **kw).arguments
+        signature = inspect.signature(layers[index].forward)  # once per block, not per call
+
+        def hook(_, args, kw):
+            named = signature.bind_partial(*args, **kw).arguments
             named.update(named.pop("kwargs", {}))  # a block's **kwargs, flattened
             inputs[index].append(named.pop("hidden_states").detach())
             kwargs[index].append(named)  # positional extras (BERT's mask) by name

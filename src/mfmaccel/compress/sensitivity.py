@@ -62,10 +62,8 @@ def has_head(module: nn.Module) -> bool:
 
 def embeddings_tied(module: nn.Module) -> bool:
     """Whether the token embeddings read the head's weight (stored once, quantized as the head)."""
-    config = module.config
-    return has_head(module) and bool(getattr(config.get_text_config(), "tie_word_embeddings",
-                                             False) or getattr(config, "tie_word_embeddings",
-                                                               False))
+    configs = (module.config, module.config.get_text_config())
+    return has_head(module) and any(getattr(c, "tie_word_embeddings", False) for c in configs)
 
 
 def quantizable_parts(module: nn.Module) -> dict[str, tuple[Part, nn.Module]]:
@@ -125,11 +123,13 @@ class Prober:
 
     def kl_from(self, start: int | None) -> float:
         """Mean KL (or cosine distance) per token, rerunning blocks `start`.. (None: the whole
-        model)."""
+        model; past the last block: none, the head reads the cached last-block outputs)."""
         total = 0.0
         for batch, reference in enumerate(self.reference):
             if start is None:
                 hidden = last_block_output(self.module, self.cache.input_ids[batch])
+            elif start >= self.cache.blocks:
+                hidden = self.cache.outputs[batch]
             else:
                 hidden = run_blocks(self.module, self.cache, start, batch)
             total += self.distance(reference, self.output(hidden))
@@ -202,8 +202,8 @@ def measure_sensitivity(
         network[spec.label] = prober.probe(list(prober.parts), spec, None)
         tick()
         for block in blocks:
-            first = None if block in (HEAD, EMBED) else int(block.split(".")[1])
-            block_kl[block][spec.label] = prober.probe(by_block[block], spec, first)
+            block_kl[block][spec.label] = prober.probe(by_block[block], spec,
+                                                       _first_block_to_rerun(block, prober))
             tick()
     seconds["network_and_blocks"] = time.perf_counter() - t
     t = time.perf_counter()
@@ -229,6 +229,14 @@ def measure_sensitivity(
                for s in specs},
         network=network, blocks=block_kl, modules=modules, seconds=seconds,
     )
+
+
+def _first_block_to_rerun(block: str, prober: Prober) -> int | None:
+    """Where a probe of `block` starts: the embeddings feed every block (None: rerun the whole
+    model); the head follows them all; a block reruns itself and the ones after it."""
+    if block == EMBED:
+        return None
+    return prober.cache.blocks if block == HEAD else int(block.split(".")[1])
 
 
 def _block_order(block: str) -> tuple[int, int]:
