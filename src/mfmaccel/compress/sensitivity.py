@@ -232,9 +232,11 @@ def measure_sensitivity(
 
 
 def _first_block_to_rerun(block: str, prober: Prober) -> int | None:
-    """Where a probe of `block` starts: the embeddings feed every block (None: rerun the whole
-    model); the head follows them all; a block reruns itself and the ones after it."""
-    if block == EMBED:
+    """Where a probe of `block` starts. The embeddings feed every block (None: rerun the whole
+    model), and so does a head tied to them, whose quantized weight the embeddings then read;
+    an untied head follows the blocks (their cached outputs); a block reruns itself and the
+    ones after it."""
+    if block == EMBED or (block == HEAD and embeddings_tied(prober.module)):
         return None
     return prober.cache.blocks if block == HEAD else int(block.split(".")[1])
 
