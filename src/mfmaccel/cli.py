@@ -193,20 +193,6 @@ def _maybe(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
-def _check_quantizable(model: str, max_ppl_increase: float | None) -> None:
-    """Refuse, before loading weights, what quantization cannot take."""
-    from mfmaccel.models import CAUSAL_LM, ENCODER, VLM
-    from mfmaccel.models.loader import model_kind
-
-    kind = model_kind(model)
-    if kind not in (CAUSAL_LM, VLM, ENCODER):
-        raise UserInputError(f"{model} is a {kind} model; quantize takes a causal LM, a LLaVA "
-                             "VLM or a BERT-style text encoder")
-    if kind == ENCODER and max_ppl_increase is not None:
-        raise UserInputError(f"{model} is an encoder and has no perplexity; give --budget-bytes "
-                             "or --avg-bits")
-
-
 @app.command("quantize")
 @user_errors
 def quantize(
@@ -234,10 +220,15 @@ def quantize(
 ) -> None:
     """Quantize to a budget with hierarchy-aware mixed precision; save packed to OUT."""
     quiet_libraries()
-    from mfmaccel.compress.search import Budget, compress_to_budget, uniform_to_spec
+    from mfmaccel.compress.search import (
+        Budget,
+        check_quantizable,
+        compress_to_budget,
+        uniform_to_spec,
+    )
     from mfmaccel.fileio import atomic_write_json
     from mfmaccel.models import load_model
-    from mfmaccel.models.loader import save_model
+    from mfmaccel.models.loader import model_kind, save_model
 
     targets = [budget_bytes, avg_bits, max_ppl_increase]
     if uniform is not None and any(t is not None for t in targets):
@@ -246,7 +237,7 @@ def quantize(
         raise UserInputError("--activations and --smooth need --uniform (e.g. int8-c-sym)")
     budget = None if uniform is not None else Budget(bytes=budget_bytes, avg_bits=avg_bits,
                                                      max_ppl_increase=max_ppl_increase)
-    _check_quantizable(model, max_ppl_increase)
+    check_quantizable(model, model_kind(model), budget)
     loaded = load_model(model)
     with Bars() as bars:
         if uniform is not None:

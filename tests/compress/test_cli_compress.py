@@ -94,3 +94,12 @@ def test_prune_refuses_what_it_cannot_do(tmp_path) -> None:
     result = run("prune", "--model", "tiny-llama", "--out", str(tmp_path / "p"), "--blocks", "5")
     assert result.exit_code == 2 and "keep at least 1" in result.output
     assert not (tmp_path / "p").exists()
+
+
+def test_the_budget_search_itself_refuses_a_perplexity_budget_for_an_encoder() -> None:
+    """The pipeline's quantize stage reaches `compress_to_budget` without the CLI's check."""
+    from mfmaccel.compress.search import Budget, compress_to_budget
+    from mfmaccel.errors import UserInputError
+
+    with pytest.raises(UserInputError, match="has no perplexity"):
+        compress_to_budget(load_model("tiny-bert"), Budget(max_ppl_increase=0.1))

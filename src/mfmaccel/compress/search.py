@@ -59,6 +59,19 @@ class Budget:
             raise UserInputError("the budget must be positive")
 
 
+def check_quantizable(name: str, kind: str, budget: Budget | None = None) -> None:
+    """Refuse what quantization cannot take: callers pass the kind before loading weights
+    (`models.loader.model_kind`) to fail fast, and `compress_to_budget` checks again."""
+    from mfmaccel.models.record import CAUSAL_LM, ENCODER, VLM
+
+    if kind not in (CAUSAL_LM, VLM, ENCODER):
+        raise UserInputError(f"{name} is a {kind} model; quantize takes a causal LM, a LLaVA "
+                             "VLM or a BERT-style text encoder")
+    if kind == ENCODER and budget is not None and budget.max_ppl_increase is not None:
+        raise UserInputError(f"{name} is an encoder and has no perplexity; give --budget-bytes "
+                             "or --avg-bits")
+
+
 @dataclass
 class CompressionRecord(Record):
     model: str
@@ -93,6 +106,7 @@ def compress_to_budget(
 
     With a quality budget, candidate points are tried on fresh copies from `reload()`; the
     one chosen is then applied to `model` itself."""
+    check_quantizable(model.name, model.kind, budget)
     start = time.perf_counter()
     grid = [parse_spec(s) for s in specs]
     batches = calibration_batches(model.tokenizer, calib_tokens)
@@ -184,6 +198,7 @@ def uniform_to_spec(model: LoadedModel, spec: str, method: str = "rtn",
                     smoothing: float | None = None) -> LoadedModel:
     """The uniform baseline: every part at one spec (with int8 activations: W8A8; with
     `smoothing`, SmoothQuant's alpha, outlier channels moved into the weights first)."""
+    check_quantizable(model.name, model.kind)
     needs_text = method == "gptq" or activations == "tensor" or smoothing is not None
     batches = calibration_batches(model.tokenizer, calib_tokens) if needs_text else []
     plan = uniform_plan(model.module, parse_spec(spec), method, activations=activations,
