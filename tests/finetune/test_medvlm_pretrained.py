@@ -28,7 +28,7 @@ def test_build_medvlm_keeps_smollm2_intact(smollm2):
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-4)
     prompt = model.processor(images=load_medvqa("val", per_source=1)[0].image,
                              text=f"{model.processor.image_token}\nQuestion: hi\nAnswer:")
-    assert prompt["input_ids"][0].count(model.module.config.image_token_id) == 49
+    assert prompt["input_ids"][0].count(model.module.config.image_token_id) == 25  # 160 px / 32
 
 
 @pytest.mark.skipif(not (default_weights_dir() / "manifest.json").is_file(),

@@ -9,6 +9,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mfmaccel.errors import UserInputError
+from mfmaccel.models.medvlm import VisionSize
 
 
 class Strict(BaseModel):
@@ -20,7 +21,7 @@ class WarmupConfig(Strict):
     stand-in for the CLIP-style pretraining a real tower would come with; ~30x cheaper per
     image than a step through the language model). 0 steps skips it (e.g. a pretrained base)."""
 
-    steps: int = Field(350, ge=0)
+    steps: int = Field(700, ge=0)
     batch_size: int = Field(32, ge=1)
     lr: float = Field(1e-3, gt=0)
 
@@ -50,10 +51,10 @@ class PhaseSettings(Strict):
     alignment: PhaseConfig = PhaseConfig(steps=10, lr=1e-3, projector_lr=3e-3, tower_lr=2e-4)
     instruction: PhaseConfig = PhaseConfig(steps=20, lr=1e-3, projector_lr=1e-3, tower_lr=2e-4,
                                            train_tower=False)
-    vqa: PhaseConfig = PhaseConfig(steps=70, lr=2e-3, projector_lr=1e-3, tower_lr=2e-4,
+    vqa: PhaseConfig = PhaseConfig(steps=130, lr=2e-3, projector_lr=1e-3, tower_lr=2e-4,
                                    train_tower=False)
     train_per_source: int | None = Field(None, ge=1)  # medvqa train size (None: ~2000 samples)
-    val_samples: int = Field(60, ge=1)  # fixed val subset for the per-phase accuracy
+    val_samples: int = Field(40, ge=1)  # fixed val subset for the per-phase accuracy (8 per type)
     val_before: bool = True  # also measure val accuracy before phase 1
 
 
@@ -63,8 +64,8 @@ class FinetuneConfig(PhaseSettings):
     seed: int = Field(0, ge=0)
     base: str | None = None  # a user's HF LLaVA folder (any `load_model` spec of a VLM)
     # medvlm's input side in pixels (a multiple of the tower's stride, 32): 160 gives 5x5 = 25
-    # image tokens instead of 7x7 = 49, so every step through the language model is cheaper
-    image_size: int = Field(224, ge=64, multiple_of=32)
+    # image tokens instead of 224's 7x7 = 49, so every step through the language model is cheaper
+    image_size: int = Field(VisionSize.image_size, ge=64, multiple_of=32)
 
 
 def load_config(path: str | Path | None, **overrides) -> FinetuneConfig:

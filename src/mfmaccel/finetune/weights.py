@@ -112,8 +112,10 @@ def matching_committed_parts(
             folder / MANIFEST).is_file():
         return None
     manifest = read_manifest(folder)
-    wanted = config.model_dump(exclude={"base"})
-    recorded = {k: v for k, v in manifest.get("config", {}).items() if k != "base"}
+    # the image size is the model's (compared through `vision`), not a setting of the phases
+    ignored = {"base", "image_size"}
+    wanted = config.model_dump(exclude=ignored)
+    recorded = {k: v for k, v in manifest.get("config", {}).items() if k not in ignored}
     vision = json.loads(json.dumps(model.meta["vision"]))  # tuples -> lists, as stored
     same_start = (manifest["seed"] == model.meta.get("seed") and manifest["vision"] == vision
                   and manifest.get("tiny", False) == model.meta.get("tiny", False))

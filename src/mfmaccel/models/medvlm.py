@@ -2,7 +2,7 @@
 LLaVA classes so that a user's LLaVA-Med / TinyLLaVA-style HF checkpoint runs through the same
 code.
 
-Architecture: a ViT-Hybrid vision tower (224x224 input -> 7x7 = 49 image tokens), LLaVA's
+Architecture: a ViT-Hybrid vision tower (160x160 input -> 5x5 = 25 image tokens), LLaVA's
 two-layer GELU projector, and SmolLM2-135M-Instruct as the language model (its weights copied
 in, plus one `<image>` token). The tower is transformers' DPT backbone in its hybrid form, as in
 the ViT paper's R50+ViT: a small ResNet stem (stride 32) feeds a 2-layer ViT encoder of width
@@ -36,7 +36,7 @@ IMAGE_TOKEN = "<image>"
 class VisionSize:
     """The tower's shape; the defaults are the CPU trade-off used by `medvlm`."""
 
-    image_size: int = 224
+    image_size: int = 160  # 5x5 = 25 image tokens: cheaper LM steps buy more training (docs/finetune.md)
     stem_widths: tuple[int, ...] = (32, 64, 96, 128)  # ResNet stages; total stride 32
     stem_depths: tuple[int, ...] = (1, 1, 1, 1)
     stem_embedding: int = 16
@@ -141,7 +141,7 @@ def build_medvlm(
         text_config=text_config,
         image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
         vision_feature_layer=-1,
-        vision_feature_select_strategy="default",  # drop the CLS token: 49 image tokens
+        vision_feature_select_strategy="default",  # drop the CLS token: grid x grid image tokens
         projector_hidden_act="gelu",
         tie_word_embeddings=bool(getattr(lm.config, "tie_word_embeddings", True)),
     )
