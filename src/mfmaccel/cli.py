@@ -260,7 +260,7 @@ def quantize(
 @app.command("prune")
 @user_errors
 def prune(
-    model: Annotated[str, typer.Option(help="Causal LM: built-in name, HF folder or .gguf")],
+    model: Annotated[str, typer.Option(help="Causal LM or LLaVA VLM: name, HF folder, .gguf")],
     out: Annotated[Path, typer.Option(help="Folder for the pruned model")],
     blocks: Annotated[int, typer.Option(help="Transformer blocks to remove")] = 0,
     mlp_fraction: Annotated[float, typer.Option(help="Fraction of MLP channels")] = 0.0,

@@ -90,10 +90,27 @@ def test_an_encoder_quantizes_to_a_byte_budget(tmp_path) -> None:
 
 def test_prune_refuses_what_it_cannot_do(tmp_path) -> None:
     result = run("prune", "--model", "tiny-bert", "--out", str(tmp_path / "p"), "--blocks", "1")
-    assert result.exit_code == 2 and "needs a causal language model" in result.output
+    assert result.exit_code == 2 and "needs a causal LM or a LLaVA VLM" in result.output
     result = run("prune", "--model", "tiny-llama", "--out", str(tmp_path / "p"), "--blocks", "5")
     assert result.exit_code == 2 and "keep at least 1" in result.output
     assert not (tmp_path / "p").exists()
+
+
+def test_prune_takes_the_language_model_inside_a_vlm(tmp_path) -> None:
+    """A pruned LLaVA keeps its tower and projector and still answers VQA (the small end of
+    the VQA cascade)."""
+    from mfmaccel.data.medvqa import load_medvqa
+    from mfmaccel.evaluate.vqa import vqa_accuracy
+
+    base = load_model("medvlm-tiny")
+    result = run("prune", "--model", "medvlm-tiny", "--out", str(tmp_path / "p"), "--blocks", "1",
+                 "--mlp-fraction", "0.25", "--calib-tokens", "256")
+    assert result.exit_code == 0, result.output
+    pruned = load_model(str(tmp_path / "p"))
+    assert pruned.kind == "vlm" and pruned.params < base.params
+    assert pruned.module.config.text_config.num_hidden_layers == (
+        base.module.config.text_config.num_hidden_layers - 1)
+    assert vqa_accuracy(pruned, load_medvqa("val", per_source=1)[:2]).n == 2
 
 
 def test_the_budget_search_itself_refuses_a_perplexity_budget_for_an_encoder() -> None:

@@ -21,10 +21,9 @@ from torch import nn
 from mfmaccel.compress.calibration import calibration_batches
 from mfmaccel.compress.prune import PruneReport, prune_model
 from mfmaccel.errors import UserInputError
-from mfmaccel.evaluate.ppl import require_causal_lm
 from mfmaccel.finetune.loop import train
 from mfmaccel.finetune.lora import add_lora, lora_config, lora_parameters, merge_lora
-from mfmaccel.models.record import LoadedModel
+from mfmaccel.models.record import CAUSAL_LM, VLM, LoadedModel
 from mfmaccel.records import Record
 
 RECOVER_WINDOW = 256  # tokens per recovery sequence
@@ -75,6 +74,14 @@ def recover(
     return RecoveryReport(steps, rank, lr, tokens, result.seconds, result.losses)
 
 
+def require_prunable(model: LoadedModel) -> None:
+    """Pruning takes a causal LM or the language model inside a LLaVA VLM (its blocks, MLP
+    channels and key/value groups; the vision tower and projector stay as they are)."""
+    if model.kind not in (CAUSAL_LM, VLM):
+        raise UserInputError(f"pruning needs a causal LM or a LLaVA VLM; '{model.name}' is a "
+                             f"{model.kind} model (try smollm2-135m or medvlm)")
+
+
 def prune_and_recover(
     model: LoadedModel, calib_tokens: int = 2048, blocks: int = 0, mlp_fraction: float = 0.0,
     kv_groups: int = 0, recover_steps: int = 0, recover_tokens: int = 32768,
@@ -83,7 +90,7 @@ def prune_and_recover(
     """Prune by importance on calibration text, then (if `recover_steps`) distil the unpruned
     model back into the pruned one; the report carries the recovery's loss curve."""
 
-    require_causal_lm(model, "pruning")
+    require_prunable(model)
     teacher = copy.deepcopy(model.module) if recover_steps else None
     batches = calibration_batches(model.tokenizer, calib_tokens)
     model, report = prune_model(model, batches, blocks, mlp_fraction, kv_groups)

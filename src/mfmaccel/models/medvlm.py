@@ -36,7 +36,7 @@ IMAGE_TOKEN = "<image>"
 class VisionSize:
     """The tower's shape; the defaults are the CPU trade-off used by `medvlm`."""
 
-    image_size: int = 160  # 5x5 = 25 image tokens: cheaper LM steps buy more training (docs/finetune.md)
+    image_size: int = 160  # 5x5 = 25 image tokens: cheaper steps buy more training (finetune.md)
     stem_widths: tuple[int, ...] = (32, 64, 96, 128)  # ResNet stages; total stride 32
     stem_depths: tuple[int, ...] = (1, 1, 1, 1)
     stem_embedding: int = 16

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from mfmaccel.compress.recover import prune_and_recover
-from mfmaccel.models.record import CAUSAL_LM, LoadedModel
+from mfmaccel.models.record import CAUSAL_LM, VLM, LoadedModel
 from mfmaccel.pipeline.stage import RunContext, Stage, StageParams, StageReport
 
 
@@ -37,6 +37,6 @@ def run(model: LoadedModel, params: PruneParams, ctx: RunContext):
 
 
 STAGE = Stage(
-    name="prune", run=run, params=PruneParams, accepts=(CAUSAL_LM,),
+    name="prune", run=run, params=PruneParams, accepts=(CAUSAL_LM, VLM),
     summary="structural pruning: blocks, MLP channels, key/value groups",
 )
