@@ -1,9 +1,12 @@
 """medvlm with 4-bit weights against full precision on the medical VQA test split, both
 measured in this run (same questions, likelihood ranking). Prints JSON.
 
-The language model's linears and head are quantized (GPTQ calibrated on text from the corpus's
-train half, or round-to-nearest); the vision tower and projector stay in full precision.
+The language model's linears and head are quantized (GPTQ, or round-to-nearest); the vision
+tower and projector stay in full precision. GPTQ calibrates on what the language model reads
+in VQA (`--calibration vqa`: train images, questions and answers, embedded) or on text from the
+corpus's train half (`--calibration text`).
 Usage: python benchmarks/medvlm_quant.py [--limit 505] [--spec int4-g128] [--method gptq]
+       [--calibration vqa]
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from mfmaccel.compress.calibration import calibration_batches
+from mfmaccel.compress.calibration import calibration_batches, vqa_calibration_batches
 from mfmaccel.compress.quantize import quantize_model, storage_bytes, uniform_plan
 from mfmaccel.compress.search import parse_spec
 from mfmaccel.data.medvqa import load_medvqa, majority_baseline
@@ -25,17 +28,21 @@ def main() -> None:
     parser.add_argument("--spec", default="int4-g128")
     parser.add_argument("--method", default="gptq")
     parser.add_argument("--calib-tokens", type=int, default=2048)
+    parser.add_argument("--calibration", choices=("vqa", "text"), default="vqa")
     args = parser.parse_args()
     test = load_medvqa("test")[: args.limit]
     baseline = majority_baseline(load_medvqa("train"), test)
     model = load_model("medvlm")
     full = vqa_accuracy(model, test, majority_baseline=baseline).to_dict()
     full_bytes = storage_bytes(model.module)
-    batches = calibration_batches(model.tokenizer, args.calib_tokens)
+    batches = (vqa_calibration_batches(model, load_medvqa("train", per_source=8), args.calib_tokens)
+               if args.calibration == "vqa" else
+               calibration_batches(model.tokenizer, args.calib_tokens))
     quantize_model(model, uniform_plan(model.module, parse_spec(args.spec), args.method), batches)
     quant = vqa_accuracy(model, test, majority_baseline=baseline).to_dict()
     print(json.dumps({
         "questions": len(test), "spec": args.spec, "method": args.method,
+        "calibration": args.calibration,
         "full_precision": {"accuracy": full["accuracy"], "per_type": full["per_type"],
                            "bytes_fp16": full_bytes},
         "quantized": {"accuracy": quant["accuracy"], "per_type": quant["per_type"],

@@ -87,8 +87,14 @@ def _hidden(output: Any) -> torch.Tensor:
 
 
 @torch.inference_mode()
+def body_inputs(batch: torch.Tensor) -> dict[str, torch.Tensor]:
+    """A calibration batch as the decoder body's keyword: (1, T) token ids, or (1, T, hidden)
+    embeddings (a VLM's image tokens and text, `calibration.vqa_calibration_batches`)."""
+    return {"inputs_embeds" if batch.is_floating_point() else "input_ids": batch}
+
+
 def capture_blocks(module: nn.Module, batches: list[torch.Tensor]) -> BlockCache:
-    """Run `module` on each (1, T) batch of token ids, recording every block's inputs."""
+    """Run `module` on each batch (token ids or embeddings), recording every block's inputs."""
     layers = decoder_layers(module)
     inputs: list[list[torch.Tensor]] = [[] for _ in layers]
     kwargs: list[list[dict[str, Any]]] = [[] for _ in layers]
@@ -109,7 +115,7 @@ def capture_blocks(module: nn.Module, batches: list[torch.Tensor]) -> BlockCache
     last = layers[-1].register_forward_hook(lambda _, __, out: outputs.append(_hidden(out)))
     try:
         for ids in batches:
-            decoder_body(module)(input_ids=ids, use_cache=False)
+            decoder_body(module)(**body_inputs(ids), use_cache=False)
     finally:
         for handle in [*handles, last]:
             handle.remove()
@@ -123,7 +129,7 @@ def last_block_output(module: nn.Module, ids: torch.Tensor) -> torch.Tensor:
     hook = decoder_layers(module)[-1].register_forward_hook(
         lambda _, __, out: captured.append(_hidden(out)))
     try:
-        decoder_body(module)(input_ids=ids, use_cache=False)
+        decoder_body(module)(**body_inputs(ids), use_cache=False)
     finally:
         hook.remove()
     return captured[0]

@@ -25,6 +25,32 @@ def calibration_batches(tokenizer, tokens: int = 2048, window: int = 512,
             if len(ids[i:i + window]) > 1]
 
 
+@torch.inference_mode()
+def vqa_calibration_batches(model, samples: Iterable, tokens: int = 2048) -> list[torch.Tensor]:
+    """What a VLM's language model really reads, for GPTQ: the embedded image tokens, question
+    and answer of VQA `samples` (train split), as (1, T, hidden) `inputs_embeds`, until about
+    `tokens` positions. Projected image features look like no text, so Hessians from text
+    alone miss the inputs that decide a VQA answer."""
+    from mfmaccel.compress.blocks import decoder_body
+    from mfmaccel.evaluate.vqa import vqa_prompt
+
+    captured: list[torch.Tensor] = []
+    handle = decoder_body(model.module).register_forward_pre_hook(
+        lambda _, args, kw: captured.append(kw["inputs_embeds"].detach()), with_kwargs=True)
+    try:
+        for sample in samples:
+            if sum(c.shape[1] for c in captured) >= tokens:
+                break
+            text = f"{vqa_prompt(model.processor, sample.question)} {sample.answer}"
+            model.module(**model.processor(images=sample.image, text=text, return_tensors="pt"),
+                         use_cache=False)
+    finally:
+        handle.remove()
+    if not captured:
+        raise UserInputError("no VQA samples to calibrate on")
+    return captured
+
+
 class RangeRecorder:
     """Largest |x| per name (and per last-dimension channel) over every call; with a
     `percentile` below 100 also that percentile of |x| per call, which clips rare outliers."""
