@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from mfmaccel.compress.calibration import calibration_batches, vqa_calibration_batches
+from mfmaccel.compress.calibration import calibration_batches, gptq_calibration_batches
 from mfmaccel.compress.quantize import quantize_model, storage_bytes, uniform_plan
 from mfmaccel.compress.search import parse_spec
 from mfmaccel.data.medvqa import load_medvqa, majority_baseline
@@ -35,9 +35,8 @@ def main() -> None:
     model = load_model("medvlm")
     full = vqa_accuracy(model, test, majority_baseline=baseline).to_dict()
     full_bytes = storage_bytes(model.module)
-    batches = (vqa_calibration_batches(model, load_medvqa("train", per_source=8), args.calib_tokens)
-               if args.calibration == "vqa" else
-               calibration_batches(model.tokenizer, args.calib_tokens))
+    batches = (gptq_calibration_batches(model, args.calib_tokens) if args.calibration == "vqa"
+               else calibration_batches(model.tokenizer, args.calib_tokens))
     quantize_model(model, uniform_plan(model.module, parse_spec(args.spec), args.method), batches)
     quant = vqa_accuracy(model, test, majority_baseline=baseline).to_dict()
     print(json.dumps({

@@ -37,3 +37,12 @@ def test_gptq_on_vqa_batches_gives_a_model_that_still_ranks_answers() -> None:
     torch.testing.assert_close(torch.tensor(after), torch.tensor(before), rtol=0, atol=0.05)
     assert type(model.module.model.language_model.layers[0].mlp.down_proj).__name__ == (
         "QuantLinear")
+
+
+def test_gptq_calibrates_a_vlm_on_vqa_and_a_causal_lm_on_text() -> None:
+    from mfmaccel.compress.calibration import gptq_calibration_batches
+
+    vlm = gptq_calibration_batches(load_model("medvlm-tiny"), tokens=64)
+    text = gptq_calibration_batches(load_model("tiny-llama"), tokens=64)
+    assert vlm[0].is_floating_point() and vlm[0].dim() == 3
+    assert not text[0].is_floating_point() and text[0].dim() == 2

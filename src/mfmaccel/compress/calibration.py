@@ -51,6 +51,18 @@ def vqa_calibration_batches(model, samples: Iterable, tokens: int = 2048) -> lis
     return captured
 
 
+def gptq_calibration_batches(model, tokens: int = 2048) -> list[torch.Tensor]:
+    """GPTQ's calibration for `model`: VQA prompts for a VLM (its language model then sees
+    image tokens as it will in use), text from the corpus's train half otherwise."""
+    from mfmaccel.models.record import VLM
+
+    if model.kind == VLM:
+        from mfmaccel.data.medvqa import load_medvqa
+
+        return vqa_calibration_batches(model, load_medvqa("train", per_source=8), tokens)
+    return calibration_batches(model.tokenizer, tokens)
+
+
 class RangeRecorder:
     """Largest |x| per name (and per last-dimension channel) over every call; with a
     `percentile` below 100 also that percentile of |x| per call, which clips rare outliers."""

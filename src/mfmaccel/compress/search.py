@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from mfmaccel.compress.calibration import calibration_batches
+from mfmaccel.compress.calibration import calibration_batches, gptq_calibration_batches
 from mfmaccel.compress.mixed import Assignment, MixedSearch
 from mfmaccel.compress.quant.grid import QuantSpec
 from mfmaccel.compress.quantize import QuantPlan, quantize_model, storage_bytes, uniform_plan
@@ -199,8 +199,10 @@ def uniform_to_spec(model: LoadedModel, spec: str, method: str = "rtn",
     """The uniform baseline: every part at one spec (with int8 activations: W8A8; with
     `smoothing`, SmoothQuant's alpha, outlier channels moved into the weights first)."""
     check_quantizable(model.name, model.kind)
-    needs_text = method == "gptq" or activations == "tensor" or smoothing is not None
-    batches = calibration_batches(model.tokenizer, calib_tokens) if needs_text else []
+    if activations == "tensor" or smoothing is not None:  # ranges are read running token ids
+        batches = calibration_batches(model.tokenizer, calib_tokens)
+    else:
+        batches = gptq_calibration_batches(model, calib_tokens) if method == "gptq" else []
     plan = uniform_plan(model.module, parse_spec(spec), method, activations=activations,
                         smoothing=smoothing)
     return quantize_model(model, plan, batches)

@@ -118,7 +118,7 @@ class Prober:
         self.cache: BlockCache = capture_blocks(module, list(batches))
         self.signal = "kl" if has_head(module) else "cosine"
         self.reference = [self.output(out) for out in self.cache.outputs]
-        self.tokens = sum(int(b.numel()) for b in batches)
+        self.tokens = sum(int(b.shape[1]) for b in batches)
         self.parts = quantizable_parts(module)
 
     def kl_from(self, start: int | None) -> float:
