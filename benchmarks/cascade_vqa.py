@@ -4,8 +4,10 @@ probability minus the runner-up's) reaches theta, calibrated on even-numbered qu
 the large model's accuracy, reported on the odd ones, with FLOPs and wall-time cost. Prints
 JSON. Usage: python benchmarks/cascade_vqa.py --small SPEC --large medvlm [--limit 505]
 
-SPEC is any model spec, e.g. a compressed medvlm written by
-`mfmaccel quantize --model medvlm --avg-bits 4 --out q/` (then --small q/).
+SPEC is any model spec, e.g. a pruned medvlm with its downstream phase retrained (what
+benchmarks/configs/medvlm-small-vqa.yaml's header says how to build; then --small small/).
+A quantized medvlm does the same FLOPs as the full one, so only a model that computes less can
+make the cascade cheaper by this count.
 """
 
 from __future__ import annotations
