@@ -43,6 +43,6 @@ def test_recovery_brings_the_pruned_model_closer_to_the_original(tmp_path) -> No
                               model.module(input_ids=held_out).logits, atol=1e-5)
 
 
-def test_recovery_refuses_a_model_that_is_not_a_causal_lm() -> None:
-    with pytest.raises(UserInputError, match="causal language model"):
+def test_recovery_refuses_a_model_that_is_neither_a_causal_lm_nor_a_vlm() -> None:
+    with pytest.raises(UserInputError, match="needs a causal LM or a LLaVA VLM"):
         prune_and_recover(load_model("tiny-vit"), recover_steps=2)
