@@ -86,13 +86,13 @@ def _hidden(output: Any) -> torch.Tensor:
     return output[0] if isinstance(output, tuple) else output
 
 
-@torch.inference_mode()
 def body_inputs(batch: torch.Tensor) -> dict[str, torch.Tensor]:
     """A calibration batch as the decoder body's keyword: (1, T) token ids, or (1, T, hidden)
     embeddings (a VLM's image tokens and text, `calibration.vqa_calibration_batches`)."""
     return {"inputs_embeds" if batch.is_floating_point() else "input_ids": batch}
 
 
+@torch.inference_mode()
 def capture_blocks(module: nn.Module, batches: list[torch.Tensor]) -> BlockCache:
     """Run `module` on each batch (token ids or embeddings), recording every block's inputs."""
     layers = decoder_layers(module)
