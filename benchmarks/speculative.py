@@ -3,21 +3,24 @@ on HumanEval prompts (chat-formatted, as the code evaluation sends them), in one
 
 For each draft: tokens/s over all prompts (total new tokens / total time), the speed-up over
 our greedy loop on the same prompts, acceptance rate, tokens committed per target forward, and
-whether every prompt's output equals the target's own greedy output. HF `generate` with
-`assistant_model` is timed the same way with the same draft models (`hf-assisted`: the fp32
-draft; `hf-assisted-int8`: the int8 one). Each of our drafts runs under every rule in
-`--gamma-rules` (`decode.gamma`: cost-aware, HF's heuristic, fixed); one schedule per draft and
-rule carries across the prompts, as HF's assistant keeps its gamma. With `--repeats N` the
-whole set (our loop, then every draft) runs N times in turn, so slow spells of the machine fall
-on all of them alike; times are the median over repeats and each repeat's own speed-up is kept.
+whether every prompt's output equals the target's own greedy output. A "-narrow" suffix
+(`model-narrow`, `model-int8-narrow`, `early-exit-narrow`) gives a model draft a head over
+`--draft-vocab` tokens only (FR-Spec; `decode.drafts.code_vocabulary`) plus the context's.
+HF `generate` with `assistant_model` is timed the same way with the same draft models
+(`hf-assisted`: the fp32 draft; `hf-assisted-int8`: the int8 one). Each of our drafts runs
+under every rule in `--gamma-rules` (`decode.gamma`: cost-aware, HF's heuristic, fixed); one
+schedule per draft and rule carries across the prompts, as HF's assistant keeps its gamma.
+With `--repeats N` the whole set (our loop, then every draft) runs N times in turn, so slow
+spells of the machine fall on all of them alike; times are the median over repeats and each
+repeat's own speed-up is kept.
 Prints JSON. A CPU result: on a GPU the cost ratio of draft to target, and so the speed-up,
 differ.
 
 Usage: python benchmarks/speculative.py [--target qwen2.5-coder-1.5b]
        [--draft-model qwen2.5-coder-0.5b] [--prompts 4] [--new-tokens 96]
-       [--gamma-rules cost heuristic] [--repeats 1]
+       [--gamma-rules cost heuristic] [--repeats 1] [--draft-vocab 32768]
        [--drafts lookup early-exit model model-int8 lookup+model-int8 hf-assisted
-                 hf-assisted-int8]
+                 hf-assisted-int8 model-int8-narrow]
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from mfmaccel.decode.drafts import (
     LookupThenModelDraft,
     ModelDraft,
     PromptLookupDraft,
+    code_vocabulary,
     draft_from_spec,
 )
 from mfmaccel.decode.engine import eos_ids, greedy_generate
@@ -90,18 +94,26 @@ def speculative(target, draft, prompts, new_tokens, stop, schedule: GammaSchedul
 
 
 def make_draft(kind: str, target, args, cache: dict):
+    """A draft by name; a "-narrow" suffix narrows a model draft's head to --draft-vocab
+    tokens (`code_vocabulary`, built once)."""
     vocab = target.module.get_output_embeddings().out_features
+    vocab_ids = None
+    if kind.endswith("-narrow"):
+        kind = kind.removesuffix("-narrow")
+        if "vocab" not in cache:
+            cache["vocab"] = code_vocabulary(target.tokenizer, args.draft_vocab, vocab)
+        vocab_ids = cache["vocab"]
     if kind in ("lookup", "early-exit"):
         spec = "lookup" if kind == "lookup" else f"layers:{args.early_exit_layers}"
-        return draft_from_spec(spec, target.module)
+        return draft_from_spec(spec, target.module, vocab_ids)
     if "model" not in cache:
         cache["model"] = load_model(args.draft_model)
     if kind == "model":
-        return ModelDraft(cache["model"].module, args.draft_model)
+        return ModelDraft(cache["model"].module, args.draft_model, vocab_ids=vocab_ids)
     if "int8" not in cache:
         cache["int8"] = quantize_model(load_model(args.draft_model),
                                        uniform_plan(cache["model"].module, INT8))
-    model = ModelDraft(cache["int8"].module, f"{args.draft_model} int8")
+    model = ModelDraft(cache["int8"].module, f"{args.draft_model} int8", vocab_ids=vocab_ids)
     if kind == "model-int8":
         return model
     return LookupThenModelDraft(PromptLookupDraft(vocab), model)
@@ -115,6 +127,8 @@ def main() -> None:
     parser.add_argument("--new-tokens", type=int, default=96)
     parser.add_argument("--gamma", type=int, default=4)
     parser.add_argument("--early-exit-layers", type=int, default=8)
+    parser.add_argument("--draft-vocab", type=int, default=32768,
+                        help="head size of the -narrow drafts")
     parser.add_argument("--gamma-rules", nargs="+", default=["heuristic"], choices=RULES)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--drafts", nargs="+", default=[

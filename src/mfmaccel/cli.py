@@ -334,6 +334,9 @@ def generate(
     top_p: Annotated[float, typer.Option(help="1: off")] = 1.0,
     seed: Annotated[int, typer.Option(help="Sampling seed")] = 0,
     chat: Annotated[bool, typer.Option(help="Wrap the prompt in the chat template")] = False,
+    draft_vocab: Annotated[
+        int, typer.Option(help="Narrow a model draft's head to this many frequent code tokens "
+                               "(0: whole vocabulary)")] = 0,
 ) -> None:
     """Print the completion of PROMPT alone on stdout (statistics go to stderr)."""
     quiet_libraries()
@@ -343,7 +346,8 @@ def generate(
 
     sampling = Sampling(temperature, top_k, top_p, seed)
     loaded = load_model(model)
-    text, out = generate_text(loaded, prompt, max_new_tokens, sampling, draft, speculate, chat)
+    text, out = generate_text(loaded, prompt, max_new_tokens, sampling, draft, speculate, chat,
+                              draft_vocab)
     print(text)
     stats = out.stats
     note = f"{len(out.tokens)} tokens in {out.seconds:.2f} s ({out.tokens_per_s:.1f} tok/s)"

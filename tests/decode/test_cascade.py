@@ -9,12 +9,14 @@ import pytest
 from mfmaccel.data.code import CodeProblem, load_humaneval
 from mfmaccel.decode.cascade import (
     NEVER,
+    THETAS,
     Answer,
     ModelAnswers,
     calibrate_theta,
     cascade_point,
     code_answers,
     cost_curve,
+    oracle_point,
     split_tasks,
 )
 from mfmaccel.decode.selftest import example_tests, self_test
@@ -95,6 +97,22 @@ def test_calibration_keeps_the_large_models_quality() -> None:
     assert calibrate_theta([SMALL, LARGE], ["T/0", "T/2"]) == NEVER
     with pytest.raises(UserInputError, match="two models"):
         cascade_point([LARGE], 0.5, ["T/0"])
+
+
+def test_the_oracle_bound_keeps_quality_at_the_least_cost() -> None:
+    tasks = ["T/0", "T/1", "T/2", "T/3"]
+    oracle = oracle_point([SMALL, LARGE], tasks)
+    assert oracle.theta is None and oracle.pass_rate == 1.0  # the large model's alone
+    assert oracle.answered_by == {"small": 0.5, "large": 0.5}  # T/1, T/2: only large is right
+    assert oracle.cost_fraction == pytest.approx((4 * 200 + 2 * 600) / (4 * 600))
+    # a query only the small model gets right buys one where only the large one does
+    small = _answers("small", 1, {"A": (True, 0, 0), "B": (False, 0, 0), "C": (False, 0, 0)})
+    large = _answers("large", 3, {"A": (False, 0, 0), "B": (True, 0, 0), "C": (True, 0, 0)})
+    bought = oracle_point([small, large], ["A", "B", "C"])
+    assert bought.pass_rate == pytest.approx(2 / 3) and bought.answered_by["small"] == 2 / 3
+    for theta in THETAS:  # no threshold does better at that quality
+        point = cascade_point([SMALL, LARGE], theta, tasks)
+        assert point.pass_rate < 1.0 or point.cost_fraction >= oracle.cost_fraction
 
 
 def test_split_is_fixed_and_disjoint() -> None:

@@ -9,11 +9,17 @@ import pytest
 import torch
 from scipy.stats import chisquare
 
+from mfmaccel.compress.quant.grid import QuantSpec
+from mfmaccel.compress.quantize import quantize_model, uniform_plan
 from mfmaccel.decode.drafts import (
     EarlyExitDraft,
     ModelDraft,
+    NarrowedHead,
     PromptLookupDraft,
+    code_vocabulary,
+    draft_from_spec,
     early_exit_model,
+    narrow_head,
 )
 from mfmaccel.decode.engine import greedy_generate
 from mfmaccel.decode.gamma import MAX_GAMMA, GammaSchedule, best_gamma
@@ -43,13 +49,19 @@ def _greedy(model, prompt: list[int], n: int) -> list[int]:
     return greedy_generate(model.module, torch.tensor([prompt]), n).tokens
 
 
+def _even_ids(model) -> torch.Tensor:
+    return torch.arange(0, model.module.config.vocab_size, 2)
+
+
 def _drafts(target, other_draft):
     vocab = target.module.config.vocab_size
     return {"model": ModelDraft(other_draft.module), "early-exit": EarlyExitDraft(target.module, 1),
-            "lookup": PromptLookupDraft(vocab), "self": ModelDraft(target.module)}
+            "lookup": PromptLookupDraft(vocab), "self": ModelDraft(target.module),
+            # half the vocabulary: the other half comes only from the context or the target
+            "narrowed": ModelDraft(target.module, vocab_ids=_even_ids(target))}
 
 
-@pytest.mark.parametrize("kind", ["model", "early-exit", "lookup", "self"])
+@pytest.mark.parametrize("kind", ["model", "early-exit", "lookup", "self", "narrowed"])
 @pytest.mark.parametrize("gamma,rule", [(1, "fixed"), (4, "heuristic"), (4, "cost"),
                                         (7, "fixed")])
 def test_greedy_speculation_reproduces_the_targets_greedy_tokens(
@@ -96,8 +108,11 @@ def test_rejection_step_returns_the_target_distribution() -> None:
     assert chisquare(observed, expected(q)).pvalue < 1e-6  # and the test can tell p from q
 
 
-def test_sampled_speculation_matches_the_targets_joint_distribution(target, other_draft) -> None:
-    """Chi-square on the first two sampled tokens against the target's exact probabilities."""
+@pytest.mark.parametrize("narrowed", [False, True])
+def test_sampled_speculation_matches_the_targets_joint_distribution(
+        target, other_draft, narrowed) -> None:
+    """Chi-square on the first two sampled tokens against the target's exact probabilities,
+    with a whole draft and with one whose narrowed head lacks every token the target emits."""
     sampling = dict(temperature=1.0, top_k=3)
     prompt = _ids(target, PROMPTS[2])
     with torch.inference_mode():
@@ -111,7 +126,12 @@ def test_sampled_speculation_matches_the_targets_joint_distribution(target, othe
                 exact[(a, b)] = float(first[a] * second[b])
     n = 1200
     counts = dict.fromkeys(exact, 0)
-    draft = ModelDraft(other_draft.module)
+    # half the draft's vocabulary, the target's first two tokens excluded from it: the residual
+    # must bring in what the draft can never propose
+    ids = _even_ids(other_draft)
+    ids = ids[~torch.isin(ids, torch.tensor(sorted({t for pair in exact for t in pair})))]
+    draft = ModelDraft(other_draft.module, vocab_ids=ids) if narrowed else \
+        ModelDraft(other_draft.module)
     for seed in range(n):
         out = speculative_generate(target.module, draft, prompt, 2, GammaSchedule(2, "fixed"),
                                    sampling=Sampling(**sampling, seed=seed))
@@ -228,3 +248,44 @@ def test_cost_rule_trades_acceptance_against_draft_cost() -> None:
     assert schedule.gamma == 1
     with pytest.raises(UserInputError, match="unknown gamma rule"):
         GammaSchedule(4, "greedy")
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_a_narrowed_head_scores_its_tokens_as_the_whole_head_does(packed) -> None:
+    model = load_model("tiny-llama")
+    if packed:
+        quantize_model(model, uniform_plan(model.module, QuantSpec(8, None, True)))
+    ids = _even_ids(model)
+    view = narrow_head(model.module, ids)
+    prompt = torch.tensor([_ids(model, PROMPTS[0])])
+    with torch.inference_mode():
+        full = model.module(input_ids=prompt).logits
+        narrow = view(input_ids=prompt).logits
+    assert narrow.shape[-1] == len(ids) == full.shape[-1] // 2 + full.shape[-1] % 2
+    torch.testing.assert_close(narrow, full[..., ids], rtol=1e-5, atol=1e-5)
+    assert model.module.get_output_embeddings().out_features == full.shape[-1]  # untouched
+    assert type(view.get_output_embeddings()) is type(model.module.get_output_embeddings())
+
+
+def test_a_narrowed_head_takes_in_the_contexts_tokens(target) -> None:
+    head = NarrowedHead(target.module, _even_ids(target))
+    base = len(head.ids)
+    assert not head.cover([2, 4, 6])
+    assert head.cover([2, 5, 7, 7]) and len(head.ids) == base + 2
+    assert head.view.get_output_embeddings().out_features == base + 2
+    head.reset()
+    assert len(head.ids) == base
+
+
+def test_code_vocabulary_keeps_special_tokens_and_frequent_code(target) -> None:
+    tokenizer = target.tokenizer
+    vocab = target.module.config.vocab_size
+    text = "def f(x):\n    return x\n" * 50
+    ids = code_vocabulary(tokenizer, 40, vocab, text)
+    assert len(ids) == 40 and torch.equal(ids, ids.sort().values)
+    assert set(tokenizer.all_special_ids) <= set(ids.tolist())
+    assert set(tokenizer("return", add_special_tokens=False).input_ids) <= set(ids.tolist())
+    with pytest.raises(UserInputError, match="narrowed draft vocabulary"):
+        code_vocabulary(tokenizer, vocab, vocab, text)
+    with pytest.raises(UserInputError, match="model draft"):
+        draft_from_spec("lookup", target.module, ids)

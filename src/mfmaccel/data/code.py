@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,3 +92,24 @@ def humaneval_subset(problems: list[CodeProblem], n: int, seed: int = 0) -> list
 
     chosen = {id(p) for p in sorted(problems, key=rank)[:n]}
     return [p for p in problems if id(p) in chosen]
+
+
+def python_source_text(max_chars: int = 4_000_000) -> str:
+    """Python source from the interpreter's own standard library (tests and site-packages
+    left out), files in sorted order, up to `max_chars`.
+
+    Why: a corpus of ordinary code that every machine with Python has offline and that no code
+    benchmark draws from, e.g. to count which tokens code uses (`decode.drafts.code_vocabulary`).
+    """
+    root = Path(sysconfig.get_paths()["stdlib"])
+    parts, size = [], 0
+    for path in sorted(root.rglob("*.py")):
+        relative = path.relative_to(root).parts
+        if "site-packages" in relative or any(part in ("test", "tests") for part in relative):
+            continue
+        text = path.read_text(encoding="utf-8", errors="ignore")
+        parts.append(text[: max_chars - size])
+        size += len(parts[-1])
+        if size >= max_chars:
+            break
+    return "\n".join(parts)

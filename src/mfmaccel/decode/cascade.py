@@ -57,7 +57,7 @@ class ModelAnswers:
 
 @dataclass
 class CascadePoint(Record):
-    theta: float
+    theta: float | None  # None: the oracle bound (`oracle_point`)
     pass_rate: float
     flops_per_problem: float
     cost_fraction: float  # of always using the largest model
@@ -136,19 +136,44 @@ def cascade_point(chain: Sequence[ModelAnswers], theta: float,
     """Replay the cascade at `theta` over `task_ids`."""
     if len(chain) < 2:
         raise UserInputError("a cascade needs at least two models, smallest first")
+    last = len(chain) - 1
+    stops = {task: next((i for i, stage in enumerate(chain[:-1])
+                         if stage.answers[task].accepted(theta)), last) for task in task_ids}
+    return _replay(chain, theta, task_ids, stops)
+
+
+def oracle_point(chain: Sequence[ModelAnswers], task_ids: Sequence[str]) -> CascadePoint:
+    """The cheapest a two-model cascade could be on `task_ids` with these answers at a pass
+    rate no lower than the large model's alone, if its self-test knew which answers are right:
+    the small model keeps every query it gets right or both get wrong, then, while quality
+    allows, those where only the large one is right, the dearest to escalate first. No
+    self-test can do better, so this bounds what any theta or test can reach (theta: None)."""
+    if len(chain) != 2:
+        raise UserInputError("the oracle bound is for a cascade of two models")
+    small, large = (stage.answers for stage in chain)
+    stops = {task: 0 if small[task].correct >= large[task].correct else 1 for task in task_ids}
+    slack = sum(small[t].correct - large[t].correct for t in task_ids if stops[t] == 0)
+    for task in sorted((t for t in task_ids if stops[t] == 1), key=lambda t: -large[t].flops):
+        if slack < 1:
+            break
+        stops[task], slack = 0, slack - 1
+    return _replay(chain, None, task_ids, stops)
+
+
+def _replay(chain: Sequence[ModelAnswers], theta: float | None, task_ids: Sequence[str],
+            stops: dict[str, int]) -> CascadePoint:
+    """Quality and cost when each task stops at stage `stops[task]` (earlier stages paid)."""
     solved, flops, largest, seconds, largest_seconds = 0, 0.0, 0.0, 0.0, 0.0
     answered = dict.fromkeys((m.model for m in chain), 0)
     for task in task_ids:
         largest += chain[-1].answers[task].flops
         largest_seconds += chain[-1].answers[task].seconds
-        for index, stage in enumerate(chain):
-            answer = stage.answers[task]
-            flops += answer.flops
-            seconds += answer.seconds
-            if index == len(chain) - 1 or answer.accepted(theta):
-                solved += answer.correct
-                answered[stage.model] += 1
-                break
+        for stage in chain[:stops[task] + 1]:
+            flops += stage.answers[task].flops
+            seconds += stage.answers[task].seconds
+        final = chain[stops[task]]
+        solved += final.answers[task].correct
+        answered[final.model] += 1
     n = len(task_ids)
     return CascadePoint(theta, solved / n, flops / n, flops / largest,
                         seconds / largest_seconds if largest_seconds else None,
@@ -209,6 +234,7 @@ class CascadeReport(Record):
     cost_reduction: float  # 1 - cost of the cascade / cost of the largest alone
     pass_at_1_vs_largest: float
     self_tested_share: float  # queries the smallest model could self-test at all
+    oracle_held_out: CascadePoint | None = None  # the bound no self-test can beat (2 models)
     curve_held_out: list[CascadePoint] = field(default_factory=list)
     curve_calibration: list[CascadePoint] = field(default_factory=list)
 
@@ -232,6 +258,7 @@ def calibrated_cascade(chain: Sequence[ModelAnswers]) -> CascadeReport:
         cost_reduction=1 - point.cost_fraction,
         pass_at_1_vs_largest=point.pass_rate - largest.pass_rate,
         self_tested_share=sum(first[t].confidence is not None for t in common) / len(common),
+        oracle_held_out=oracle_point(chain, held_out) if len(chain) == 2 else None,
         curve_held_out=cost_curve(chain, held_out),
         curve_calibration=cost_curve(chain, calibration),
     )

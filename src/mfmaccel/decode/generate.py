@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mfmaccel.decode.drafts import draft_from_spec
+from mfmaccel.decode.drafts import code_vocabulary, draft_from_spec
 from mfmaccel.decode.engine import eos_ids
 from mfmaccel.decode.sampling import Sampling
 from mfmaccel.decode.speculative import SpeculativeOutput, speculative_generate
@@ -25,13 +25,16 @@ def prompt_ids(model: LoadedModel, prompt: str, chat: bool) -> list[int]:
 
 def generate_text(model: LoadedModel, prompt: str, max_new_tokens: int,
                   sampling: Sampling | None = None, draft: str | None = None, gamma: int = 4,
-                  chat: bool = False) -> tuple[str, SpeculativeOutput]:
-    """The completion of `prompt` (decoded text) and how it was produced."""
+                  chat: bool = False, draft_vocab: int = 0) -> tuple[str, SpeculativeOutput]:
+    """The completion of `prompt` (decoded text) and how it was produced. `draft_vocab` > 0
+    narrows a model draft's head to that many of the most frequent code tokens."""
     require_causal_lm(model, "generation")
     if max_new_tokens < 1:
         raise UserInputError(f"max-new-tokens must be at least 1, got {max_new_tokens}")
     ids = prompt_ids(model, prompt, chat)
-    out = speculative_generate(model.module, draft_from_spec(draft, model.module), ids,
+    vocab = model.module.get_output_embeddings().out_features
+    vocab_ids = code_vocabulary(model.tokenizer, draft_vocab, vocab) if draft_vocab else None
+    out = speculative_generate(model.module, draft_from_spec(draft, model.module, vocab_ids), ids,
                                max_new_tokens, gamma, sampling,
                                eos_token_ids=eos_ids(model.module, model.tokenizer))
     return model.tokenizer.decode(out.tokens, skip_special_tokens=True), out
