@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mfmaccel.compress.quant.grid import QuantSpec, quantize_rtn
+from mfmaccel.compress.quant.grid import QuantSpec, dequantize, quantize_rtn
 from mfmaccel.compress.quant.kernels import KERNELS, int8_kernel
 from mfmaccel.compress.quant.linear import QuantLinear
 from mfmaccel.compress.quantize import quantize_model, uniform_plan
@@ -45,6 +45,8 @@ def test_kernel_matches_the_dequantized_matmul(out, inp, bias):
     assert torch.allclose(layer(longer), torch.nn.functional.linear(
         longer, layer.dequantized_weight(), layer.bias), atol=1e-5)
     assert layer._weight is None
+    # the dequantized weight comes from the unpacked int8 rows, bit for bit the grid's own
+    assert torch.equal(layer.dequantized_weight(), dequantize(layer.quantized()))
 
 
 @needs_kernel
