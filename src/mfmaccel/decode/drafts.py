@@ -97,8 +97,8 @@ class ModelDraft:
 class NarrowedHead:
     """A causal LM viewed with its head cut down to a token subset: a fixed base
     (`code_vocabulary`) plus every token of the current context, since a prompt brings its own
-    identifiers (5% of HumanEval's solution tokens are not among the standard library's 32,768
-    most frequent, mostly pieces of the prompt's names). `view` is the model to run."""
+    identifiers (`benchmarks/draft_vocab.py`: of HumanEval's solution tokens, 97.2% are among
+    32,768 chosen ids, 98.5% with the prompt's own). `view` is the model to run."""
 
     def __init__(self, module: nn.Module, base_ids: torch.Tensor) -> None:
         head = module.get_output_embeddings()
