@@ -19,7 +19,6 @@ from mfmaccel.decode.drafts import (
     code_vocabulary,
     draft_from_spec,
     early_exit_model,
-    narrow_head,
 )
 from mfmaccel.decode.engine import greedy_generate
 from mfmaccel.decode.gamma import MAX_GAMMA, GammaSchedule, best_gamma
@@ -256,7 +255,7 @@ def test_a_narrowed_head_scores_its_tokens_as_the_whole_head_does(packed) -> Non
     if packed:
         quantize_model(model, uniform_plan(model.module, QuantSpec(8, None, True)))
     ids = _even_ids(model)
-    view = narrow_head(model.module, ids)
+    view = NarrowedHead(model.module, ids).view
     prompt = torch.tensor([_ids(model, PROMPTS[0])])
     with torch.inference_mode():
         full = model.module(input_ids=prompt).logits

@@ -94,7 +94,7 @@ def humaneval_subset(problems: list[CodeProblem], n: int, seed: int = 0) -> list
     return [p for p in problems if id(p) in chosen]
 
 
-def python_source_text(max_chars: int = 4_000_000) -> str:
+def python_source_text(max_chars: int = 1_000_000) -> str:
     """Python source from the interpreter's own standard library (tests and site-packages
     left out), files in sorted order, up to `max_chars`.
 

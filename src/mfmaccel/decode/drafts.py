@@ -98,7 +98,8 @@ class NarrowedHead:
     """A causal LM viewed with its head cut down to a token subset: a fixed base
     (`code_vocabulary`) plus every token of the current context, since a prompt brings its own
     identifiers (`benchmarks/draft_vocab.py`: of HumanEval's solution tokens, 97.2% are among
-    32,768 chosen ids, 98.5% with the prompt's own). `view` is the model to run."""
+    32,768 chosen ids, 98.5% with the prompt's own). `view` is the model to run: logit i is
+    `ids[i]`'s; every other weight is shared, the head's rows copied (packed ones stay packed)."""
 
     def __init__(self, module: nn.Module, base_ids: torch.Tensor) -> None:
         head = module.get_output_embeddings()
@@ -130,12 +131,6 @@ class NarrowedHead:
         return view
 
 
-def narrow_head(module: nn.Module, token_ids: torch.Tensor) -> nn.Module:
-    """A view of a causal LM whose head scores only `token_ids` (logit i is token_ids[i]'s).
-    Every other weight is shared; the head's rows are copied, packed ones staying packed."""
-    return NarrowedHead(module, token_ids).view
-
-
 def _head_rows(head: nn.Module, rows, ids: torch.Tensor) -> nn.Module:
     bias = None if head.bias is None else head.bias.detach()[ids]
     if isinstance(head, QuantLinear):
@@ -160,7 +155,7 @@ def code_vocabulary(tokenizer, size: int, vocab_size: int, text: str | None = No
                              f"got {size}; pick fewer, or leave the head whole")
     if text is None:
         from mfmaccel.data.code import python_source_text
-        text = python_source_text(1_000_000)
+        text = python_source_text()
     lines = text.splitlines(keepends=True)
     chunks = ["".join(lines[i:i + 2000]) for i in range(0, len(lines), 2000)]
     counts = torch.zeros(vocab_size, dtype=torch.float64)
