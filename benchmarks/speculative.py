@@ -5,20 +5,25 @@ For each draft: tokens/s over all prompts (total new tokens / total time), the s
 our greedy loop on the same prompts, acceptance rate, tokens committed per target forward, and
 whether every prompt's output equals the target's own greedy output. A "-narrow" suffix
 (`model-narrow`, `model-int8-narrow`, `early-exit-narrow`) gives a model draft a head over
-`--draft-vocab` tokens only (FR-Spec; `decode.drafts.code_vocabulary`) plus the context's.
+`--draft-vocab` tokens only (FR-Spec; `decode.drafts.code_vocabulary`) plus the context's; a
+"lookup+" prefix (`lookup+model-int8`, `lookup+model-narrow`) tries prompt lookup first and runs
+the model draft only where the context has no match.
 HF `generate` with `assistant_model` is timed the same way with the same draft models
 (`hf-assisted`: the fp32 draft; `hf-assisted-int8`: the int8 one). Each of our drafts runs
-under every rule in `--gamma-rules` (`decode.gamma`: cost-aware, HF's heuristic, fixed); one
-schedule per draft and rule carries across the prompts, as HF's assistant keeps its gamma.
-With `--repeats N` the whole set (our loop, then every draft) runs N times in turn, so slow
-spells of the machine fall on all of them alike; times are the median over repeats and each
-repeat's own speed-up is kept.
+under every rule in `--gamma-rules` (`decode.gamma`: cost-aware, HF's heuristic, fixed),
+starting from `--gamma` (default 20, HF's `num_assistant_tokens`); one schedule per draft and
+rule carries across the warm-up, the prompts and the repeats, as HF's assistant keeps its
+gamma from call to call.
+With `--repeats N` the whole set (our loop and every draft) runs N times, in the given order on
+even repeats and in reverse on odd ones, so a machine that drifts faster or slower over the run
+(it does: the same work took 8% less time a few minutes later, run by hand, not recorded)
+favours no run; times are the median over repeats and each repeat's own speed-up is kept.
 Prints JSON. A CPU result: on a GPU the cost ratio of draft to target, and so the speed-up,
 differ.
 
 Usage: python benchmarks/speculative.py [--target qwen2.5-coder-1.5b]
        [--draft-model qwen2.5-coder-0.5b] [--prompts 4] [--new-tokens 96]
-       [--gamma-rules cost heuristic] [--repeats 1] [--draft-vocab 32768]
+       [--gamma 20] [--gamma-rules cost heuristic] [--repeats 1] [--draft-vocab 32768]
        [--drafts lookup early-exit model model-int8 lookup+model-int8 hf-assisted
                  hf-assisted-int8 model-int8-narrow]
 """
@@ -51,6 +56,7 @@ from mfmaccel.models import load_model
 INT8 = QuantSpec(8, None, True)
 HF_ASSISTED = {"hf-assisted": "model", "hf-assisted-int8": "model-int8"}  # -> the draft it runs
 WARM_UP_TOKENS = 16
+BASELINE = ("our autoregressive loop", None)
 
 
 def baseline(target, prompts, new_tokens, stop) -> tuple[list[list[int]], float]:
@@ -79,6 +85,7 @@ def hf_assisted(target, draft_module, prompts, new_tokens, stop) -> tuple[list[l
 
 def speculative(target, draft, prompts, new_tokens, stop, schedule: GammaSchedule) -> dict:
     outputs, seconds, proposed, accepted, rounds = [], 0.0, 0, 0, 0
+    start = len(schedule.history)  # the schedule carries earlier runs' rounds too
     for ids in prompts:
         out = speculative_generate(target.module, draft, ids, new_tokens, schedule,
                                    eos_token_ids=stop)
@@ -88,15 +95,18 @@ def speculative(target, draft, prompts, new_tokens, stop, schedule: GammaSchedul
         accepted += out.stats.accepted
         rounds += out.stats.rounds
     return {"outputs": outputs, "seconds": seconds, "gamma_rule": schedule.rule,
-            "mean_gamma": sum(schedule.history) / max(len(schedule.history), 1),
+            "mean_gamma": statistics.fmean(schedule.history[start:] or [0]),
             "acceptance_rate": accepted / max(proposed, 1),
             "tokens_per_target_forward": sum(map(len, outputs)) / max(rounds, 1)}
 
 
 def make_draft(kind: str, target, args, cache: dict):
     """A draft by name; a "-narrow" suffix narrows a model draft's head to --draft-vocab
-    tokens (`code_vocabulary`, built once)."""
+    tokens (`code_vocabulary`, built once); a "lookup+" prefix tries prompt lookup first."""
     vocab = target.module.get_output_embeddings().out_features
+    if kind.startswith("lookup+"):
+        model = make_draft(kind.removeprefix("lookup+"), target, args, cache)
+        return LookupThenModelDraft(PromptLookupDraft(vocab), model)
     vocab_ids = None
     if kind.endswith("-narrow"):
         kind = kind.removesuffix("-narrow")
@@ -106,6 +116,9 @@ def make_draft(kind: str, target, args, cache: dict):
     if kind in ("lookup", "early-exit"):
         spec = "lookup" if kind == "lookup" else f"layers:{args.early_exit_layers}"
         return draft_from_spec(spec, target.module, vocab_ids)
+    if kind not in ("model", "model-int8"):
+        raise SystemExit(f"unknown draft {kind!r}: use lookup, early-exit, model, model-int8, "
+                         "hf-assisted or hf-assisted-int8, with -narrow or lookup+ where wanted")
     if "model" not in cache:
         cache["model"] = load_model(args.draft_model)
     if kind == "model":
@@ -113,10 +126,7 @@ def make_draft(kind: str, target, args, cache: dict):
     if "int8" not in cache:
         cache["int8"] = quantize_model(load_model(args.draft_model),
                                        uniform_plan(cache["model"].module, INT8))
-    model = ModelDraft(cache["int8"].module, f"{args.draft_model} int8", vocab_ids=vocab_ids)
-    if kind == "model-int8":
-        return model
-    return LookupThenModelDraft(PromptLookupDraft(vocab), model)
+    return ModelDraft(cache["int8"].module, f"{args.draft_model} int8", vocab_ids=vocab_ids)
 
 
 def main() -> None:
@@ -125,7 +135,8 @@ def main() -> None:
     parser.add_argument("--draft-model", default="qwen2.5-coder-0.5b")
     parser.add_argument("--prompts", type=int, default=4)
     parser.add_argument("--new-tokens", type=int, default=96)
-    parser.add_argument("--gamma", type=int, default=4)
+    parser.add_argument("--gamma", type=int, default=20,
+                        help="starting gamma; HF assisted starts at 20")
     parser.add_argument("--early-exit-layers", type=int, default=8)
     parser.add_argument("--draft-vocab", type=int, default=32768,
                         help="head size of the -narrow drafts")
@@ -149,15 +160,21 @@ def main() -> None:
         timed_run(kind, rule, target, args, cache, prompts[:1], WARM_UP_TOKENS, stop)
     reference, base_times, rows = None, [], {run: [] for run in runs}
     for repeat in range(args.repeats):
-        outputs, seconds = baseline(target, prompts, args.new_tokens, stop)
-        reference = reference or outputs
-        base_times.append(seconds)
+        order = [BASELINE, *runs]
+        timed = {}
+        for run in order if repeat % 2 == 0 else order[::-1]:
+            if run is BASELINE:
+                outputs, timed[run] = baseline(target, prompts, args.new_tokens, stop)
+                reference = reference or outputs
+                continue
+            timed[run] = timed_run(*run, target, args, cache, prompts, args.new_tokens, stop)
+        base_times.append(timed[BASELINE])
         for run in runs:
-            row = timed_run(*run, target, args, cache, prompts, args.new_tokens, stop)
+            row = timed[run]
             row["identical_on_every_prompt"] = row["outputs"] == reference
             row["identical_prompts"] = sum(o == r for o, r in
                                            zip(row.pop("outputs"), reference, strict=True))
-            row["speedup_over_ours"] = seconds / row["seconds"]
+            row["speedup_over_ours"] = timed[BASELINE] / row["seconds"]
             rows[run].append(row)
             print(json.dumps({"repeat": repeat, "draft": label(run, args), **row}), flush=True)
     tokens = sum(map(len, reference))
@@ -165,6 +182,7 @@ def main() -> None:
     result = {"target": args.target, "threads": torch.get_num_threads(),
               "prompts": [p.task_id for p in problems], "new_tokens": args.new_tokens,
               "gamma_start": args.gamma, "repeats": args.repeats,
+              "order": "as given on even repeats, reversed on odd ones",
               "ours_autoregressive_seconds": base_times,
               "ours_autoregressive_tokens_per_s": tokens / base_median, "drafts": {}}
     for run, repeats in rows.items():
@@ -184,7 +202,8 @@ def timed_run(kind, rule, target, args, cache, prompts, new_tokens, stop) -> dic
         outputs, seconds = hf_assisted(target, draft.lm.module, prompts, new_tokens, stop)
         return {"outputs": outputs, "seconds": seconds}
     draft = make_draft(kind, target, args, cache)
-    return speculative(target, draft, prompts, new_tokens, stop, GammaSchedule(args.gamma, rule))
+    schedule = cache.setdefault(("schedule", kind, rule), GammaSchedule(args.gamma, rule))
+    return speculative(target, draft, prompts, new_tokens, stop, schedule)
 
 
 def label(run: tuple[str, str | None], args) -> str:
