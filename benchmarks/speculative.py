@@ -15,9 +15,9 @@ starting from `--gamma` (default 20, HF's `num_assistant_tokens`); one schedule 
 rule carries across the warm-up, the prompts and the repeats, as HF's assistant keeps its
 gamma from call to call.
 With `--repeats N` the whole set (our loop and every draft) runs N times, in the given order on
-even repeats and in reverse on odd ones, so a machine that drifts faster or slower over the run
-(it does: the same work took 8% less time a few minutes later, run by hand, not recorded)
-favours no run; times are the median over repeats and each repeat's own speed-up is kept.
+even repeats and in reverse on odd ones, so the machine's fast and slow spells favour no run
+(in 2026-11-30-speculative-alternating-order.json one draft's time moved by 15% between
+repeats); times are the median over repeats and each repeat's own speed-up is kept.
 Prints JSON. A CPU result: on a GPU the cost ratio of draft to target, and so the speed-up,
 differ.
 
@@ -119,13 +119,13 @@ def make_draft(kind: str, target, args, cache: dict):
     if kind not in ("model", "model-int8"):
         raise SystemExit(f"unknown draft {kind!r}: use lookup, early-exit, model, model-int8, "
                          "hf-assisted or hf-assisted-int8, with -narrow or lookup+ where wanted")
-    if "model" not in cache:
-        cache["model"] = load_model(args.draft_model)
     if kind == "model":
+        if "model" not in cache:
+            cache["model"] = load_model(args.draft_model)
         return ModelDraft(cache["model"].module, args.draft_model, vocab_ids=vocab_ids)
-    if "int8" not in cache:
-        cache["int8"] = quantize_model(load_model(args.draft_model),
-                                       uniform_plan(cache["model"].module, INT8))
+    if "int8" not in cache:  # its own copy: with --draft-model = --target, self-speculation
+        fresh = load_model(args.draft_model)
+        cache["int8"] = quantize_model(fresh, uniform_plan(fresh.module, INT8))
     return ModelDraft(cache["int8"].module, f"{args.draft_model} int8", vocab_ids=vocab_ids)
 
 
