@@ -179,7 +179,8 @@ def main() -> None:
             print(json.dumps({"repeat": repeat, "draft": label(run, args), **row}), flush=True)
     tokens = sum(map(len, reference))
     base_median = statistics.median(base_times)
-    result = {"target": args.target, "threads": torch.get_num_threads(),
+    result = {"target": args.target, "draft_model": args.draft_model,
+              "threads": torch.get_num_threads(),
               "prompts": [p.task_id for p in problems], "new_tokens": args.new_tokens,
               "gamma_start": args.gamma, "repeats": args.repeats,
               "order": "as given on even repeats, reversed on odd ones",

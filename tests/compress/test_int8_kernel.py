@@ -68,3 +68,24 @@ def test_other_specs_never_take_the_kernel():
     for spec in (QuantSpec(8, None, False), QuantSpec(8, 64, True), QuantSpec(4, None, True)):
         layer = QuantLinear.from_quantized(quantize_rtn(torch.randn(8, 16), spec))
         assert not layer.uses_int8_kernel
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_long_inputs_dequantize_by_blocks_and_match_the_whole_weight(monkeypatch, bias):
+    """Prefill-length inputs take the block path (here 16 rows of the weight per block, so
+    the 50 output rows span four blocks, the last one short) and agree with the product
+    against the whole dequantized weight."""
+    from mfmaccel.compress.quant import linear
+
+    monkeypatch.setattr(linear, "PREFILL_BLOCK_BYTES", 16 * 4 * 24)
+    layer = _layer(50, 24, bias)
+    x = torch.randn(2, 40, 24)
+    blocked = layer(x)
+    KERNELS.enabled = False
+    try:
+        reference = layer(x)
+    finally:
+        KERNELS.enabled = True
+    assert blocked.shape == (2, 40, 50)
+    assert torch.allclose(blocked, reference, rtol=1e-5, atol=1e-5)
+    assert layer._weight is None

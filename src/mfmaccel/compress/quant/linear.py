@@ -5,7 +5,9 @@ It computes with the dequantized weight, built once on first use, except for sym
 per-channel int8 (`int8-c-sym`): there inputs of up to `FEW_ROWS` tokens (decode, batched
 decode, speculative verification) go through the C++ int8 kernel, which reads a quarter of the
 bytes of an fp32 weight and computes each row the same way whatever the row count, and longer
-inputs dequantize on the fly, so the layer never holds an fp32 copy. With int8 activations
+inputs (prefill) dequantize on the fly a block of about `PREFILL_BLOCK_BYTES` of weight rows at
+a time, multiplied while it sits in cache, so the layer never holds an fp32 copy and a prefill
+never writes and rereads a whole fp32 weight. With int8 activations
 switched on (`set_activations`, see `quant.activation`) such a layer computes W8A8: int8
 inputs, int32 accumulation, one rescale."""
 
@@ -25,6 +27,8 @@ from mfmaccel.compress.quant.kernels import KERNELS, int8_kernel
 from mfmaccel.compress.quant.pack import pack_bits, unpack_bits
 from mfmaccel.errors import UserInputError
 from mfmaccel.models.fewrows import FEW_ROWS, few_rows_linear, row_count
+
+PREFILL_BLOCK_BYTES = 2 << 20  # fp32 weight rows dequantized at a time for long inputs
 
 
 class QuantLinear(nn.Module):
@@ -134,7 +138,25 @@ class QuantLinear(nn.Module):
             bias = None if self.bias is None else self.bias.float()
             out = int8_kernel().int8_linear(x.reshape(rows, -1), weight, scale, bias)
             return out.view(*x.shape[:-1], self.out_features)
+        if self.spec_has_kernel and KERNELS.enabled and x.dtype == torch.float32 \
+                and rows > FEW_ROWS:
+            return self._int8_by_blocks(x)
         return few_rows_linear(x, self.dequantized_weight().to(x.dtype), self.bias)
+
+    def _int8_by_blocks(self, x: torch.Tensor) -> torch.Tensor:
+        """A long input against the int8 rows, dequantizing a block of rows at a time: the
+        whole weight in fp32 is four times the int8 bytes and falls out of cache before the
+        product reads it back (`benchmarks/int8_decode.py` times a prefill both ways)."""
+        weight, scale = self._int8()
+        flat = x.reshape(-1, self.in_features)
+        out = flat.new_empty(flat.shape[0], self.out_features)
+        step = max(16, PREFILL_BLOCK_BYTES // (4 * self.in_features))
+        for start in range(0, self.out_features, step):
+            block = slice(start, start + step)
+            out[:, block] = flat @ (weight[block].float() * scale[block, None]).T
+        if self.bias is not None:
+            out += self.bias.float()
+        return out.view(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
         acts = f", a8-{self.activations}" if self.activations else ""
