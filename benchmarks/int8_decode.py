@@ -8,7 +8,7 @@ tokens/s (median of repeats, our decode loop), the speed-up over fp32, whether t
 equal the dequantized reference's, and the fraction of the bandwidth roofline reached (bytes the
 weights occupy / measured streaming-read bandwidth). Also a prefill of `--prefill-tokens`
 tokens (one forward, median of repeats) for fp32, int8 (weight rows dequantized block by block,
-`QuantLinear.PREFILL_BLOCK_BYTES`) and the int8 reference (the whole weight dequantized per
+`quant.linear.PREFILL_BLOCK_BYTES`) and the int8 reference (the whole weight dequantized per
 call, as every int8 prefill did before session 11). Prints JSON.
 
 Usage: python benchmarks/int8_decode.py [--model smollm2-135m] [--new-tokens 64] [--repeats 5]
