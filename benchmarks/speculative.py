@@ -7,7 +7,10 @@ whether every prompt's output equals the target's own greedy output. A "-narrow"
 (`model-narrow`, `model-int8-narrow`, `early-exit-narrow`) gives a model draft a head over
 `--draft-vocab` tokens only (FR-Spec; `decode.drafts.code_vocabulary`) plus the context's; a
 "lookup+" prefix (`lookup+model-int8`, `lookup+model-narrow`) tries prompt lookup first and runs
-the model draft only where the context has no match.
+the model draft only where the context has no match. With `--draft-model` the same as
+`--target`, `model-int8` is self-speculation: the target's own int8 copy, which starts from the
+target's keys and values over the prompt (`ModelDraft(shares_target_cache=True)`); HF's
+assistant runs the prompt itself.
 HF `generate` with `assistant_model` is timed the same way with the same draft models
 (`hf-assisted`: the fp32 draft; `hf-assisted-int8`: the int8 one). Each of our drafts runs
 under every rule in `--gamma-rules` (`decode.gamma`: cost-aware, HF's heuristic, fixed),
@@ -126,7 +129,8 @@ def make_draft(kind: str, target, args, cache: dict):
     if "int8" not in cache:  # its own copy: with --draft-model = --target, self-speculation
         fresh = load_model(args.draft_model)
         cache["int8"] = quantize_model(fresh, uniform_plan(fresh.module, INT8))
-    return ModelDraft(cache["int8"].module, f"{args.draft_model} int8", vocab_ids=vocab_ids)
+    return ModelDraft(cache["int8"].module, f"{args.draft_model} int8", vocab_ids=vocab_ids,
+                      shares_target_cache=args.draft_model == args.target)
 
 
 def main() -> None:

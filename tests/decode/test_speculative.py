@@ -11,6 +11,7 @@ from scipy.stats import chisquare
 
 from mfmaccel.compress.quant.grid import QuantSpec
 from mfmaccel.compress.quantize import quantize_model, uniform_plan
+from mfmaccel.decode.cached import CachedLM, common_prefix
 from mfmaccel.decode.drafts import (
     EarlyExitDraft,
     ModelDraft,
@@ -52,28 +53,73 @@ def _even_ids(model) -> torch.Tensor:
     return torch.arange(0, model.module.config.vocab_size, 2)
 
 
-def _drafts(target, other_draft):
+@pytest.fixture(scope="module")
+def int8_target():
+    """The target's own int8 copy: a self-speculative draft that can share its cache."""
+    return quantize_model(load_model("tiny-llama"),
+                          uniform_plan(load_model("tiny-llama").module, QuantSpec(8, None, True)))
+
+
+def _drafts(target, other_draft, int8_target=None):
     vocab = target.module.config.vocab_size
-    return {"model": ModelDraft(other_draft.module), "early-exit": EarlyExitDraft(target.module, 1),
-            "lookup": PromptLookupDraft(vocab), "self": ModelDraft(target.module),
-            # half the vocabulary: the other half comes only from the context or the target
-            "narrowed": ModelDraft(target.module, vocab_ids=_even_ids(target))}
+    drafts = {"model": ModelDraft(other_draft.module),
+              "early-exit": EarlyExitDraft(target.module, 1),
+              "lookup": PromptLookupDraft(vocab), "self": ModelDraft(target.module),
+              # half the vocabulary: the other half comes only from the context or the target
+              "narrowed": ModelDraft(target.module, vocab_ids=_even_ids(target))}
+    if int8_target is not None:
+        drafts["self-int8-shared"] = ModelDraft(int8_target.module, shares_target_cache=True)
+    return drafts
 
 
-@pytest.mark.parametrize("kind", ["model", "early-exit", "lookup", "self", "narrowed"])
+@pytest.mark.parametrize("kind", ["model", "early-exit", "lookup", "self", "narrowed",
+                                  "self-int8-shared"])
 @pytest.mark.parametrize("gamma,rule", [(1, "fixed"), (4, "heuristic"), (4, "cost"),
                                         (7, "fixed")])
 def test_greedy_speculation_reproduces_the_targets_greedy_tokens(
-        target, other_draft, kind, gamma, rule) -> None:
-    draft = _drafts(target, other_draft)[kind]
+        target, other_draft, int8_target, kind, gamma, rule) -> None:
+    draft = _drafts(target, other_draft, int8_target)[kind]
     for text in PROMPTS:
         prompt = _ids(target, text)
         out = speculative_generate(target.module, draft, prompt, 24, GammaSchedule(gamma, rule))
         assert out.tokens == _greedy(target, prompt, 24)
         stats = out.stats
         assert stats.target_forwards == stats.rounds and stats.accepted <= stats.proposed
-        if kind == "self":
+        if kind in ("self", "self-int8-shared"):
             assert stats.rounds < 24
+
+
+@pytest.mark.parametrize("kind", ["early-exit", "self-int8-shared"])
+def test_a_draft_sharing_the_targets_cache_never_runs_the_prompt(
+        target, other_draft, int8_target, kind) -> None:
+    """The target prefills alone; the draft starts from its keys and values, so every forward
+    the draft runs is over the tokens committed since (none as long as the prompt)."""
+    draft = _drafts(target, other_draft, int8_target)[kind]
+    lengths, extend = [], draft.lm.extend
+
+    def counting(sequence, last=None):  # tokens the draft's forward runs: those not cached
+        lengths.append(len(sequence) - min(common_prefix(draft.lm.tokens, sequence),
+                                           len(sequence) - 1))
+        return extend(sequence, last)
+
+    draft.lm.extend = counting
+    prompt = _ids(target, PROMPTS[0])
+    out = speculative_generate(target.module, draft, prompt, 16, GammaSchedule(4, "fixed"))
+    assert out.tokens == _greedy(target, prompt, 16)
+    assert lengths and max(lengths) < len(prompt) // 2
+    assert out.stats.proposed > 0
+
+
+def test_an_early_exit_draft_on_the_targets_cache_scores_as_on_its_own(target) -> None:
+    """Its blocks' keys and values are the target's: adopting them changes nothing."""
+
+    prompt = _ids(target, PROMPTS[1])
+    verifier, own, shared = (CachedLM(target.module), EarlyExitDraft(target.module, 1),
+                             EarlyExitDraft(target.module, 1))
+    verifier.extend(prompt)
+    shared.adopt(verifier)
+    follow = prompt + [7, 11]
+    assert torch.allclose(shared.lm.extend(follow), own.lm.extend(follow)[-2:], atol=1e-5)
 
 
 def test_a_perfect_draft_is_always_accepted(target) -> None:

@@ -7,6 +7,8 @@ call site, `CachedLM.extend(sequence)` keeps the longest cached prefix that agre
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from transformers import DynamicCache
 
@@ -34,6 +36,15 @@ class CachedLM:
     def reset(self) -> None:
         self.cache = DynamicCache()
         self.tokens = []
+
+    def adopt(self, other: CachedLM, layers: int | None = None) -> None:
+        """Continue from a copy of `other`'s cache (its first `layers` layers) and tokens: a
+        draft built from the target itself (its first layers, a quantized copy) then attends to
+        the target's keys and values over the prompt instead of computing its own."""
+        cache = copy.deepcopy(other.cache)
+        if layers is not None:
+            cache.layers = cache.layers[:layers]
+        self.cache, self.tokens = cache, list(other.tokens)
 
     @torch.inference_mode()
     def extend(self, sequence: list[int], last: int | None = None) -> torch.Tensor:

@@ -48,11 +48,21 @@ MIN_CONFIDENCE = 0.4
 class ModelDraft:
     """A separate causal LM (same tokenizer as the target) proposing autoregressively, up to
     gamma tokens or until it is unsure (`min_confidence`). Where it stops depends on the draft
-    alone, so the rejection step stays exact."""
+    alone, so the rejection step stays exact.
+
+    `shares_target_cache`: the draft is the target's own (compressed) copy, with the same
+    layers and attention shapes, so it can start from the target's keys and values over the
+    prompt (`CachedLM.adopt`) rather than run the prompt itself: the target prefills alone in
+    the first round. The proposals change a little, the output does not (the target verifies)."""
+
+    shares_target_cache: bool = False
+    cache_layers: int | None = None  # how many of the target's cached layers the draft uses
 
     def __init__(self, module: nn.Module, name: str = "draft model",
                  min_confidence: float = MIN_CONFIDENCE,
-                 vocab_ids: torch.Tensor | None = None) -> None:
+                 vocab_ids: torch.Tensor | None = None,
+                 shares_target_cache: bool = False) -> None:
+        self.shares_target_cache = shares_target_cache
         self.vocab_size = module.get_output_embeddings().out_features
         self.head = None if vocab_ids is None else NarrowedHead(module, vocab_ids)
         if self.head is not None:
@@ -80,6 +90,10 @@ class ModelDraft:
                     self.min_confidence:
                 break
         return proposal
+
+    def adopt(self, verifier: CachedLM) -> None:
+        """Start from the target's cache (only where `shares_target_cache`)."""
+        self.lm.adopt(verifier, self.cache_layers)
 
     def _full_vocabulary(self, probs: torch.Tensor) -> torch.Tensor:
         """A narrowed head's distribution spread back over the whole vocabulary (0 elsewhere)."""
@@ -197,12 +211,15 @@ def _body_name(module: nn.Module, body: nn.Module) -> str:
 
 
 class EarlyExitDraft(ModelDraft):
-    """Self-speculative draft: the target's first `layers` blocks and its head."""
+    """Self-speculative draft: the target's first `layers` blocks and its head. Those blocks'
+    keys and values over the prompt are the target's own, so it takes them from the target's
+    cache instead of running the prompt again."""
 
     def __init__(self, target: nn.Module, layers: int,
                  vocab_ids: torch.Tensor | None = None) -> None:
         super().__init__(early_exit_model(target, layers), f"first {layers} layers",
-                         vocab_ids=vocab_ids)
+                         vocab_ids=vocab_ids, shares_target_cache=True)
+        self.cache_layers = layers
 
 
 class PromptLookupDraft:
@@ -215,6 +232,8 @@ class PromptLookupDraft:
                                  f"{max_ngram}")
         self.vocab_size, self.max_ngram, self.min_ngram = vocab_size, max_ngram, min_ngram
         self.name = f"prompt lookup ({min_ngram}-{max_ngram}-grams)"
+
+    shares_target_cache = False
 
     def propose(self, context: list[int], gamma: int, sampling: Sampling,
                 generator: torch.Generator | None = None) -> Proposal:
@@ -249,6 +268,13 @@ class LookupThenModelDraft:
         return proposal if proposal.tokens else self.model.propose(context, gamma, sampling,
                                                                    generator)
 
+    @property
+    def shares_target_cache(self) -> bool:
+        return self.model.shares_target_cache
+
+    def adopt(self, verifier: CachedLM) -> None:
+        self.model.adopt(verifier)
+
     def reset(self) -> None:
         self.model.reset()
 
@@ -258,6 +284,7 @@ class NoDraft:
     target forward per token), with the same sampling and stopping rules."""
 
     name = "none"
+    shares_target_cache = False
 
     def propose(self, context: list[int], gamma: int, sampling: Sampling,
                 generator: torch.Generator | None = None) -> Proposal:

@@ -101,11 +101,14 @@ def speculative_generate(
     start = time.perf_counter()
     while len(new) < max_new_tokens and not (new and new[-1] in eos):
         room = max_new_tokens - len(new) - 1
+        adopting = draft.shares_target_cache and not verifier.tokens  # the target prefills alone
         drafting = time.perf_counter()
         proposal = draft.propose(sequence, min(schedule.gamma, room), sampling, generator) \
-            if room else Proposal([], [])
+            if room and not adopting else Proposal([], [])
         verifying = time.perf_counter()
         committed = _verify(verifier, sequence, proposal, sampling, generator, stats)
+        if adopting:
+            draft.adopt(verifier)
         schedule.observe(len(proposal.tokens), len(committed) - 1, verifying - drafting,
                          time.perf_counter() - verifying)
         for token in committed:
