@@ -10,6 +10,9 @@ the distribution each was drawn from (the rejection step needs q(x) to stay exac
   (code and extraction tasks repeat their prompt a lot); its distributions are one-hot;
 - `LookupThenModelDraft`: prompt lookup where it finds a match, a draft model elsewhere.
 
+A draft built from the target (early exit, or a compressed copy with `shares_target_cache`)
+starts from the target's cache over the prompt instead of running the prompt itself.
+
 A model draft can score only part of the vocabulary (`vocab_ids`, e.g. `code_vocabulary`):
 FR-Spec (Zhao et al. 2025) narrows the draft's head to the most frequent tokens, since with a
 150k-token vocabulary the head is a quarter of a 0.5B draft's weights and so of its time per
@@ -55,7 +58,6 @@ class ModelDraft:
     prompt (`CachedLM.adopt`) rather than run the prompt itself: the target prefills alone in
     the first round. The proposals change a little, the output does not (the target verifies)."""
 
-    shares_target_cache: bool = False
     cache_layers: int | None = None  # how many of the target's cached layers the draft uses
 
     def __init__(self, module: nn.Module, name: str = "draft model",
@@ -226,14 +228,14 @@ class PromptLookupDraft:
     """Proposes the tokens that followed the most recent earlier occurrence of the context's
     last n-gram (longest n first, from `max_ngram` down to `min_ngram`)."""
 
+    shares_target_cache = False
+
     def __init__(self, vocab_size: int, max_ngram: int = 3, min_ngram: int = 1) -> None:
         if not 1 <= min_ngram <= max_ngram:
             raise UserInputError(f"need 1 <= min_ngram <= max_ngram, got {min_ngram}, "
                                  f"{max_ngram}")
         self.vocab_size, self.max_ngram, self.min_ngram = vocab_size, max_ngram, min_ngram
         self.name = f"prompt lookup ({min_ngram}-{max_ngram}-grams)"
-
-    shares_target_cache = False
 
     def propose(self, context: list[int], gamma: int, sampling: Sampling,
                 generator: torch.Generator | None = None) -> Proposal:
