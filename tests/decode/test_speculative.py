@@ -112,7 +112,6 @@ def test_a_draft_sharing_the_targets_cache_never_runs_the_prompt(
 
 def test_an_early_exit_draft_on_the_targets_cache_scores_as_on_its_own(target) -> None:
     """Its blocks' keys and values are the target's: adopting them changes nothing."""
-
     prompt = _ids(target, PROMPTS[1])
     verifier, own, shared = (CachedLM(target.module), EarlyExitDraft(target.module, 1),
                              EarlyExitDraft(target.module, 1))

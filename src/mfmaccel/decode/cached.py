@@ -37,14 +37,15 @@ class CachedLM:
         self.cache = DynamicCache()
         self.tokens = []
 
-    def adopt(self, other: CachedLM, layers: int | None = None) -> None:
-        """Continue from a copy of `other`'s cache (its first `layers` layers) and tokens: a
-        draft built from the target itself (its first layers, a quantized copy) then attends to
-        the target's keys and values over the prompt instead of computing its own."""
-        cache = copy.deepcopy(other.cache)
-        if layers is not None:
-            cache.layers = cache.layers[:layers]
-        self.cache, self.tokens = cache, list(other.tokens)
+    def adopt(self, other: CachedLM) -> None:
+        """Continue from a copy of `other`'s cache and tokens, as many layers of it as this
+        model has: a draft built from the target itself (its first layers, a quantized copy)
+        then attends to the target's keys and values over the prompt instead of computing its
+        own."""
+        layers = self.module.config.get_text_config().num_hidden_layers
+        self.cache = DynamicCache()
+        self.cache.layers = copy.deepcopy(other.cache.layers[:layers])
+        self.tokens = list(other.tokens)
 
     @torch.inference_mode()
     def extend(self, sequence: list[int], last: int | None = None) -> torch.Tensor:

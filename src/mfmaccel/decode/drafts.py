@@ -53,12 +53,11 @@ class ModelDraft:
     gamma tokens or until it is unsure (`min_confidence`). Where it stops depends on the draft
     alone, so the rejection step stays exact.
 
-    `shares_target_cache`: the draft is the target's own (compressed) copy, with the same
-    layers and attention shapes, so it can start from the target's keys and values over the
-    prompt (`CachedLM.adopt`) rather than run the prompt itself: the target prefills alone in
-    the first round. The proposals change a little, the output does not (the target verifies)."""
-
-    cache_layers: int | None = None  # how many of the target's cached layers the draft uses
+    `shares_target_cache`: the draft is built from the target (a compressed copy, or its first
+    layers), with the same attention shapes, so it can start from the target's keys and values
+    over the prompt (`CachedLM.adopt`) rather than run the prompt itself: the target prefills
+    alone in the first round. A compressed copy's proposals change a little, the output does not
+    (the target verifies)."""
 
     def __init__(self, module: nn.Module, name: str = "draft model",
                  min_confidence: float = MIN_CONFIDENCE,
@@ -95,7 +94,7 @@ class ModelDraft:
 
     def adopt(self, verifier: CachedLM) -> None:
         """Start from the target's cache (only where `shares_target_cache`)."""
-        self.lm.adopt(verifier, self.cache_layers)
+        self.lm.adopt(verifier)
 
     def _full_vocabulary(self, probs: torch.Tensor) -> torch.Tensor:
         """A narrowed head's distribution spread back over the whole vocabulary (0 elsewhere)."""
@@ -221,7 +220,6 @@ class EarlyExitDraft(ModelDraft):
                  vocab_ids: torch.Tensor | None = None) -> None:
         super().__init__(early_exit_model(target, layers), f"first {layers} layers",
                          vocab_ids=vocab_ids, shares_target_cache=True)
-        self.cache_layers = layers
 
 
 class PromptLookupDraft:

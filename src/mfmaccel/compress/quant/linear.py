@@ -71,8 +71,7 @@ class QuantLinear(nn.Module):
         if self._weight is not None:
             return self._weight
         if self.spec_has_kernel:  # never cached: from the int8 rows the kernel already holds
-            weight, scale = self._int8()
-            return weight.float() * scale[:, None]
+            return self._int8_rows_dequantized(slice(None))
         self._weight = dequantize(self.quantized())
         return self._weight
 
@@ -83,6 +82,11 @@ class QuantLinear(nn.Module):
     @property
     def uses_int8_kernel(self) -> bool:
         return self.spec_has_kernel and KERNELS.enabled and int8_kernel() is not None
+
+    def _int8_rows_dequantized(self, rows: slice) -> torch.Tensor:
+        """fp32 weight rows from the unpacked int8 ones (bit for bit the grid's dequantize)."""
+        weight, scale = self._int8()
+        return weight[rows].float() * scale[rows, None]
 
     def _int8(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(int8 weight (out, in), fp32 row scales), unpacked once."""
@@ -147,13 +151,12 @@ class QuantLinear(nn.Module):
         """A long input against the int8 rows, dequantizing a block of rows at a time: the
         whole weight in fp32 is four times the int8 bytes and falls out of cache before the
         product reads it back (`benchmarks/int8_decode.py` times a prefill both ways)."""
-        weight, scale = self._int8()
         flat = x.reshape(-1, self.in_features)
         out = flat.new_empty(flat.shape[0], self.out_features)
         step = max(16, PREFILL_BLOCK_BYTES // (4 * self.in_features))
         for start in range(0, self.out_features, step):
             block = slice(start, start + step)
-            out[:, block] = flat @ (weight[block].float() * scale[block, None]).T
+            out[:, block] = flat @ self._int8_rows_dequantized(block).T
         if self.bias is not None:
             out += self.bias.float()
         return out.view(*x.shape[:-1], self.out_features)
