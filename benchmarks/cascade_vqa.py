@@ -1,13 +1,14 @@
-"""The VQA cascade small -> large on the medical VQA test split: each question is answered by
+"""The VQA cascade small -> large on the medical VQA benchmark: each question is answered by
 ranking its candidates; the small model's answer stands when its margin (top answer's
-probability minus the runner-up's) reaches theta, calibrated on even-numbered questions to keep
-the large model's accuracy, reported on the odd ones, with FLOPs and wall-time cost. Prints
-JSON. Usage: python benchmarks/cascade_vqa.py --small SPEC --large medvlm [--limit 505]
+probability minus the runner-up's) reaches theta, calibrated on the val split to keep the large
+model's accuracy and reported on the whole test split, with FLOPs and wall-time cost. Prints
+JSON. Usage: python benchmarks/cascade_vqa.py --small SPEC --large medvlm [--limit N]
 
 SPEC is any model spec, e.g. a pruned medvlm with its downstream phase retrained (what
 benchmarks/configs/medvlm-small-vqa.yaml's header says how to build; then --small small/).
 A quantized medvlm does the same FLOPs as the full one, so only a model that computes less can
-make the cascade cheaper by this count.
+make the cascade cheaper by this count. Records before 2026-12 calibrated on the even-numbered
+test questions and reported on the odd ones (`calibrated_on` says which).
 """
 
 from __future__ import annotations
@@ -24,11 +25,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--small", required=True)
     parser.add_argument("--large", default="medvlm")
-    parser.add_argument("--limit", type=int, default=None)
+    parser.add_argument("--limit", type=int, default=None, help="questions per split")
     args = parser.parse_args()
-    samples = load_medvqa("test", 0)[: args.limit]
-    chain = [vqa_answers(load_model(spec), samples) for spec in (args.small, args.large)]
-    print(json.dumps(calibrated_cascade(chain).to_dict(), indent=1))
+    val, test = (load_medvqa(split, 0)[: args.limit] for split in ("val", "test"))
+    models = [load_model(spec) for spec in (args.small, args.large)]
+    calibration = [vqa_answers(model, val) for model in models]
+    reported = [vqa_answers(model, test) for model in models]
+    print(json.dumps(calibrated_cascade(reported, calibration).to_dict(), indent=1))
 
 
 if __name__ == "__main__":

@@ -361,11 +361,19 @@ def generate(
 @user_errors
 def cascade(
     models: Annotated[list[str], typer.Option("--model", help="Smallest first; repeat")],
-    evals: Annotated[
-        list[Path] | None, typer.Option("--eval", help="Their `mfmaccel eval --task humaneval` "
-                                                      "records, same order (else generated)")
+    task: Annotated[str, typer.Option(
+        help="humaneval (self-test: the prompt's examples; theta calibrated on half the "
+             "problems) or medvqa (confidence: answer margin; calibrated on the val split)")
+    ] = "humaneval",
+    data: Annotated[
+        Path | None, typer.Option(help="Your own HumanEval JSONL or VQA folder (with a val split)")
     ] = None,
-    limit: Annotated[int | None, typer.Option(help="Generate for a fixed subset")] = None,
+    evals: Annotated[
+        list[Path] | None, typer.Option("--eval", help="humaneval: the models' `mfmaccel eval "
+                                                      "--task humaneval` records, same order "
+                                                      "(else generated)")
+    ] = None,
+    limit: Annotated[int | None, typer.Option(help="Use a fixed subset of this size")] = None,
     samples: Annotated[int, typer.Option(help="Candidates per problem when generating")] = 1,
     temperature: Annotated[
         float, typer.Option(help="Sampling temperature of the candidates (0: greedy)")] = 0.0,
@@ -374,8 +382,31 @@ def cascade(
                                "added to the prompt's examples")] = 0,
     out: Annotated[Path, typer.Option(help="JSON output")] = Path("results/cascade.json"),
 ) -> None:
-    """A small-to-large code cascade on HumanEval: theta calibrated on half, reported on half."""
+    """A small-to-large cascade: each query stays with the first model whose self-test passes
+    theta; theta calibrated on queries the report does not use."""
     quiet_libraries()
+    if len(models) < 2:
+        raise UserInputError("a cascade needs at least two --model options, smallest first")
+    if task not in ("humaneval", "medvqa"):
+        raise UserInputError(f"unknown cascade task {task!r}; use humaneval or medvqa")
+    if task == "medvqa":
+        if evals or samples != 1 or temperature or test_lines:
+            raise UserInputError("--eval, --samples, --temperature and --test-lines are for "
+                                 "--task humaneval")
+        report = _vqa_cascade(models, data, limit)
+    else:
+        report = _code_cascade(models, data, evals, limit, samples, temperature, test_lines)
+    report.save(out)
+    point = report.held_out
+    print_record(f"cascade (held out; theta from {report.calibrated_on})", {
+        "theta": point.theta, "pass@1": point.pass_rate, "alone": str(report.alone),
+        "cost vs largest": point.cost_fraction, "answered by": str(point.answered_by)})
+    say(f"wrote {out}")
+
+
+def _code_cascade(models: list[str], data: Path | None, evals: list[Path] | None,
+                  limit: int | None, samples: int, temperature: float, test_lines: int):
+    """HumanEval: each model's answers from its eval record, or generated here."""
     import json
 
     from mfmaccel.decode.cascade import answers_from_record, calibrated_cascade
@@ -385,11 +416,9 @@ def cascade(
     options = TaskOptions(samples=samples, temperature=temperature)
     if test_lines < 0:
         raise UserInputError(f"--test-lines must be 0 or more, got {test_lines}")
-    if len(models) < 2:
-        raise UserInputError("a cascade needs at least two --model options, smallest first")
     if evals and len(evals) != len(models):
         raise UserInputError("give one --eval record per --model, in the same order")
-    data = load_task_data("humaneval", None, limit, seed=0)
+    problems = load_task_data("humaneval", data, limit, seed=0)
     chain = []
     with Bars() as bars:
         for index, name in enumerate(models):
@@ -399,17 +428,33 @@ def cascade(
                     raise UserInputError(f"{evals[index]} does not exist; check --eval")
                 record = json.loads(evals[index].read_text())
             else:
-                record = measure_task(loaded, data, options,
+                record = measure_task(loaded, problems, options,
                                       progress=bars.task(f"humaneval on {name}"))
                 record = record.to_dict()
-            chain.append(answers_from_record(loaded, data.items, record, test_lines))
-    report = calibrated_cascade(chain)
-    report.save(out)
-    point = report.held_out
-    print_record("cascade (held-out half)", {
-        "theta": point.theta, "pass@1": point.pass_rate, "alone": str(report.alone),
-        "cost vs largest": point.cost_fraction, "answered by": str(point.answered_by)})
-    say(f"wrote {out}")
+            chain.append(answers_from_record(loaded, problems.items, record, test_lines))
+    return calibrated_cascade(chain)
+
+
+def _vqa_cascade(models: list[str], data: Path | None, limit: int | None):
+    """Closed-question VQA: every model answers the val split (to calibrate theta) and the
+    test split (to report on)."""
+    from mfmaccel.decode.cascade import calibrated_cascade, vqa_answers
+    from mfmaccel.evaluate.run import load_task_data
+    from mfmaccel.models import load_model
+
+    try:
+        val = load_task_data("medvqa", data, limit, seed=0, split="val").items
+    except UserInputError as error:
+        raise UserInputError(f"{error}; the VQA cascade calibrates theta on the val split, so "
+                             "give --data a folder with val questions") from None
+    test = load_task_data("medvqa", data, limit, seed=0).items
+    calibration, reported = [], []
+    with Bars() as bars:
+        for name in models:
+            loaded = load_model(name)
+            calibration.append(vqa_answers(loaded, val, bars.task(f"val on {name}")))
+            reported.append(vqa_answers(loaded, test, bars.task(f"test on {name}")))
+    return calibrated_cascade(reported, calibration)
 
 
 hw_app = typer.Typer(help="Integer-only execution and the accelerator (layer 4).",

@@ -13,6 +13,7 @@ from mfmaccel.decode.cascade import (
     Answer,
     ModelAnswers,
     calibrate_theta,
+    calibrated_cascade,
     cascade_point,
     code_answers,
     cost_curve,
@@ -113,6 +114,21 @@ def test_the_oracle_bound_keeps_quality_at_the_least_cost() -> None:
     for theta in THETAS:  # no threshold does better at that quality
         point = cascade_point([SMALL, LARGE], theta, tasks)
         assert point.pass_rate < 1.0 or point.cost_fraction >= oracle.cost_fraction
+
+
+def test_a_separate_calibration_split_sets_theta_for_every_reported_query() -> None:
+    # on these calibration queries only a theta above 0.5 keeps the large model's quality
+    calibration = [_answers("small", 1, {"V/0": (True, 2, 2), "V/1": (False, 1, 2),
+                                         "V/2": (True, 1, 1), "V/3": (False, 1, 2)}),
+                   _answers("large", 3, {f"V/{i}": (True, 1, 1) for i in range(4)})]
+    report = calibrated_cascade([SMALL, LARGE], calibration)
+    assert report.theta == 0.75 and report.calibration_problems == 4
+    assert report.problems == 4 and report.held_out.problems == 4  # every test query reported
+    assert report.held_out == cascade_point([SMALL, LARGE], 0.75, ["T/0", "T/1", "T/2", "T/3"])
+    assert report.calibrated_on != calibrated_cascade([SMALL, LARGE]).calibrated_on
+    assert calibrated_cascade([SMALL, LARGE]).held_out.problems == 2  # the odd half
+    with pytest.raises(UserInputError, match="same models"):
+        calibrated_cascade([SMALL, LARGE], calibration[::-1])
 
 
 def test_split_is_fixed_and_disjoint() -> None:

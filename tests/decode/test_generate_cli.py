@@ -73,6 +73,20 @@ def test_cascade_from_eval_records_and_bad_input(tmp_path) -> None:
     assert bad.exit_code == 2 and "at least two" in bad.output
 
 
+def test_vqa_cascade_calibrates_on_val_and_reports_on_test(tmp_path) -> None:
+    out = tmp_path / "vqa.json"
+    result = run("cascade", "--task", "medvqa", "--model", "tiny-llava", "--model",
+                 "tiny-llava", "--limit", "4", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert report["problems"] == 4 and report["calibration_problems"] == 4
+    assert report["held_out"]["time_fraction"] > 0 and "val" in report["calibrated_on"]
+    bad = run("cascade", "--task", "medvqa", "--model", "a", "--model", "b", "--samples", "2")
+    assert bad.exit_code == 2 and "--task humaneval" in bad.output
+    bad = run("cascade", "--task", "mmlu", "--model", "a", "--model", "b")
+    assert bad.exit_code == 2 and "unknown cascade task" in bad.output
+
+
 def test_decode_stage_reports_speedup_and_identity(tmp_path) -> None:
     recipe = parse_recipe({
         "name": "d", "model": "tiny-llama",

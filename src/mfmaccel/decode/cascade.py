@@ -31,6 +31,8 @@ from mfmaccel.records import Record
 
 NEVER = 1.01  # a theta no self-test reaches: always escalate
 THETAS = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0, NEVER)
+HALVES = "even-numbered queries (reported on the odd ones)"
+SEPARATE_SPLIT = "a separate validation split"
 
 
 @dataclass
@@ -223,36 +225,46 @@ def answers_from_record(model: LoadedModel, problems: Sequence[CodeProblem],
 
 @dataclass
 class CascadeReport(Record):
-    """A cascade calibrated on one half of the problems and reported on the other."""
+    """A cascade calibrated on some queries and reported on others it never saw."""
 
     models: list[str]
-    problems: int
+    problems: int  # queries every model of the reported chain answered
     calibration_problems: int
     theta: float
     held_out: CascadePoint
-    alone: dict[str, float]  # pass@1 of each model alone on the held-out half
+    alone: dict[str, float]  # pass@1 of each model alone on the held-out queries
     cost_reduction: float  # 1 - cost of the cascade / cost of the largest alone
     pass_at_1_vs_largest: float
     self_tested_share: float  # queries the smallest model could self-test at all
     oracle_held_out: CascadePoint | None = None  # the bound no self-test can beat (2 models)
     curve_held_out: list[CascadePoint] = field(default_factory=list)
     curve_calibration: list[CascadePoint] = field(default_factory=list)
+    calibrated_on: str = HALVES
 
 
-def calibrated_cascade(chain: Sequence[ModelAnswers]) -> CascadeReport:
-    """Calibrate theta on even-numbered queries, report on the odd ones."""
-    common = sorted(set.intersection(*(set(m.answers) for m in chain)))
-    if len(common) < 4:
-        raise UserInputError(f"only {len(common)} problems answered by every model; a "
-                             "calibrated cascade needs at least 4")
-    calibration, held_out = split_tasks(common)
-    theta = calibrate_theta(chain, calibration)
+def calibrated_cascade(chain: Sequence[ModelAnswers],
+                       calibration: Sequence[ModelAnswers] | None = None) -> CascadeReport:
+    """Calibrate theta and report the cascade on queries calibration did not see.
+
+    With `calibration` (the same models' answers on a validation split) theta comes from all of
+    those and the report covers every query of `chain`; without, the even-numbered queries of
+    `chain` calibrate and the odd-numbered ones are reported.
+    """
+    common = _answered_by_all(chain)
+    if calibration is None:
+        calibration_chain, (calibration_ids, held_out) = chain, split_tasks(common)
+    else:
+        if [m.model for m in calibration] != [m.model for m in chain]:
+            raise UserInputError("calibrate the cascade with the same models, in the same order")
+        calibration_chain, held_out = calibration, common
+        calibration_ids = _answered_by_all(calibration)
+    theta = calibrate_theta(calibration_chain, calibration_ids)
     point = cascade_point(chain, theta, held_out)
     largest = cascade_point(chain, NEVER, held_out)
     first = chain[0].answers
     return CascadeReport(
         models=[m.model for m in chain], problems=len(common),
-        calibration_problems=len(calibration), theta=theta, held_out=point,
+        calibration_problems=len(calibration_ids), theta=theta, held_out=point,
         alone={m.model: sum(m.answers[t].correct for t in held_out) / len(held_out)
                for m in chain},
         cost_reduction=1 - point.cost_fraction,
@@ -260,5 +272,14 @@ def calibrated_cascade(chain: Sequence[ModelAnswers]) -> CascadeReport:
         self_tested_share=sum(first[t].confidence is not None for t in common) / len(common),
         oracle_held_out=oracle_point(chain, held_out) if len(chain) == 2 else None,
         curve_held_out=cost_curve(chain, held_out),
-        curve_calibration=cost_curve(chain, calibration),
+        curve_calibration=cost_curve(calibration_chain, calibration_ids),
+        calibrated_on=HALVES if calibration is None else SEPARATE_SPLIT,
     )
+
+
+def _answered_by_all(chain: Sequence[ModelAnswers]) -> list[str]:
+    common = sorted(set.intersection(*(set(m.answers) for m in chain)))
+    if len(common) < 4:
+        raise UserInputError(f"only {len(common)} problems answered by every model; a "
+                             "calibrated cascade needs at least 4")
+    return common

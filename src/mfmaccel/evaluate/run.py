@@ -68,8 +68,10 @@ def check_kind_fits(kind: str, model_name: str, task: str) -> None:
         )
 
 
-def load_task_data(task: str, data: Path | None, limit: int | None, seed: int) -> TaskData:
-    """The evaluation items for `task`: the built-in set, or the user's copy at `data`."""
+def load_task_data(task: str, data: Path | None, limit: int | None, seed: int,
+                   split: str = "test") -> TaskData:
+    """The evaluation items for `task`: the built-in set, or the user's copy at `data`
+    (medvqa: its `split`, "test" unless a cascade calibrates on "val")."""
     if data is not None and not data.exists():
         raise UserInputError(f"dataset path {data} does not exist; check --data")
     if task == "ppl":
@@ -88,12 +90,12 @@ def load_task_data(task: str, data: Path | None, limit: int | None, seed: int) -
         from mfmaccel.data.medvqa import load_medvqa, load_vqa_folder, majority_baseline
 
         if data:
-            samples = load_vqa_folder(data, split="test")
+            samples = load_vqa_folder(data, split=split)
             return TaskData(task, samples[:limit] if limit else samples, str(data))
-        samples = load_medvqa("test", seed)
+        samples = load_medvqa(split, seed)
         samples = samples[:limit] if limit else samples
         baseline = majority_baseline(load_medvqa("train", seed), samples)
-        return TaskData(task, samples, "medvqa:test", baseline)
+        return TaskData(task, samples, f"medvqa:{split}", baseline)
     return TaskData(task, None, "prompt")
 
 
