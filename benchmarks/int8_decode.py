@@ -25,14 +25,12 @@ import time
 import torch
 from decode import read_bandwidth  # benchmarks/decode.py: the same measurement
 
-from mfmaccel.compress.quant.grid import QuantSpec
+from mfmaccel.compress.quant.grid import INT8_PER_CHANNEL
 from mfmaccel.compress.quant.kernels import KERNELS, int8_kernel
 from mfmaccel.compress.quantize import quantize_model, uniform_plan
 from mfmaccel.decode.engine import greedy_generate
 from mfmaccel.evaluate.speed import DEFAULT_PROMPT, measure_speed
 from mfmaccel.models import load_model
-
-INT8 = QuantSpec(8, None, True)
 
 
 def tokens(model, new_tokens: int) -> list[int]:
@@ -78,7 +76,7 @@ def main() -> None:
     fp32 = load_model(args.model)
     fp32_speed = measure_speed(fp32, new_tokens=args.new_tokens, repeats=args.repeats)
     fp32_bytes = decode_bytes(fp32)
-    int8 = quantize_model(load_model(args.model), uniform_plan(fp32.module, INT8))
+    int8 = quantize_model(load_model(args.model), uniform_plan(fp32.module, INT8_PER_CHANNEL))
     KERNELS.enabled = False  # the dequantized reference: same integers, fp32 matmuls
     reference_tokens = tokens(int8, args.new_tokens)
     KERNELS.enabled = True

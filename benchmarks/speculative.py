@@ -9,7 +9,7 @@ whether every prompt's output equals the target's own greedy output. A "-narrow"
 "lookup+" prefix (`lookup+model-int8`, `lookup+model-narrow`) tries prompt lookup first and runs
 the model draft only where the context has no match. With `--draft-model` the same as
 `--target`, `model-int8` is self-speculation: the target's own int8 copy, which starts from the
-target's keys and values over the prompt (`ModelDraft(shares_target_cache=True)`); HF's
+target's keys and values over the prompt (`--draft self:int8`, `decode.drafts.int8_copy`); HF's
 assistant runs the prompt itself.
 HF `generate` with `assistant_model` is timed the same way with the same draft models
 (`hf-assisted`: the fp32 draft; `hf-assisted-int8`: the int8 one). Each of our drafts runs
@@ -40,10 +40,11 @@ import time
 
 import torch
 
-from mfmaccel.compress.quant.grid import QuantSpec
+from mfmaccel.compress.quant.grid import INT8_PER_CHANNEL
 from mfmaccel.compress.quantize import quantize_model, uniform_plan
 from mfmaccel.data.code import humaneval_subset, load_humaneval
 from mfmaccel.decode.drafts import (
+    SELF_INT8,
     LookupThenModelDraft,
     ModelDraft,
     PromptLookupDraft,
@@ -56,7 +57,6 @@ from mfmaccel.decode.speculative import speculative_generate
 from mfmaccel.evaluate.codegen import code_prompt_ids
 from mfmaccel.models import load_model
 
-INT8 = QuantSpec(8, None, True)
 HF_ASSISTED = {"hf-assisted": "model", "hf-assisted-int8": "model-int8"}  # -> the draft it runs
 WARM_UP_TOKENS = 16
 BASELINE = ("our autoregressive loop", None)
@@ -126,11 +126,12 @@ def make_draft(kind: str, target, args, cache: dict):
         if "model" not in cache:
             cache["model"] = load_model(args.draft_model)
         return ModelDraft(cache["model"].module, args.draft_model, vocab_ids=vocab_ids)
-    if "int8" not in cache:  # its own copy: with --draft-model = --target, self-speculation
+    if args.draft_model == args.target:  # self-speculation, as `--draft self:int8` runs it
+        return draft_from_spec(SELF_INT8, target.module, vocab_ids)
+    if "int8" not in cache:
         fresh = load_model(args.draft_model)
-        cache["int8"] = quantize_model(fresh, uniform_plan(fresh.module, INT8))
-    return ModelDraft(cache["int8"].module, f"{args.draft_model} int8", vocab_ids=vocab_ids,
-                      shares_target_cache=args.draft_model == args.target)
+        cache["int8"] = quantize_model(fresh, uniform_plan(fresh.module, INT8_PER_CHANNEL))
+    return ModelDraft(cache["int8"].module, f"{args.draft_model} int8", vocab_ids=vocab_ids)
 
 
 def main() -> None:

@@ -21,14 +21,13 @@ import time
 import torch
 
 from mfmaccel.compress.calibration import calibration_batches
-from mfmaccel.compress.quant.grid import QuantSpec
+from mfmaccel.compress.quant.grid import INT8_PER_CHANNEL
 from mfmaccel.compress.quantize import QuantPlan, quantize_model, uniform_plan
 from mfmaccel.data.text import load_text_corpus
 from mfmaccel.evaluate.ppl import perplexity
 from mfmaccel.evaluate.speed import measure_speed
 from mfmaccel.models import load_model
 
-INT8 = QuantSpec(8, None, True)
 VARIANTS = {  # name -> (activations, percentile, SmoothQuant alpha)
     "w8": (None, 100.0, None),
     "w8a8-token": ("token", 100.0, None),
@@ -63,7 +62,7 @@ def main() -> None:
     for name in args.variants:
         activations, percentile, smoothing = VARIANTS[name]
         model = load_model(args.model)
-        plan = uniform_plan(model.module, INT8)
+        plan = uniform_plan(model.module, INT8_PER_CHANNEL)
         plan = QuantPlan(plan.choice, plan.specs, "rtn", activations, percentile, smoothing)
         quantize_model(model, plan, batches)
         rows[name] = measure(model, text, args)

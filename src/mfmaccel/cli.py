@@ -326,7 +326,8 @@ def generate(
     max_new_tokens: Annotated[int, typer.Option(help="Tokens to generate at most")] = 128,
     draft: Annotated[
         str | None, typer.Option(help="Speculate with: a model of the same tokenizer, "
-                                      "'lookup' (prompt lookup) or 'layers:N' (early exit)")
+                                      "'lookup' (prompt lookup), 'layers:N' (early exit) or "
+                                      "'self:int8' (the model's own int8 copy)")
     ] = None,
     speculate: Annotated[int, typer.Option(help="Draft tokens per round (gamma, adapts)")] = 4,
     temperature: Annotated[float, typer.Option(help="0: greedy")] = 0.0,

@@ -23,7 +23,8 @@ def run(*args: str):
 
 @pytest.mark.parametrize("draft", [[], ["--draft", "lookup"], ["--draft", "layers:1"],
                                    ["--draft", "tiny-llama", "--speculate", "3"],
-                                   ["--draft", "layers:1", "--draft-vocab", "100"]])
+                                   ["--draft", "layers:1", "--draft-vocab", "100"],
+                                   ["--draft", "self:int8"]])
 def test_generate_prints_the_completion_alone(draft) -> None:
     result = run("generate", "--model", "tiny-llama", "--prompt", "def f(x):",
                  "--max-new-tokens", "12", *draft)

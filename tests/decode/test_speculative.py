@@ -9,7 +9,8 @@ import pytest
 import torch
 from scipy.stats import chisquare
 
-from mfmaccel.compress.quant.grid import QuantSpec
+from mfmaccel.compress.quant.grid import INT8_PER_CHANNEL
+from mfmaccel.compress.quant.linear import QuantLinear
 from mfmaccel.compress.quantize import quantize_model, uniform_plan
 from mfmaccel.decode.cached import CachedLM, common_prefix
 from mfmaccel.decode.drafts import (
@@ -20,6 +21,7 @@ from mfmaccel.decode.drafts import (
     code_vocabulary,
     draft_from_spec,
     early_exit_model,
+    int8_copy,
 )
 from mfmaccel.decode.engine import greedy_generate
 from mfmaccel.decode.gamma import MAX_GAMMA, GammaSchedule, best_gamma
@@ -54,10 +56,9 @@ def _even_ids(model) -> torch.Tensor:
 
 
 @pytest.fixture(scope="module")
-def int8_target():
+def int8_target(target):
     """The target's own int8 copy: a self-speculative draft that can share its cache."""
-    return quantize_model(load_model("tiny-llama"),
-                          uniform_plan(load_model("tiny-llama").module, QuantSpec(8, None, True)))
+    return int8_copy(target.module)
 
 
 def _drafts(target, other_draft, int8_target=None):
@@ -68,7 +69,7 @@ def _drafts(target, other_draft, int8_target=None):
               # half the vocabulary: the other half comes only from the context or the target
               "narrowed": ModelDraft(target.module, vocab_ids=_even_ids(target))}
     if int8_target is not None:
-        drafts["self-int8-shared"] = ModelDraft(int8_target.module, shares_target_cache=True)
+        drafts["self-int8-shared"] = ModelDraft(int8_target, shares_target_cache=True)
     return drafts
 
 
@@ -108,6 +109,15 @@ def test_a_draft_sharing_the_targets_cache_never_runs_the_prompt(
     assert out.tokens == _greedy(target, prompt, 16)
     assert lengths and max(lengths) < len(prompt) // 2
     assert out.stats.proposed > 0
+
+
+def test_self_int8_is_a_quantized_copy_on_the_targets_cache(target) -> None:
+    draft = draft_from_spec("self:int8", target.module)
+    assert draft.shares_target_cache
+    assert isinstance(draft.lm.module.get_output_embeddings(), QuantLinear)
+    assert type(target.module.get_output_embeddings()) is not QuantLinear  # a copy: untouched
+    with pytest.raises(UserInputError, match="use self:int8"):
+        draft_from_spec("self:int4", target.module)
 
 
 def test_an_early_exit_draft_on_the_targets_cache_scores_as_on_its_own(target) -> None:
@@ -298,7 +308,7 @@ def test_cost_rule_trades_acceptance_against_draft_cost() -> None:
 def test_a_narrowed_head_scores_its_tokens_as_the_whole_head_does(packed) -> None:
     model = load_model("tiny-llama")
     if packed:
-        quantize_model(model, uniform_plan(model.module, QuantSpec(8, None, True)))
+        quantize_model(model, uniform_plan(model.module, INT8_PER_CHANNEL))
     ids = _even_ids(model)
     view = NarrowedHead(model.module, ids).view
     prompt = torch.tensor([_ids(model, PROMPTS[0])])

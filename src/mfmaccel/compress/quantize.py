@@ -146,8 +146,17 @@ def quantize_model(
     progress: Callable[[int, int], None] | None = None,
 ) -> LoadedModel:
     """Apply `plan` to `model.module` in place (GPTQ, smoothing and per-tensor activation
-    scales need calibration `batches`)."""
-    module = model.module
+    scales need calibration `batches`); the plan goes into `model.meta` for saving."""
+    quantize_module(model.module, plan, batches, progress)
+    model.meta["quantization"] = plan.to_dict()
+    return model
+
+
+def quantize_module(
+    module: nn.Module, plan: QuantPlan, batches: Sequence[torch.Tensor] = (),
+    progress: Callable[[int, int], None] | None = None,
+) -> nn.Module:
+    """`quantize_model` on a bare module (e.g. a copy of a target made into its draft)."""
     check_plan(module, plan)
     if plan.method == "gptq" and not batches:
         raise UserInputError("GPTQ needs calibration text; give calibration batches")
@@ -169,8 +178,7 @@ def quantize_model(
     _tie_embeddings_to_head(module)
     if plan.activations is not None:
         calibrate_activations(module, plan.activations, batches, plan.act_percentile)
-    model.meta["quantization"] = plan.to_dict()
-    return model
+    return module
 
 
 @torch.inference_mode()

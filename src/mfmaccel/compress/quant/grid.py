@@ -58,6 +58,9 @@ class QuantSpec:
         return 8 * self.nbytes(out_features, in_features) / (out_features * in_features)
 
 
+INT8_PER_CHANNEL = QuantSpec(8, None, True)  # the spec `QuantLinear`'s int8 kernel serves
+
+
 @dataclass
 class QuantizedTensor:
     """Integers `q` (int16, unpacked) with per-(row, group) `scale` and `zero` (fp32)."""
