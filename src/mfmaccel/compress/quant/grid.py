@@ -102,7 +102,10 @@ def _stored(scale: torch.Tensor) -> torch.Tensor:
 
 
 def expand(per_group: torch.Tensor, spec: QuantSpec, in_features: int) -> torch.Tensor:
-    """(out, groups) -> (out, in): each column gets its group's value."""
+    """(out, groups) -> (out, in): each column gets its group's value. One group per row stays
+    (out, 1) and broadcasts: per-channel grids need no weight-sized copy of their scales."""
+    if per_group.shape[1] == 1:
+        return per_group
     size = in_features if spec.group_size is None else spec.group_size
     return per_group.repeat_interleave(size, dim=1)[:, :in_features]
 
