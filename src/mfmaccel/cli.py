@@ -443,12 +443,12 @@ def _vqa_cascade(models: list[str], data: Path | None, limit: int | None):
     from mfmaccel.evaluate.run import load_task_data
     from mfmaccel.models import load_model
 
+    test = load_task_data("medvqa", data, limit, seed=0).items
     try:
         val = load_task_data("medvqa", data, limit, seed=0, split="val").items
     except UserInputError as error:
         raise UserInputError(f"{error}; the VQA cascade calibrates theta on the val split, so "
                              "give --data a folder with val questions") from None
-    test = load_task_data("medvqa", data, limit, seed=0).items
     calibration, reported = [], []
     with Bars() as bars:
         for name in models:

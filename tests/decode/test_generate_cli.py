@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -86,6 +87,9 @@ def test_vqa_cascade_calibrates_on_val_and_reports_on_test(tmp_path) -> None:
     assert bad.exit_code == 2 and "--task humaneval" in bad.output
     bad = run("cascade", "--task", "mmlu", "--model", "a", "--model", "b")
     assert bad.exit_code == 2 and "unknown cascade task" in bad.output
+    no_val = Path(__file__).parent.parent / "fixtures" / "vqa_rad_tiny"  # train and test only
+    bad = run("cascade", "--task", "medvqa", "--model", "a", "--model", "b", "--data", str(no_val))
+    assert bad.exit_code == 2 and "val questions" in bad.output
 
 
 def test_decode_stage_reports_speedup_and_identity(tmp_path) -> None:
