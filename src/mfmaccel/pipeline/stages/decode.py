@@ -23,7 +23,7 @@ from mfmaccel.pipeline.stage import RunContext, Stage, StageParams, StageReport
 
 
 class DecodeParams(StageParams):
-    draft: str = Field("lookup", description="model spec, 'lookup' or 'layers:N'")
+    draft: str = Field("lookup", description="model spec, 'lookup', 'layers:N' or 'self:int8'")
     gamma: int = Field(4, ge=1, le=MAX_GAMMA)
     prompts: int = Field(3, ge=1, description="HumanEval prompts to time")
     max_new_tokens: int = Field(64, ge=2)
