@@ -92,7 +92,12 @@ def test_vqa_cascade_calibrates_on_val_and_reports_on_test(tmp_path) -> None:
     assert bad.exit_code == 2 and "val questions" in bad.output
 
 
-def test_decode_stage_reports_speedup_and_identity(tmp_path) -> None:
+def test_decode_stage_reports_speedup_and_identity(tmp_path, monkeypatch) -> None:
+    from mfmaccel.pipeline import runner
+
+    measured = []
+    measure = runner.measure
+    monkeypatch.setattr(runner, "measure", lambda *a: measured.append(1) or measure(*a))
     recipe = parse_recipe({
         "name": "d", "model": "tiny-llama",
         "evaluation": {"tasks": ["ppl"], "ppl_tokens": 64, "speed": False},
@@ -102,6 +107,7 @@ def test_decode_stage_reports_speedup_and_identity(tmp_path) -> None:
     state = run_recipe(recipe, runs_dir=tmp_path, log=lambda _: None)
     (stage,) = state.stages
     assert "outputs identical: True" in stage.notes
+    assert len(measured) == 1 and stage.after == stage.before  # the baseline's, carried over
     summary = json.loads(next((tmp_path / "d").rglob("speculative.json")).read_text())
     assert len(summary["prompts"]) == 2 and summary["speedup_over_plain_greedy"] > 0
     assert torch.tensor(stage.curves["acceptance_rate"]).le(1).all()

@@ -89,7 +89,8 @@ def run_recipe(
         if stage.changes_model:
             save_model(model, stage_dir / "model")
             artifacts.append(str((stage_dir / "model").relative_to(run.root)))
-        after = measure(model, tasks, recipe.evaluation, bar(f"{spec.label}: evaluate"))
+        after = (measure(model, tasks, recipe.evaluation, bar(f"{spec.label}: evaluate"))
+                 if stage.measure_after else state.latest())
         state.stages.append(StageResult(
             name=spec.label, stage=spec.stage, params=spec.params, before=state.latest(),
             after=after, seconds=seconds, artifacts=artifacts, notes=report.notes,

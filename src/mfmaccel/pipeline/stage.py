@@ -50,4 +50,5 @@ class Stage:
     params: type[StageParams]
     accepts: tuple[str, ...]  # model kinds the stage can take
     changes_model: bool = True  # False: the runner need not save a new model
+    measure_after: bool = True  # False: the model's metrics carry over (its own figures differ)
     summary: str = ""

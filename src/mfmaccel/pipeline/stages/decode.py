@@ -76,5 +76,6 @@ def _fitting_prompts(model: LoadedModel, params: DecodeParams, seed: int):
 
 STAGE = Stage(
     name="decode", run=run, params=DecodeParams, accepts=(CAUSAL_LM,), changes_model=False,
+    measure_after=False,  # the model is as it was; the stage times its own decoding
     summary="speculative decoding measured against plain greedy",
 )

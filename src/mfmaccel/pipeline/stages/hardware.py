@@ -41,5 +41,6 @@ def run(model: LoadedModel, params: HardwareParams, ctx: RunContext):
 
 STAGE = Stage(
     name="hardware", run=run, params=HardwareParams, accepts=(CAUSAL_LM, ENCODER, VISION, VLM),
-    changes_model=False, summary="predicted latency, energy and area on an accelerator",
+    changes_model=False, measure_after=False,
+    summary="predicted latency, energy and area on an accelerator",
 )
