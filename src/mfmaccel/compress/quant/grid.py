@@ -88,8 +88,8 @@ def _grouped(weight: torch.Tensor, spec: QuantSpec) -> torch.Tensor:
 def grid_params(weight: torch.Tensor, spec: QuantSpec) -> tuple[torch.Tensor, torch.Tensor]:
     """Min-max (scale, zero) per (row, group) for `weight` (out, in)."""
     grouped = _grouped(weight.float(), spec)
-    if spec.symmetric:
-        scale = _stored(grouped.abs().amax(-1) / spec.qmax)
+    if spec.symmetric:  # max |x| without a weight-sized |x|
+        scale = _stored(torch.maximum(grouped.amax(-1), -grouped.amin(-1)) / spec.qmax)
         return scale, torch.zeros_like(scale)
     low, high = grouped.amin(-1).clamp(max=0), grouped.amax(-1).clamp(min=0)
     scale = _stored((high - low) / spec.qmax)
@@ -114,8 +114,8 @@ def quantize_with(weight: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor,
                   spec: QuantSpec) -> torch.Tensor:
     """Integers of `weight` on a given grid (round to nearest, clamped)."""
     inp = weight.shape[1]
-    q = torch.round(weight.float() / expand(scale, spec, inp)) + expand(zero, spec, inp)
-    return q.clamp(spec.qmin, spec.qmax).to(torch.int16)
+    q = weight.float() / expand(scale, spec, inp)  # one weight-sized temporary, then in place
+    return q.round_().add_(expand(zero, spec, inp)).clamp_(spec.qmin, spec.qmax).to(torch.int16)
 
 
 def quantize_rtn(weight: torch.Tensor, spec: QuantSpec) -> QuantizedTensor:

@@ -9,11 +9,14 @@ import torch
 
 def pack_bits(values: torch.Tensor, bits: int, offset: int = 0) -> torch.Tensor:
     """Flattened `values + offset` (each in [0, 2**bits)) as a uint8 tensor of ceil(n*bits/8)."""
-    unsigned = (values.flatten().to(torch.int32) + offset).numpy()
-    if unsigned.size and (unsigned.min() < 0 or unsigned.max() >= 2**bits):
-        raise ValueError(f"values do not fit in {bits} bits after offset {offset}")
+    unsigned = values.flatten().to(torch.int32) + offset
+    if unsigned.numel():
+        low, high = torch.aminmax(unsigned)
+        if low < 0 or high >= 2**bits:
+            raise ValueError(f"values do not fit in {bits} bits after offset {offset}")
     if bits == 8:
-        return torch.from_numpy(unsigned.astype(np.uint8))
+        return unsigned.to(torch.uint8)
+    unsigned = unsigned.numpy()
     planes = np.unpackbits(unsigned.astype(np.uint8)[:, None], axis=1)[:, 8 - bits:]
     return torch.from_numpy(np.packbits(planes.reshape(-1)))
 
