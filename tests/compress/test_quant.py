@@ -72,3 +72,17 @@ def test_gptq_beats_rtn_on_output_error(spec: QuantSpec) -> None:
     gptq = quantize_gptq(weight, hessian.hessian, spec)
     assert gptq.q.min() >= spec.qmin and gptq.q.max() <= spec.qmax
     assert error(dequantize(gptq)) < 0.8 * error(dequantize(quantize_rtn(weight, spec)))
+
+
+@pytest.mark.parametrize("spec,in_features", [(QuantSpec(8, None, True), 24),
+                                              (QuantSpec(4, 8), 24),  # rows on byte boundaries
+                                              (QuantSpec(3, None, True), 13)])  # rows straddle
+def test_quantized_rows_are_the_whole_matrix_rows(spec, in_features) -> None:
+    from mfmaccel.compress.quant.linear import QuantLinear
+
+    torch.manual_seed(0)
+    layer = QuantLinear.from_quantized(quantize_rtn(torch.randn(10, in_features), spec))
+    ids = torch.tensor([7, 0, 3])
+    rows, whole = layer.quantized_rows(ids), layer.quantized()
+    assert torch.equal(rows.q, whole.q[ids]) and torch.equal(rows.scale, whole.scale[ids])
+    assert torch.equal(rows.zero, whole.zero[ids])

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from mfmaccel.compress.quant.grid import INT8_PER_CHANNEL, QuantizedTensor
+from mfmaccel.compress.quant.grid import INT8_PER_CHANNEL
 from mfmaccel.compress.quant.linear import QuantLinear
 from mfmaccel.decode.cached import CachedLM
 from mfmaccel.decode.sampling import Sampling, distribution, draw
@@ -116,7 +116,8 @@ class NarrowedHead:
     (`code_vocabulary`) plus every token of the current context, since a prompt brings its own
     identifiers (`benchmarks/draft_vocab.py`: of HumanEval's solution tokens, 97.2% are among
     32,768 chosen ids, 98.5% with the prompt's own). `view` is the model to run: logit i is
-    `ids[i]`'s; every other weight is shared, the head's rows copied (packed ones stay packed)."""
+    `ids[i]`'s; every other weight is shared, the head's rows copied (packed ones stay packed,
+    and only the chosen rows are ever unpacked)."""
 
     def __init__(self, module: nn.Module, base_ids: torch.Tensor) -> None:
         head = module.get_output_embeddings()
@@ -124,7 +125,6 @@ class NarrowedHead:
             raise UserInputError(f"{type(module).__name__}: a narrowed draft head needs a "
                                  "causal LM whose head is a linear layer (e.g. Llama, Qwen2)")
         self.module, self.head = module, head
-        self.rows = head.quantized() if isinstance(head, QuantLinear) else head.weight.detach()
         self.base_ids = base_ids.sort().values
         self.base_view = self._build(self.base_ids)
         self.reset()
@@ -144,15 +144,15 @@ class NarrowedHead:
 
     def _build(self, ids: torch.Tensor) -> nn.Module:
         view = shallow_copy(self.module)
-        view.set_output_embeddings(_head_rows(self.head, self.rows, ids))
+        view.set_output_embeddings(_head_rows(self.head, ids))
         return view
 
 
-def _head_rows(head: nn.Module, rows, ids: torch.Tensor) -> nn.Module:
+def _head_rows(head: nn.Module, ids: torch.Tensor) -> nn.Module:
     bias = None if head.bias is None else head.bias.detach()[ids]
     if isinstance(head, QuantLinear):
-        qt = QuantizedTensor(rows.q[ids], rows.scale[ids], rows.zero[ids], rows.spec)
-        return QuantLinear.from_quantized(qt, bias)
+        return QuantLinear.from_quantized(head.quantized_rows(ids), bias)
+    rows = head.weight.detach()
     layer = type(head)(head.in_features, len(ids), bias=bias is not None)  # e.g. FewRowsLinear
     layer.weight = nn.Parameter(rows[ids].clone(), requires_grad=False)
     if bias is not None:

@@ -67,6 +67,19 @@ class QuantLinear(nn.Module):
         return QuantizedTensor(q.view(self.out_features, self.in_features),
                                self.scales.float(), zero, self.spec)
 
+    def quantized_rows(self, ids: torch.Tensor) -> QuantizedTensor:
+        """`quantized()` of rows `ids` alone: when every row starts on a byte boundary of the
+        packed stream (in_features x bits a multiple of 8), only those rows are unpacked."""
+        row_bytes, spare_bits = divmod(self.in_features * self.spec.bits, 8)
+        if spare_bits:
+            whole = self.quantized()
+            return QuantizedTensor(whole.q[ids], whole.scale[ids], whole.zero[ids], self.spec)
+        packed = self.qweight.view(self.out_features, row_bytes)[ids].flatten()
+        q = unpack_bits(packed, self.spec.bits, len(ids) * self.in_features, -self.spec.qmin)
+        scale = self.scales[ids].float()
+        zero = self.zeros[ids].float() if not self.spec.symmetric else torch.zeros_like(scale)
+        return QuantizedTensor(q.view(len(ids), self.in_features), scale, zero, self.spec)
+
     def dequantized_weight(self) -> torch.Tensor:
         if self._weight is not None:
             return self._weight
