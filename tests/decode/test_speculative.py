@@ -281,7 +281,8 @@ def test_one_schedule_learns_across_prompts(target):
     draft = ModelDraft(target.module, min_confidence=0.0)
     schedule = GammaSchedule(2, "heuristic")
     out = speculative_generate(target.module, draft, prompt, 20, schedule)
-    assert schedule.gamma == out.stats.gammas[-1] and schedule.gamma > 2
+    assert schedule.gamma == schedule.history[-1] and schedule.gamma > 2
+    assert len(schedule.history) == out.stats.rounds
     again = speculative_generate(target.module, draft, prompt, 20, schedule)
     assert again.stats.rounds < out.stats.rounds  # no climb from 2 this time
 

@@ -14,7 +14,7 @@ and verification costs and the running acceptance.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -31,8 +31,7 @@ class SpeculativeStats:
     rounds: int = 0
     proposed: int = 0
     accepted: int = 0
-    target_forwards: int = 0
-    gammas: list[int] = field(default_factory=list)
+    target_forwards: int = 0  # gamma round by round: the schedule's `history`
 
     @property
     def acceptance_rate(self) -> float:
@@ -115,7 +114,6 @@ def speculative_generate(
             if len(new) < max_new_tokens and not (new and new[-1] in eos):
                 new.append(token)
         sequence = list(prompt) + new
-        stats.gammas.append(schedule.gamma)
     stats.target_forwards = verifier.forwards
     return SpeculativeOutput(new, time.perf_counter() - start, stats)
 
