@@ -29,6 +29,11 @@ def say(message: str) -> None:
     console.print(message, soft_wrap=True)
 
 
+class CascadeTask(StrEnum):
+    humaneval = "humaneval"
+    medvqa = "medvqa"
+
+
 class Task(StrEnum):
     ppl = "ppl"
     humaneval = "humaneval"
@@ -362,10 +367,10 @@ def generate(
 @user_errors
 def cascade(
     models: Annotated[list[str], typer.Option("--model", help="Smallest first; repeat")],
-    task: Annotated[str, typer.Option(
+    task: Annotated[CascadeTask, typer.Option(
         help="humaneval (self-test: the prompt's examples; theta calibrated on half the "
              "problems) or medvqa (confidence: answer margin; calibrated on the val split)")
-    ] = "humaneval",
+    ] = CascadeTask.humaneval,
     data: Annotated[
         Path | None, typer.Option(help="Your own HumanEval JSONL or VQA folder (with a val split)")
     ] = None,
@@ -388,9 +393,7 @@ def cascade(
     quiet_libraries()
     if len(models) < 2:
         raise UserInputError("a cascade needs at least two --model options, smallest first")
-    if task not in ("humaneval", "medvqa"):
-        raise UserInputError(f"unknown cascade task {task!r}; use humaneval or medvqa")
-    if task == "medvqa":
+    if task == CascadeTask.medvqa:
         if evals or samples != 1 or temperature or test_lines:
             raise UserInputError("--eval, --samples, --temperature and --test-lines are for "
                                  "--task humaneval")
@@ -440,12 +443,12 @@ def _vqa_cascade(models: list[str], data: Path | None, limit: int | None):
     """Closed-question VQA: every model answers the val split (to calibrate theta) and the
     test split (to report on)."""
     from mfmaccel.decode.cascade import calibrated_cascade, vqa_answers
-    from mfmaccel.evaluate.run import load_task_data
+    from mfmaccel.evaluate.run import vqa_samples
     from mfmaccel.models import load_model
 
-    test = load_task_data("medvqa", data, limit, seed=0).items
+    test = vqa_samples(data, "test", limit)
     try:
-        val = load_task_data("medvqa", data, limit, seed=0, split="val").items
+        val = vqa_samples(data, "val", limit)
     except UserInputError as error:
         raise UserInputError(f"{error}; the VQA cascade calibrates theta on the val split, so "
                              "give --data a folder with val questions") from None

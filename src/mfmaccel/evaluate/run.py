@@ -9,12 +9,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mfmaccel.errors import UserInputError
 from mfmaccel.models import CAUSAL_LM, VLM, LoadedModel, load_model
 from mfmaccel.models.loader import model_kind
 from mfmaccel.records import Record
+
+if TYPE_CHECKING:
+    from mfmaccel.data.medvqa import VQASample
 
 TASKS = ("ppl", "humaneval", "medvqa", "speed")
 NEEDS = {"ppl": (CAUSAL_LM,), "humaneval": (CAUSAL_LM,), "medvqa": (VLM,),
@@ -68,10 +71,8 @@ def check_kind_fits(kind: str, model_name: str, task: str) -> None:
         )
 
 
-def load_task_data(task: str, data: Path | None, limit: int | None, seed: int,
-                   split: str = "test") -> TaskData:
-    """The evaluation items for `task`: the built-in set, or the user's copy at `data`
-    (medvqa: its `split`, "test" unless a cascade calibrates on "val")."""
+def load_task_data(task: str, data: Path | None, limit: int | None, seed: int) -> TaskData:
+    """The evaluation items for `task`: the built-in set, or the user's copy at `data`."""
     if data is not None and not data.exists():
         raise UserInputError(f"dataset path {data} does not exist; check --data")
     if task == "ppl":
@@ -87,16 +88,26 @@ def load_task_data(task: str, data: Path | None, limit: int | None, seed: int,
         problems = humaneval_subset(problems, limit, seed) if limit else problems
         return TaskData(task, problems, str(data) if data else "humaneval")
     if task == "medvqa":
-        from mfmaccel.data.medvqa import load_medvqa, load_vqa_folder, majority_baseline
+        from mfmaccel.data.medvqa import load_medvqa, majority_baseline
 
+        samples = vqa_samples(data, "test", limit, seed)
         if data:
-            samples = load_vqa_folder(data, split=split)
-            return TaskData(task, samples[:limit] if limit else samples, str(data))
-        samples = load_medvqa(split, seed)
-        samples = samples[:limit] if limit else samples
+            return TaskData(task, samples, str(data))
         baseline = majority_baseline(load_medvqa("train", seed), samples)
-        return TaskData(task, samples, f"medvqa:{split}", baseline)
+        return TaskData(task, samples, "medvqa:test", baseline)
     return TaskData(task, None, "prompt")
+
+
+def vqa_samples(data: Path | None, split: str, limit: int | None,
+                seed: int = 0) -> list[VQASample]:
+    """The first `limit` closed questions of `split`: the built-in benchmark's, or those of the
+    user's VQA folder at `data`."""
+    from mfmaccel.data.medvqa import load_medvqa, load_vqa_folder
+
+    if data is not None and not data.exists():
+        raise UserInputError(f"dataset path {data} does not exist; check --data")
+    samples = load_vqa_folder(data, split=split) if data else load_medvqa(split, seed)
+    return samples[:limit] if limit else samples
 
 
 def measure_task(
