@@ -118,6 +118,8 @@ def test_self_int8_is_a_quantized_copy_on_the_targets_cache(target) -> None:
     assert type(target.module.get_output_embeddings()) is not QuantLinear  # a copy: untouched
     with pytest.raises(UserInputError, match="use self:int8"):
         draft_from_spec("self:int4", target.module)
+    with pytest.raises(UserInputError, match="quantized already"):
+        draft_from_spec("self:int8", draft.lm.module)
 
 
 def test_an_early_exit_draft_on_the_targets_cache_scores_as_on_its_own(target) -> None:

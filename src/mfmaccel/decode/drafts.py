@@ -331,5 +331,8 @@ def int8_copy(target: nn.Module) -> nn.Module:
     target's keys and values, so as a draft it can start from the target's cache."""
     from mfmaccel.compress.quantize import quantize_module, uniform_plan
 
+    if any(isinstance(layer, QuantLinear) for layer in target.modules()):
+        raise UserInputError("the model is quantized already, so an int8 copy would not be "
+                             "cheaper; speculate with layers:N, lookup or a smaller model")
     module = copy.deepcopy(target)
     return quantize_module(module, uniform_plan(module, INT8_PER_CHANNEL))
