@@ -75,6 +75,20 @@ def test_cascade_from_eval_records_and_bad_input(tmp_path) -> None:
     assert bad.exit_code == 2 and "at least two" in bad.output
 
 
+def test_only_models_that_can_escalate_write_tests(tmp_path, monkeypatch) -> None:
+    """The largest model's answer always stands, so writing tests would only add to its cost,
+    the baseline the cascade is measured against."""
+    from mfmaccel.decode import cascade
+
+    writers, generate_tests = [], cascade.generate_tests
+    monkeypatch.setattr(cascade, "generate_tests", lambda model, problems, count:
+                        writers.append(model.name) or generate_tests(model, problems, count, 8))
+    result = run("cascade", "--model", "tiny-llama", "--model", "tiny-qwen2", "--limit", "4",
+                 "--test-lines", "2", "--out", str(tmp_path / "c.json"))
+    assert result.exit_code == 0, result.output
+    assert writers == ["tiny-llama"]
+
+
 def test_vqa_cascade_calibrates_on_val_and_reports_on_test(tmp_path) -> None:
     out = tmp_path / "vqa.json"
     result = run("cascade", "--task", "medvqa", "--model", "tiny-llava", "--model",
