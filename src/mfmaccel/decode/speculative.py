@@ -28,10 +28,12 @@ from mfmaccel.errors import UserInputError
 
 @dataclass
 class SpeculativeStats:
+    """Counts over one call (gamma round by round is the `GammaSchedule`'s `history`)."""
+
     rounds: int = 0
     proposed: int = 0
     accepted: int = 0
-    target_forwards: int = 0  # gamma round by round: the schedule's `history`
+    target_forwards: int = 0
 
     @property
     def acceptance_rate(self) -> float:
