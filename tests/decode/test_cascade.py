@@ -116,6 +116,21 @@ def test_the_oracle_bound_keeps_quality_at_the_least_cost() -> None:
         assert point.pass_rate < 1.0 or point.cost_fraction >= oracle.cost_fraction
 
 
+def test_the_oracle_bound_extends_to_longer_chains() -> None:
+    # A: all right; B: only the middle model; C: only the largest; D: none
+    small = _answers("small", 1, {"A": (True, 0, 0), "B": (False, 0, 0), "C": (False, 0, 0),
+                                  "D": (False, 0, 0)})
+    middle = _answers("middle", 2, {"A": (True, 0, 0), "B": (True, 0, 0), "C": (False, 0, 0),
+                                    "D": (False, 0, 0)})
+    large = _answers("large", 3, {"A": (True, 0, 0), "B": (False, 0, 0), "C": (True, 0, 0),
+                                  "D": (False, 0, 0)})
+    oracle = oracle_point([small, middle, large], ["A", "B", "C", "D"])
+    # B, which only the middle model gets right, buys C, the dearer escalation, at no loss
+    assert oracle.pass_rate == 0.5 and oracle.answered_by == {"small": 0.75, "middle": 0.25,
+                                                              "large": 0.0}
+    assert oracle.cost_fraction == pytest.approx((3 * 200 + 600) / (4 * 600))
+
+
 def test_a_separate_calibration_split_sets_theta_for_every_reported_query() -> None:
     # on these calibration queries only a theta above 0.5 keeps the large model's quality
     calibration = [_answers("small", 1, {"V/0": (True, 2, 2), "V/1": (False, 1, 2),

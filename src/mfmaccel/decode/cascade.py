@@ -145,20 +145,21 @@ def cascade_point(chain: Sequence[ModelAnswers], theta: float,
 
 
 def oracle_point(chain: Sequence[ModelAnswers], task_ids: Sequence[str]) -> CascadePoint:
-    """The cheapest a two-model cascade could be on `task_ids` with these answers at a pass
-    rate no lower than the large model's alone, if its self-test knew which answers are right:
-    the small model keeps every query it gets right or both get wrong, then, while quality
-    allows, those where only the large one is right, the dearest to escalate first. No
-    self-test can do better, so this bounds what any theta or test can reach (theta: None)."""
-    if len(chain) != 2:
-        raise UserInputError("the oracle bound is for a cascade of two models")
-    small, large = (stage.answers for stage in chain)
-    stops = {task: 0 if small[task].correct >= large[task].correct else 1 for task in task_ids}
-    slack = sum(small[t].correct - large[t].correct for t in task_ids if stops[t] == 0)
-    for task in sorted((t for t in task_ids if stops[t] == 1), key=lambda t: -large[t].flops):
-        if slack < 1:
-            break
-        stops[task], slack = 0, slack - 1
+    """The cheapest the cascade could be on `task_ids` with these answers at a pass rate no
+    lower than the largest model's alone, if its self-test knew which answers are right. Each
+    query stops at the first model that gets it right (at the first model if none does); then,
+    while quality allows, queries that only a later model gets right stop at the first model
+    after all, those whose escalation costs most first. No self-test can do better, so this
+    bounds what any theta or test can reach (theta: None)."""
+    first_right = {task: next((i for i, stage in enumerate(chain) if stage.answers[task].correct),
+                              None) for task in task_ids}
+    stops = {task: stop or 0 for task, stop in first_right.items()}
+    slack = sum(stop is not None for stop in first_right.values()) - sum(
+        chain[-1].answers[task].correct for task in task_ids)
+    saving = {task: sum(stage.answers[task].flops for stage in chain[1:stops[task] + 1])
+              for task in task_ids}
+    for task in sorted((t for t in task_ids if stops[t] > 0), key=lambda t: -saving[t])[:slack]:
+        stops[task] = 0
     return _replay(chain, None, task_ids, stops)
 
 
@@ -236,7 +237,7 @@ class CascadeReport(Record):
     cost_reduction: float  # 1 - cost of the cascade / cost of the largest alone
     pass_at_1_vs_largest: float
     self_tested_share: float  # queries the smallest model could self-test at all
-    oracle_held_out: CascadePoint | None = None  # the bound no self-test can beat (2 models)
+    oracle_held_out: CascadePoint | None = None  # the bound no self-test can beat
     curve_held_out: list[CascadePoint] = field(default_factory=list)
     curve_calibration: list[CascadePoint] = field(default_factory=list)
     calibrated_on: str = HALVES
@@ -270,7 +271,7 @@ def calibrated_cascade(chain: Sequence[ModelAnswers],
         cost_reduction=1 - point.cost_fraction,
         pass_at_1_vs_largest=point.pass_rate - largest.pass_rate,
         self_tested_share=sum(first[t].confidence is not None for t in common) / len(common),
-        oracle_held_out=oracle_point(chain, held_out) if len(chain) == 2 else None,
+        oracle_held_out=oracle_point(chain, held_out),
         curve_held_out=cost_curve(chain, held_out),
         curve_calibration=cost_curve(calibration_chain, calibration_ids),
         calibrated_on=HALVES if calibration is None else SEPARATE_SPLIT,
