@@ -112,8 +112,15 @@ def test_a_draft_sharing_the_targets_cache_never_runs_the_prompt(
 
 
 def test_self_int8_is_a_quantized_copy_on_the_targets_cache(target) -> None:
+    before = {k: v.clone() for k, v in target.module.state_dict().items()}
     draft = draft_from_spec("self:int8", target.module)
     assert draft.shares_target_cache
+    after = target.module.state_dict()  # it shared the target's weights, and left them be
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    fresh = load_model("tiny-llama")
+    reference = quantize_model(fresh, uniform_plan(fresh.module, INT8_PER_CHANNEL)).module
+    assert all(torch.equal(v, reference.state_dict()[k])
+               for k, v in draft.lm.module.state_dict().items())
     assert isinstance(draft.lm.module.get_output_embeddings(), QuantLinear)
     assert type(target.module.get_output_embeddings()) is not QuantLinear  # a copy: untouched
     with pytest.raises(UserInputError, match="use self:int8"):

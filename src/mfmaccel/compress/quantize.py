@@ -118,7 +118,7 @@ def packed_part(name: str, qt: QuantizedTensor, layer: nn.Module) -> QuantLinear
 def _quantized_layer(
     name: str, layer: nn.Module, spec: QuantSpec, hessian: torch.Tensor | None
 ) -> QuantLinear:
-    weight = weight_matrix(layer).detach().float()
+    weight = weight_matrix(layer).detach().half().float()  # as stored: fp16 precision
     qt = quantize_rtn(weight, spec) if hessian is None else quantize_gptq(weight, hessian, spec)
     return packed_part(name, qt, layer)
 
@@ -134,10 +134,13 @@ def _tie_embeddings_to_head(module: nn.Module) -> None:
         embed.weight = head.dequantized_weight()
 
 
-def _round_rest_to_fp16(module: nn.Module) -> None:
+def _round_rest_to_fp16(module: nn.Module, read_only: frozenset[int] = frozenset()) -> None:
+    """Round the parameters in place to fp16 precision, as they will be stored; those in
+    `read_only` (ids of weights about to be replaced, which `_quantized_layer` reads rounded)
+    are left as they are, so a copy of a model can share them with it."""
     with torch.no_grad():
         for p in module.parameters():
-            if p.is_floating_point():
+            if p.is_floating_point() and id(p) not in read_only:
                 p.copy_(p.half().float())
 
 
@@ -165,8 +168,12 @@ def quantize_module(
             raise UserInputError("smoothing needs calibration text; give calibration batches")
         smooth_llama(module, batches, plan.smoothing)
     parts = quantizable_parts(module)
-    _round_rest_to_fp16(module)
     chosen = {n: plan.spec(n) for n in parts if plan.spec(n) is not None}
+    # round to nearest reads each replaced weight once; GPTQ's Hessians need every block's
+    # weights as stored, so there everything is rounded first
+    replaced = frozenset(id(parts[n][1].weight) for n in chosen) - frozenset(
+        id(parts[n][1].weight) for n in parts if n not in chosen)
+    _round_rest_to_fp16(module, replaced if plan.method == "rtn" else frozenset())
     if plan.method == "rtn":
         for step, (name, spec) in enumerate(chosen.items()):
             _replace(module, name, parts[name][1],

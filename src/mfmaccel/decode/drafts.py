@@ -328,11 +328,16 @@ def draft_from_spec(spec: str | None, target: nn.Module,
 def int8_copy(target: nn.Module) -> nn.Module:
     """A copy of `target` with every linear layer (head included) in per-channel int8: on a
     memory-bound CPU it reads a quarter of the bytes per token, and it computes nearly the
-    target's keys and values, so as a draft it can start from the target's cache."""
+    target's keys and values, so as a draft it can start from the target's cache.
+
+    The copy shares the weights it is about to replace (round to nearest only reads them), so
+    building it never holds a second fp32 model: the target is left as it was."""
     from mfmaccel.compress.quantize import quantize_module, uniform_plan
+    from mfmaccel.compress.sensitivity import quantizable_parts
 
     if any(isinstance(layer, QuantLinear) for layer in target.modules()):
         raise UserInputError("the model is quantized already, so an int8 copy would not be "
                              "cheaper; speculate with layers:N, lookup or a smaller model")
-    module = copy.deepcopy(target)
+    shared = {id(layer.weight): layer.weight for _, layer in quantizable_parts(target).values()}
+    module = copy.deepcopy(target, shared)
     return quantize_module(module, uniform_plan(module, INT8_PER_CHANNEL))
