@@ -123,3 +123,16 @@ def test_an_untied_head_is_probed_from_the_cached_block_outputs():
         untied.probe(["head"], spec, None), rel=1e-5)
     assert _first_block_to_rerun("head", Prober(load_model("tiny-qwen2").module,
                                                  _batches())) is None
+
+
+def test_multiply_weights_leave_out_a_looked_up_embedding_packed_or_not():
+    """A token is multiplied through every weight but the untied embedding it looks up; a tied
+    one is the head too. Quantizing changes how weights are stored, not how many multiply."""
+    untied, tied = _untied_qwen2(), load_model("tiny-qwen2")
+    embed = untied.module.get_input_embeddings().weight.numel()
+    assert untied.multiply_weights == untied.params - embed
+    assert tied.multiply_weights == tied.params
+    for model in (untied, tied):
+        before = model.multiply_weights
+        quantize_model(model, uniform_plan(model.module, QuantSpec(4, 16)))
+        assert model.multiply_weights == before

@@ -158,7 +158,7 @@ def test_code_answers_pick_the_candidate_that_passes_most_examples() -> None:
                            {"Toy/0": [False, True]})
     answer = answers.answers["Toy/0"]
     assert answer.correct and answer.confidence == 0.75 and answer.detail == "    return 2 * x\n"
-    assert answer.flops > 2.0 * model.params * 10  # prompt and completion tokens
+    assert answer.flops > 2.0 * model.multiply_weights * 10  # prompt and completion tokens
     with pytest.raises(UserInputError, match="no completions"):
         code_answers(model, [PROBLEM], {}, {})
 
@@ -188,7 +188,7 @@ def test_written_tests_join_the_examples_and_their_cost_counts() -> None:
     both = code_answers(model, [PROBLEM], candidates, passed, written=written).answers["Toy/0"]
     assert plain.confidence == 0.75  # 3 of the 4 prompt examples (one of them is wrong)
     assert both.confidence == 4 / 6  # + one right and one wrong written test
-    assert both.flops == plain.flops + 2.0 * model.params * 50
+    assert both.flops == plain.flops + 2.0 * model.multiply_weights * 50
 
 
 def test_assert_lines_keep_valid_calls_of_the_entry_point() -> None:

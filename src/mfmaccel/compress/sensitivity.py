@@ -36,6 +36,7 @@ from mfmaccel.compress.blocks import (
 )
 from mfmaccel.compress.fakequant import fake_quantized, weight_matrix
 from mfmaccel.compress.quant.grid import QuantSpec
+from mfmaccel.models.record import embeddings_tied, has_head
 from mfmaccel.records import Record
 
 HEAD = "head"  # the output projection (tied to the token embeddings when the model ties them)
@@ -54,16 +55,6 @@ class Part:
     @property
     def params(self) -> int:
         return self.out_features * self.in_features
-
-
-def has_head(module: nn.Module) -> bool:
-    return module.get_output_embeddings() is not None
-
-
-def embeddings_tied(module: nn.Module) -> bool:
-    """Whether the token embeddings read the head's weight (stored once, quantized as the head)."""
-    configs = (module.config, module.config.get_text_config())
-    return has_head(module) and any(getattr(c, "tie_word_embeddings", False) for c in configs)
 
 
 def quantizable_parts(module: nn.Module) -> dict[str, tuple[Part, nn.Module]]:

@@ -102,7 +102,7 @@ def _best_answer(model: LoadedModel, problem: CodeProblem, completions: list[str
     tokens = prompt_tokens + sum(len(model.tokenizer(c).input_ids) for c in completions)
     tokens += written.tokens
     confidence = results[best].fraction if tests else None
-    return Answer(passed[best], confidence, 2.0 * model.params * tokens,
+    return Answer(passed[best], confidence, 2.0 * model.multiply_weights * tokens,
                   detail=completions[best])
 
 
@@ -127,7 +127,7 @@ def vqa_answers(model: LoadedModel, samples: Sequence, progress=None) -> ModelAn
         tokens = inputs["input_ids"].shape[1]
         answers[f"vqa/{index}"] = Answer(
             normalize_answer(choice) == normalize_answer(sample.answer), margin,
-            2.0 * model.params * tokens, seconds, choice)
+            2.0 * model.multiply_weights * tokens, seconds, choice)
         if progress:
             progress(index + 1, len(samples))
     return ModelAnswers(model.name, model.params, answers)

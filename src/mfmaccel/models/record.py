@@ -14,6 +14,16 @@ VISION = "vision"
 VLM = "vlm"
 
 
+def has_head(module: torch.nn.Module) -> bool:
+    return module.get_output_embeddings() is not None
+
+
+def embeddings_tied(module: torch.nn.Module) -> bool:
+    """Whether the token embeddings read the head's weight (stored once, quantized as the head)."""
+    configs = (module.config, module.config.get_text_config())
+    return has_head(module) and any(getattr(c, "tie_word_embeddings", False) for c in configs)
+
+
 @dataclass
 class LoadedModel:
     """A model ready to run: `module` in eval mode plus its tokenizer or processor."""
@@ -31,6 +41,20 @@ class LoadedModel:
     def params(self) -> int:
         """Distinct parameters (tied weights counted once)."""
         return sum(p.numel() for p in self.module.parameters())
+
+    @property
+    def multiply_weights(self) -> int:
+        """Weights a token is multiplied through, packed ones included: all but the token
+        embedding, which is looked up (a tied one is the head too, so it counts once). A
+        forward pass costs about 2 x this FLOPs per token (`decode.cascade`)."""
+        packed = sum(m.in_features * m.out_features for m in self.module.modules()
+                     if getattr(m, "is_packed", False))
+        embed = self.module.get_input_embeddings()
+        if embed is None or embeddings_tied(self.module):
+            return self.params + packed
+        looked_up = (embed.in_features * embed.out_features if getattr(embed, "is_packed", False)
+                     else embed.weight.numel())
+        return self.params + packed - looked_up
 
     @property
     def weight_bytes(self) -> int:
