@@ -5,8 +5,9 @@ whether it passed the hidden tests), one per model, smallest first. Each complet
 self-tested against its prompt's examples in the sandbox (plus, with --test-lines L, L assert
 lines the model writes per problem, their cost counted); theta is calibrated on even-numbered
 problems (cheapest theta whose pass@1 there is no lower than the largest model's alone) and
-the cascade is reported on the odd-numbered ones: pass@1, compute cost (FLOPs, 2 x params x
-prompt+completion tokens, against always using the largest model) and who answered. The whole
+the cascade is reported on the odd-numbered ones: pass@1, compute cost (FLOPs, 2 x the weights
+a token is multiplied through x prompt+completion tokens, against always using the largest
+model) and who answered. The whole
 cost curve over theta is printed for both halves. Prints JSON.
 
 Usage: python benchmarks/cascade.py --models qwen2.5-coder-0.5b qwen2.5-coder-1.5b

@@ -11,8 +11,9 @@ to the next model. The last model's answer always stands.
 
 Every model answers every query once (`code_answers`, `vqa_answers`), so a cascade at any theta
 is a replay of those answers: calibrating theta on one split and reporting on another costs no
-extra inference. Compute cost is FLOPs, 2 x parameters x tokens processed, for every model a
-query visits, and, where each answer was timed on its own (VQA), wall time.
+extra inference. Compute cost is FLOPs, 2 x the weights a token is multiplied through
+(`LoadedModel.multiply_weights`: not a looked-up token embedding) x tokens processed, for every
+model a query visits, and, where each answer was timed on its own (VQA), wall time.
 """
 
 from __future__ import annotations
