@@ -34,9 +34,8 @@ def main() -> None:
     if len(args.models) != len(args.evals):
         raise SystemExit("give one --evals record per model, in the same order")
     problems = load_humaneval()
-    last = len(args.models) - 1  # the largest model's answer always stands: it writes no tests
     chain = [answers_from_record(load_model(name), problems, json.loads(path.read_text()),
-                                 0 if index == last else args.test_lines)
+                                 args.test_lines, last=index == len(args.models) - 1)
              for index, (name, path) in enumerate(zip(args.models, args.evals, strict=True))]
     print(json.dumps(calibrated_cascade(chain).to_dict(), indent=1))
 

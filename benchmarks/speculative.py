@@ -44,12 +44,12 @@ from mfmaccel.compress.quant.grid import INT8_PER_CHANNEL
 from mfmaccel.compress.quantize import quantize_model, uniform_plan
 from mfmaccel.data.code import humaneval_subset, load_humaneval
 from mfmaccel.decode.drafts import (
-    SELF_INT8,
     LookupThenModelDraft,
     ModelDraft,
     PromptLookupDraft,
     code_vocabulary,
     draft_from_spec,
+    int8_copy,
 )
 from mfmaccel.decode.engine import eos_ids, greedy_generate
 from mfmaccel.decode.gamma import RULES, GammaSchedule
@@ -126,12 +126,16 @@ def make_draft(kind: str, target, args, cache: dict):
         if "model" not in cache:
             cache["model"] = load_model(args.draft_model)
         return ModelDraft(cache["model"].module, args.draft_model, vocab_ids=vocab_ids)
-    if args.draft_model == args.target:  # self-speculation, as `--draft self:int8` runs it
-        return draft_from_spec(SELF_INT8, target.module, vocab_ids)
-    if "int8" not in cache:
-        fresh = load_model(args.draft_model)
-        cache["int8"] = quantize_model(fresh, uniform_plan(fresh.module, INT8_PER_CHANNEL))
-    return ModelDraft(cache["int8"].module, f"{args.draft_model} int8", vocab_ids=vocab_ids)
+    own = args.draft_model == args.target  # self-speculation, as `--draft self:int8` runs it
+    if "int8" not in cache:  # one int8 module for the plain and the narrowed draft
+        if own:
+            cache["int8"] = int8_copy(target.module)
+        else:
+            fresh = load_model(args.draft_model)
+            quantize_model(fresh, uniform_plan(fresh.module, INT8_PER_CHANNEL))
+            cache["int8"] = fresh.module
+    return ModelDraft(cache["int8"], f"{args.draft_model} int8", vocab_ids=vocab_ids,
+                      shares_target_cache=own)
 
 
 def main() -> None:

@@ -435,9 +435,8 @@ def _code_cascade(models: list[str], data: Path | None, evals: list[Path] | None
                 record = measure_task(loaded, problems, options,
                                       progress=bars.task(f"humaneval on {name}"))
                 record = record.to_dict()
-            last = index == len(models) - 1  # its answer always stands: no tests to write
-            chain.append(answers_from_record(loaded, problems.items, record,
-                                             0 if last else test_lines))
+            chain.append(answers_from_record(loaded, problems.items, record, test_lines,
+                                             last=index == len(models) - 1))
     return calibrated_cascade(chain)
 
 

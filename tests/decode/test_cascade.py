@@ -67,7 +67,7 @@ def test_humaneval_examples_are_found_and_canonical_solutions_pass_them() -> Non
 
 def _answers(name: str, params: int, table: dict[str, tuple[bool, int, int]]) -> ModelAnswers:
     """(passed, self-tests passed, self-tests) per task; no self-tests: no confidence."""
-    return ModelAnswers(name, params, {
+    return ModelAnswers(name, {
         task: Answer(passed, got / total if total else None, 2.0 * params * 100)
         for task, (passed, got, total) in table.items()})
 

@@ -54,7 +54,6 @@ class Answer:
 @dataclass
 class ModelAnswers:
     model: str
-    params: int
     answers: dict[str, Answer]
 
 
@@ -85,17 +84,19 @@ def code_answers(model: LoadedModel, problems: Sequence[CodeProblem],
     if missing:
         raise UserInputError(f"no completions from {model.name} for {missing[0]}; evaluate "
                              "it on the same problems first")
+    flops_per_token = 2.0 * model.multiply_weights  # walks every module: once per model
     with ThreadPoolExecutor(max_workers=workers) as pool:
         answers = dict(zip([p.task_id for p in problems],
                            pool.map(lambda p: _best_answer(
                                model, p, candidates[p.task_id], hidden_passed[p.task_id],
-                               written.get(p.task_id, WrittenTests())), problems),
+                               written.get(p.task_id, WrittenTests()), flops_per_token),
+                               problems),
                            strict=True))
-    return ModelAnswers(model.name, model.params, answers)
+    return ModelAnswers(model.name, answers)
 
 
 def _best_answer(model: LoadedModel, problem: CodeProblem, completions: list[str],
-                 passed: list[bool], written: WrittenTests) -> Answer:
+                 passed: list[bool], written: WrittenTests, flops_per_token: float) -> Answer:
     tests = list(dict.fromkeys(example_tests(problem) + written.lines))
     results = [self_test(problem, c, tests) for c in completions]
     best = max(range(len(completions)), key=lambda i: results[i].passed)  # first on ties
@@ -103,8 +104,7 @@ def _best_answer(model: LoadedModel, problem: CodeProblem, completions: list[str
     tokens = prompt_tokens + sum(len(model.tokenizer(c).input_ids) for c in completions)
     tokens += written.tokens
     confidence = results[best].fraction if tests else None
-    return Answer(passed[best], confidence, 2.0 * model.multiply_weights * tokens,
-                  detail=completions[best])
+    return Answer(passed[best], confidence, flops_per_token * tokens, detail=completions[best])
 
 
 def vqa_answers(model: LoadedModel, samples: Sequence, progress=None) -> ModelAnswers:
@@ -116,7 +116,7 @@ def vqa_answers(model: LoadedModel, samples: Sequence, progress=None) -> ModelAn
 
     from mfmaccel.evaluate.vqa import answer_scores, normalize_answer, prompt_inputs
 
-    answers = {}
+    answers, flops_per_token = {}, 2.0 * model.multiply_weights
     for index, sample in enumerate(samples):
         start = time.perf_counter()
         inputs = prompt_inputs(model, sample)
@@ -128,10 +128,10 @@ def vqa_answers(model: LoadedModel, samples: Sequence, progress=None) -> ModelAn
         tokens = inputs["input_ids"].shape[1]
         answers[f"vqa/{index}"] = Answer(
             normalize_answer(choice) == normalize_answer(sample.answer), margin,
-            2.0 * model.multiply_weights * tokens, seconds, choice)
+            flops_per_token * tokens, seconds, choice)
         if progress:
             progress(index + 1, len(samples))
-    return ModelAnswers(model.name, model.params, answers)
+    return ModelAnswers(model.name, answers)
 
 
 def cascade_point(chain: Sequence[ModelAnswers], theta: float,
@@ -210,10 +210,12 @@ def _task_order(task_id: str) -> tuple[int, str]:
 
 
 def answers_from_record(model: LoadedModel, problems: Sequence[CodeProblem],
-                        record: dict, test_lines: int = 0) -> ModelAnswers:
+                        record: dict, test_lines: int = 0, last: bool = False) -> ModelAnswers:
     """`code_answers` for the problems a HumanEval record (`mfmaccel eval --task humaneval`
     JSON, or `HumanEvalResult.to_dict()`) answered, with its completions and verdicts; with
-    `test_lines`, the model also writes that many tests per problem for its self-test."""
+    `test_lines`, the model also writes that many tests per problem for its self-test, unless
+    it is the `last` of the chain: its answer always stands, and the tests' cost would only
+    inflate the baseline the cascade is measured against."""
     rows = {row["task_id"]: row for row in record.get("per_problem", [])}
     if not rows or "completions" not in next(iter(rows.values())):
         raise UserInputError("the HumanEval record holds no completions; re-run `mfmaccel eval "
@@ -221,7 +223,7 @@ def answers_from_record(model: LoadedModel, problems: Sequence[CodeProblem],
     chosen = [p for p in problems if p.task_id in rows]
     candidates = {t: row["completions"] for t, row in rows.items()}
     passed = {t: [s == "passed" for s in row["statuses"]] for t, row in rows.items()}
-    written = generate_tests(model, chosen, test_lines) if test_lines else None
+    written = generate_tests(model, chosen, test_lines) if test_lines and not last else None
     return code_answers(model, chosen, candidates, passed, written=written)
 
 
