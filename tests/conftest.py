@@ -1,5 +1,6 @@
 """Shared fixtures: tiny models are built once per session; the real model is skipped cleanly
-when its package is missing."""
+when its package is missing, except under MFMACCEL_REQUIRE_TOOLS=1 (CI), where every skip fails
+and a missing tool stops the run (tests/toolcheck.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,22 @@ import importlib.util
 import pytest
 
 from mfmaccel.models import LoadedModel, load_model
+from tests.toolcheck import missing_tools, missing_tools_message, skip_is_failure, tools_required
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if tools_required() and (missing := missing_tools()):
+        pytest.exit(missing_tools_message(missing), returncode=pytest.ExitCode.USAGE_ERROR)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    report = yield
+    if report.skipped and tools_required() and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = skip_is_failure(reason)
+    return report
 
 
 @pytest.fixture(scope="session")
