@@ -6,9 +6,14 @@ a few also exercise the "plain" fallback with harmless programs.
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import os
 import resource
+import signal
 import socket
+import subprocess
+import sys
 import tempfile
 import textwrap
 import threading
@@ -29,8 +34,9 @@ def _run(source: str, limits: SandboxLimits = FAST):
     return run_python(textwrap.dedent(source), limits)
 
 
-def _processes_mentioning(text: str) -> list[int]:
-    """Live processes whose command line contains `text` (zombies have an empty one)."""
+def _processes_mentioning(*texts: str) -> list[int]:
+    """Live processes whose command line contains every one of `texts` (zombies have an empty
+    one)."""
     found = []
     for name in os.listdir("/proc"):
         if name.isdigit():
@@ -38,7 +44,7 @@ def _processes_mentioning(text: str) -> list[int]:
                 cmdline = Path(f"/proc/{name}/cmdline").read_bytes()
             except OSError:
                 continue
-            if text.encode() in cmdline:
+            if all(text.encode() in cmdline for text in texts):
                 found.append(int(name))
     return found
 
@@ -293,3 +299,65 @@ def test_plain_fallback_runs_and_guards():
     assert not os.path.exists(target)
     net = sandbox._run("import socket\nsocket.socket()", plain, "plain")
     assert net.status == "failed" and "network" in net.detail
+
+
+
+_EVALUATOR = """
+import sys
+from mfmaccel.evaluate.sandbox import SandboxLimits, run as sandbox
+sandbox._run(sys.argv[2], SandboxLimits(wall_seconds=300, cpu_seconds=300), sys.argv[1])
+"""
+_FORKED_SLEEPER = "import os, time\nif os.fork() == 0:\n    time.sleep(300)\ntime.sleep(300)\n"
+
+
+def _wait_for(condition, seconds: float) -> bool:
+    """Poll `condition` until it holds or `seconds` pass (a bound on a liveness check)."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+@pytest.mark.parametrize(
+    ("mode", "program"),
+    [
+        (sandbox_mode(), "while True:\n    pass\n"),
+        (sandbox_mode(), "import time\ntime.sleep(300)\n"),
+        ("plain", "while True:\n    pass\n"),
+        ("plain", _FORKED_SLEEPER),
+    ],
+)
+def test_killing_the_evaluator_kills_the_program_and_its_folder_is_swept(mode, program):
+    """SIGKILL of the process that called the sandbox: the program (and what it forked) dies
+    at once, far inside its 300 s limits; its folder goes on the next sandbox run."""
+    evaluator = subprocess.Popen([sys.executable, "-c", _EVALUATOR, mode, program])
+    prefix = os.path.join(tempfile.gettempdir(), f"{sandbox.FOLDER_PREFIX}{evaluator.pid}-")
+    try:
+        running = _wait_for(lambda: _processes_mentioning("main.py", prefix), 60.0)
+        assert running, "the sandboxed program never started"
+    finally:
+        evaluator.kill()
+        evaluator.wait()
+    try:
+        assert _wait_for(lambda: not _processes_mentioning(prefix), 10.0), "the program survived"
+    finally:
+        for pid in _processes_mentioning(prefix):  # only after a failure: do not leave them
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+    # A SIGKILLed evaluator cannot remove its folder itself; the next sandbox run (this one, or
+    # one in any other process on the machine) does.
+    assert run_python("x = 1\n", FAST).passed
+    assert glob.glob(prefix + "*") == []
+
+
+def test_sweeping_keeps_folders_of_live_owners():
+    live = tempfile.mkdtemp(prefix=f"{sandbox.FOLDER_PREFIX}{os.getpid()}-")
+    unnamed = tempfile.mkdtemp(prefix=f"{sandbox.FOLDER_PREFIX}x-")
+    try:
+        sandbox.sweep_stale_folders()
+        assert os.path.isdir(live) and os.path.isdir(unnamed)
+    finally:
+        os.rmdir(live)
+        os.rmdir(unnamed)

@@ -3,14 +3,15 @@ can be trusted, without the hidden HumanEval tests.
 
 Tests come from the prompt itself: its doctest examples (`>>> f(1)` then `2`) and the
 "f(x) => y" / "f(x) == y" / "f(x) -> y" lines many docstrings use. Each becomes one assert; a
-candidate runs against all of them in one sandboxed process that counts how many hold.
+candidate runs against all of them in one sandboxed process, as the sandbox's checks: which held
+comes back on the sandbox's own channel with the run's random token, so a candidate that exits
+early or prints a made-up count gets none.
 """
 
 from __future__ import annotations
 
 import ast
 import doctest
-import json
 import re
 from dataclasses import dataclass
 
@@ -20,7 +21,6 @@ from mfmaccel.evaluate.sandbox.run import SandboxLimits, run_python
 _ARROW = (r"^\s*(?:[*-]\s*|for\s+)?(?P<call>{name}\(.*\))\s*(?:#\s*)?"
           r"(?:==>|=>|->|==|=|➞|should return|returns)\s*(?P<want>.+?)\s*$")
 _WORDS = {"true": "True", "false": "False", "none": "None"}
-_MARK = "SELFTEST_PASSED"
 
 
 @dataclass
@@ -88,16 +88,9 @@ def example_tests(problem: CodeProblem) -> list[str]:
 
 def self_test(problem: CodeProblem, completion: str, tests: list[str],
               limits: SandboxLimits | None = None) -> SelfTestResult:
-    """How many of `tests` the prompt + `completion` passes, run in the sandbox."""
+    """How many of `tests` the prompt + `completion` passes, run in the sandbox (each test on
+    its own, after the program; none if the program does not reach its end)."""
     if not tests:
         return SelfTestResult(0, 0)
-    harness = (
-        f"\n\n_tests = {json.dumps(tests)}\n_passed = 0\n"
-        "for _source in _tests:\n"
-        "    try:\n        exec(_source, globals())\n        _passed += 1\n"
-        "    except BaseException:\n        pass\n"
-        f"print('{_MARK}', _passed)\n"
-    )
-    result = run_python(problem.prompt + completion + harness, limits)
-    counts = re.findall(rf"^{_MARK} (\d+)$", result.stdout, re.M)
-    return SelfTestResult(min(int(counts[-1]), len(tests)) if counts else 0, len(tests))
+    result = run_python(problem.prompt + completion + "\n", limits, checks=tests)
+    return SelfTestResult(sum(result.checks), len(tests))

@@ -42,11 +42,14 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 def check_completion(
     problem: CodeProblem, completion: str, limits: SandboxLimits | None = None
 ) -> SandboxResult:
-    """Run prompt + completion + the problem's tests in the sandbox; passed = all asserts held."""
-    program = (
-        problem.prompt + completion + "\n" + problem.test + f"\ncheck({problem.entry_point})\n"
-    )
-    return run_python(program, limits)
+    """Run prompt + completion + the problem's tests in the sandbox; passed = all asserts held.
+
+    `check(entry_point)` runs as the sandbox's check, after the program: passing needs the
+    guard's token line that follows it, so a completion that exits early (even with status 0)
+    or prints an imitation fails, as in the reference harness.
+    """
+    program = problem.prompt + completion + "\n" + problem.test + "\n"
+    return run_python(program, limits, checks=[f"check({problem.entry_point})"])
 
 
 @dataclass

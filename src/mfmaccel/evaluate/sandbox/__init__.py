@@ -37,8 +37,21 @@ guard run before the program that refuses internet sockets and DNS, and refuses 
 and file-changing `os` calls on paths outside the private directory. The guard is best effort
 (ctypes or a subprocess gets around it); the namespaces and the user drop are what really enforce.
 
+Passing is proven, not assumed from an exit status: after the program (and the caller's
+`checks`, run in its namespace) the guard writes a line carrying a random token made for this
+run to a report channel of its own; the program is never shown the token (it reaches the guard
+through a pipe that is read and closed first), so an early `sys.exit(0)`, `os._exit(0)`, an
+`atexit` exit or a printed imitation fails. The launcher's own failures come on the same channel
+with the same token, so a program cannot pass itself off as one.
+
+Lifecycle: the launcher and the program carry a parent-death signal, so killing the evaluator
+(even with SIGKILL) kills the program and its process group or namespace at once. Each private
+directory is named after its owner (/tmp/mfmaccel-sandbox-<pid>-*); one left by a killed
+evaluator is removed by the next sandbox run anywhere on the machine (`sweep_stale_folders`).
+
 Files: `run.py` (the caller's side: `run_python`, limits, results), `launcher.py` (run as a
-script for each program: namespaces, privileges, limits, the guard, then exec).
+script for each program: namespaces, privileges, limits, then exec), `guard.py` (run in the
+program's interpreter around the program: fences, checks, the token line).
 """
 
 from mfmaccel.evaluate.sandbox.run import (
@@ -54,9 +67,10 @@ from mfmaccel.evaluate.sandbox.run import (
     SandboxResult,
     run_python,
     sandbox_mode,
+    sweep_stale_folders,
 )
 
 __all__ = [
     "ERROR", "FAILED", "MEMORY", "MODES", "OUTPUT_LIMIT", "PASSED", "STATUSES", "TIMEOUT",
-    "SandboxLimits", "SandboxResult", "run_python", "sandbox_mode",
+    "SandboxLimits", "SandboxResult", "run_python", "sandbox_mode", "sweep_stale_folders",
 ]

@@ -1,7 +1,18 @@
 """The sandbox launcher: run as a script (`python -I -B launcher.py ARGS...`) by `run.py`.
 
 It sets up namespaces, privileges and limits, then execs the program's interpreter with the
-guard. It imports only modules Python loads at startup (plus ctypes), so each run starts fast.
+guard (`guard.py`). It imports only modules Python loads at startup (plus ctypes), so each run
+starts fast.
+
+It dies with its caller: a parent-death signal (prctl PR_SET_PDEATHSIG) is set at its start and
+again wherever a credential change clears it. In the namespace modes its death kills the
+namespace's init, and so every process in the namespace; in plain mode it stays as a watcher
+over the program, and kills the program's whole process group when the caller dies.
+
+The caller hands it a pipe holding the run's random token and a report descriptor. The launcher
+reports its own failures there as "<token> error <why>" lines (and on stderr for people), so a
+program that prints the launcher's error prefix is not taken for one; it passes the token on to
+the guard through a fresh pipe, never through a file, an argument or the environment.
 """
 
 from __future__ import annotations
@@ -18,7 +29,10 @@ import sys
 LAUNCH_FAILED = 125  # launcher exit status when setting up the sandbox failed
 MARKER = "mfmaccel-sandbox:"  # starts the launcher's one-line error on stderr
 PROGRAM = "main.py"
+CHECKS = "checks"  # the checks' sources, each ended by a NUL; guard.py reads and deletes it
+GUARD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "guard.py")
 _SIGKILL = 9
+_SIGTERM = 15
 _CLONE_NEWNS = 0x00020000
 _CLONE_NEWUSER = 0x10000000
 _CLONE_NEWPID = 0x20000000
@@ -44,95 +58,6 @@ _SHM_OPTIONS = "mode=1777,size=64m"
 _PR_SET_PDEATHSIG = 1
 _PR_SET_NO_NEW_PRIVS = 38
 
-# Runs in the program's interpreter before the program. Best effort: it stops accidents and
-# naive attempts; the namespaces and the unprivileged user are the real enforcement. Patching
-# `_socket` (rather than `socket`) also covers `socket` when the program imports it later.
-_GUARD = r"""
-def _mfmaccel_guard():
-    import builtins, io, os, sys, _io, _socket, __main__
-    root = os.path.realpath(os.getcwd())
-    devices = {"/dev/null", "/dev/zero", "/dev/full"}
-
-    def inside(path, dir_fd=None):
-        if isinstance(path, int):
-            return True
-        path = os.fsdecode(os.fspath(path))
-        if dir_fd is not None and not os.path.isabs(path):
-            path = os.path.join(os.readlink("/proc/self/fd/%d" % dir_fd), path)
-        real = os.path.realpath(path)
-        return real == root or real.startswith(root + os.sep) or real in devices
-
-    def refuse(path):
-        raise PermissionError(13, "sandbox: no writes outside the working directory", str(path))
-
-    real_open = builtins.open
-
-    def guarded_open(file, mode="r", *args, **kwargs):
-        if any(c in str(mode) for c in "wax+") and not inside(file):
-            refuse(file)
-        return real_open(file, mode, *args, **kwargs)
-
-    builtins.open = io.open = _io.open = guarded_open
-    write_flags = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
-    real_os_open = os.open
-
-    def guarded_os_open(path, flags, *args, dir_fd=None, **kwargs):
-        if flags & write_flags and not inside(path, dir_fd):
-            refuse(path)
-        return real_os_open(path, flags, *args, dir_fd=dir_fd, **kwargs)
-
-    os.open = guarded_os_open
-
-    def wrap(name, checks):
-        real = getattr(os, name, None)
-        if real is None:
-            return
-
-        def guarded(*args, **kwargs):
-            for index, key, fd_key in checks:
-                path = args[index] if len(args) > index else kwargs.get(key)
-                if path is not None and not inside(path, kwargs.get(fd_key)):
-                    refuse(path)
-            return real(*args, **kwargs)
-
-        setattr(os, name, guarded)
-
-    one = [(0, "path", "dir_fd")]
-    for name in ("remove", "unlink", "rmdir", "mkdir", "chmod", "chown", "lchown", "truncate",
-                 "utime", "mkfifo", "mknod", "setxattr", "removexattr"):
-        wrap(name, one)
-    for name in ("rename", "replace"):
-        wrap(name, [(0, "src", "src_dir_fd"), (1, "dst", "dst_dir_fd")])
-    wrap("link", [(1, "dst", "dst_dir_fd")])
-    wrap("symlink", [(1, "dst", "dir_fd")])
-
-    def no_network(*args, **kwargs):
-        raise PermissionError(13, "sandbox: network access is not allowed")
-
-    class GuardedSocket(_socket.socket):
-        __slots__ = ()  # socket.socket adds __weakref__ itself
-
-        def __init__(self, family=-1, type=-1, proto=-1, fileno=None):
-            if fileno is None and family != _socket.AF_UNIX:
-                no_network()
-            super().__init__(family, type, proto, fileno)
-
-    _socket.socket = _socket.SocketType = GuardedSocket
-    for name in ("getaddrinfo", "gethostbyname", "gethostbyname_ex", "gethostbyaddr"):
-        setattr(_socket, name, no_network)
-    if "socket" in sys.modules:
-        sys.modules["socket"].getaddrinfo = no_network
-    path = os.path.join(root, "main.py")
-    with real_open(path, "rb") as handle:
-        source = handle.read()
-    sys.argv = [path]
-    __main__.__file__ = path
-    del __main__._mfmaccel_guard
-    return source, path, "exec"
-
-exec(compile(*_mfmaccel_guard()))
-"""
-
 
 class _LaunchConfig:
     """What the caller tells the launcher, as plain argv strings (see `_launch_argv`)."""
@@ -140,26 +65,76 @@ class _LaunchConfig:
     def __init__(self, argv: list[str]) -> None:
         self.mode, self.workdir, user = argv[0], argv[1], argv[2]
         self.user = None if user == "-" else tuple(int(x) for x in user.split(":"))
-        numbers = [int(x) for x in argv[3:8]]
+        numbers = [int(x) for x in argv[3:11]]
         self.cpu_seconds, self.memory_bytes, self.file_bytes, self.max_processes = numbers[:4]
-        self.dir_bytes = numbers[4]
-        self.expose = argv[8:]
+        self.dir_bytes, self.caller, self.token_fd, self.report_fd = numbers[4:]
+        self.expose = argv[11:]
+
+
+_reporting: tuple[int, bytes] | None = None  # (report fd, token) once the token is read
 
 
 def _launcher_main(argv: list[str]) -> None:
     """Entry point of the launcher; ends by exec'ing the program or exiting with its status."""
+    global _reporting
     try:
         config = _LaunchConfig(argv)
+        token = os.read(config.token_fd, 256).strip()
+        os.close(config.token_fd)
+        _reporting = (config.report_fd, token)
+        _die_with(config.caller)
+        with open(GUARD, encoding="utf-8") as handle:
+            guard = handle.read()
+        status_pipe = -1
         if config.mode != "plain":
-            status_fd = _enter_namespaces(config.mode == "userns")
+            status_pipe = _enter_namespaces(config.mode == "userns", config.caller)
             _setup_filesystem(config)
-            program = os.fork()
-            if program:
-                _init_loop(program, status_fd)
-        _exec_program(config)
+        parent = os.getpid()
+        program = os.fork()
+        if program == 0:
+            _exec_program(config, parent, token, guard)
+        elif config.mode == "plain":
+            _watch(program, config.caller)
+        else:
+            _init_loop(program, status_pipe)
     except Exception as exc:  # any setup failure becomes one line, and status "error"
-        os.write(2, f"{MARKER} {type(exc).__name__}: {exc}\n".encode())
+        _fail(f"{type(exc).__name__}: {exc}")
+
+
+def _fail(why: str) -> None:
+    """Say why the sandbox could not run the program (stderr, and the report with the token)."""
+    why = " ".join(why.split())
+    os.write(2, f"{MARKER} {why}\n".encode())
+    if _reporting is not None:
+        report_fd, token = _reporting
+        try:  # noqa: SIM105 (contextlib is not loaded at startup)
+            os.write(report_fd, token + b" error " + why.encode() + b"\n")
+        except OSError:
+            pass
+    os._exit(LAUNCH_FAILED)
+
+
+def _die_with(parent: int) -> None:
+    """SIGKILL this process when `parent` dies (exit at once if it already has)."""
+    _prctl(_PR_SET_PDEATHSIG, _SIGKILL)
+    if os.getppid() != parent:
         os._exit(LAUNCH_FAILED)
+
+
+def _watch(program: int, caller: int) -> None:
+    """Plain mode: wait for the program and exit as it did; if the caller dies first, kill the
+    whole process group (the program and whatever it forked without leaving the group)."""
+    import _signal  # loaded at startup, unlike `signal`
+
+    def kill_group(*_) -> None:
+        os.killpg(0, _SIGKILL)
+
+    _signal.signal(_SIGTERM, kill_group)
+    _prctl(_PR_SET_PDEATHSIG, _SIGTERM)
+    if os.getppid() != caller:
+        kill_group()
+    _, status = os.waitpid(program, 0)
+    _exit_like(status)
 
 
 _libc_handle = None
@@ -211,7 +186,7 @@ def _prctl(option: int, value: int) -> None:
     _check(_libc().prctl(option, value, 0, 0, 0), f"prctl {option}")
 
 
-def _enter_namespaces(user_namespace: bool) -> int:
+def _enter_namespaces(user_namespace: bool, caller: int) -> int:
     """Unshare PID/mount/net (and user) namespaces and fork; the caller continues as PID 1.
 
     The original process stays outside, waits for that init and exits the way the program did,
@@ -220,17 +195,28 @@ def _enter_namespaces(user_namespace: bool) -> int:
     uid, gid = os.getuid(), os.getgid()
     flags = _CLONE_NEWNS | _CLONE_NEWNET | _CLONE_NEWPID
     _check(_libc().unshare(flags | (_CLONE_NEWUSER if user_namespace else 0)), "unshare")
+    _die_with(caller)  # a new user namespace may have cleared the parent-death signal
     if user_namespace:
         _write("/proc/self/setgroups", "deny")
         _write("/proc/self/uid_map", f"{uid} {uid} 1")
         _write("/proc/self/gid_map", f"{gid} {gid} 1")
     read_fd, write_fd = os.pipe()
+    alive_read, alive_write = os.pipe()  # the launcher holds the write end while it lives
     init = os.fork()
     if init:
         os.close(write_fd)
+        os.close(alive_read)
         _mirror_exit(init, read_fd)
     os.close(read_fd)
+    os.close(alive_write)
     _prctl(_PR_SET_PDEATHSIG, _SIGKILL)  # if the launcher dies, init and its namespace die too
+    os.set_blocking(alive_read, False)
+    try:
+        if os.read(alive_read, 1) == b"":  # end of file: it died before the prctl
+            os._exit(LAUNCH_FAILED)
+    except BlockingIOError:
+        pass
+    os.close(alive_read)
     return write_fd
 
 
@@ -243,11 +229,15 @@ def _mirror_exit(init: int, read_fd: int) -> None:
     """Wait for the namespace's init, then exit with the program's wait status."""
     _, init_status = os.waitpid(init, 0)
     report = os.read(read_fd, 64)
-    if not report:  # init failed during setup (it printed why) or was killed
+    if not report:  # init failed during setup (it reported why) or was killed
         if os.waitstatus_to_exitcode(init_status) != LAUNCH_FAILED:
-            os.write(2, f"{MARKER} sandbox init ended without a status\n".encode())
+            _fail("sandbox init ended without a status")
         os._exit(LAUNCH_FAILED)
-    status = int(report)
+    _exit_like(int(report))
+
+
+def _exit_like(status: int) -> None:
+    """Exit with wait status `status`: the same exit code, or death by the same signal."""
     if os.WIFSIGNALED(status):
         import _signal  # loaded at startup, unlike `signal`
 
@@ -263,8 +253,12 @@ def _mirror_exit(init: int, read_fd: int) -> None:
 def _init_loop(program: int, status_fd: int) -> None:
     """PID 1 of the namespace: reap orphans until the program ends, report it, and exit.
 
-    Exiting makes the kernel kill whatever else is still running in the namespace.
+    Exiting makes the kernel kill whatever else is still running in the namespace. With no
+    handler for SIGINT (Python's is the only one), no signal from inside the namespace reaches it.
     """
+    import _signal
+
+    _signal.signal(_signal.SIGINT, _signal.SIG_DFL)
     while True:
         try:
             pid, status = os.waitpid(-1, 0)
@@ -291,18 +285,22 @@ def _setup_filesystem(config: _LaunchConfig) -> None:
 
 def _private_workdir(config: _LaunchConfig) -> None:
     """Replace the directory, in this namespace only, by a tmpfs of `dir_bytes` holding a copy of
-    the program, so the program cannot fill the host's disk; it vanishes with the namespace."""
+    the program and its checks, so the program cannot fill the host's disk; it vanishes with the
+    namespace."""
     workdir = config.workdir
-    with open(os.path.join(workdir, PROGRAM), "rb") as handle:
-        source = handle.read()
+    files = {}
+    for name in (PROGRAM, CHECKS):
+        with open(os.path.join(workdir, name), "rb") as handle:
+            files[name] = handle.read()
     uid, gid = config.user if config.user is not None else (os.getuid(), os.getgid())
     options = f"mode=0700,size={max(config.dir_bytes, 1 << 20)},uid={uid},gid={gid}"
     _mount("tmpfs", workdir, "tmpfs", _MS_NOSUID | _MS_NODEV, options)
     for sub in ("home", "tmp"):
         os.mkdir(os.path.join(workdir, sub), 0o700)
         os.chown(os.path.join(workdir, sub), uid, gid)
-    with open(os.path.join(workdir, PROGRAM), "wb") as handle:
-        handle.write(source)
+    for name, data in files.items():
+        with open(os.path.join(workdir, name), "wb") as handle:
+            handle.write(data)
 
 
 def can_traverse(st: os.stat_result, uid: int, gid: int) -> bool:
@@ -388,8 +386,9 @@ def _remount_readonly(keep: list[str]) -> None:
         _mount(None, mount_point, None, flags, required=mount_point == "/")
 
 
-def _exec_program(config: _LaunchConfig) -> None:
-    """In the program's process: enter the directory, drop privileges, set limits, exec."""
+def _exec_program(config: _LaunchConfig, parent: int, token: bytes, guard: str) -> None:
+    """In the program's process: enter the directory, drop privileges, set limits, exec the
+    interpreter with the guard, handing it the token through a fresh pipe."""
     os.chdir(config.workdir)  # again: after the tmpfs mount this lands on the new directory
     if config.user is not None:
         uid, gid = config.user
@@ -398,6 +397,7 @@ def _exec_program(config: _LaunchConfig) -> None:
         os.setuid(uid)
     if config.mode != "plain" or config.user is not None:
         _prctl(_PR_SET_NO_NEW_PRIVS, 1)  # setuid binaries cannot give privileges back
+    _die_with(parent)  # after the user change, which clears the parent-death signal
     cpu = max(1, config.cpu_seconds)
     _lower_limit(resource.RLIMIT_CORE, 0, 0)
     _lower_limit(resource.RLIMIT_CPU, cpu, cpu + 1)  # SIGXCPU first, SIGKILL a second later
@@ -405,7 +405,12 @@ def _exec_program(config: _LaunchConfig) -> None:
     _lower_limit(resource.RLIMIT_NPROC, config.max_processes, config.max_processes)
     _lower_limit(resource.RLIMIT_AS, config.memory_bytes, config.memory_bytes)
     program = os.path.join(config.workdir, PROGRAM)
-    os.execv(sys.executable, [sys.executable, "-I", "-B", "-c", _GUARD, program])
+    token_read, token_write = os.pipe()
+    os.write(token_write, token)
+    os.close(token_write)
+    os.set_inheritable(token_read, True)
+    fds = [str(token_read), str(config.report_fd)]
+    os.execv(sys.executable, [sys.executable, "-I", "-B", "-c", guard, program, *fds])
 
 
 def _lower_limit(which: int, soft: int, hard: int) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import select
 import signal
 import stat
@@ -12,15 +13,16 @@ import tempfile
 import threading
 import time
 import warnings
+from collections.abc import Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from shutil import rmtree
 
 from mfmaccel.evaluate.sandbox import launcher as launcher_module
-from mfmaccel.evaluate.sandbox.launcher import LAUNCH_FAILED, MARKER, PROGRAM, can_traverse
+from mfmaccel.evaluate.sandbox.launcher import CHECKS, PROGRAM, can_traverse
 
-PASSED = "passed"  # exited with status 0
-FAILED = "failed"  # non-zero exit, uncaught exception, assertion, crash by a signal
+PASSED = "passed"  # ran to its end, every check held, exited with status 0
+FAILED = "failed"  # exception, failed check, early exit (even with status 0), crash by a signal
 TIMEOUT = "timeout"  # wall-clock or CPU-time limit reached
 MEMORY = "memory"  # MemoryError under the address-space limit
 OUTPUT_LIMIT = "output_limit"  # stdout/stderr (or a file) reached `file_bytes`
@@ -28,6 +30,7 @@ ERROR = "error"  # the sandbox itself could not run the program
 STATUSES = (PASSED, FAILED, TIMEOUT, MEMORY, OUTPUT_LIMIT, ERROR)
 
 MODES = ("namespace", "userns", "plain")
+FOLDER_PREFIX = "mfmaccel-sandbox-"  # then the owner's pid and a dash: /tmp/mfmaccel-sandbox-PID-*
 
 
 @dataclass
@@ -55,15 +58,28 @@ class SandboxResult:
     wall_seconds: float
     truncated: bool = False  # stdout or stderr was cut at `max_output_bytes`
     detail: str = ""  # one line saying why, for failures
+    completed: bool = False  # the program ran to its end (the guard's token line came)
+    checks: tuple[bool, ...] = ()  # whether each check held; empty unless `completed`
 
     @property
     def passed(self) -> bool:
         return self.status == PASSED
 
 
-def run_python(source: str, limits: SandboxLimits | None = None) -> SandboxResult:
-    """Run `source` as `__main__` in a fresh sandboxed interpreter and report how it ended."""
-    return _run(source, limits or SandboxLimits(), sandbox_mode())
+def run_python(
+    source: str, limits: SandboxLimits | None = None, *, checks: Sequence[str] = ()
+) -> SandboxResult:
+    """Run `source` as `__main__` in a fresh sandboxed interpreter and report how it ended.
+
+    Each of `checks` (Python statements, e.g. "check(f)" or an assert) runs afterwards in the
+    program's namespace, on its own; `result.checks` says which held. The program passes only
+    if it ran to its end, every check held and the process then exited 0: the guard says so on
+    a channel of its own with a random token made for this run, which the program is never
+    shown, so `sys.exit(0)`, `os._exit(0)`, an `atexit` exit or a printed imitation is a failure.
+    """
+    if any("\0" in check for check in checks):
+        raise ValueError("a check contains a NUL character")
+    return _run(source, limits or SandboxLimits(), sandbox_mode(), tuple(checks))
 
 
 _mode_lock = threading.Lock()
@@ -97,36 +113,62 @@ def _detect_mode() -> str:
     return "plain"
 
 
-def _run(source: str, limits: SandboxLimits, mode: str) -> SandboxResult:
+def _run(
+    source: str, limits: SandboxLimits, mode: str, checks: tuple[str, ...] = ()
+) -> SandboxResult:
     """Run one program in `mode`; never raises for anything the program does."""
     start = time.monotonic()
-    workdir = tempfile.mkdtemp(prefix="mfmaccel-sandbox-")
+    sweep_stale_folders()
+    workdir = tempfile.mkdtemp(prefix=f"{FOLDER_PREFIX}{os.getpid()}-")
+    token = secrets.token_hex(16)
     try:
-        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        with (
+            tempfile.TemporaryFile() as out,
+            tempfile.TemporaryFile() as err,
+            tempfile.TemporaryFile() as report,
+        ):
             try:
                 user = _sandbox_user(mode, workdir)
-                _prepare_workdir(workdir, source, user)
-                command = _launch_argv(mode, workdir, user, limits)
-                proc = subprocess.Popen(
-                    command,
-                    cwd=workdir,
-                    env=_child_env(workdir),
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=err,
-                    start_new_session=True,
-                )
+                _prepare_workdir(workdir, source, checks, user)
+                proc = _start(mode, workdir, user, limits, token, (out, err, report))
             except OSError as exc:
                 elapsed = time.monotonic() - start
                 return SandboxResult(ERROR, None, "", "", elapsed, detail=f"cannot start: {exc}")
             timed_out = _wait_and_kill(proc, limits.wall_seconds)
             elapsed = time.monotonic() - start
-            return _result(proc.returncode, timed_out, out, err, limits, elapsed)
+            verdict = _Report.read(report, token, len(checks))
+            return _result(proc.returncode, timed_out, out, err, verdict, limits, elapsed)
     finally:
         rmtree(workdir, ignore_errors=True)
 
 
-def _launch_argv(mode: str, workdir: str, user, limits: SandboxLimits) -> list[str]:
+def _start(mode, workdir, user, limits: SandboxLimits, token: str, files) -> subprocess.Popen:
+    """Start the launcher in a new session; the token goes through a pipe, read once."""
+    out, err, report = files
+    token_read, token_write = os.pipe()
+    try:
+        os.write(token_write, token.encode())
+    finally:
+        os.close(token_write)
+    try:
+        fds = {"token_fd": token_read, "report_fd": report.fileno()}
+        return subprocess.Popen(
+            _launch_argv(mode, workdir, user, limits, **fds),
+            cwd=workdir,
+            env=_child_env(workdir),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+            pass_fds=tuple(fds.values()),
+            start_new_session=True,
+        )
+    finally:
+        os.close(token_read)
+
+
+def _launch_argv(
+    mode: str, workdir: str, user, limits: SandboxLimits, *, token_fd: int, report_fd: int
+) -> list[str]:
     """The launcher's command line; `_LaunchConfig` reads it back."""
     user_text = "-" if user is None else f"{user[0]}:{user[1]}"
     numbers = (
@@ -135,11 +177,38 @@ def _launch_argv(mode: str, workdir: str, user, limits: SandboxLimits) -> list[s
         limits.file_bytes,
         limits.max_processes,
         limits.dir_bytes,
+        os.getpid(),
+        token_fd,
+        report_fd,
     )
     launcher = [sys.executable, "-I", "-B", os.path.abspath(launcher_module.__file__)]
     return (
         launcher + [mode, workdir, user_text, *map(str, map(int, numbers))] + _needed_paths(workdir)
     )
+
+
+def sweep_stale_folders() -> list[str]:
+    """Remove sandbox folders whose owner process is gone (an evaluator killed mid-run cannot
+    remove its own); returns the ones removed. Each run calls this first."""
+    root = tempfile.gettempdir()
+    removed = []
+    with suppress(OSError):
+        for name in os.listdir(root):
+            owner = name.removeprefix(FOLDER_PREFIX).split("-", 1)[0]
+            if name.startswith(FOLDER_PREFIX) and owner.isdigit() and not _alive(int(owner)):
+                rmtree(os.path.join(root, name), ignore_errors=True)
+                removed.append(name)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # someone else's, alive
+    return True
 
 
 def _sandbox_user(mode: str, workdir: str) -> tuple[int, int] | None:
@@ -184,13 +253,18 @@ def _reachable_by(path: str, uid: int, gid: int) -> bool:
     return True
 
 
-def _prepare_workdir(workdir: str, source: str, user: tuple[int, int] | None) -> None:
-    """Write the program, create HOME and TMPDIR, and hand the directory to the sandbox user."""
+def _prepare_workdir(
+    workdir: str, source: str, checks: tuple[str, ...], user: tuple[int, int] | None
+) -> None:
+    """Write the program and its checks, create HOME and TMPDIR, and hand the directory to the
+    sandbox user."""
     os.chmod(workdir, 0o700)
     for sub in ("home", "tmp"):
         os.mkdir(os.path.join(workdir, sub), 0o700)
     with open(os.path.join(workdir, PROGRAM), "w", encoding="utf-8") as handle:
         handle.write(source)
+    with open(os.path.join(workdir, CHECKS), "w", encoding="utf-8") as handle:
+        handle.write("".join(check + "\0" for check in checks))
     if user is not None:
         for path in (workdir, os.path.join(workdir, "home"), os.path.join(workdir, "tmp")):
             os.chown(path, *user)
@@ -213,11 +287,14 @@ def _child_env(workdir: str) -> dict[str, str]:
 def _wait_and_kill(proc: subprocess.Popen, wall_seconds: float) -> bool:
     """Wait up to the wall limit, then kill the whole process group; True if it timed out.
 
-    The group is killed while the leader is still unreaped, so its id cannot have been reused.
+    The group is killed while the leader is still unreaped, so its id cannot have been reused;
+    also when the wait is interrupted (Ctrl-C), so nothing outlives the call.
     """
-    timed_out = not _wait_exited(proc.pid, wall_seconds)
-    _kill_group(proc.pid)
-    proc.wait()
+    try:
+        timed_out = not _wait_exited(proc.pid, wall_seconds)
+    finally:
+        _kill_group(proc.pid)
+        proc.wait()
     if timed_out:
         _await_group_gone(proc.pid, 1.0)
     return timed_out
@@ -304,21 +381,51 @@ def _last_line(text: str) -> str:
     return lines[-1].strip()[:300] if lines else ""
 
 
-def _result(returncode, timed_out, out, err, limits: SandboxLimits, elapsed) -> SandboxResult:
+@dataclass
+class _Report:
+    """What the launcher and the guard said on the report channel, in lines carrying the token
+    (anything else there was written by the program and is ignored)."""
+
+    error: str | None = None  # the launcher could not run the program: why
+    checks: tuple[bool, ...] | None = None  # None: the program did not reach its end
+
+    @classmethod
+    def read(cls, handle, token: str, n_checks: int) -> _Report:
+        handle.seek(0)
+        prefix = token.encode() + b" "
+        report = cls()
+        for line in handle.read().split(b"\n"):
+            if not line.startswith(prefix):
+                continue
+            kind, _, rest = line.removeprefix(prefix).partition(b" ")
+            if kind == b"error" and report.error is None:
+                report.error = rest.decode("utf-8", "replace").strip()
+            elif kind == b"done" and len(rest) == n_checks and set(rest) <= set(b"01"):
+                report.checks = tuple(bit == ord("1") for bit in rest)
+        return report
+
+
+def _result(
+    returncode, timed_out, out, err, report: _Report, limits: SandboxLimits, elapsed
+) -> SandboxResult:
     stdout, out_size, _ = _read_capped(out, limits.max_output_bytes)
     stderr, err_size, err_tail = _read_capped(err, limits.max_output_bytes)
-    truncated = max(out_size, err_size) > limits.max_output_bytes
-    status, detail = _classify(returncode, timed_out, max(out_size, err_size), err_tail, limits)
-    return SandboxResult(status, returncode, stdout, stderr, elapsed, truncated, detail)
+    size = max(out_size, err_size)
+    status, detail = _classify(returncode, timed_out, size, err_tail, report, limits)
+    return SandboxResult(
+        status, returncode, stdout, stderr, elapsed, size > limits.max_output_bytes, detail,
+        completed=report.checks is not None, checks=report.checks or (),
+    )
 
 
-def _classify(returncode, timed_out, out_size, err_tail, limits) -> tuple[str, str]:
+def _classify(returncode, timed_out, out_size, err_tail, report: _Report, limits):
+    """(status, one-line detail) of a finished run."""
     last = _last_line(err_tail)
     if timed_out:
         return TIMEOUT, f"wall-clock limit of {limits.wall_seconds:g} s reached; killed"
-    if returncode == LAUNCH_FAILED and MARKER in err_tail:
-        return ERROR, last
-    if returncode == 0:
+    if report.error is not None:
+        return ERROR, report.error
+    if returncode == 0 and report.checks is not None and all(report.checks):
         return PASSED, ""
     if returncode == -signal.SIGXCPU:
         return TIMEOUT, f"CPU-time limit of {limits.cpu_seconds} s reached"
@@ -328,4 +435,11 @@ def _classify(returncode, timed_out, out_size, err_tail, limits) -> tuple[str, s
         return MEMORY, f"memory limit of {limits.memory_bytes} bytes reached"
     if returncode is not None and returncode < 0:
         return FAILED, f"killed by {signal.Signals(-returncode).name}"
+    if returncode == 0 and report.checks is None:
+        why = f"{last}, then " if "Traceback" in err_tail else ""
+        return FAILED, f"{why}exited with status 0 before the end of the program"
+    if returncode == 0:
+        return FAILED, "a check exited with status 0 before it finished"
+    if report.checks is not None and all(report.checks):
+        return FAILED, f"exited with status {returncode} after its checks held"
     return FAILED, last
