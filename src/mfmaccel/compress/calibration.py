@@ -14,8 +14,12 @@ from mfmaccel.errors import UserInputError
 
 
 def calibration_batches(tokenizer, tokens: int = 2048, window: int = 512,
-                        path: str | None = None) -> list[torch.Tensor]:
-    """`tokens` tokens of calibration text as (1, window) id tensors, from the start."""
+                        path: str | None = None, *, positions: int | None = None
+                        ) -> list[torch.Tensor]:
+    """`tokens` tokens of calibration text as (1, window) id tensors, from the start; a model
+    with fewer `positions` than `window` (a 256-position GPT-2, say) gets windows of its own
+    length, since learned position embeddings end there."""
+    window = clipped_window(window, positions)
     text = load_text_file(path) if path else load_text_corpus("train")
     ids = tokenizer(text, return_tensors="pt", add_special_tokens=False).input_ids[0]
     if len(ids) < min(tokens, window):
@@ -23,6 +27,16 @@ def calibration_batches(tokenizer, tokens: int = 2048, window: int = 512,
     ids = ids[:tokens]
     return [ids[i:i + window].unsqueeze(0) for i in range(0, len(ids) - 1, window)
             if len(ids[i:i + window]) > 1]
+
+
+def clipped_window(window: int, positions: int | None) -> int:
+    """`window`, or the model's `positions` where it has fewer (None: no limit)."""
+    if positions is None or positions >= window:
+        return window
+    if positions < 2:
+        raise UserInputError(f"the model has {positions} position(s); calibration needs "
+                             "windows of at least 2 tokens")
+    return positions
 
 
 @torch.inference_mode()
@@ -60,7 +74,7 @@ def gptq_calibration_batches(model, tokens: int = 2048) -> list[torch.Tensor]:
         from mfmaccel.data.medvqa import load_medvqa
 
         return vqa_calibration_batches(model, load_medvqa("train", per_source=8), tokens)
-    return calibration_batches(model.tokenizer, tokens)
+    return calibration_batches(model.tokenizer, tokens, positions=model.context_length)
 
 
 class RangeRecorder:

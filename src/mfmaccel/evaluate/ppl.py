@@ -14,6 +14,8 @@ from mfmaccel.errors import UserInputError
 from mfmaccel.models.record import CAUSAL_LM, LoadedModel
 from mfmaccel.records import Record
 
+DEFAULT_CONTEXT = 512  # tokens per window unless the caller or the model's window says less
+
 
 @dataclass
 class PerplexityResult(Record):
@@ -57,18 +59,21 @@ def window_spans(n_tokens: int, context: int, stride: int) -> list[tuple[int, in
 def perplexity(
     model: LoadedModel,
     text: str,
-    context: int = 512,
+    context: int | None = None,
     stride: int | None = None,
     max_tokens: int | None = None,
     corpus: str = "text",
     progress: Callable[[int, int], None] | None = None,
 ) -> PerplexityResult:
-    """exp(mean negative log-likelihood) of `text` (first `max_tokens` tokens if given)."""
+    """exp(mean negative log-likelihood) of `text` (first `max_tokens` tokens if given), in
+    windows of `context` tokens (default: 512, or the model's window where it is shorter)."""
     require_causal_lm(model, "perplexity")
-    stride = stride or context
     limit = model.context_length
+    context = context or min(DEFAULT_CONTEXT, limit or DEFAULT_CONTEXT)
+    stride = stride or context
     if limit is not None and context > limit:
-        raise UserInputError(f"context {context} exceeds '{model.name}' window {limit}")
+        raise UserInputError(f"context {context} exceeds '{model.name}' window {limit}; use a "
+                             f"context of at most {limit}")
     ids = model.tokenizer(text, return_tensors="pt", add_special_tokens=False).input_ids[0]
     if max_tokens is not None:
         ids = ids[:max_tokens]

@@ -88,12 +88,12 @@ def load_task_data(task: str, data: Path | None, limit: int | None, seed: int) -
         problems = humaneval_subset(problems, limit, seed) if limit else problems
         return TaskData(task, problems, str(data) if data else "humaneval")
     if task == "medvqa":
-        from mfmaccel.data.medvqa import load_medvqa, majority_baseline
+        from mfmaccel.data.medvqa import majority_baseline, planned_answers
 
         samples = vqa_samples(data, "test", limit, seed)
         if data:
             return TaskData(task, samples, str(data))
-        baseline = majority_baseline(load_medvqa("train", seed), samples)
+        baseline = majority_baseline(planned_answers("train", seed), samples)
         return TaskData(task, samples, "medvqa:test", baseline)
     return TaskData(task, None, "prompt")
 
@@ -101,13 +101,16 @@ def load_task_data(task: str, data: Path | None, limit: int | None, seed: int) -
 def vqa_samples(data: Path | None, split: str, limit: int | None,
                 seed: int = 0) -> list[VQASample]:
     """The first `limit` closed questions of `split`: the built-in benchmark's, or those of the
-    user's VQA folder at `data`."""
+    user's VQA folder at `data`; only their images are made or decoded."""
     from mfmaccel.data.medvqa import load_medvqa, load_vqa_folder
 
     if data is not None and not data.exists():
         raise UserInputError(f"dataset path {data} does not exist; check --data")
-    samples = load_vqa_folder(data, split=split) if data else load_medvqa(split, seed)
-    return samples[:limit] if limit else samples
+    if limit is not None and limit < 1:
+        raise UserInputError(f"--limit must be at least 1, got {limit}")
+    if data:
+        return load_vqa_folder(data, split=split, limit=limit)
+    return load_medvqa(split, seed, limit=limit)
 
 
 def measure_task(

@@ -5,7 +5,7 @@ The list is read off a real forward pass, not written per architecture: every at
 is recorded under a `TorchDispatchMode` together with the module that issued it. That keeps
 pruned layers (their true shapes), quantized layers (their bits) and any Hugging Face
 architecture right without a table per family. A model known only by its config runs on the
-`meta` device: shapes propagate, nothing is computed, no weights are needed.
+`meta` device (`hw.metatrace`): shapes propagate, nothing is computed, no weights are needed.
 
 Not counted: embedding lookups, masks, views and copies (data movement the controller does
 while loading tiles); batch norms (folded into the convolution before them when the model is
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -210,8 +211,9 @@ def _same_shape(args) -> bool:
 
 
 def trace_module(module: nn.Module, inputs: dict[str, torch.Tensor], model: str,
-                 description: str) -> Workload:
-    """Run one forward pass of `module` on `inputs` and record what the accelerator would do."""
+                 description: str, forward: Callable[[], object] | None = None) -> Workload:
+    """Run one forward pass of `module` on `inputs` (or `forward()`, a pass through it built
+    by hand) and record what the accelerator would do."""
     stack: list[tuple[str, nn.Module, str | None]] = []
     hooks = []
     recorder = _Recorder(stack)
@@ -223,7 +225,7 @@ def trace_module(module: nn.Module, inputs: dict[str, torch.Tensor], model: str,
             lambda mod, args, out, k=kind: _leave(stack, recorder, k, args)))
     try:
         with torch.no_grad(), recorder:
-            module(**inputs)
+            forward() if forward else module(**inputs)
     finally:
         for hook in hooks:
             hook.remove()
@@ -239,63 +241,30 @@ def _leave(stack, recorder: _Recorder, kind: str | None, args) -> None:
     recorder._vector(kind.split(":")[1], args[0], path)
 
 
-def workload_for_config(config, seq_len: int, model: str, image_size: int | None = None,
-                        batch: int = 1) -> Workload:
-    """A model known only by its Hugging Face config, built on the meta device (no weights);
-    a vision config at `image_size` pixels (default: its own)."""
-    from transformers import AutoModel
-
-    vision = getattr(config, "model_type", "") in ("vit", "clip_vision_model")
-    if vision:
-        config.image_size = _image_size(image_size or config.image_size, config.patch_size,
-                                        model)
-    else:
-        _no_images(image_size, model)
-        _check_length(seq_len, _positions(config), model)
-    config._attn_implementation = "eager"
-    with torch.device("meta"):
-        module = AutoModel.from_config(config)
-    module.eval()
-    inputs = {"input_ids": torch.zeros(batch, seq_len, dtype=torch.long, device="meta")}
-    if vision:
-        side = config.image_size
-        inputs = {"pixel_values": torch.zeros(batch, config.num_channels, side, side,
-                                              device="meta")}
-    return trace_module(module, inputs, model, _describe(inputs))
-
-
 def workload_for_model(loaded: LoadedModel, seq_len: int,
                        image_size: int | None = None) -> Workload:
     """A loaded model (possibly pruned or quantized) traced on a real forward pass: `seq_len`
     text tokens, plus one image for vision and VLM models (a vision encoder at `image_size`
     pixels, position embeddings interpolated; a VLM at its processor's resolution)."""
     if loaded.kind != VISION:
-        _check_length(seq_len, loaded.context_length, loaded.name)
+        check_length(seq_len, loaded.context_length, loaded.name)
     inputs = model_inputs(loaded, seq_len, image_size)
-    return trace_module(loaded.module, inputs, loaded.name, _describe(inputs))
+    return trace_module(loaded.module, inputs, loaded.name, describe(inputs))
 
 
-def _image_size(side: int, patch: int, model: str) -> int:
+def checked_side(side: int, patch: int, model: str) -> int:
     if side < patch or side % patch:
         raise UserInputError(f"{model}: image size {side} is not a multiple of its {patch}-pixel "
                              f"patches; use e.g. {max(patch, side // patch * patch)}")
     return side
 
 
-def _no_images(image_size: int | None, model: str) -> None:
+def no_images(image_size: int | None, model: str) -> None:
     if image_size is not None:
         raise UserInputError(f"{model} takes no images; leave the image size unset")
 
 
-def _positions(config) -> int | None:
-    """Positions a config allows; RoBERTa's start after the padding index."""
-    limit = getattr(config, "max_position_embeddings", None)
-    if limit and getattr(config, "model_type", "") == "roberta":
-        limit -= config.pad_token_id + 1
-    return limit
-
-
-def _check_length(seq_len: int, limit: int | None, model: str) -> None:
+def check_length(seq_len: int, limit: int | None, model: str) -> None:
     if seq_len < 1:
         raise UserInputError(f"sequence length must be at least 1, got {seq_len}")
     if limit is not None and seq_len > limit:
@@ -308,7 +277,7 @@ def model_inputs(loaded: LoadedModel, seq_len: int,
     """A prefill: `seq_len` tokens (after the image), logits for the last position only."""
     if loaded.kind == VISION:
         config = loaded.module.config
-        side = _image_size(image_size or config.image_size, config.patch_size, loaded.name)
+        side = checked_side(image_size or config.image_size, config.patch_size, loaded.name)
         return {"pixel_values": torch.zeros(1, config.num_channels, side, side),
                 "interpolate_pos_encoding": side != config.image_size}
     if loaded.kind == VLM:
@@ -327,7 +296,7 @@ def model_inputs(loaded: LoadedModel, seq_len: int,
         inputs["input_ids"] = torch.cat([inputs["input_ids"], filler], dim=1)
         inputs["attention_mask"] = torch.ones_like(inputs["input_ids"])
         return {**inputs, "logits_to_keep": 1}
-    _no_images(image_size, loaded.name)
+    no_images(image_size, loaded.name)
     ids = {"input_ids": torch.randint(0, 100, (1, seq_len))}
     return {**ids, "logits_to_keep": 1} if loaded.kind == CAUSAL_LM else ids
 
@@ -338,37 +307,23 @@ def _image_side(processor) -> int:
     return int(size.get("height") or size.get("shortest_edge"))
 
 
-def _describe(inputs: dict[str, torch.Tensor]) -> str:
+def describe(inputs: dict[str, torch.Tensor]) -> str:
     parts = [f"{name} {tuple(t.shape)}" for name, t in inputs.items()
              if name in ("input_ids", "pixel_values")]
     return ", ".join(parts)
 
 
-def roberta_base_config():
-    """RoBERTa-base from its public config.json (no weights needed for a workload)."""
-    from transformers import RobertaConfig
-
-    return RobertaConfig(vocab_size=50265, hidden_size=768, num_hidden_layers=12,
-                         num_attention_heads=12, intermediate_size=3072,
-                         max_position_embeddings=514, type_vocab_size=1, layer_norm_eps=1e-5,
-                         pad_token_id=1, bos_token_id=0, eos_token_id=2)
-
-
-def vit_base_config():
-    """ViT-B/16 at 224 pixels (google/vit-base-patch16-224's public config)."""
-    from transformers import ViTConfig
-
-    return ViTConfig(hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
-                     intermediate_size=3072, image_size=224, patch_size=16, num_channels=3)
-
-
-CONFIG_ONLY = {"roberta-base": roberta_base_config, "vit-base": vit_base_config}
-
-
 def workload_for_spec(spec: str, seq_len: int, image_size: int | None = None) -> Workload:
-    """`roberta-base`, `vit-base` (public configs, no weights) or anything `load_model` takes."""
+    """`roberta-base`, `vit-base` (public configs), a folder of a config alone or of an
+    architecture the loader does not load (traced from its config, no weights read), or
+    anything `load_model` takes (traced with its weights: pruned and quantized shapes)."""
+    from mfmaccel.hw.metatrace import CONFIG_ONLY, config_folder, workload_for_config
+
     if spec in CONFIG_ONLY:
         return workload_for_config(CONFIG_ONLY[spec](), seq_len, spec, image_size)
+    config = config_folder(spec)
+    if config is not None:
+        return workload_for_config(config, seq_len, spec, image_size)
     from mfmaccel.models import load_model
 
     return workload_for_model(load_model(spec), seq_len, image_size)

@@ -3,7 +3,7 @@ shipped in installed packages, and a loader for VQA-RAD / SLAKE / PathVQA-style 
 See docs/data.md for the sources, their licences and how questions and splits are made."""
 
 from mfmaccel.data.medvqa.baseline import majority_baseline
-from mfmaccel.data.medvqa.build import load_medvqa
+from mfmaccel.data.medvqa.build import PlannedAnswer, load_medvqa, planned_answers
 from mfmaccel.data.medvqa.captions import CaptionSample, ImageFacts, load_medcaptions
 from mfmaccel.data.medvqa.folder import load_vqa_folder
 from mfmaccel.data.medvqa.sample import QUESTION_TYPES, SPLITS, VQASample
@@ -12,10 +12,12 @@ __all__ = [
     "QUESTION_TYPES",
     "CaptionSample",
     "ImageFacts",
+    "PlannedAnswer",
     "SPLITS",
     "VQASample",
     "load_medcaptions",
     "load_medvqa",
     "load_vqa_folder",
     "majority_baseline",
+    "planned_answers",
 ]

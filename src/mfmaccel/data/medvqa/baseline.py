@@ -6,9 +6,19 @@ A model that does not beat this per question type has learned answer priors, not
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
+from typing import Protocol
 
 from mfmaccel.data.medvqa.sample import VQASample
 from mfmaccel.errors import UserInputError
+
+
+class Answered(Protocol):
+    """What the baseline reads of a train sample: a `VQASample`, or a `PlannedAnswer` (the
+    answer without its image)."""
+
+    question_type: str
+    answer: str
 
 
 def _most_common(answers: list[str]) -> str:
@@ -17,7 +27,8 @@ def _most_common(answers: list[str]) -> str:
     return min(counts, key=lambda answer: (-counts[answer], answer))
 
 
-def majority_baseline(train: list[VQASample], test: list[VQASample]) -> dict[str, float]:
+def majority_baseline(train: Sequence[Answered], test: Sequence[VQASample]
+                      ) -> dict[str, float]:
     """Accuracy per question_type (and "overall") of answering every test question with the
     most common train answer of its question_type (the overall train majority for types the
     train set lacks)."""

@@ -12,6 +12,7 @@ import math
 import zlib
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import NamedTuple
 
 import numpy as np
 
@@ -156,28 +157,60 @@ def _check_args(split: str, seed: int, per_source: int | None) -> None:
         raise UserInputError(f"per_source must be a positive integer or None, got {per_source!r}")
 
 
-def generate_split(
-    split: str, seed: int = 0, per_source: int | None = None
-) -> list[GeneratedSample]:
-    """Every sample of a split with its ground truth, in the split's seeded shuffle (the order
-    `load_medvqa` returns); captions and instruction data are made from these."""
+def split_plan(split: str, seed: int = 0, per_source: int | None = None
+               ) -> list[tuple[str, int]]:
+    """(source_id, index) of every sample of a split, in the split's seeded shuffle: which
+    samples come first is known before any image is made."""
     _check_args(split, seed, per_source)
     per_source = per_source or default_per_source(split)
-    generated = [
-        generate_sample(spec.source_id, split, seed, index, per_source)
-        for spec in sources_for_split(split)
-        for index in range(samples_for(spec, per_source))
-    ]
-    order = np.random.default_rng(_seeds(seed, split, "", 0, _ORDER)).permutation(len(generated))
-    return [generated[i] for i in order]
+    pairs = [(spec.source_id, index) for spec in sources_for_split(split)
+             for index in range(samples_for(spec, per_source))]
+    order = np.random.default_rng(_seeds(seed, split, "", 0, _ORDER)).permutation(len(pairs))
+    return [pairs[i] for i in order]
 
 
-def load_medvqa(split: str, seed: int = 0, per_source: int | None = None) -> list[VQASample]:
+def generate_split(split: str, seed: int = 0, per_source: int | None = None,
+                   limit: int | None = None) -> list[GeneratedSample]:
+    """Every sample of a split (the first `limit` only, the rest never made) with its ground
+    truth, in the split's seeded shuffle (the order `load_medvqa` returns); captions and
+    instruction data are made from these."""
+    _check_limit(limit)
+    plan = split_plan(split, seed, per_source)[:limit]
+    per_source = per_source or default_per_source(split)
+    return [generate_sample(source_id, split, seed, index, per_source)
+            for source_id, index in plan]
+
+
+class PlannedAnswer(NamedTuple):
+    """A sample's question type and answer, known from the plan alone."""
+
+    question_type: str
+    answer: str
+
+
+def planned_answers(split: str, seed: int = 0, per_source: int | None = None
+                    ) -> list[PlannedAnswer]:
+    """The question type and answer of every sample of a split, without making its image
+    (enough for `majority_baseline`)."""
+    plan = split_plan(split, seed, per_source)
+    per_source = per_source or default_per_source(split)
+    return [PlannedAnswer(*question_plan(source_id, split, seed, per_source)[index])
+            for source_id, index in plan]
+
+
+def _check_limit(limit: int | None) -> None:
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise UserInputError(f"limit must be a positive integer or None, got {limit!r}")
+
+
+def load_medvqa(split: str, seed: int = 0, per_source: int | None = None,
+                limit: int | None = None) -> list[VQASample]:
     """The `split` of the offline medical VQA benchmark (same split + seed -> same samples).
 
     `per_source` samples are made from each real source image allowed in the split that
     supports all five question types, proportionally fewer from one that supports fewer (see
     `samples_for`); the default gives ~2000 train / ~300 val / ~500 test samples. The list is
-    returned in a seeded shuffle.
+    returned in a seeded shuffle; with `limit`, its first `limit` samples, the others' images
+    never made.
     """
-    return [generated.sample for generated in generate_split(split, seed, per_source)]
+    return [generated.sample for generated in generate_split(split, seed, per_source, limit)]

@@ -8,7 +8,10 @@ can be scored like the offline benchmark by choosing among `answer_set`.
 from __future__ import annotations
 
 import json
+import math
 import re
+import warnings
+import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -26,6 +29,7 @@ SPLIT_NAMES = {
     "validation": "val", "dev": "val", "test": "test",
 }
 YES_NO = ("yes", "no")
+MAX_IMAGE_PIXELS = 8192 * 8192  # 200 MB as RGB; medical VQA images are far smaller
 
 
 @dataclass
@@ -166,12 +170,37 @@ class _ImageFinder:
                 "subfolders; add the image or drop the record"
             )
         if path not in self.images:
-            try:
-                with Image.open(path) as image:
-                    self.images[path] = image.convert("RGB")
-            except (OSError, UnidentifiedImageError) as err:
-                raise UserInputError(f"{path}: cannot read image ({err}); replace it") from None
+            self.images[path] = decode_image(path)
         return self.images[path]
+
+
+def decode_image(path: Path) -> Image.Image:
+    """The image at `path` as RGB. Its size is read from the header first: one beyond
+    MAX_IMAGE_PIXELS (a decompression bomb: a small file that decodes to gigabytes) is refused
+    without decoding, as is a file that is not a readable image."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                _check_pixels(path, *image.size)
+                return image.convert("RGB")
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise UserInputError(_too_large(path)) from None
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError, EOFError,
+            zlib.error) as err:
+        raise UserInputError(f"{path}: cannot read image ({err}); replace it") from None
+
+
+def _check_pixels(path: Path, width: int, height: int) -> None:
+    if width * height > MAX_IMAGE_PIXELS:
+        raise UserInputError(_too_large(path, f"{width} x {height}"))
+
+
+def _too_large(path: Path, size: str = "") -> str:
+    side = math.isqrt(MAX_IMAGE_PIXELS)
+    image = f"image of {size} pixels is" if size else "image is"
+    return (f"{path}: {image} over the {MAX_IMAGE_PIXELS:,}-pixel limit (a decompression "
+            f"bomb or a huge scan); downscale it to at most {side} x {side}")
 
 
 def _wanted_split(split: str | None) -> str | None:
@@ -183,15 +212,19 @@ def _wanted_split(split: str | None) -> str | None:
     return wanted
 
 
-def load_vqa_folder(path: str | Path, split: str | None = None) -> list[VQASample]:
+def load_vqa_folder(path: str | Path, split: str | None = None,
+                    limit: int | None = None) -> list[VQASample]:
     """Closed-ended questions of a VQA-RAD / SLAKE / PathVQA-style folder as VQASamples.
 
     The split of a record comes from its "split" key, VQA-RAD's "phrase_type" (test_* is
     test) or the JSON file name (train / validate / test); with none of these a sample is
     "test". `answer_set` is ["yes", "no"] for yes/no questions, else the closed answers of the
     same question_type in the file. Images are searched under the JSON file's folder, its
-    subfolders and theirs; an image shared by several questions is loaded once.
+    subfolders and theirs; an image shared by several questions is loaded once. With `limit`
+    only the first `limit` questions are kept, and only their images are decoded.
     """
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise UserInputError(f"limit must be a positive integer or None, got {limit!r}")
     wanted = _wanted_split(split)
     root, files = _json_files(Path(path))
     chosen: list[tuple[_Record, list[str]]] = []
@@ -217,6 +250,7 @@ def load_vqa_folder(path: str | Path, split: str | None = None) -> list[VQASampl
             + "; check the answer_type / q_lang fields and the split"
         )
     finder = _ImageFinder(root)
+    chosen = chosen[:limit]
     return [
         VQASample(
             image=finder.load(rec),
