@@ -4,36 +4,20 @@ instead of a deep stack trace from a memory map."""
 from __future__ import annotations
 
 import json
-import struct
 from pathlib import Path
 
 from mfmaccel.errors import UserInputError
+from mfmaccel.models.header import TensorEntry, read_safetensors_header
 
 GGUF_MAGIC = b"GGUF"
+SINGLE_FILE = "model.safetensors"
+SHARD_INDEX = "model.safetensors.index.json"
 
 
-def check_safetensors_file(path: Path) -> None:
-    """Header parses and the file is exactly as long as the header says."""
-    size = path.stat().st_size
-    with path.open("rb") as handle:
-        raw_len = handle.read(8)
-        if len(raw_len) < 8:
-            raise UserInputError(f"{path} is not a safetensors file (too short); re-copy it")
-        (header_len,) = struct.unpack("<Q", raw_len)
-        if header_len > size - 8:
-            raise UserInputError(f"{path} is truncated (header runs past the end); re-copy it")
-        try:
-            header = json.loads(handle.read(header_len))
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise UserInputError(
-                f"{path} has a corrupt safetensors header ({err}); re-copy it"
-            ) from None
-    ends = [info["data_offsets"][1] for key, info in header.items() if key != "__metadata__"]
-    expected = 8 + header_len + max(ends, default=0)
-    if size < expected:
-        raise UserInputError(
-            f"{path} is truncated: {size} bytes, its header needs {expected}; re-copy it"
-        )
+def check_safetensors_file(path: Path) -> dict[str, TensorEntry]:
+    """Header sound (see `models.header`) and the file exactly as long as it says; returns the
+    tensors it holds."""
+    return read_safetensors_header(path)
 
 
 def check_gguf_file(path: Path, expected_size: int | None = None) -> None:
@@ -62,8 +46,10 @@ def check_gguf_file(path: Path, expected_size: int | None = None) -> None:
         raise UserInputError(f"{path} is truncated: tensor data needs {end} bytes, has {size}")
 
 
-def check_hf_folder(folder: Path) -> None:
-    """A Hugging Face model folder: config.json that parses, and sound safetensors files."""
+def check_hf_folder(folder: Path) -> dict[str, TensorEntry]:
+    """A Hugging Face model folder: config.json holding a JSON object, and sound safetensors
+    files; returns the tensors of the weights transformers will load (the shards the index
+    names, else `model.safetensors`)."""
     config = folder / "config.json"
     if not config.is_file():
         raise UserInputError(
@@ -71,14 +57,53 @@ def check_hf_folder(folder: Path) -> None:
             "or a built-in name (mfmaccel models)"
         )
     try:
-        json.loads(config.read_text())
-    except json.JSONDecodeError as err:
+        parsed = json.loads(config.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise UserInputError(f"{config} is not valid JSON ({err}); fix or re-save it") from None
+    if not isinstance(parsed, dict):
+        raise UserInputError(f"{config} holds a {type(parsed).__name__}, not a JSON object; "
+                             "fix or re-save it")
     weights = sorted(folder.glob("*.safetensors"))
     if not weights:
         raise UserInputError(
             f"{folder} has no .safetensors weights (pickled .bin files are not loaded for "
             "safety); convert them with save_pretrained(safe_serialization=True)"
         )
-    for weight_file in weights:
-        check_safetensors_file(weight_file)
+    headers = {weight_file.name: check_safetensors_file(weight_file) for weight_file in weights}
+    return _model_tensors(folder, headers)
+
+
+def _model_tensors(folder: Path, headers: dict[str, dict[str, TensorEntry]]
+                   ) -> dict[str, TensorEntry]:
+    """The union of the files that make up the model, each tensor in exactly one of them."""
+    index = folder / SHARD_INDEX
+    if index.is_file():
+        names = _shard_names(index)
+        missing = sorted(names - set(headers))
+        if missing:
+            raise UserInputError(f"{index} names {len(missing)} missing shard(s) "
+                                 f"({', '.join(missing[:3])}); re-copy the checkpoint")
+    elif SINGLE_FILE in headers:
+        names = {SINGLE_FILE}
+    else:
+        raise UserInputError(f"{folder} has no {SINGLE_FILE} (nor {SHARD_INDEX}); re-save "
+                             "it with save_pretrained(safe_serialization=True)")
+    tensors: dict[str, TensorEntry] = {}
+    for file_name in sorted(names):
+        for name, entry in headers[file_name].items():
+            if name in tensors:
+                raise UserInputError(f"{folder}: tensor '{name}' is stored in two shards; "
+                                     "re-save the checkpoint")
+            tensors[name] = entry
+    return tensors
+
+
+def _shard_names(index: Path) -> set[str]:
+    try:
+        weight_map = json.loads(index.read_bytes()).get("weight_map")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        weight_map = None
+    if not isinstance(weight_map, dict) or not all(
+            isinstance(v, str) for v in weight_map.values()):
+        raise UserInputError(f"{index} has no valid weight_map; re-copy the checkpoint")
+    return set(weight_map.values())

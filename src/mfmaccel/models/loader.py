@@ -19,7 +19,13 @@ from mfmaccel.fileio import atomic_directory
 from mfmaccel.models.checks import check_gguf_file, check_hf_folder
 from mfmaccel.models.fewrows import use_few_rows_linear
 from mfmaccel.models.packaged import join_gguf, package_folder, verify_gguf, weight_files
+from mfmaccel.models.preprocessing import (
+    check_image_processor_files,
+    check_tokenizer_files,
+    check_tokenizer_fits,
+)
 from mfmaccel.models.record import CAUSAL_LM, ENCODER, VISION, VLM, LoadedModel
+from mfmaccel.models.tensors import check_tensors_match, first_line, meta_module
 from mfmaccel.models.tiny import TINY_BUILDERS, build_tiny
 from mfmaccel.models.zoo import BUILTIN_MODELS, BuiltinModel
 
@@ -73,7 +79,6 @@ def _load(spec: str, dtype: torch.dtype, seed: int) -> LoadedModel:
         return _with_dtype(build_medvlm(seed, tiny=spec == MEDVLM_TINY), dtype)
     path = Path(spec).expanduser()
     if path.is_dir():
-        check_hf_folder(path)
         return load_hf_folder(path, name=path.name, source=str(path), dtype=dtype)
     if path.is_file():
         return _load_gguf_path(path, dtype)
@@ -93,12 +98,11 @@ def _with_dtype(model: LoadedModel, dtype: torch.dtype) -> LoadedModel:
 def _load_builtin(model: BuiltinModel, dtype: torch.dtype) -> LoadedModel:
     if model.weights.fmt == "hf-folder":
         folder = package_folder(model.weights.packages[0], model) / model.weights.files
-        check_hf_folder(folder)
         return load_hf_folder(folder, name=model.name, source=model.upstream, dtype=dtype)
     cached = cache_root() / "models" / model.name
     if not _cache_matches(cached, model.weights.sha256):
         _convert_builtin_gguf(model, cached)
-    return load_hf_folder(cached, name=model.name, source=model.upstream, dtype=dtype)
+    return _load_converted(cached, name=model.name, source=model.upstream, dtype=dtype)
 
 
 def _cache_matches(folder: Path, sha256: str | None) -> bool:
@@ -160,7 +164,16 @@ def _load_gguf_path(path: Path, dtype: torch.dtype) -> LoadedModel:
     cached = cache_root() / "gguf" / f"{path.stem}-{key[:12]}"
     if not _cache_matches(cached, key):
         convert_gguf(path, cached, {"sha256": key, "upstream": str(path)})
-    return load_hf_folder(cached, name=path.stem, source=str(path), dtype=dtype)
+    return _load_converted(cached, name=path.stem, source=str(path), dtype=dtype)
+
+
+def _load_converted(cached: Path, name: str, source: str, dtype: torch.dtype) -> LoadedModel:
+    """A GGUF file's converted folder; a fault found in it is fixed by converting again."""
+    try:
+        return load_hf_folder(cached, name=name, source=source, dtype=dtype)
+    except UserInputError as err:
+        raise UserInputError(f"{err} (this is {source} converted: delete {cached} to convert "
+                             "it again)") from None
 
 
 ENCODER_FAMILIES = ("bert", "roberta", "distilbert", "xlm-roberta", "electra")
@@ -200,35 +213,46 @@ def model_kind(spec: str) -> str:
         return VLM
     path = Path(spec).expanduser()
     if path.is_dir() and (path / "config.json").is_file():
-        from transformers import AutoConfig
-
         check_hf_folder(path)
-        return classify_config(AutoConfig.from_pretrained(path), path)
+        return classify_config(read_config(path), path)
     if path.is_file():
         return CAUSAL_LM  # GGUF files hold language models
     load_model(spec)  # raises the right error for anything else
     raise AssertionError("unreachable")
 
 
+def read_config(folder: Path):
+    """The folder's transformers config; a value transformers rejects is one line."""
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(folder)
+    except Exception as err:  # its validators raise many types, each for a bad value
+        raise UserInputError(f"{folder / 'config.json'} is not a config transformers can read "
+                             f"({first_line(err.__cause__ or err)}); fix or re-save it") from None
+
+
 def load_hf_folder(folder: Path, name: str, source: str, dtype: torch.dtype) -> LoadedModel:
-    """Load a checked HF folder with the auto class its config calls for."""
+    """Load an HF folder with the auto class its config calls for, once it is known to be
+    whole: sound files, exactly the tensors the config needs, a tokenizer or image processor,
+    and a tokenizer whose ids the model can embed."""
     import transformers as tf
 
-    config = tf.AutoConfig.from_pretrained(folder)
+    tensors = check_hf_folder(folder)
+    config = read_config(folder)
     kind = classify_config(config, folder)
-    processor, tokenizer = None, None
-    if kind == VLM:
-        processor = tf.AutoProcessor.from_pretrained(folder)
-        tokenizer = processor.tokenizer
-    elif kind == VISION:
-        processor = tf.AutoImageProcessor.from_pretrained(folder)
-    else:
-        tokenizer = tf.AutoTokenizer.from_pretrained(folder)
     auto = {VLM: tf.AutoModelForImageTextToText, CAUSAL_LM: tf.AutoModelForCausalLM}.get(
         kind, tf.AutoModel
     )
+    quantized = (folder / "quantization.json").is_file()
+    skeleton = meta_module(config, auto)
+    if not quantized:  # packed tensors: compress.quant.storage checks them against the plan
+        check_tensors_match(folder, skeleton, tensors)
+    processor, tokenizer = _preprocessing(folder, kind)
+    if tokenizer is not None:
+        check_tokenizer_fits(tokenizer, _embedding_rows(skeleton, config), str(folder))
     meta = {}
-    if (folder / "quantization.json").is_file():
+    if quantized:
         from mfmaccel.compress.quant.storage import load_quantized_module
 
         module, meta["quantization"] = load_quantized_module(
@@ -239,6 +263,29 @@ def load_hf_folder(folder: Path, name: str, source: str, dtype: torch.dtype) -> 
         name=name, module=module, tokenizer=tokenizer, family=config.model_type, kind=kind,
         source=source, processor=processor, meta=meta,
     )
+
+
+def _preprocessing(folder: Path, kind: str) -> tuple[object, object]:
+    """(processor, tokenizer) for a model of `kind`, after checking their files exist."""
+    import transformers as tf
+
+    if kind in (VLM, VISION):
+        check_image_processor_files(folder)
+    if kind != VISION:
+        check_tokenizer_files(folder)
+    if kind == VLM:
+        processor = tf.AutoProcessor.from_pretrained(folder)
+        return processor, processor.tokenizer
+    if kind == VISION:
+        return tf.AutoImageProcessor.from_pretrained(folder), None
+    return None, tf.AutoTokenizer.from_pretrained(folder)
+
+
+def _embedding_rows(skeleton: torch.nn.Module, config) -> int:
+    """Rows of the token embedding (the ids the model can look up)."""
+    embedding = skeleton.get_input_embeddings()
+    rows = getattr(embedding, "num_embeddings", None)
+    return rows if rows is not None else config.get_text_config().vocab_size
 
 
 def save_model(model: LoadedModel, folder: Path) -> Path:
