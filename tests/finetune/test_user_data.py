@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -55,3 +56,43 @@ def test_config_errors_are_one_line(tmp_path):
     bad.write_text("image_size: 100\n")
     with pytest.raises(UserInputError, match="image_size.*multiple of 32"):
         load_config(bad)
+
+
+def without_test_split(tmp_path: Path) -> Path:
+    """A copy of the VQA-RAD fixture whose test questions are gone (train only)."""
+    folder = tmp_path / "train-only"
+    shutil.copytree(VQA_RAD, folder)
+    records = folder / "VQA_RAD Dataset Public.json"
+    kept = [r for r in json.loads(records.read_text()) if not r["phrase_type"].startswith("test")]
+    records.write_text(json.dumps(kept))
+    return folder
+
+
+def test_train_split_standing_in_for_test_is_said_everywhere(user_llava, tmp_path):
+    """No test split: the log, the manifest and the CLI table all say the figures are on the
+    training questions."""
+    from typer.testing import CliRunner
+
+    from mfmaccel.cli import app
+
+    config = tmp_path / "recipe.yaml"
+    config.write_text(json.dumps(fast_config().model_dump(exclude={"seed", "base", "data"})))
+    out, data = tmp_path / "out", without_test_split(tmp_path)
+    result = CliRunner().invoke(app, ["finetune", "--config", str(config), "--out", str(out),
+                                      "--data", str(data), "--base", str(user_llava)])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "no test split in the data folder" in text
+    assert "of the train split (no test split: trained data, not a held-out test)" in text
+    manifest = json.loads((out / "finetune.json").read_text())
+    assert manifest["test_split"] == "train" and manifest["test"]["split"] == "train"
+    assert "trained on" in manifest["test"]["note"]
+
+
+def test_a_real_test_split_is_named_too(tmp_path):
+    from mfmaccel.finetune.main import test_split
+
+    test, _, split = test_split(fast_config(data=str(VQA_RAD)), None)
+    assert split == "test" and {s.split for s in test} == {"test"}
+    test, _, split = test_split(fast_config(data=str(without_test_split(tmp_path))), None)
+    assert split == "train" and {s.split for s in test} == {"train"}

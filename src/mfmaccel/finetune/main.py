@@ -2,8 +2,12 @@
 
 Runs the default (or a YAML) recipe, then measures closed-question accuracy on the test split
 next to the majority baseline, and writes the result: for medvlm the small trained parts plus
-`manifest.json` (what `load_medvlm` reads); for a user's `--base` LLaVA the whole fine-tuned
-model as an HF folder (loadable with `load_model(out)`) plus `finetune.json`.
+`manifest.json` (what `load_medvlm(out)` reads); for a user's `--base` LLaVA the whole
+fine-tuned model as an HF folder (loadable with `load_model(out)`) plus `finetune.json`.
+
+The default `out` is a new folder under `results/`, never the committed `weights/medvlm/`
+(replacing those takes an explicit `--out weights/medvlm`). A user's data folder without a test
+split is measured on its training split, and the log line, manifest and table say so.
 """
 
 from __future__ import annotations
@@ -21,14 +25,16 @@ import torch
 
 from mfmaccel.data.medvqa import load_medvqa, load_vqa_folder, majority_baseline
 from mfmaccel.evaluate.vqa import vqa_accuracy
-from mfmaccel.fileio import atomic_write_json
+from mfmaccel.fileio import atomic_write_json, check_replaceable
 from mfmaccel.finetune.config import FinetuneConfig, load_config
 from mfmaccel.finetune.data import val_per_source
 from mfmaccel.finetune.run import FinetuneRecord, Progress, finetune_medvlm
 from mfmaccel.finetune.weights import MANIFEST, save_trained_parts
 from mfmaccel.models.record import LoadedModel
 
-DEFAULT_OUT = Path("weights/medvlm")
+DEFAULT_OUT = Path("results/finetune/medvlm")
+TRAIN_AS_TEST_NOTE = ("no test split in the data folder: these figures are on the training "
+                      "split, questions the model was trained on, not a held-out test")
 
 
 def command_line(config: str | Path | None, out: Path, data, base, test_limit) -> str:
@@ -41,26 +47,37 @@ def command_line(config: str | Path | None, out: Path, data, base, test_limit) -
 
 
 def test_split(config: FinetuneConfig, limit: int | None):
-    """(test samples, majority baseline) from the user's data or the offline benchmark."""
+    """(test samples, majority baseline, split measured) from the user's data or the offline
+    benchmark; a user's folder without a test split falls back to its train split."""
+    split = "test"
     if config.data is not None:
         samples = load_vqa_folder(config.data)
         train = [s for s in samples if s.split == "train"]
-        test = [s for s in samples if s.split == "test"] or train
+        test = [s for s in samples if s.split == "test"]
+        if not test:
+            test, split = train, "train"
     else:
         per_source = val_per_source(config)
         train = load_medvqa("train", config.seed, config.train_per_source)
         test = load_medvqa("test", config.seed, per_source)
     test = test[:limit] if limit else test
-    return test, majority_baseline(train, test)
+    return test, majority_baseline(train, test), split
 
 
 def evaluate_test(model: LoadedModel, config: FinetuneConfig, limit: int | None,
                   log: Callable[[str], None]) -> dict[str, Any]:
+    """Accuracy on the test split; `split` names the split measured (`train` when the user's
+    data has no test split, with `note` saying the figures are on trained data)."""
     start = time.perf_counter()
-    test, majority = test_split(config, limit)
+    test, majority, split = test_split(config, limit)
+    if split != "test":
+        log(f"{config.data}: {TRAIN_AS_TEST_NOTE}")
     result = vqa_accuracy(model, test, mode="rank", majority_baseline=majority).to_dict()
     result["seconds"] = time.perf_counter() - start
-    log(f"test accuracy {result['accuracy']:.3f} on {result['n']}: {result['per_type']}; "
+    result["split"] = split
+    if split != "test":
+        result["note"] = TRAIN_AS_TEST_NOTE
+    log(f"{split} accuracy {result['accuracy']:.3f} on {result['n']}: {result['per_type']}; "
         f"majority baseline {majority}")
     return result
 
@@ -115,6 +132,7 @@ def main_finetune(
     out = Path(out)
     settings = load_config(config, data=str(data) if data else None,
                            base=str(base) if base else None)
+    check_replaceable(out)  # refuse a user's folder now, not after training
     model, record = finetune_medvlm(settings, log=log, progress=progress)
     manifest: dict[str, Any] = {
         "model": "medvlm" if settings.base is None else settings.base,
@@ -133,6 +151,7 @@ def main_finetune(
         model = load_medvlm(out)  # measure exactly what users will load (fp16 parts)
         manifest = json.loads((out / MANIFEST).read_text())
         manifest["test"] = evaluate_test(model, settings, test_limit, log)
+        manifest["test_split"] = manifest["test"]["split"]
         atomic_write_json(out / MANIFEST, manifest)
     else:
         from mfmaccel.models.loader import save_model
@@ -140,6 +159,10 @@ def main_finetune(
         model.meta.pop("trained_parts", None)
         save_model(model, out)
         manifest["test"] = evaluate_test(model, settings, test_limit, log)
+        manifest["test_split"] = manifest["test"]["split"]
         atomic_write_json(out / "finetune.json", manifest)
-    log(f"wrote {out}")
+    if settings.base is None:
+        log(f"wrote {out}; load it with mfmaccel.models.medvlm.load_medvlm('{out}')")
+    else:
+        log(f"wrote {out}; load it with `--model {out}` or load_model('{out}')")
     return manifest

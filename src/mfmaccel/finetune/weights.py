@@ -4,7 +4,8 @@ Files: `vision_tower.safetensors`, `projector.safetensors`, `lora_adapter.safete
 half the bytes, and the accuracy in the manifest is measured on the model loaded from these
 very files), plus `manifest.json` with each file's sha256, the recipe, seed, config, measured
 accuracies and wall times. The language model itself is not stored: it is SmolLM2-135M from
-its package.
+its package. The folder's `.mfmaccel-output` marker (see `fileio`) is not a trained part and
+not in the manifest: it only lets `mfmaccel finetune --out weights/medvlm` replace the folder.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ PARTS = {
     "lora": "lora_adapter.safetensors",
 }
 SAVE_DTYPE = torch.float16
-FIX = "run `mfmaccel finetune` to train them, or `git checkout weights/` to restore them"
+FIX = ("run `mfmaccel finetune --out <this folder>` to train them, or `git checkout weights/` "
+       "to restore the committed ones")
 
 
 def sha256_of(path: Path) -> str:

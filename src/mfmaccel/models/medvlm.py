@@ -97,10 +97,13 @@ def _tokenizer_with_image_token(tokenizer) -> tf.PreTrainedTokenizerBase:
 
 
 def _language_model(tiny: bool) -> tuple[torch.nn.Module, tf.PreTrainedTokenizerBase]:
+    """SmolLM2-135M, or for tests `tiny-llama` (seeded, so `load_medvlm` rebuilds the same
+    random language model the trained parts were fitted on, whatever ran before)."""
     if tiny:
-        from mfmaccel.models.tiny import _tiny_llama, byte_tokenizer
+        from mfmaccel.models.tiny import build_tiny
 
-        return _tiny_llama(), byte_tokenizer()
+        lm = build_tiny("llama")
+        return lm.module, lm.tokenizer
     from mfmaccel.models.loader import load_model
 
     lm = load_model(LANGUAGE_MODEL)

@@ -1,7 +1,9 @@
 """The recipe: a YAML file naming a model, how to evaluate it, and the stages to run.
 
 Validated with pydantic before any work starts; unknown keys anywhere are errors, and each
-stage's `params` are checked against that stage's own schema.
+stage's `params` are checked against that stage's own schema. The name is a plain folder name
+(it becomes `runs/<name>`); a file over `MAX_RECIPE_BYTES`, not UTF-8, not YAML or not a
+mapping is refused in one line.
 """
 
 from __future__ import annotations
@@ -10,15 +12,30 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mfmaccel.errors import UserInputError
 
 BUILTIN_RECIPES = Path(__file__).parent / "recipes"
+MAX_RECIPE_BYTES = 1 << 20  # a recipe is a few lines; anything this big is not one
+NAME_CHARACTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
+MAX_NAME_LENGTH = 100
+SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present: faster
 
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+def check_run_name(name: str) -> str:
+    """A plain folder name (letters, digits, `_`, `-`, `.`; not starting with `.`), so that
+    `runs/<name>` stays one new folder inside `runs/`."""
+    if not name or len(name) > MAX_NAME_LENGTH or name.startswith(".") or not set(
+            name) <= NAME_CHARACTERS:
+        raise ValueError(
+            f"'{name[:MAX_NAME_LENGTH]}' is not a plain name; use up to {MAX_NAME_LENGTH} "
+            "letters, digits, '_', '-' or '.', not starting with '.'")
+    return name
 
 
 class EvalSpec(Strict):
@@ -27,6 +44,7 @@ class EvalSpec(Strict):
     tasks: list[Literal["ppl", "humaneval", "medvqa"]] = Field(default_factory=list)
     limit: int | None = Field(default=None, ge=1, description="subset size for humaneval/medvqa")
     ppl_tokens: int = Field(default=4096, ge=16)
+    ppl_context: int = Field(default=512, ge=2, description="perplexity window in tokens")
     max_new_tokens: int = Field(default=384, ge=1, description="humaneval completion length")
     speed: bool = True
     speed_tokens: int = Field(default=16, ge=2)
@@ -37,31 +55,43 @@ class StageSpec(Strict):
     name: str | None = None  # a label, unique in the recipe; defaults to the stage name
     params: dict[str, Any] = Field(default_factory=dict)
 
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, name: str | None) -> str | None:
+        return None if name is None else check_run_name(name)  # it names a folder too
+
     @property
     def label(self) -> str:
         return self.name or self.stage
 
 
 class Recipe(Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str
     model: str
     seed: int = 0
     evaluation: EvalSpec = Field(default_factory=EvalSpec)
     stages: list[StageSpec] = Field(default_factory=list)
 
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, name: str) -> str:
+        return check_run_name(name)
+
     @model_validator(mode="after")
     def _unique_labels(self) -> Recipe:
-        labels = [s.label for s in self.stages]
-        duplicate = next((x for x in labels if labels.count(x) > 1), None)
-        if duplicate:
-            raise ValueError(f"two stages are labelled '{duplicate}'; give one a distinct name")
+        seen: set[str] = set()
+        for spec in self.stages:
+            if spec.label in seen:
+                raise ValueError(
+                    f"two stages are labelled '{spec.label}'; give one a distinct name")
+            seen.add(spec.label)
         return self
 
 
 def _one_line(err: ValidationError, source: str) -> str:
     first = err.errors()[0]
     where = ".".join(str(part) for part in first["loc"]) or "recipe"
-    message = first["msg"]
+    message = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         message = f"unknown key '{first['loc'][-1]}'"
     return f"{source}: {where}: {message}"
@@ -93,8 +123,20 @@ def load_recipe(path_or_name: str | Path) -> Recipe:
                 f"recipe {path_or_name} does not exist; pass a YAML file or one of: {names}"
             )
         path = builtin
+    return parse_recipe(read_recipe_file(path), str(path))
+
+
+def read_recipe_file(path: Path) -> Any:
+    """The parsed YAML of a recipe file; one line for one too big, not UTF-8 or not YAML."""
+    size = path.stat().st_size
+    if size > MAX_RECIPE_BYTES:
+        raise UserInputError(f"{path} is {size:,} bytes, over the {MAX_RECIPE_BYTES:,}-byte "
+                             "limit for a recipe; check that it is the right file")
     try:
-        data = yaml.safe_load(path.read_text())
+        return yaml.load(path.read_bytes().decode("utf-8"), Loader=SAFE_LOADER)
+    except UnicodeDecodeError as err:
+        raise UserInputError(f"{path}: not UTF-8 text (byte {err.start}); save the recipe as "
+                             "UTF-8") from None
     except yaml.YAMLError as err:
-        raise UserInputError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
-    return parse_recipe(data, str(path))
+        first = (str(err).splitlines() or ["a syntax error"])[0]
+        raise UserInputError(f"{path}: not valid YAML ({first}); fix the file") from None

@@ -1,7 +1,10 @@
 """`runs/<name>/`: the recipe, metrics.json (the run's whole state), a log, one folder per stage.
 
-metrics.json is rewritten atomically after every completed stage, so an interrupted run
-resumes from the last stage that finished.
+The folder is created whole (marker, recipe.yaml and an empty metrics.json in one rename), and
+metrics.json is rewritten atomically after the baseline and after every completed stage, so a
+run killed at any point resumes from the last thing that finished. `--fresh` and `--resume`
+touch only a folder that is an mfmaccel run folder (its `.mfmaccel-output` marker, or the
+recipe.yaml an earlier runner wrote); anything else at `runs/<name>` is refused untouched.
 """
 
 from __future__ import annotations
@@ -16,8 +19,14 @@ from typing import Any
 import yaml
 
 from mfmaccel.errors import UserInputError
-from mfmaccel.fileio import atomic_write_json, atomic_write_text
-from mfmaccel.pipeline.recipe import Recipe
+from mfmaccel.fileio import (
+    atomic_directory,
+    atomic_write_json,
+    is_mfmaccel_output,
+    mark_output,
+    protected_folder,
+)
+from mfmaccel.pipeline.recipe import MAX_RECIPE_BYTES, Recipe
 from mfmaccel.records import Metrics, StageResult
 
 
@@ -63,29 +72,96 @@ class RunDirectory:
     def start(self, recipe: Recipe, resume: bool, fresh: bool) -> RunState:
         """A new state, or the saved one when resuming the same recipe."""
         recipe_dict = recipe.model_dump(mode="json")
-        if self.metrics_path.is_file() and resume:
-            state = RunState.from_dict(json.loads(self.metrics_path.read_text()))
-            if state.recipe != recipe_dict:
-                raise UserInputError(
-                    f"{self.root} was started with a different recipe; rerun with --fresh "
-                    "or give the recipe a new name"
-                )
-            return state
-        if self.root.exists() and any(self.root.iterdir()) and not fresh:
+        self._check_is_ours()
+        held = self.root.is_dir() and any(self.root.iterdir())
+        if held and resume:
+            return self._saved_state(recipe_dict)
+        if held and not fresh:
             raise UserInputError(
                 f"{self.root} already holds a run; add --resume to continue it or --fresh "
                 "to start over"
             )
-        if fresh and self.root.exists():
-            shutil.rmtree(self.root)
-        self.root.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.root / "recipe.yaml", yaml.safe_dump(recipe_dict, sort_keys=False))
-        return RunState(recipe=recipe_dict)
+        if held and not is_mfmaccel_output(self.root):
+            mark_output(self.root, "mfmaccel run (an earlier version)")  # so it can be replaced
+        state = RunState(recipe=recipe_dict)
+        with atomic_directory(self.root) as tmp:
+            (tmp / "recipe.yaml").write_text(yaml.safe_dump(recipe_dict, sort_keys=False))
+            (tmp / self.metrics_path.name).write_text(json.dumps(state.to_dict(), indent=2))
+        return state
+
+    def _check_is_ours(self) -> None:
+        """Refuse, before touching it, a `runs/<name>` that is not an mfmaccel run folder."""
+        reason = protected_folder(self.root)
+        if reason is not None:
+            raise UserInputError(f"{self.root} {reason}; choose another --runs-dir or recipe "
+                                 "name (nothing was deleted)")
+        if self.root.is_symlink() or (self.root.exists() and not self.root.is_dir()):
+            raise UserInputError(f"{self.root} is not a folder; choose another --runs-dir or "
+                                 "recipe name (nothing was deleted)")
+        if self.root.is_dir() and any(self.root.iterdir()) and not self._is_run_folder():
+            raise UserInputError(
+                f"{self.root} holds files that are not an mfmaccel run; choose another "
+                "--runs-dir or recipe name, or move them away (nothing was deleted)")
+
+    def _is_run_folder(self) -> bool:
+        """Its marker, or (from before the marker existed) the recipe.yaml a runner wrote."""
+        if is_mfmaccel_output(self.root):
+            return True
+        saved = self._saved_recipe()
+        return isinstance(saved, dict) and saved.get("name") == self.root.name
+
+    def _saved_recipe(self) -> object:
+        path = self.root / "recipe.yaml"
+        if not path.is_file() or path.stat().st_size > MAX_RECIPE_BYTES:
+            return None
+        try:
+            return yaml.safe_load(path.read_bytes().decode("utf-8"))
+        except (UnicodeDecodeError, yaml.YAMLError):
+            return None
+
+    def _saved_state(self, recipe_dict: dict[str, Any]) -> RunState:
+        """The state an interrupted run of this very recipe left (nothing measured yet if it
+        was killed before its first save)."""
+        if self.metrics_path.is_file():
+            try:
+                state = RunState.from_dict(json.loads(self.metrics_path.read_text()))
+            except (ValueError, KeyError, TypeError):
+                raise UserInputError(f"{self.metrics_path} is damaged; rerun with --fresh to "
+                                     "start over") from None
+        else:
+            saved = self._saved_recipe()
+            state = RunState(recipe=saved if isinstance(saved, dict) else {})
+        if _normalised(state.recipe) != recipe_dict:
+            raise UserInputError(
+                f"{self.root} was started with a different recipe; rerun with --fresh "
+                "or give the recipe a new name"
+            )
+        state.recipe = recipe_dict
+        if not is_mfmaccel_output(self.root):
+            mark_output(self.root, "mfmaccel run (an earlier version)")
+        return state
 
     def save(self, state: RunState) -> None:
         atomic_write_json(self.metrics_path, state.to_dict())
+
+    def clear_stage_dir(self, index: int, label: str) -> Path:
+        """An empty folder for a stage about to run (a killed attempt may have left files)."""
+        folder = self.stage_dir(index, label)  # inside this run folder: labels are plain names
+        if folder.exists():
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True)
+        return folder
 
     def log(self, message: str) -> None:
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
         with (self.root / "log.txt").open("a") as handle:
             handle.write(f"{stamp} {message}\n")
+
+
+def _normalised(recipe: object) -> dict[str, Any] | None:
+    """A saved recipe with today's defaults filled in (None if it no longer validates), so a
+    run saved before a new optional key existed still resumes."""
+    try:
+        return Recipe.model_validate(recipe).model_dump(mode="json")
+    except ValueError:
+        return None

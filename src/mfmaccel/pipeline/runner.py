@@ -1,4 +1,9 @@
-"""Run a recipe: check everything, measure the baseline, then each stage with before/after."""
+"""Run a recipe: check everything, measure the baseline, then each stage with before/after.
+
+The state is saved when the run folder is created, after the baseline and after each stage;
+a run killed anywhere resumes (`resume=True`) from the last of those, redoing only the part
+that was cut short.
+"""
 
 from __future__ import annotations
 
@@ -77,8 +82,7 @@ def run_recipe(
             note(f"stage {spec.label}: done in an earlier run, skipped")
             continue
         stage = get_stage(spec.stage)
-        stage_dir = run.stage_dir(index, spec.label)
-        stage_dir.mkdir(parents=True, exist_ok=True)
+        stage_dir = run.clear_stage_dir(index, spec.label)  # a killed attempt's files go
         note(f"stage {spec.label} ({spec.stage}) starts")
         start = time.perf_counter()
         ctx = RunContext(stage_dir=stage_dir, seed=recipe.seed, log=note,
