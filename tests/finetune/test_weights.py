@@ -89,3 +89,16 @@ def test_committed_parts_are_reused_only_for_the_same_start_and_settings(saved):
     assert matching_committed_parts(build_medvlm(seed=1, tiny=True), config, folder) is None
     assert matching_committed_parts(model, config, folder) is None  # already fine-tuned
     assert matching_committed_parts(fresh, config, folder.parent / "absent") is None
+
+
+def test_a_finetune_output_folder_loads_by_path(saved):
+    """`--model <what finetune wrote>` is medvlm with those parts, like load_medvlm(folder)."""
+    from mfmaccel.models import load_model
+    from mfmaccel.models.loader import model_kind
+    from mfmaccel.models.record import VLM
+
+    _, _, folder = saved
+    assert model_kind(str(folder)) == VLM
+    by_path = load_model(str(folder))
+    # load_model swaps in FewRowsLinear (same math, another summation order)
+    assert torch.allclose(_logits(by_path.module), _logits(load_medvlm(folder).module), atol=1e-5)

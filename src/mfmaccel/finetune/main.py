@@ -161,8 +161,6 @@ def main_finetune(
         manifest["test"] = evaluate_test(model, settings, test_limit, log)
         manifest["test_split"] = manifest["test"]["split"]
         atomic_write_json(out / "finetune.json", manifest)
-    if settings.base is None:
-        log(f"wrote {out}; load it with mfmaccel.models.medvlm.load_medvlm('{out}')")
-    else:
-        log(f"wrote {out}; load it with `--model {out}` or load_model('{out}')")
+    log(f"wrote {out}; use it with --model {out} (e.g. mfmaccel eval --model {out} --task medvqa)"
+        if settings.base is None else f"wrote {out}; use it with --model {out}")
     return manifest

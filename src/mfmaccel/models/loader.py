@@ -18,6 +18,7 @@ from mfmaccel.errors import UserInputError
 from mfmaccel.fileio import atomic_directory
 from mfmaccel.models.checks import check_gguf_file, check_hf_folder
 from mfmaccel.models.fewrows import use_few_rows_linear
+from mfmaccel.models.medvlm import holds_trained_parts, load_medvlm
 from mfmaccel.models.packaged import join_gguf, package_folder, verify_gguf, weight_files
 from mfmaccel.models.preprocessing import (
     check_image_processor_files,
@@ -70,14 +71,14 @@ def _load(spec: str, dtype: torch.dtype, seed: int) -> LoadedModel:
     if spec in BUILTIN_MODELS:
         return _load_builtin(BUILTIN_MODELS[spec], dtype)
     if spec == MEDVLM:
-        from mfmaccel.models.medvlm import load_medvlm
-
         return _with_dtype(load_medvlm(), dtype)
     if spec in (MEDVLM_BASE, MEDVLM_TINY):
         from mfmaccel.models.medvlm import build_medvlm
 
         return _with_dtype(build_medvlm(seed, tiny=spec == MEDVLM_TINY), dtype)
     path = Path(spec).expanduser()
+    if path.is_dir() and holds_trained_parts(path):
+        return _with_dtype(load_medvlm(path), dtype)
     if path.is_dir():
         return load_hf_folder(path, name=path.name, source=str(path), dtype=dtype)
     if path.is_file():
@@ -212,6 +213,8 @@ def model_kind(spec: str) -> str:
     if spec in (MEDVLM, MEDVLM_BASE, MEDVLM_TINY):
         return VLM
     path = Path(spec).expanduser()
+    if path.is_dir() and holds_trained_parts(path):
+        return VLM
     if path.is_dir() and (path / "config.json").is_file():
         check_hf_folder(path)
         return classify_config(read_config(path), path)

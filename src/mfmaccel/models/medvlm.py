@@ -171,6 +171,14 @@ def vision_size(fields: dict) -> VisionSize:
     return VisionSize(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
 
 
+def holds_trained_parts(folder: Path) -> bool:
+    """A folder `mfmaccel finetune` wrote (trained parts + manifest, no full checkpoint): `--model
+    <folder>` loads it as medvlm with those parts."""
+    from mfmaccel.finetune.weights import MANIFEST
+
+    return (folder / MANIFEST).is_file() and not (folder / "config.json").exists()
+
+
 def load_medvlm(weights_dir: str | Path | None = None) -> LoadedModel:
     """medvlm with its trained parts applied (checked against their manifest's sha256).
 
