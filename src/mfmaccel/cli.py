@@ -11,10 +11,25 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from mfmaccel.errors import UserInputError
+from mfmaccel.progress import PlainProgress
+from mfmaccel.threads import configure_threads
+
+# Before any command imports torch: OpenMP reads its wait policy once, when torch loads it.
+try:
+    configure_threads()
+except UserInputError as err:  # a bad MFMACCEL_THREADS: one line and exit 2, like any bad input
+    Console(stderr=True).print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+    raise SystemExit(UserInputError.exit_code) from None
 
 app = typer.Typer(
     help="Make multimodal foundation models small and fast on real hardware.",
@@ -65,16 +80,21 @@ def quiet_libraries() -> None:
 
 
 class Bars:
-    """Rich progress bars, one per labelled step; nothing shows until a step reports, so a
-    command that fails early prints its error line alone."""
+    """Progress of each labelled step: rich bars (with the time left) on a terminal, and
+    without one (stderr not a TTY) plain lines every few seconds (`mfmaccel.progress`);
+    nothing shows until a step reports, so a command that fails early prints its error alone."""
 
-    def __init__(self) -> None:
+    def __init__(self, plain: bool | None = None) -> None:
+        self.plain = PlainProgress() if (
+            not errors.is_terminal if plain is None else plain) else None
         self.progress = Progress(
             "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
-            TimeElapsedColumn(), console=errors, transient=True,
+            TimeElapsedColumn(), TimeRemainingColumn(), console=errors, transient=True,
         )
 
     def task(self, label: str) -> Callable[[int, int], None]:
+        if self.plain is not None:
+            return self.plain.task(label)
         task_id = self.progress.add_task(label, total=None, visible=False)
 
         def update(done: int, total: int) -> None:
@@ -166,7 +186,9 @@ def evaluate(
 @user_errors
 def finetune(
     config: Annotated[Path | None, typer.Option(help="YAML of fine-tuning settings")] = None,
-    out: Annotated[Path, typer.Option(help="Where the trained parts go")] = Path("weights/medvlm"),
+    out: Annotated[Path, typer.Option(
+        help="Where the trained parts go (a new folder; `weights/medvlm` replaces the shipped "
+             "parts)")] = Path("results/finetune/medvlm"),
     data: Annotated[
         Path | None, typer.Option(help="Your VQA-RAD/SLAKE-format folder (phase 3 and test)")
     ] = None,
@@ -184,8 +206,11 @@ def finetune(
                                  test_limit=test_limit, progress=bars.task,
                                  log=lambda m: say(f"[dim]{m}[/]"))
     test = manifest["test"]
-    table = Table("question type", "accuracy", "majority baseline",
-                  title=f"test accuracy on {test['n']} closed questions")
+    title = f"test accuracy on {test['n']} closed questions"
+    if test.get("split", "test") != "test":
+        title = (f"accuracy on {test['n']} closed questions of the {test['split']} split "
+                 "(no test split: trained data, not a held-out test)")
+    table = Table("question type", "accuracy", "majority baseline", title=title)
     majority = test.get("majority_baseline", {})
     for qtype, accuracy in test["per_type"].items():
         table.add_row(qtype, f"{accuracy:.3f}", _maybe(majority.get(qtype)))
@@ -229,12 +254,14 @@ def quantize(
         Budget,
         check_quantizable,
         compress_to_budget,
+        describe_method,
         uniform_to_spec,
     )
-    from mfmaccel.fileio import atomic_write_json
+    from mfmaccel.fileio import atomic_write_json, check_replaceable
     from mfmaccel.models import load_model
     from mfmaccel.models.loader import model_kind, save_model
 
+    check_replaceable(out)  # refuse a user's folder before minutes of compute, not after
     targets = [budget_bytes, avg_bits, max_ppl_increase]
     if uniform is not None and any(t is not None for t in targets):
         raise UserInputError("--uniform takes no budget; give one or the other")
@@ -244,15 +271,19 @@ def quantize(
                                                      max_ppl_increase=max_ppl_increase)
     check_quantizable(model, model_kind(model), budget)
     loaded = load_model(model)
+    plan = (f"every part to {uniform}" if uniform is not None else
+            "after measuring the sensitivity and searching the bit-widths,")
+    say(f"[dim]quantizing {plan} with {describe_method(method)}[/]")
     with Bars() as bars:
         if uniform is not None:
-            uniform_to_spec(loaded, uniform, method, calib_tokens, activations, smooth)
+            uniform_to_spec(loaded, uniform, method, calib_tokens, activations, smooth,
+                            progress=bars.task(f"{method} {uniform}"))
             record = None
         else:
             loaded, record = compress_to_budget(
                 loaded, budget, [s.strip() for s in specs.split(",")], method, calib_tokens,
                 reload=lambda: load_model(model), progress=bars.task("sensitivity"),
-                log=lambda m: say(f"[dim]{m}[/]"))
+                apply_progress=bars.task(method), log=lambda m: say(f"[dim]{m}[/]"))
     save_model(loaded, out)
     if record is not None:
         atomic_write_json(out / "compression.json", record.to_dict())
@@ -279,15 +310,17 @@ def prune(
     """Remove blocks, MLP channels and key/value groups; save a smaller HF model to OUT."""
     quiet_libraries()
     from mfmaccel.compress.recover import prune_and_recover
-    from mfmaccel.fileio import atomic_write_json
+    from mfmaccel.fileio import atomic_write_json, check_replaceable
     from mfmaccel.models import load_model
     from mfmaccel.models.loader import save_model
 
+    check_replaceable(out)
     loaded = load_model(model)
     with Bars() as bars:
         loaded, report = prune_and_recover(
             loaded, calib_tokens, blocks, mlp_fraction, kv_groups, recover_steps,
-            recover_tokens, progress=bars.task("recovery") if recover_steps else None)
+            recover_tokens, progress=bars.task("recovery") if recover_steps else None,
+            prune_progress=bars.task("pruning"))
     save_model(loaded, out)
     atomic_write_json(out / "pruning.json", report.to_dict())
     before, after = report.params
@@ -301,7 +334,8 @@ def prune(
 def run(
     recipe: Annotated[str, typer.Argument(help="Recipe YAML or built-in name")] = "medical",
     resume: Annotated[bool, typer.Option(help="Skip stages an earlier run completed")] = False,
-    fresh: Annotated[bool, typer.Option(help="Delete an earlier run of this recipe first")] = False,
+    fresh: Annotated[bool, typer.Option(
+        help="Replace an earlier run of this recipe (only a folder mfmaccel run wrote)")] = False,
     runs_dir: Annotated[Path, typer.Option(help="Where run folders go")] = Path("runs"),
 ) -> None:
     """Run a recipe's stages in order, measuring before and after each; write runs/<name>/."""
@@ -315,7 +349,9 @@ def run(
             state = run_recipe(loaded, runs_dir=runs_dir, resume=resume, fresh=fresh,
                                progress=bars.task, log=lambda m: say(f"[dim]{m}[/]"))
     except KeyboardInterrupt:
-        errors.print(f"interrupted; continue with: mfmaccel run {recipe} --resume")
+        where = "" if runs_dir == Path("runs") else f" --runs-dir {runs_dir}"
+        errors.print(f"interrupted; continue with: mfmaccel run {recipe}{where} --resume",
+                     soft_wrap=True, highlight=False)
         raise typer.Exit(code=130) from None
     from mfmaccel.report import console_summary, write_report
 
@@ -405,6 +441,11 @@ def cascade(
     print_record(f"cascade (held out; theta from {report.calibrated_on})", {
         "theta": point.theta, "pass@1": point.pass_rate, "alone": str(report.alone),
         "cost vs largest": point.cost_fraction, "answered by": str(point.answered_by)})
+    from mfmaccel.decode.cascade import EXTRACTED
+
+    lower = [model for model, how in report.tokens_counted.items() if how == EXTRACTED]
+    if lower:
+        say(f"[yellow]note:[/] FLOPs of {', '.join(lower)} count {EXTRACTED}")
     say(f"wrote {out}")
 
 
@@ -436,7 +477,8 @@ def _code_cascade(models: list[str], data: Path | None, evals: list[Path] | None
                                       progress=bars.task(f"humaneval on {name}"))
                 record = record.to_dict()
             chain.append(answers_from_record(loaded, problems.items, record, test_lines,
-                                             last=index == len(models) - 1))
+                                             last=index == len(models) - 1,
+                                             progress=bars.task(f"self-tests of {name}")))
     return calibrated_cascade(chain)
 
 
@@ -541,8 +583,8 @@ def _override(arch, **values):
 @user_errors
 def hw_simulate(
     model: Annotated[str, typer.Option(help="roberta-base or vit-base (configs only), a "
-                                            "built-in model, tiny-<arch>, an HF folder or a "
-                                            ".gguf file")],
+                                            "built-in model, tiny-<arch>, an HF folder (a "
+                                            "config.json alone will do) or a .gguf file")],
     arch: Annotated[str, typer.Option(help="Preset: swifttron, edge, large")] = "edge",
     seq_len: Annotated[int, typer.Option(help="Text tokens per forward pass")] = 128,
     image_size: Annotated[int | None, typer.Option(help="Vision encoders: pixels per side")
@@ -639,8 +681,11 @@ def hw_dse(
     if workers < 1:
         raise UserInputError(f"--workers must be at least 1, got {workers}")
     part = _chunk(chunk)
-    result = explore(workload_for_spec(model, seq_len, image_size), space, workers, part,
-                     Constraints(max_latency_ms, max_energy_mj, max_area_mm2, max_power_mw))
+    workload = workload_for_spec(model, seq_len, image_size)
+    with Bars() as bars:
+        result = explore(workload, space, workers, part,
+                         Constraints(max_latency_ms, max_energy_mj, max_area_mm2, max_power_mw),
+                         progress=bars.task(f"designs of {model}"))
     suffix = f"-chunk{part[0]}of{part[1]}" if part else ""
     out = out or Path("results") / f"dse-{Path(model).name}-L{seq_len}{suffix}"
     _write_exploration(result, out)

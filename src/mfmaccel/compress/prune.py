@@ -15,7 +15,7 @@ named projections, so we do it directly rather than trace a dependency graph.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -27,6 +27,7 @@ from mfmaccel.models.record import LoadedModel
 from mfmaccel.records import Record
 
 MLP = ("gate_proj", "up_proj", "down_proj")
+Tick = Callable[[], None]  # one more calibration pass done (for progress)
 ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
 
 
@@ -49,8 +50,10 @@ def _hidden(out):
 
 
 @torch.inference_mode()
-def block_importance(module: nn.Module, batches: Sequence[torch.Tensor]) -> list[float]:
-    """1 - mean cosine(input, output) of each block on the calibration batches."""
+def block_importance(module: nn.Module, batches: Sequence[torch.Tensor],
+                     tick: Tick | None = None) -> list[float]:
+    """1 - mean cosine(input, output) of each block on the calibration batches; `tick` after
+    each block."""
     cache = capture_blocks(module, list(batches))
     layers = decoder_layers(module)
     scores = []
@@ -62,6 +65,8 @@ def block_importance(module: nn.Module, batches: Sequence[torch.Tensor]) -> list
             total += float((1 - cos).sum())
             count += cos.numel()
         scores.append(total / count)
+        if tick:
+            tick()
     return scores
 
 
@@ -111,8 +116,9 @@ def _slice_linear(linear: nn.Linear, keep: torch.Tensor, dim: int) -> nn.Linear:
 
 
 @torch.inference_mode()
-def _channel_statistics(module: nn.Module, batches, attr: str, name: str) -> list[torch.Tensor]:
-    """Mean |input| per input feature of `<attr>.<name>` in every block."""
+def _channel_statistics(module: nn.Module, batches, attr: str, name: str,
+                        tick: Tick | None = None) -> list[torch.Tensor]:
+    """Mean |input| per input feature of `<attr>.<name>` in every block; `tick` per batch."""
     layers = decoder_layers(module)
     sums = [None] * len(layers)
     counts = [0] * len(layers)
@@ -130,20 +136,23 @@ def _channel_statistics(module: nn.Module, batches, attr: str, name: str) -> lis
         cache = capture_blocks(module, list(batches))
         for batch in range(len(batches)):
             run_blocks(module, cache, 0, batch)
+            if tick:
+                tick()
     finally:
         for handle in handles:
             handle.remove()
     return [s / c for s, c in zip(sums, counts, strict=True)]
 
 
-def prune_mlp(module: nn.Module, batches, fraction: float) -> tuple[int, int]:
+def prune_mlp(module: nn.Module, batches, fraction: float,
+              tick: Tick | None = None) -> tuple[int, int]:
     """Remove `fraction` of every block's MLP channels (least important first)."""
     layers = decoder_layers(module)
     for layer in layers:
         _require(layer, MLP, "mlp")
     before = layers[0].mlp.down_proj.in_features
     keep_count = max(1, round(before * (1 - fraction)))
-    activity = _channel_statistics(module, batches, "mlp", "down_proj")
+    activity = _channel_statistics(module, batches, "mlp", "down_proj", tick)
     for layer, act in zip(layers, activity, strict=True):
         mlp = layer.mlp
         score = act * mlp.down_proj.weight.detach().float().norm(dim=0)
@@ -157,7 +166,8 @@ def prune_mlp(module: nn.Module, batches, fraction: float) -> tuple[int, int]:
     return before, keep_count
 
 
-def prune_kv_groups(module: nn.Module, batches, groups_to_remove: int) -> tuple[int, int]:
+def prune_kv_groups(module: nn.Module, batches, groups_to_remove: int,
+                    tick: Tick | None = None) -> tuple[int, int]:
     """Remove whole key/value groups (with all their query heads) from every block."""
     layers = decoder_layers(module)
     config = text_config(module)
@@ -170,7 +180,7 @@ def prune_kv_groups(module: nn.Module, batches, groups_to_remove: int) -> tuple[
     for layer in layers:
         _require(layer, ATTENTION, "attention")
     per_group = heads // kv_heads
-    activity = _channel_statistics(module, batches, "self_attn", "o_proj")
+    activity = _channel_statistics(module, batches, "self_attn", "o_proj", tick)
     for layer, act in zip(layers, activity, strict=True):
         attention = layer.self_attn
         column = attention.o_proj.weight.detach().float().norm(dim=0)
@@ -197,23 +207,35 @@ def prune_kv_groups(module: nn.Module, batches, groups_to_remove: int) -> tuple[
 def prune_model(
     model: LoadedModel, batches: Sequence[torch.Tensor], blocks: int = 0,
     mlp_fraction: float = 0.0, kv_groups: int = 0,
+    progress: Callable[[int, int], None] | None = None,
 ) -> tuple[LoadedModel, PruneReport]:
     """Remove the `blocks` least important blocks, then `mlp_fraction` of MLP channels and
-    `kv_groups` key/value groups in each remaining block. In place."""
+    `kv_groups` key/value groups in each remaining block. In place. `progress(done, total)`
+    counts the calibration passes: one per block to rank blocks, one per batch per width."""
     if not 0 <= mlp_fraction < 1:
         raise UserInputError(f"mlp fraction must be in [0, 1), got {mlp_fraction}")
     module = model.module
     report = PruneReport()
     before_params = model.params
+    total = (len(decoder_layers(module)) if blocks else 0) + len(batches) * (
+        bool(mlp_fraction) + bool(kv_groups))
+    done = 0
+
+    def tick() -> None:
+        nonlocal done
+        done += 1
+        if progress:
+            progress(done, total)
+
     if blocks:
-        scores = block_importance(module, batches)
+        scores = block_importance(module, batches, tick)
         report.block_importance = scores
         report.removed_blocks = sorted(sorted(range(len(scores)), key=scores.__getitem__)[:blocks])
         remove_blocks(module, report.removed_blocks)
     if mlp_fraction:
-        report.intermediate_size = prune_mlp(module, batches, mlp_fraction)
+        report.intermediate_size = prune_mlp(module, batches, mlp_fraction, tick)
     if kv_groups:
-        report.kv_heads = prune_kv_groups(module, batches, kv_groups)
+        report.kv_heads = prune_kv_groups(module, batches, kv_groups, tick)
     report.params = (before_params, model.params)
     model.meta["pruning"] = report.to_dict()
     return model, report

@@ -18,11 +18,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mfmaccel.compress.blocks import decoder_layers, linear_layers
 from mfmaccel.compress.calibration import calibration_batches
 from mfmaccel.compress.prune import PruneReport, prune_model
 from mfmaccel.errors import UserInputError
 from mfmaccel.finetune.loop import train
-from mfmaccel.finetune.lora import add_lora, lora_config, lora_parameters, merge_lora
+from mfmaccel.finetune.lora import add_lora, lora_config_for, lora_parameters, merge_lora
 from mfmaccel.models.record import CAUSAL_LM, VLM, LoadedModel
 from mfmaccel.records import Record
 
@@ -47,6 +48,23 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
     return F.kl_div(student, teacher, log_target=True, reduction="batchmean")
 
 
+def recovery_targets(model: LoadedModel) -> list[str]:
+    """The full names of the linear-like layers inside the language model's blocks (Llama's
+    q_proj..down_proj, GPT-2's Conv1D c_attn/c_proj/c_fc, whatever a family calls them):
+    where the adapters go. The head, the embeddings and a VLM's vision tower stay frozen."""
+    try:
+        blocks = decoder_layers(model.module)
+    except ValueError:
+        blocks = None
+    names = {id(m): name for name, m in model.module.named_modules()}
+    targets = [names[id(linear)] for block in blocks or []
+               for linear in linear_layers(block).values()]
+    if not targets:
+        raise UserInputError(f"cannot recover '{model.name}': no linear layers found in its "
+                             "transformer blocks; prune without --recover-steps")
+    return targets
+
+
 def recover(
     model: LoadedModel, teacher: nn.Module, batches: Sequence[torch.Tensor], steps: int = 60,
     rank: int = 8, lr: float = 5e-4, batch_size: int = 2, seed: int = 0,
@@ -58,7 +76,10 @@ def recover(
     if not batches:
         raise UserInputError("recovery needs calibration text")
     teacher.eval()
-    peft_model = add_lora(model.module, lora_config(rank, 2 * rank, within="layers"))
+    targets = recovery_targets(model)
+    conv1d = any(type(model.module.get_submodule(t)).__name__ == "Conv1D" for t in targets)
+    peft_model = add_lora(model.module, lora_config_for(targets, rank, 2 * rank,
+                                                         fan_in_fan_out=conv1d))
 
     def step_loss(indices: list[int]) -> torch.Tensor:
         ids = torch.cat([batches[i] for i in indices])
@@ -86,16 +107,22 @@ def prune_and_recover(
     model: LoadedModel, calib_tokens: int = 2048, blocks: int = 0, mlp_fraction: float = 0.0,
     kv_groups: int = 0, recover_steps: int = 0, recover_tokens: int = 32768,
     progress: Callable[[int, int], None] | None = None,
+    prune_progress: Callable[[int, int], None] | None = None,
 ) -> tuple[LoadedModel, PruneReport]:
     """Prune by importance on calibration text, then (if `recover_steps`) distil the unpruned
-    model back into the pruned one; the report carries the recovery's loss curve."""
+    model back into the pruned one; the report carries the recovery's loss curve.
+    `prune_progress` follows the pruning's calibration passes, `progress` the recovery."""
 
     require_prunable(model)
+    if recover_steps:
+        recovery_targets(model)  # refuse a family we cannot adapt before any compute
     teacher = copy.deepcopy(model.module) if recover_steps else None
-    batches = calibration_batches(model.tokenizer, calib_tokens)
-    model, report = prune_model(model, batches, blocks, mlp_fraction, kv_groups)
+    batches = calibration_batches(model.tokenizer, calib_tokens, positions=model.context_length)
+    model, report = prune_model(model, batches, blocks, mlp_fraction, kv_groups,
+                                progress=prune_progress)
     if teacher is not None:
-        text = calibration_batches(model.tokenizer, recover_tokens, window=RECOVER_WINDOW)
+        text = calibration_batches(model.tokenizer, recover_tokens, window=RECOVER_WINDOW,
+                                   positions=model.context_length)
         report.recovery = recover(model, teacher, text, recover_steps,
                                   progress=progress).to_dict()
         model.meta["pruning"] = report.to_dict()

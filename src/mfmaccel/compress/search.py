@@ -24,6 +24,19 @@ from mfmaccel.records import Record
 
 DEFAULT_SPECS = ("int3-g128", "int4-g128", "int6-g128")
 Log = Callable[[str], None]
+Progress = Callable[[int, int], None]
+METHODS = {
+    "gptq": "GPTQ (rounding errors compensated block by block on calibration text: minutes "
+            "on a CPU; --method rtn rounds to nearest in seconds, a little less accurate)",
+    "rtn": "round to nearest (seconds; --method gptq compensates rounding errors, more "
+           "accurate and much slower)",
+}
+
+
+def describe_method(method: str) -> str:
+    """The quantization method in words, and what the other one would cost, for the user
+    to read before a long run."""
+    return METHODS.get(method, method)
 
 
 def parse_spec(label: str) -> QuantSpec:
@@ -100,16 +113,17 @@ def compress_to_budget(
     model: LoadedModel, budget: Budget, specs: Sequence[str] = DEFAULT_SPECS,
     method: str = "gptq", calib_tokens: int = 2048, eval_tokens: int = 8192,
     reload: Callable[[], LoadedModel] | None = None, log: Log = print,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Progress | None = None, apply_progress: Progress | None = None,
 ) -> tuple[LoadedModel, CompressionRecord]:
     """Quantize `model` in place to the budget with the tiered mixed-precision search.
 
     With a quality budget, candidate points are tried on fresh copies from `reload()`; the
-    one chosen is then applied to `model` itself."""
+    one chosen is then applied to `model` itself. `progress` follows the sensitivity
+    measurement, `apply_progress` the quantization of the point chosen."""
     check_quantizable(model.name, model.kind, budget)
     start = time.perf_counter()
     grid = [parse_spec(s) for s in specs]
-    batches = calibration_batches(model.tokenizer, calib_tokens)
+    batches = calibration_batches(model.tokenizer, calib_tokens, positions=model.context_length)
     fp16 = 2 * model.params
     parts = {n: p for n, (p, _) in quantizable_parts(model.module).items()}
     other = fp16 - 2 * sum(p.params for p in parts.values())
@@ -132,7 +146,8 @@ def compress_to_budget(
         point, verified = _meet_quality(model, search, front, budget.max_ppl_increase, method,
                                         batches, eval_tokens, reload, log)
     plan = QuantPlan(point.choice, sensitivity.specs, method)
-    quantize_model(model, plan, batches)
+    log(f"quantizing with {describe_method(method)}")
+    quantize_model(model, plan, batches, apply_progress)
     size = storage_bytes(model.module)
     seconds["total"] = time.perf_counter() - start
     record = CompressionRecord(
@@ -195,14 +210,17 @@ def _meet_quality(model, search: MixedSearch, front: list[Assignment], max_incre
 
 def uniform_to_spec(model: LoadedModel, spec: str, method: str = "rtn",
                     calib_tokens: int = 2048, activations: str | None = None,
-                    smoothing: float | None = None) -> LoadedModel:
+                    smoothing: float | None = None, progress: Progress | None = None
+                    ) -> LoadedModel:
     """The uniform baseline: every part at one spec (with int8 activations: W8A8; with
-    `smoothing`, SmoothQuant's alpha, outlier channels moved into the weights first)."""
+    `smoothing`, SmoothQuant's alpha, outlier channels moved into the weights first);
+    `progress` follows the layers as they are quantized."""
     check_quantizable(model.name, model.kind)
     if activations == "tensor" or smoothing is not None:  # ranges are read running token ids
-        batches = calibration_batches(model.tokenizer, calib_tokens)
+        batches = calibration_batches(model.tokenizer, calib_tokens,
+                                      positions=model.context_length)
     else:
         batches = gptq_calibration_batches(model, calib_tokens) if method == "gptq" else []
     plan = uniform_plan(model.module, parse_spec(spec), method, activations=activations,
                         smoothing=smoothing)
-    return quantize_model(model, plan, batches)
+    return quantize_model(model, plan, batches, progress)

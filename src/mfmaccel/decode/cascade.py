@@ -13,12 +13,15 @@ Every model answers every query once (`code_answers`, `vqa_answers`), so a casca
 is a replay of those answers: calibrating theta on one split and reporting on another costs no
 extra inference. Compute cost is FLOPs, 2 x the weights a token is multiplied through
 (`LoadedModel.multiply_weights`: not a looked-up token embedding) x tokens processed, for every
-model a query visits, and, where each answer was timed on its own (VQA), wall time.
+model a query visits, and, where each answer was timed on its own (VQA), wall time. For code,
+the tokens processed are the prompt's and every token each candidate generated; a record that
+does not keep the generated counts leaves only the extracted completions to count, which
+misses what extraction dropped (prose, fences, test code), so the report says which it counted.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -51,10 +54,16 @@ class Answer:
         return self.confidence is not None and self.confidence >= theta
 
 
+GENERATED = "generated tokens"
+EXTRACTED = ("extracted completions (the record keeps no generated token counts: a lower "
+             "bound on what generation cost)")
+
+
 @dataclass
 class ModelAnswers:
     model: str
     answers: dict[str, Answer]
+    tokens_counted: str = ""  # code: GENERATED or EXTRACTED; "" for VQA (prompt only)
 
 
 @dataclass
@@ -70,39 +79,65 @@ class CascadePoint(Record):
 
 def code_answers(model: LoadedModel, problems: Sequence[CodeProblem],
                  candidates: dict[str, list[str]], hidden_passed: dict[str, list[bool]],
-                 workers: int = 2, written: dict[str, WrittenTests] | None = None
-                 ) -> ModelAnswers:
+                 workers: int = 2, written: dict[str, WrittenTests] | None = None,
+                 generated_tokens: dict[str, list[int]] | None = None,
+                 progress: Callable[[int, int], None] | None = None) -> ModelAnswers:
     """Self-test each problem's candidates and pick the best; count each answer's FLOPs.
 
     `candidates[task_id]` are the model's completions (e.g. from `mfmaccel eval --task
     humaneval`, whose JSON keeps them) and `hidden_passed` whether each passed the real tests.
-    `written` adds the test lines the model wrote for each problem (`decode.testgen`) to the
-    prompt's examples, and their cost to the answer's.
+    `generated_tokens[task_id]` are how many tokens generating each candidate took; without
+    them the extracted completions are counted (`EXTRACTED`). `written` adds the test lines
+    the model wrote for each problem (`decode.testgen`) to the prompt's examples, and their
+    cost to the answer's. `progress(done, total)` counts problems self-tested.
     """
     written = written or {}
     missing = [p.task_id for p in problems if p.task_id not in candidates]
     if missing:
         raise UserInputError(f"no completions from {model.name} for {missing[0]}; evaluate "
                              "it on the same problems first")
+    counts = _generated_counts(problems, candidates, generated_tokens)
     flops_per_token = 2.0 * model.multiply_weights  # walks every module: once per model
+    answers = {}
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        answers = dict(zip([p.task_id for p in problems],
-                           pool.map(lambda p: _best_answer(
-                               model, p, candidates[p.task_id], hidden_passed[p.task_id],
-                               written.get(p.task_id, WrittenTests()), flops_per_token),
-                               problems),
-                           strict=True))
-    return ModelAnswers(model.name, answers)
+        for problem, answer in zip(problems, pool.map(lambda p: _best_answer(
+                model, p, candidates[p.task_id], hidden_passed[p.task_id],
+                written.get(p.task_id, WrittenTests()), flops_per_token,
+                counts.get(p.task_id)), problems), strict=True):
+            answers[problem.task_id] = answer
+            if progress:
+                progress(len(answers), len(problems))
+    return ModelAnswers(model.name, answers, GENERATED if counts else EXTRACTED)
+
+
+def _generated_counts(problems: Sequence[CodeProblem], candidates: dict[str, list[str]],
+                      generated_tokens: dict[str, list[int]] | None) -> dict[str, list[int]]:
+    """Generated token counts for every problem's every candidate, or {} where any is
+    missing (one rule for the whole chain link, so its cost is counted one way)."""
+    if not generated_tokens:
+        return {}
+    for problem in problems:
+        counts = generated_tokens.get(problem.task_id)
+        if counts is None:
+            return {}
+        if len(counts) != len(candidates[problem.task_id]) or any(
+                not isinstance(n, int) or n < 0 for n in counts):
+            raise UserInputError(f"{problem.task_id}: the record's generated_tokens do not "
+                                 "match its completions (one count of 0 or more per "
+                                 "completion); re-run `mfmaccel eval --task humaneval`")
+    return {p.task_id: generated_tokens[p.task_id] for p in problems}
 
 
 def _best_answer(model: LoadedModel, problem: CodeProblem, completions: list[str],
-                 passed: list[bool], written: WrittenTests, flops_per_token: float) -> Answer:
+                 passed: list[bool], written: WrittenTests, flops_per_token: float,
+                 generated: list[int] | None = None) -> Answer:
     tests = list(dict.fromkeys(example_tests(problem) + written.lines))
     results = [self_test(problem, c, tests) for c in completions]
     best = max(range(len(completions)), key=lambda i: results[i].passed)  # first on ties
     prompt_tokens = code_prompt_ids(model, problem).shape[1]
-    tokens = prompt_tokens + sum(len(model.tokenizer(c).input_ids) for c in completions)
-    tokens += written.tokens
+    if generated is None:
+        generated = [len(model.tokenizer(c).input_ids) for c in completions]
+    tokens = prompt_tokens + sum(generated) + written.tokens
     confidence = results[best].fraction if tests else None
     return Answer(passed[best], confidence, flops_per_token * tokens, detail=completions[best])
 
@@ -210,7 +245,8 @@ def _task_order(task_id: str) -> tuple[int, str]:
 
 
 def answers_from_record(model: LoadedModel, problems: Sequence[CodeProblem],
-                        record: dict, test_lines: int = 0, last: bool = False) -> ModelAnswers:
+                        record: dict, test_lines: int = 0, last: bool = False,
+                        progress: Callable[[int, int], None] | None = None) -> ModelAnswers:
     """`code_answers` for the problems a HumanEval record (`mfmaccel eval --task humaneval`
     JSON, or `HumanEvalResult.to_dict()`) answered, with its completions and verdicts; with
     `test_lines`, the model also writes that many tests per problem for its self-test, unless
@@ -223,8 +259,11 @@ def answers_from_record(model: LoadedModel, problems: Sequence[CodeProblem],
     chosen = [p for p in problems if p.task_id in rows]
     candidates = {t: row["completions"] for t, row in rows.items()}
     passed = {t: [s == "passed" for s in row["statuses"]] for t, row in rows.items()}
+    generated = {t: row["generated_tokens"] for t, row in rows.items()
+                 if row.get("generated_tokens") is not None}
     written = generate_tests(model, chosen, test_lines) if test_lines and not last else None
-    return code_answers(model, chosen, candidates, passed, written=written)
+    return code_answers(model, chosen, candidates, passed, written=written,
+                        generated_tokens=generated, progress=progress)
 
 
 @dataclass
@@ -244,6 +283,7 @@ class CascadeReport(Record):
     curve_held_out: list[CascadePoint] = field(default_factory=list)
     curve_calibration: list[CascadePoint] = field(default_factory=list)
     calibrated_on: str = HALVES
+    tokens_counted: dict[str, str] = field(default_factory=dict)  # model -> what FLOPs count
 
 
 def calibrated_cascade(chain: Sequence[ModelAnswers],
@@ -278,6 +318,7 @@ def calibrated_cascade(chain: Sequence[ModelAnswers],
         curve_held_out=cost_curve(chain, held_out),
         curve_calibration=cost_curve(calibration_chain, calibration_ids),
         calibrated_on=HALVES if calibration is None else SEPARATE_SPLIT,
+        tokens_counted={m.model: m.tokens_counted for m in chain if m.tokens_counted},
     )
 
 

@@ -13,6 +13,7 @@ import json
 import math
 import multiprocessing
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -161,20 +162,30 @@ def chunk_range(size: int, chunk: int, chunks: int) -> tuple[int, int]:
 
 def explore(workload: Workload, space: DesignSpace, workers: int = 2,
             chunk: tuple[int, int] | None = None,
-            constraints: Constraints | None = None) -> Exploration:
+            constraints: Constraints | None = None,
+            progress: Callable[[int, int], None] | None = None) -> Exploration:
     """Evaluate the space (or one chunk of it) on `workers` processes; keep the points that meet
-    `constraints` and their Pareto front."""
+    `constraints` and their Pareto front. `progress(done, total)` counts designs evaluated."""
     start, stop = chunk_range(space.size, *chunk) if chunk else (0, space.size)
     began = time.perf_counter()
     pieces = max(1, workers * 4)
     bounds = [(start + (stop - start) * i // pieces, start + (stop - start) * (i + 1) // pieces)
               for i in range(pieces)]
+    jobs = [(workload, space, a, b) for a, b in bounds]
+    parts = []
+
+    def collect(results) -> None:
+        for (_, _, _, stop_at), part in zip(jobs, results, strict=True):
+            parts.append(part)
+            if progress:
+                progress(stop_at - start, stop - start)
+
     if workers > 1:
         context = multiprocessing.get_context("fork")
         with ProcessPoolExecutor(workers, mp_context=context) as pool:
-            parts = list(pool.map(_evaluate, [(workload, space, a, b) for a, b in bounds]))
+            collect(pool.map(_evaluate, jobs))
     else:
-        parts = [_evaluate((workload, space, a, b)) for a, b in bounds]
+        collect(map(_evaluate, jobs))
     seconds = time.perf_counter() - began
     points = [p for part, _ in parts for p in part]
     infeasible = sum(n for _, n in parts)

@@ -21,6 +21,7 @@ from mfmaccel.pipeline.rundir import RunState
 from mfmaccel.report import hwplots, plots
 from mfmaccel.report.rows import (
     Cell,
+    noise_rule,
     overall_row,
     pending_stages,
     per_type_tables,
@@ -173,14 +174,17 @@ def _plots_html(state: RunState, compression: list[dict], hardware: list[dict]) 
                   f"{record['latency_ms']:.2f} ms, {record['energy_mj']:.2f} mJ, "
                   f"{record['area_mm2']:.1f} mm². Each point is one kind of GEMM: its MACs per "
                   "off-chip byte against the MAC rate it attains; the lines are the link's "
-                  "bandwidth and the array's peak.")
+                  "bandwidth and the array's peak. Left of the ridge (dotted) a GEMM is "
+                  "bandwidth-bound, right of it compute-bound; how far a point sits below its "
+                  "roof is what the array's tiling loses.")
                  for record in hardware]
     figures = [
         (plots.quality_vs_size(points, tasks), "Quality against weight size",
          "Each point is the model at one moment of the run (baseline, then after each stage). "
          "Filled points are Pareto-optimal: no other point is both smaller and at least as good."),
         (plots.quality_vs_latency(points, tasks), "Quality against latency",
-         "Batch-1 latency: prompt prefill time, and decode time per generated token."),
+         "Batch-1 latency: prompt prefill time, and decode time per generated token; "
+         f"{noise_rule()}, so such a point is drawn straight above or below the one before."),
         (plots.stage_curves(state.stages), "Curves recorded by the stages",
          "Curves the stages recorded, e.g. fine-tuning loss per phase."),
         *fronts,
@@ -275,7 +279,7 @@ def render_html(state: RunState, run_dir: Path, recipe_text: str, log_tail: list
     `write_report`."""
     name = str(state.recipe.get("name", run_dir.name))
     hint = ("Each cell shows before \u2192 after for that stage, with the change below "
-            "(green: better, red: worse; speed changes under 2% count as noise).")
+            f"(green: better, red: worse; {noise_rule()}).")
     stages = (f'<section><h2>Stage by stage</h2>{_table_html(state)}'
               f'<p class="hint">{escape(hint)}</p></section>') if run_points(state) else ""
     body = "".join([

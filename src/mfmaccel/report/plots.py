@@ -18,12 +18,12 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.text import Annotation
+from matplotlib.text import Annotation, Text
 from matplotlib.ticker import MaxNLocator, PercentFormatter
 from matplotlib.transforms import Bbox
 
 from mfmaccel.records import StageResult
-from mfmaccel.report.rows import Point, task_info
+from mfmaccel.report.rows import Point, task_info, within_noise
 
 DPI = 200  # rendered at 2x; the HTML shows it at half its pixel size, so it stays crisp
 PARETO = "#1f6feb"
@@ -31,6 +31,10 @@ OTHER = "#8b949e"
 PATH = "#c9d1d9"
 # Label offsets (points) tried in turn until the label overlaps nothing already placed.
 OFFSETS = [(7, 7), (7, -14), (-7, 7), (-7, -14), (7, 20), (-7, 20), (7, -27), (-7, -27)]
+# With a leader line a label may sit further out: rings of offsets, nearest first.
+LEADER_OFFSETS = OFFSETS + [(round(r * dx), round(r * dy)) for r in (2.2, 3.6)
+                            for dx, dy in ((7, -14), (7, 7), (-7, -14), (-7, 7), (0, -20),
+                                           (0, 14))]
 PHASE = re.compile(r"^(phase|round|stage|step)[ _-]?\d+[a-z]?$", re.IGNORECASE)
 
 
@@ -100,17 +104,24 @@ def _label_text(spot: Spot) -> str:
     return text if len(text) <= 40 else f"{spot.labels[0]} (+{len(spot.labels) - 1} more)"
 
 
-def _place_label(ax: Axes, spot: Spot, obstacles: list[Bbox]) -> None:
-    """Annotate a spot at the offset where the text covers the least (ideally nothing)."""
+def _place_label(ax: Axes, spot: Spot, obstacles: list[Bbox], leader: bool = False) -> None:
+    """Annotate a spot at the offset where the text covers the least (ideally nothing); with
+    `leader`, a thin line ties the text to its point (for crowded plots)."""
     renderer = ax.figure.canvas.get_renderer()
     inside = ax.get_window_extent(renderer)
     best: tuple[int, Annotation, Bbox] | None = None
-    for dx, dy in OFFSETS:
+    line = {"arrowstyle": "-", "color": OTHER, "lw": 0.6, "shrinkA": 1, "shrinkB": 4}
+    for dx, dy in LEADER_OFFSETS if leader else OFFSETS:
         note = ax.annotate(_label_text(spot), (spot.x, spot.y), xytext=(dx, dy),
-                           textcoords="offset points", ha="left" if dx > 0 else "right",
-                           fontsize=8.5, color="#24292f", zorder=5)
-        box = note.get_window_extent(renderer).expanded(1.04, 1.1)
+                           textcoords="offset points",
+                           ha="left" if dx > 0 else "right" if dx < 0 else "center",
+                           fontsize=8.5, color="#24292f", zorder=5,
+                           arrowprops=line if leader else None)
+        note.update_positions(renderer)
+        box = Text.get_window_extent(note, renderer).expanded(1.04, 1.1)  # the text alone
         score = _collisions(box, obstacles, inside)
+        if leader:
+            score += _leader_crossings(ax, spot, (dx, dy), obstacles)
         if best is None or score < best[0]:
             if best is not None:
                 best[1].remove()
@@ -123,13 +134,33 @@ def _place_label(ax: Axes, spot: Spot, obstacles: list[Bbox]) -> None:
         obstacles.append(best[2])
 
 
-def _segment_boxes(ax: Axes, points: list[tuple[float, float]], samples: int = 16) -> list[Bbox]:
-    """Small boxes along the lines between consecutive points, so labels keep off them."""
+def _leader_crossings(ax: Axes, spot: Spot, offset: tuple[float, float],
+                      obstacles: list[Bbox], step: float = 3.0) -> int:
+    """How many obstacles a leader from the spot to its label at `offset` (points) passes
+    through, its own marker left out."""
+    x0, y0 = ax.transData.transform((spot.x, spot.y))
+    scale = ax.figure.dpi / 72
+    dx, dy = offset[0] * scale, offset[1] * scale
+    length = math.hypot(dx, dy)
+    hit = set()
+    for k in range(math.ceil(length / step) + 1):
+        t = min(1.0, k * step / length)
+        if t * length < 8:
+            continue
+        x, y = x0 + dx * t, y0 + dy * t
+        hit.update(i for i, b in enumerate(obstacles) if b.contains(x, y))
+    return len(hit)
+
+
+def _segment_boxes(ax: Axes, points: list[tuple[float, float]], step: float = 3.0) -> list[Bbox]:
+    """Small boxes every `step` pixels along the lines between consecutive points, so labels
+    keep off them."""
     if len(points) < 2:
         return []
     pixels = ax.transData.transform(points)
     boxes = []
     for (x0, y0), (x1, y1) in zip(pixels[:-1], pixels[1:], strict=True):
+        samples = max(1, math.ceil(math.hypot(x1 - x0, y1 - y0) / step))
         for k in range(samples + 1):
             x, y = x0 + (x1 - x0) * k / samples, y0 + (y1 - y0) * k / samples
             boxes.append(Bbox.from_extents(x - 2, y - 2, x + 2, y + 2))
@@ -153,6 +184,7 @@ class Panel:
     ax: Axes
     spots: list[Spot]
     lines: list[list[tuple[float, float]]]  # the run's path and the Pareto front
+    leaders: bool = False  # tie each label to its point with a thin line
 
 
 def _tradeoff_panel(
@@ -184,7 +216,7 @@ def _label_points(fig: Figure, panels: list[Panel]) -> None:
             x, y = ax.transData.transform((spot.x, spot.y))
             obstacles.append(Bbox.from_extents(x - 6, y - 6, x + 6, y + 6))
         for spot in sorted(panel.spots, key=lambda s: (s.x, s.y)):
-            _place_label(ax, spot, obstacles)
+            _place_label(ax, spot, obstacles, panel.leaders)
 
 
 def _legend(fig: Figure) -> None:
@@ -209,7 +241,8 @@ def _series(
     points: list[Point], task: str, x_of: Callable[[Point], float | None]
 ) -> tuple[list[float], list[float], list[str]]:
     """The (x, quality, label) of each point that has both numbers."""
-    rows = [(x_of(p), p.metrics.quality.get(task), p.label) for p in points]
+    xs = _steady(points, x_of) if x_of in SPEED_KEYS else [x_of(p) for p in points]
+    rows = [(x, p.metrics.quality.get(task), p.label) for x, p in zip(xs, points, strict=True)]
     rows = [r for r in rows if r[0] is not None and r[1] is not None and math.isfinite(r[1])]
     return [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]
 
@@ -226,6 +259,26 @@ def _prefill_ms(point: Point) -> float | None:
 def _ms_per_token(point: Point) -> float | None:
     rate = point.metrics.decode_tokens_per_s
     return 1000 / rate if rate else None
+
+
+SPEED_KEYS = {_prefill_ms: "prefill_seconds", _ms_per_token: "decode_tokens_per_s"}
+
+
+def _steady(points: list[Point], x_of: Callable[[Point], float | None]) -> list[float | None]:
+    """Each point's timing, or the one drawn for the last point that moved it beyond the noise
+    (`rows.within_noise`): a timing that only wobbled is drawn as unchanged."""
+    key = SPEED_KEYS[x_of]
+    drawn: list[float | None] = []
+    anchor: tuple[Point, float] | None = None
+    for point in points:
+        x = x_of(point)
+        if x is not None and anchor is not None and within_noise(anchor[0].metrics,
+                                                                 point.metrics, key):
+            x = anchor[1]
+        elif x is not None:
+            anchor = (point, x)
+        drawn.append(x)
+    return drawn
 
 
 # ---- the figures ---------------------------------------------------------------------------

@@ -19,9 +19,14 @@ from mfmaccel.records import Metrics, StageResult
 Verdict = Literal["better", "worse", "same", ""]
 MINUS = "\u2212"
 ARROW = "\u2192"
-# Speed numbers wobble from run to run; smaller relative changes are not called better/worse.
-SPEED_NOISE = 0.02
+# Speed numbers wobble from run to run. A timing's change counts only beyond its noise: the
+# spread of the measurement's own repeats where the metrics record them (`details["speed"]`
+# holding `<field>_runs`, e.g. `prefill_seconds_runs`), else this stated relative threshold.
+TIMING_NOISE = 0.10
+MIN_SPREAD = 0.02  # a recorded spread is never taken as tighter than this
 UNCHANGED = "unchanged"
+WITHIN_NOISE = "within noise"
+SPEED_FIELDS = ("prefill_seconds", "decode_tokens_per_s")
 
 
 @dataclass(frozen=True)
@@ -147,10 +152,45 @@ class Cell:
         return self.after or self.main
 
 
-def _judge(before: float, after: float, higher_is_better: bool, noise: float = 0.0) -> Verdict:
-    if after == before or (before and abs(after - before) / abs(before) < noise):
+def _judge(before: float, after: float, higher_is_better: bool) -> Verdict:
+    if after == before:
         return "same"
     return "better" if (after > before) == higher_is_better else "worse"
+
+
+def relative_spread(runs: list[float]) -> float | None:
+    """(largest - smallest) / median of a measurement's repeats; None for fewer than two."""
+    values = sorted(v for v in runs if isinstance(v, int | float) and math.isfinite(v))
+    if len(values) < 2:
+        return None
+    middle = len(values) // 2
+    median = values[middle] if len(values) % 2 else (values[middle - 1] + values[middle]) / 2
+    return (values[-1] - values[0]) / median if median else None
+
+
+def timing_noise(before: Metrics, after: Metrics, key: str) -> float:
+    """The relative change of speed field `key` that is still noise between two measurements:
+    the wider spread of their recorded repeats (at least MIN_SPREAD), else TIMING_NOISE."""
+    spreads = [relative_spread((m.details.get("speed") or {}).get(f"{key}_runs") or [])
+               for m in (before, after)]
+    recorded = [s for s in spreads if s is not None]
+    if len(recorded) < 2:
+        return TIMING_NOISE
+    return max(MIN_SPREAD, *recorded)
+
+
+def within_noise(before: Metrics, after: Metrics, key: str) -> bool:
+    """Whether speed field `key` moved by no more than its noise (missing values: False)."""
+    old, new = getattr(before, key), getattr(after, key)
+    if not old or not new:
+        return False
+    return abs(new - old) / abs(old) <= timing_noise(before, after, key)
+
+
+def noise_rule() -> str:
+    """The noise rule in words, for the report's hints."""
+    return (f"speed changes within the measurement's noise count as no change (the spread of "
+            f"its repeats where recorded, else {TIMING_NOISE:.0%})")
 
 
 def _relative(before: float, after: float) -> str:
@@ -182,14 +222,21 @@ def _measure_cell(
     after: float | None,
     fmt: Callable[[Any], str],
     higher_is_better: bool,
-    noise: float = 0.0,
 ) -> Cell:
     if not before or not after:
         return Cell(fmt(after))
     if before == after:
         return Cell(fmt(after), UNCHANGED, "same")
-    verdict = _judge(before, after, higher_is_better, noise)
+    verdict = _judge(before, after, higher_is_better)
     return Cell(_pair(fmt(before), fmt(after)), _relative(before, after), verdict, fmt(after))
+
+
+def _speed_cell(before: Metrics, after: Metrics, key: str, fmt: Callable[[Any], str],
+                higher_is_better: bool) -> Cell:
+    """A timing's cell; a change within the measurement's noise shows as no change."""
+    if within_noise(before, after, key) and getattr(before, key) != getattr(after, key):
+        return Cell(fmt(getattr(after, key)), WITHIN_NOISE, "same")
+    return _measure_cell(getattr(before, key), getattr(after, key), fmt, higher_is_better)
 
 
 def weights_cell(before: Metrics, after: Metrics) -> Cell:
@@ -197,15 +244,11 @@ def weights_cell(before: Metrics, after: Metrics) -> Cell:
 
 
 def prefill_cell(before: Metrics, after: Metrics) -> Cell:
-    return _measure_cell(
-        before.prefill_seconds, after.prefill_seconds, fmt_latency, False, SPEED_NOISE
-    )
+    return _speed_cell(before, after, "prefill_seconds", fmt_latency, False)
 
 
 def decode_cell(before: Metrics, after: Metrics) -> Cell:
-    return _measure_cell(
-        before.decode_tokens_per_s, after.decode_tokens_per_s, fmt_rate, True, SPEED_NOISE
-    )
+    return _speed_cell(before, after, "decode_tokens_per_s", fmt_rate, True)
 
 
 # ---- rows ----------------------------------------------------------------------------------
