@@ -17,6 +17,20 @@ from typing import TextIO
 LINE_EVERY = 5.0  # seconds between two lines of one step
 
 
+def counter(progress: Callable[[int, int], None] | None, total: int) -> Callable[[], None]:
+    """A `tick()` that reports one more of `total` items done to `progress` (if any): for a
+    loop spread over several functions that each finish some of the items."""
+    done = 0
+
+    def tick() -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(done, total)
+
+    return tick
+
+
 def fmt_seconds(seconds: float) -> str:
     """'3.1 s', '4 min 05 s' or '1 h 02 min'."""
     if seconds < 60:

@@ -24,6 +24,7 @@ from torch import nn
 from mfmaccel.compress.blocks import capture_blocks, decoder_layers, run_blocks
 from mfmaccel.errors import UserInputError
 from mfmaccel.models.record import LoadedModel
+from mfmaccel.progress import counter
 from mfmaccel.records import Record
 
 MLP = ("gate_proj", "up_proj", "down_proj")
@@ -219,13 +220,7 @@ def prune_model(
     before_params = model.params
     total = (len(decoder_layers(module)) if blocks else 0) + len(batches) * (
         bool(mlp_fraction) + bool(kv_groups))
-    done = 0
-
-    def tick() -> None:
-        nonlocal done
-        done += 1
-        if progress:
-            progress(done, total)
+    tick = counter(progress, total)
 
     if blocks:
         scores = block_importance(module, batches, tick)

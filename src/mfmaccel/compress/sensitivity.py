@@ -37,6 +37,7 @@ from mfmaccel.compress.blocks import (
 from mfmaccel.compress.fakequant import fake_quantized, weight_matrix
 from mfmaccel.compress.quant.grid import QuantSpec
 from mfmaccel.models.record import embeddings_tied, has_head
+from mfmaccel.progress import counter
 from mfmaccel.records import Record
 
 HEAD = "head"  # the output projection (tied to the token embeddings when the model ties them)
@@ -178,13 +179,7 @@ def measure_sensitivity(
         by_block[part.block].append(name)
     total = len(specs) * (1 + len(blocks)) + (len(specs) * len(prober.parts) if modules_tier
                                                else 0)
-    done = 0
-
-    def tick() -> None:
-        nonlocal done
-        done += 1
-        if progress:
-            progress(done, total)
+    tick = counter(progress, total)
 
     network, block_kl = {}, {b: {} for b in blocks}
     modules: dict[str, dict[str, float]] = {n: {} for n in prober.parts}

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from mfmaccel.pipeline.rundir import RunState
+from mfmaccel.progress import fmt_seconds
 from mfmaccel.records import Metrics, StageResult
 
 Verdict = Literal["better", "worse", "same", ""]
@@ -109,17 +110,6 @@ def fmt_rate(tokens_per_s: float | None) -> str:
     if not tokens_per_s:
         return "\u2014"
     return f"{tokens_per_s:.1f} tok/s" if tokens_per_s < 100 else f"{tokens_per_s:.0f} tok/s"
-
-
-def fmt_duration(seconds: float) -> str:
-    """Wall time as '3.2 s', '4 min 05 s' or '1 h 02 min'."""
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes, secs = divmod(round(seconds), 60)
-    if minutes < 60:
-        return f"{minutes} min {secs:02d} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes:02d} min"
 
 
 def fmt_params(params: dict[str, Any], limit: int = 60) -> tuple[str, ...]:
@@ -299,7 +289,7 @@ def baseline_row(state: RunState, tasks: list[str]) -> Row | None:
 def stage_row(stage: StageResult, tasks: list[str]) -> Row:
     row = _compare(stage.name, stage.stage, tasks, stage.before, stage.after)
     row.params = fmt_params(stage.params)
-    row.seconds = fmt_duration(stage.seconds)
+    row.seconds = fmt_seconds(stage.seconds)
     row.notes = stage.notes
     return row
 
@@ -318,7 +308,7 @@ def overall_row(state: RunState) -> Row | None:
     points = run_points(state)
     tasks = quality_tasks(state)
     row = _compare("overall", "baseline to final", tasks, points[0].metrics, points[-1].metrics)
-    row.seconds = fmt_duration(sum(s.seconds for s in state.stages))
+    row.seconds = fmt_seconds(sum(s.seconds for s in state.stages))
     return row
 
 
