@@ -18,7 +18,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
+
+from mfmaccel.threads import thread_environment
+
+os.environ.update(thread_environment())  # before torch loads OpenMP: mfmaccel/threads.py
 
 from mfmaccel.data.code import load_humaneval
 from mfmaccel.decode.cascade import answers_from_record, calibrated_cascade

@@ -15,6 +15,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+
+from mfmaccel.threads import thread_environment
+
+os.environ.update(thread_environment())  # before torch loads OpenMP: mfmaccel/threads.py
 
 from mfmaccel.data.medvqa import load_medvqa
 from mfmaccel.decode.cascade import calibrated_cascade, vqa_answers

@@ -14,8 +14,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
+
+from mfmaccel.threads import thread_environment
+
+os.environ.update(thread_environment())  # before torch loads OpenMP: mfmaccel/threads.py
 
 import torch
 

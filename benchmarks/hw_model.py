@@ -18,11 +18,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
+
+from mfmaccel.threads import thread_environment
+
+os.environ.update(thread_environment())  # before torch loads OpenMP: mfmaccel/threads.py
 
 from mfmaccel.hw.arch import get_arch
 from mfmaccel.hw.dataflow import os_cycles, ws_cycles

@@ -19,8 +19,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
+
+from mfmaccel.threads import thread_environment
+
+os.environ.update(thread_environment())  # before torch loads OpenMP: mfmaccel/threads.py
 
 import torch
 from decode import read_bandwidth  # benchmarks/decode.py: the same measurement

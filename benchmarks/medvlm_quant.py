@@ -13,6 +13,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+
+from mfmaccel.threads import thread_environment
+
+os.environ.update(thread_environment())  # before torch loads OpenMP: mfmaccel/threads.py
 
 from mfmaccel.compress.calibration import calibration_batches, gptq_calibration_batches
 from mfmaccel.compress.quantize import quantize_model, storage_bytes, uniform_plan

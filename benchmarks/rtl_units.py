@@ -21,6 +21,10 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from mfmaccel.threads import thread_environment
+
+os.environ.update(thread_environment())  # before torch loads OpenMP: mfmaccel/threads.py
+
 from mfmaccel.hw.rtl.config import RtlConfig
 from mfmaccel.hw.rtl.verify import simulate, synthesis_cells, write_rtl
 

@@ -16,7 +16,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
+
+from mfmaccel.threads import thread_environment
+
+os.environ.update(thread_environment())  # before torch loads OpenMP: mfmaccel/threads.py
 
 import torch
 

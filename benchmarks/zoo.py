@@ -10,8 +10,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 import time
+
+from mfmaccel.threads import thread_environment
+
+os.environ.update(thread_environment())  # before torch loads OpenMP: mfmaccel/threads.py
 
 from mfmaccel.data.code import humaneval_subset, load_humaneval
 from mfmaccel.data.text import load_text_corpus

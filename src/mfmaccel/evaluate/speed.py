@@ -3,7 +3,9 @@
 Both engines are timed the same way, inside one run: prefill = prompt in -> first new token out;
 decode rate = (N - 1) tokens / time from the first to the last new token (end-of-sequence
 ignored). For Hugging Face `generate` the token times come from its streamer hook. Medians over
-`repeats` after one warm-up run.
+`repeats` after one untimed warm-up run of the same length (first calls pay for the allocator,
+lazy initialisation and OpenMP threads waking), and every repeat is kept, so a reader can see
+the spread: one short run on a busy machine can be off by 10x or more.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ class SpeedResult(Record):
     weight_bytes: int
     threads: int
     repeats: int
+    prefill_seconds_runs: list[float]  # every timed repeat, in order
+    decode_tokens_per_s_runs: list[float]
 
 
 class _TokenClock:
@@ -76,18 +80,22 @@ def measure_speed(
     repeats: int = 3,
     engine: str = "mfmaccel",
 ) -> SpeedResult:
-    """Time `engine` on `model` for one prompt."""
+    """Time `engine` on `model` for one prompt: the median of `repeats` timed runs."""
     if model.kind not in (CAUSAL_LM, VLM):
         raise UserInputError(f"speed needs a text generator; '{model.name}' is {model.kind}")
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {ENGINES}")
+    if repeats < 1:
+        raise ValueError("repeats must be at least 1")
     ids = model.tokenizer(prompt, return_tensors="pt").input_ids
-    _timed_run(model, engine, ids, min(new_tokens, 8))  # warm-up: allocator, caches, lazy init
-    runs = [_timed_run(model, engine, ids, new_tokens) for _ in range(repeats)]
+    _timed_run(model, engine, ids, new_tokens)  # warm-up, untimed
+    prefills, rates = zip(*(_timed_run(model, engine, ids, new_tokens) for _ in range(repeats)),
+                          strict=True)
     return SpeedResult(
         model=model.name, engine=engine, prompt_tokens=ids.shape[1], new_tokens=new_tokens,
-        prefill_seconds=statistics.median(r[0] for r in runs),
-        decode_tokens_per_s=statistics.median(r[1] for r in runs),
+        prefill_seconds=statistics.median(prefills),
+        decode_tokens_per_s=statistics.median(rates),
         peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
         weight_bytes=model.weight_bytes, threads=torch.get_num_threads(), repeats=repeats,
+        prefill_seconds_runs=list(prefills), decode_tokens_per_s_runs=list(rates),
     )
