@@ -538,13 +538,17 @@ def hw_intexec(
     from mfmaccel.models.loader import model_kind
 
     kind = model_kind(model)
-    if kind == CAUSAL_LM:
-        record = decoder_agreement(load_model(model), tokens, calibration_tokens, context,
-                                   per_token)
-    elif kind == VLM:
-        record = vision_agreement(load_model(model), questions, calibration, per_token)
-    else:
-        record = encoder_agreement(load_model(model), sentences, calibration, per_token)
+    loaded = load_model(model)
+    with Bars() as bars:
+        steps = {"calibration_progress": bars.task("calibration"),
+                 "progress": bars.task("scoring")}
+        if kind == CAUSAL_LM:
+            record = decoder_agreement(loaded, tokens, calibration_tokens, context, per_token,
+                                       **steps)
+        elif kind == VLM:
+            record = vision_agreement(loaded, questions, calibration, per_token, **steps)
+        else:
+            record = encoder_agreement(loaded, sentences, calibration, per_token, **steps)
     out = out or Path("results") / f"{Path(model).name}-intexec.json"
     record.save(out)
     print_record(f"integer-only {model} vs float", record.to_dict())

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
 from mfmaccel.compress.calibration import calibration_batches
-from mfmaccel.compress.recover import distillation_loss, prune_and_recover
+from mfmaccel.compress.recover import distillation_loss, prune_and_recover, recovery_targets
 from mfmaccel.errors import UserInputError
 from mfmaccel.models import load_model
 from mfmaccel.models.loader import save_model
@@ -46,3 +48,74 @@ def test_recovery_brings_the_pruned_model_closer_to_the_original(tmp_path) -> No
 def test_recovery_refuses_a_model_that_is_neither_a_causal_lm_nor_a_vlm() -> None:
     with pytest.raises(UserInputError, match="needs a causal LM or a LLaVA VLM"):
         prune_and_recover(load_model("tiny-vit"), recover_steps=2)
+
+
+def _block_weights(module) -> dict[str, torch.Tensor]:
+    return {name: p.detach().clone() for name, p in module.named_parameters()
+            if ".layers." in name or ".h." in name}
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama", "qwen2", "llava"])
+def test_recovery_trains_the_block_projections_of_each_family(arch) -> None:
+    """GPT-2's Conv1D c_attn/c_proj/c_fc as well as Llama-style q_proj..down_proj; a LLaVA's
+    vision tower and every model's head stay as they were."""
+    unrecovered, _ = prune_and_recover(load_model(f"tiny-{arch}"), 512, blocks=1)
+    model = load_model(f"tiny-{arch}")
+    targets = recovery_targets(model)
+    assert targets and all(".layers." in t or ".h." in t for t in targets)
+    assert not any("vision" in t or "lm_head" in t for t in targets)
+    model, report = prune_and_recover(model, 512, blocks=1, recover_steps=2,
+                                      recover_tokens=1024)
+    assert len(report.recovery["losses"]) == 2
+    assert not any("lora" in name for name, _ in model.module.named_modules())
+    before, after = _block_weights(unrecovered.module), _block_weights(model.module)
+    assert before.keys() == after.keys()
+    changed = [name for name in after if not torch.equal(before[name], after[name])]
+    assert changed and all(any(t.rsplit(".", 1)[-1] in n for t in targets) for n in changed)
+    frozen = [name for name, p in model.module.named_parameters() if name not in after]
+    state = dict(unrecovered.module.named_parameters())
+    assert all(torch.equal(state[name], dict(model.module.named_parameters())[name])
+               for name in frozen)
+
+
+def test_prune_with_recovery_on_a_saved_gpt2_folder(tmp_path) -> None:
+    """The issue's reproduction: a tiny random GPT-2 folder crashed in peft."""
+    from typer.testing import CliRunner
+
+    from mfmaccel.cli import app
+
+    save_model(load_model("tiny-gpt2"), tmp_path / "gpt2")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["prune", "--model", str(tmp_path / "gpt2"), "--blocks",
+                                      "1", "--recover-steps", "2", "--recover-tokens", "1024",
+                                      "--calib-tokens", "512", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert load_model(str(out)).module.config.n_layer == 1
+    report = json.loads((out / "pruning.json").read_text())
+    assert report["removed_blocks"] and len(report["recovery"]["losses"]) == 2
+
+
+class _OpaqueProjection(torch.nn.Module):
+    """A projection that is no nn.Linear/Conv1D (as in a family whose layers peft cannot
+    adapt)."""
+
+    def __init__(self, linear: torch.nn.Linear) -> None:
+        super().__init__()
+        self.weight = linear.weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.linear(x, self.weight)
+
+
+def test_a_model_without_linear_layers_in_its_blocks_is_refused_before_pruning() -> None:
+    model = load_model("tiny-llama")
+    for block in model.module.model.layers:
+        for owner in (block.self_attn, block.mlp):
+            for name, child in list(owner.named_children()):
+                if isinstance(child, torch.nn.Linear):
+                    setattr(owner, name, _OpaqueProjection(child))
+    layers = len(model.module.model.layers)
+    with pytest.raises(UserInputError, match="cannot recover 'tiny-llama'.*without "
+                                             "--recover-steps"):
+        prune_and_recover(model, 512, blocks=1, recover_steps=2)
+    assert len(model.module.model.layers) == layers  # nothing pruned

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from mfmaccel.data.code import humaneval_subset, load_humaneval
 from mfmaccel.decode.cascade import (
     EXTRACTED,
     GENERATED,
@@ -12,8 +13,11 @@ from mfmaccel.decode.cascade import (
     calibrated_cascade,
     code_answers,
 )
+from mfmaccel.decode.engine import eos_ids, generate_batch
+from mfmaccel.decode.testgen import RAW, REQUEST, generate_tests
 from mfmaccel.errors import UserInputError
-from mfmaccel.evaluate.codegen import code_prompt_ids
+from mfmaccel.evaluate.codegen import block_closed, chat_or_raw_ids, code_prompt_ids
+from mfmaccel.evaluate.run import TaskData, TaskOptions, measure_task
 from mfmaccel.models import load_model
 from tests.decode.test_cascade import PROBLEM
 
@@ -73,3 +77,31 @@ def test_the_report_says_what_each_models_flops_counted() -> None:
     report = calibrated_cascade([answers("small", GENERATED), answers("large", EXTRACTED)])
     assert report.tokens_counted == {"small": GENERATED, "large": EXTRACTED}
     assert "tokens_counted" in report.to_dict()
+
+
+def test_an_eval_record_carries_the_engines_counts_into_the_cascade(model) -> None:
+    """`mfmaccel eval --task humaneval`'s record -> the cascade's FLOPs: prompt plus every
+    token generated (tiny-llama's random replies run to the 24-token limit)."""
+    problems = humaneval_subset(load_humaneval(), 2)
+    record = measure_task(model, TaskData("humaneval", problems, "humaneval"),
+                          TaskOptions(max_new_tokens=24)).to_dict()
+    assert all(row["generated_tokens"] == [24] for row in record["per_problem"])
+    answers = answers_from_record(model, problems, record)
+    assert answers.tokens_counted == GENERATED
+    for problem in problems:
+        prompt = code_prompt_ids(model, problem).shape[1]
+        assert answers.answers[problem.task_id].flops == 2.0 * model.multiply_weights * (
+            prompt + 24)
+
+
+def test_written_tests_cost_the_prompt_and_the_tokens_generated(model) -> None:
+    problems = humaneval_subset(load_humaneval(), 2)
+    written = generate_tests(model, problems, count=3, max_new_tokens=10)
+    for problem in problems:
+        prompt = chat_or_raw_ids(model, REQUEST.format(
+            prompt=problem.prompt, count=3, entry=problem.entry_point), RAW.format(
+            prompt=problem.prompt, count=3, entry=problem.entry_point))[0].tolist()
+        reply = generate_batch(model.module, [prompt], 10, 0,
+                               eos_token_ids=eos_ids(model.module, model.tokenizer),
+                               row_done=block_closed(model.tokenizer))[0]
+        assert written[problem.task_id].tokens == len(prompt) + len(reply)

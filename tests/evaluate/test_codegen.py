@@ -5,11 +5,18 @@ from __future__ import annotations
 import pytest
 
 from mfmaccel.data.code import humaneval_subset, load_humaneval
+from mfmaccel.decode.engine import eos_ids, generate_batch
 from mfmaccel.decode.sampling import Sampling
 from mfmaccel.errors import UserInputError
-from mfmaccel.evaluate.codegen import batched_completions, code_prompt_ids
+from mfmaccel.evaluate.codegen import (
+    batched_completions,
+    block_closed,
+    code_completions,
+    code_prompt_ids,
+)
 from mfmaccel.evaluate.humaneval import evaluate_humaneval
-from mfmaccel.evaluate.run import TaskOptions
+from mfmaccel.evaluate.run import TaskData, TaskOptions, measure_task
+from mfmaccel.models import load_model
 
 
 def test_raw_prompt_without_chat_template(tiny_llama) -> None:
@@ -56,3 +63,40 @@ def test_several_samples_need_a_temperature(tiny_llama) -> None:
         batched_completions(tiny_llama, problems, samples=2)
     with pytest.raises(UserInputError, match="temperature above 0"):
         TaskOptions(samples=4)
+
+
+def _engine_tokens(model, problem, max_new_tokens: int) -> list[int]:
+    """What the engine generates for one problem on its own, with the evaluation's stops."""
+    return generate_batch(model.module, [code_prompt_ids(model, problem)[0].tolist()],
+                          max_new_tokens, 0, eos_token_ids=eos_ids(model.module, model.tokenizer),
+                          row_done=block_closed(model.tokenizer))[0]
+
+
+def test_each_completion_counts_the_tokens_the_engine_generated() -> None:
+    """Up to and including the stop: the first problem's 4th greedy token is made its end of
+    turn, so it stops after 4 while the others run to the limit (or their own stop)."""
+    model = load_model("tiny-llama")
+    problems = humaneval_subset(load_humaneval(), 3)
+    first = _engine_tokens(model, problems[0], 24)
+    stop = first[3]
+    model.module.generation_config.eos_token_id = stop
+    expected = {p.task_id: len(_engine_tokens(model, p, 24)) for p in problems}
+    assert expected[problems[0].task_id] == first.index(stop) + 1 <= 4
+    completions = code_completions(model, problems, batch_size=1, max_new_tokens=24)
+    assert completions.tokens == {task: [n] for task, n in expected.items()}
+    result = measure_task(model, TaskData("humaneval", problems, "humaneval"),
+                          TaskOptions(max_new_tokens=24))
+    rows = {row["task_id"]: row for row in result.to_dict()["per_problem"]}
+    assert {task: row["generated_tokens"] for task, row in rows.items()} == completions.tokens
+
+
+def test_humaneval_rows_keep_one_count_per_completion(tiny_llama) -> None:
+    problems = humaneval_subset(load_humaneval(), 2)
+    counts = {p.task_id: [5, 9] for p in problems}
+    result = evaluate_humaneval(problems, lambda p: ["    pass\n", "    return 1\n"],
+                                generated_tokens=counts)
+    assert [row["generated_tokens"] for row in result.per_problem] == [[5, 9], [5, 9]]
+    assert "generated_tokens" not in evaluate_humaneval(
+        problems, lambda p: ["    pass\n"]).per_problem[0]
+    with pytest.raises(UserInputError, match="2 generated token counts for 1 completions"):
+        evaluate_humaneval(problems, lambda p: ["    pass\n"], generated_tokens=counts)

@@ -9,7 +9,12 @@ import torch
 from mfmaccel.errors import UserInputError
 from mfmaccel.hw.intexec.bert import convert_bert
 from mfmaccel.hw.intexec.llama import convert_llama
-from mfmaccel.hw.intexec.quality import corpus_sentences, decoder_agreement, mean_pooled
+from mfmaccel.hw.intexec.quality import (
+    corpus_sentences,
+    decoder_agreement,
+    encoder_agreement,
+    mean_pooled,
+)
 from mfmaccel.models import load_model
 
 
@@ -116,3 +121,37 @@ def test_per_token_rows_keep_their_bias() -> None:
     assert shift.flatten().tolist() == [3, 2, 5, 6, 8, 0]
     # int8 per token: about 1% of the row's largest output, plus one output step
     assert ((got - want).abs().amax(1) <= 0.01 * want.abs().amax(1) + 0.05).all()
+
+
+def _recorder() -> tuple[list[tuple[int, int]], object]:
+    seen: list[tuple[int, int]] = []
+    return seen, lambda done, total: seen.append((done, total))
+
+
+@pytest.mark.parametrize("kind", ["decoder", "encoder"])
+def test_progress_counts_calibration_and_scoring_and_changes_no_figure(kind) -> None:
+    """`mfmaccel hw intexec` runs for minutes on a real model; its steps report as they go,
+    and the record is the same to the bit with or without anyone watching."""
+    if kind == "decoder":
+        model, sizes = load_model("tiny-llama"), {"tokens": 96, "calibration": 96, "context": 48}
+        measure = decoder_agreement
+    else:  # 20 paragraphs each: two sentence batches of at most 16
+        model, sizes = load_model("tiny-bert"), {"sentences": 20, "calibration": 20}
+        measure = encoder_agreement
+    plain = measure(model, **sizes).to_dict()
+    (calibrated, on_calibration), (scored, on_scoring) = _recorder(), _recorder()
+    watched = measure(model, **sizes, calibration_progress=on_calibration, progress=on_scoring)
+    assert watched.to_dict() == plain
+    assert calibrated == [(1, 2), (2, 2)] and scored == [(1, 2), (2, 2)]
+
+
+def test_cli_intexec_says_how_far_it_is_without_a_terminal(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from mfmaccel.cli import app
+
+    result = CliRunner().invoke(app, ["hw", "intexec", "--model", "tiny-llama", "--tokens", "96",
+                                      "--calibration-tokens", "96", "--context", "48",
+                                      "--out", str(tmp_path / "x.json")])
+    assert result.exit_code == 0, result.output
+    assert "calibration: 2/2 (100%)" in result.output and "scoring: 2/2 (100%)" in result.output

@@ -99,3 +99,15 @@ def test_cli_intexec_runs_a_vlm_tower_integer_only(tmp_path) -> None:
     assert result.exit_code == 0, result.output
     record = json.loads(out.read_text())
     assert record["questions"] == 3 and "integer_accuracy" in record
+
+
+def test_vqa_progress_counts_both_passes_and_changes_no_figure(tiny_vlm) -> None:
+    plain = vision_agreement(tiny_vlm, questions=3, calibration=2).to_dict()
+    calibrated, scored = [], []
+    watched = vision_agreement(tiny_vlm, questions=3, calibration=2,
+                               calibration_progress=lambda *c: calibrated.append(c),
+                               progress=lambda *c: scored.append(c))
+    assert watched.to_dict() == plain
+    assert calibrated == [(1, 1)]
+    assert scored[-1] == (6, 6) and all(t == 6 for _, t in scored)  # float, then integer
+    assert [d for d, _ in scored] == sorted(d for d, _ in scored)

@@ -63,6 +63,6 @@ def generate_tests(model: LoadedModel, problems: Sequence[CodeProblem], count: i
         for p in problems}
     replies = batched_replies(model, prompts, batch_size, max_new_tokens)
     return {p.task_id: WrittenTests(
-        assert_lines(replies[p.task_id][0], p.entry_point)[:count],
-        len(prompts[p.task_id]) + len(model.tokenizer(replies[p.task_id][0]).input_ids))
+        assert_lines(replies[p.task_id][0].text, p.entry_point)[:count],
+        len(prompts[p.task_id]) + replies[p.task_id][0].tokens)
         for p in problems}

@@ -1,11 +1,13 @@
 """Prompting a causal LM for HumanEval completions: chat template when the model has one,
 batched decoding (greedy, or k sampled candidates per problem), each row stopping as soon as
-its code block is closed."""
+its code block is closed. Each reply keeps how many tokens generating it took, which is what it
+cost (the cascade's FLOPs), however much of it extraction keeps."""
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from mfmaccel.data.code import CodeProblem
 from mfmaccel.decode.engine import eos_ids, generate_batch
@@ -18,6 +20,18 @@ INSTRUCTION = (
     "Complete the following Python function. Reply with the whole function in one "
     "```python code block.\n\n```python\n{prompt}```"
 )
+
+
+@dataclass
+class Reply:
+    text: str  # decoded, special tokens skipped
+    tokens: int  # generated, up to and including the stop (end of turn, closing fence, limit)
+
+
+@dataclass
+class CodeCompletions:
+    texts: dict[str, list[str]]  # task_id -> the extracted completions
+    tokens: dict[str, list[int]]  # task_id -> tokens generated for each
 
 
 def code_prompt_ids(model: LoadedModel, problem: CodeProblem):
@@ -59,16 +73,32 @@ def batched_completions(
     sampling: Sampling | None = None,
 ) -> dict[str, list[str]]:
     """`samples` completions per problem (greedy, or drawn as `sampling` says), decoded
-    `batch_size` rows at a time.
+    `batch_size` rows at a time (`code_completions` without the token counts)."""
+    return code_completions(model, problems, batch_size, max_new_tokens, progress, samples,
+                            sampling).texts
+
+
+def code_completions(
+    model: LoadedModel,
+    problems: list[CodeProblem],
+    batch_size: int = 16,
+    max_new_tokens: int = 512,
+    progress: Callable[[int, int], None] | None = None,
+    samples: int = 1,
+    sampling: Sampling | None = None,
+) -> CodeCompletions:
+    """`samples` completions per problem and the tokens each took to generate.
 
     Batched greedy decoding gives the same tokens as batch-1 up to float rounding of the padded
     matmuls. Sampled rows share one seeded generator per batch, so a run repeats exactly.
     """
     prompts = {p.task_id: code_prompt_ids(model, p)[0].tolist() for p in problems}
-    texts = batched_replies(model, prompts, batch_size, max_new_tokens, progress, samples,
-                            sampling)
-    return {p.task_id: [extract_completion(p, text) for text in texts[p.task_id]]
-            for p in problems}
+    replies = batched_replies(model, prompts, batch_size, max_new_tokens, progress, samples,
+                              sampling)
+    return CodeCompletions(
+        {p.task_id: [extract_completion(p, r.text) for r in replies[p.task_id]]
+         for p in problems},
+        {p.task_id: [r.tokens for r in replies[p.task_id]] for p in problems})
 
 
 def batched_replies(
@@ -79,7 +109,7 @@ def batched_replies(
     progress: Callable[[int, int], None] | None = None,
     samples: int = 1,
     sampling: Sampling | None = None,
-) -> dict[str, list[str]]:
+) -> dict[str, list[Reply]]:
     """The decoded replies to many prompts (`samples` each), grouped by prompt length to keep
     padding small; a row stops at end of turn or once its code block is closed."""
     check_samples(samples, sampling)
@@ -87,7 +117,7 @@ def batched_replies(
     stop_ids = eos_ids(model.module, model.tokenizer)
     pad = model.tokenizer.pad_token_id
     pad = pad if pad is not None else next(iter(stop_ids), 0)
-    replies: dict[str, list[str]] = {key: [] for key in prompts}
+    replies: dict[str, list[Reply]] = {key: [] for key in prompts}
     for start in range(0, len(rows), batch_size):
         batch = rows[start : start + batch_size]
         outputs = generate_batch(
@@ -96,7 +126,8 @@ def batched_replies(
             sampling=_batch_sampling(sampling, start),
         )
         for key, tokens in zip(batch, outputs, strict=True):
-            replies[key].append(model.tokenizer.decode(tokens, skip_special_tokens=True))
+            replies[key].append(Reply(model.tokenizer.decode(tokens, skip_special_tokens=True),
+                                      len(tokens)))
         if progress:
             progress(min(start + batch_size, len(rows)) // samples, len(prompts))
     return replies

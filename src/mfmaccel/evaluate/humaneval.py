@@ -57,7 +57,9 @@ class HumanEvalResult(Record):
     """Scores of one run. `n_samples` is the number of completions per problem (the smallest,
     if `generate` returned different numbers); `per_problem` rows hold task_id, n, n_correct,
     statuses, the first failure's one-line reason and the completions themselves (so a later
-    comparison, e.g. a cascade, can reuse them without generating again)."""
+    comparison, e.g. a cascade, can reuse them without generating again), and, where the
+    generator counted them, `generated_tokens`: the tokens each completion took to generate
+    (what it cost, however much extraction kept)."""
 
     n_problems: int
     n_samples: int
@@ -73,6 +75,7 @@ def evaluate_humaneval(
     limits: SandboxLimits | None = None,
     workers: int = 2,
     progress: Callable[[int, int], None] | None = None,
+    generated_tokens: dict[str, list[int]] | None = None,
 ) -> HumanEvalResult:
     """Generate completions per problem, check each in the sandbox, and report pass@k.
 
@@ -81,6 +84,7 @@ def evaluate_humaneval(
     of `workers` threads checks earlier completions (each check is its own subprocess).
     `progress(done, total)` is called as each problem's checks finish. pass@k is reported for
     each k in `ks` that is at most the number of completions of every problem.
+    `generated_tokens[task_id]` (one count per completion) goes into that problem's row.
     """
     if not problems:
         raise UserInputError("no problems to evaluate; load some with load_humaneval()")
@@ -88,12 +92,13 @@ def evaluate_humaneval(
         raise UserInputError(f"ks must be positive integers, got {ks}; e.g. ks=(1, 10)")
     start = time.monotonic()
     rows: list[dict] = []
-    pending: deque[tuple[CodeProblem, list[str], list[Future]]] = deque()
+    pending: deque[tuple[CodeProblem, list[str], list[int] | None, list[Future]]] = deque()
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         for problem in problems:
             completions = _as_completions(problem, generate(problem))
+            counts = _token_counts(problem, completions, generated_tokens)
             futures = [pool.submit(check_completion, problem, c, limits) for c in completions]
-            pending.append((problem, completions, futures))
+            pending.append((problem, completions, counts, futures))
             _collect(pending, rows, len(problems), progress, block=False)
         _collect(pending, rows, len(problems), progress, block=True)
     n_min = min(row["n"] for row in rows)
@@ -112,10 +117,21 @@ def _as_completions(problem: CodeProblem, generated: list[str] | str) -> list[st
     return completions
 
 
+def _token_counts(problem: CodeProblem, completions: list[str],
+                  generated_tokens: dict[str, list[int]] | None) -> list[int] | None:
+    if generated_tokens is None or problem.task_id not in generated_tokens:
+        return None
+    counts = list(generated_tokens[problem.task_id])
+    if len(counts) != len(completions):
+        raise UserInputError(f"{problem.task_id}: {len(counts)} generated token counts for "
+                             f"{len(completions)} completions; pass one per completion")
+    return counts
+
+
 def _collect(pending, rows, total, progress, block: bool) -> None:
     """Move finished problems, in order, from `pending` to `rows`."""
-    while pending and (block or all(f.done() for f in pending[0][2])):
-        problem, completions, futures = pending.popleft()
+    while pending and (block or all(f.done() for f in pending[0][-1])):
+        problem, completions, counts, futures = pending.popleft()
         results = [f.result() for f in futures]
         failures = [r.detail or r.status for r in results if not r.passed]
         rows.append(
@@ -128,6 +144,8 @@ def _collect(pending, rows, total, progress, block: bool) -> None:
                 "completions": completions,
             }
         )
+        if counts is not None:
+            rows[-1]["generated_tokens"] = counts
         if progress is not None:
             progress(len(rows), total)
 

@@ -128,16 +128,17 @@ def measure_task(
                           max_tokens=options.max_tokens, corpus=data.source, progress=progress)
     if data.task == "humaneval":
         from mfmaccel.decode.sampling import Sampling
-        from mfmaccel.evaluate.codegen import batched_completions
+        from mfmaccel.evaluate.codegen import code_completions
         from mfmaccel.evaluate.humaneval import evaluate_humaneval
 
         sampling = Sampling(options.temperature, top_p=options.top_p, seed=options.seed)
-        completions = batched_completions(model, data.items,
-                                          max_new_tokens=options.max_new_tokens or 384,
-                                          progress=progress, samples=options.samples,
-                                          sampling=sampling)
+        completions = code_completions(model, data.items,
+                                       max_new_tokens=options.max_new_tokens or 384,
+                                       progress=progress, samples=options.samples,
+                                       sampling=sampling)
         ks = tuple(k for k in (1, 2, 5, 10, 100) if k <= options.samples)
-        return evaluate_humaneval(data.items, lambda p: completions[p.task_id], ks=ks)
+        return evaluate_humaneval(data.items, lambda p: completions.texts[p.task_id], ks=ks,
+                                  generated_tokens=completions.tokens)
     if data.task == "medvqa":
         from mfmaccel.evaluate.vqa import vqa_accuracy
 

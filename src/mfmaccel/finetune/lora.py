@@ -8,6 +8,7 @@ adapter's own tensors are kept for `weights/medvlm/` (a few MB instead of the wh
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model, set_peft_model_state_dict
@@ -16,13 +17,20 @@ from peft.utils import get_peft_model_state_dict
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
-def lora_config(rank: int, alpha: float, targets: tuple[str, ...] = LORA_TARGETS,
-                within: str = "language_model") -> LoraConfig:
-    """Adapters on the `targets` projections under a module path containing `within`
-    ("language_model" for a LLaVA, "layers" for a plain causal LM's decoder)."""
-    pattern = rf".*{within}\..*\.(" + "|".join(targets) + r")$"
+def lora_config(rank: int, alpha: float, targets: tuple[str, ...] = LORA_TARGETS) -> LoraConfig:
+    """Adapters on a LLaVA language model's `targets` projections (never its vision tower)."""
+    pattern = r".*language_model\..*\.(" + "|".join(targets) + r")$"
     return LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules=pattern,
                       bias="none")
+
+
+def lora_config_for(modules: Sequence[str], rank: int, alpha: float, *,
+                    fan_in_fan_out: bool = False) -> LoraConfig:
+    """Adapters on exactly the named modules (full paths, as `named_modules()` gives them),
+    for a model whose projection names follow no convention we know in advance.
+    `fan_in_fan_out` for GPT-2's Conv1D, which stores its weight transposed."""
+    return LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules=list(modules),
+                      fan_in_fan_out=fan_in_fan_out, bias="none")
 
 
 def add_lora(module: torch.nn.Module, config: LoraConfig) -> PeftModel:

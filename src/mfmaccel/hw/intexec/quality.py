@@ -1,11 +1,18 @@
 """How close integer-only execution stays to float, on real text: sentence embeddings for an
 encoder, perplexity and next-token agreement for a decoder, medical VQA accuracy for a VLM whose
-vision tower runs integer-only."""
+vision tower runs integer-only.
+
+Each takes two optional `progress(done, total)` callbacks: `calibration_progress` for the
+float calibration passes the integer program is built from, `progress` for what is then scored
+(windows, sentence batches, or questions, float and integer). They only count; the figures are
+the same with or without them."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
+from typing import TypeVar
 
 import torch
 
@@ -14,6 +21,28 @@ from mfmaccel.errors import UserInputError
 from mfmaccel.models.record import CAUSAL_LM, ENCODER, VLM, LoadedModel
 from mfmaccel.models.views import shallow_copy
 from mfmaccel.records import Record
+
+Progress = Callable[[int, int], None] | None
+Item = TypeVar("Item")
+
+
+class _Reported(list):
+    """A list that tells `progress` each time its reader has finished with an item (asks for
+    the next one, or ends): what a converter's calibration pass has got through."""
+
+    def __init__(self, items: Sequence, progress: Callable[[int, int], None]) -> None:
+        super().__init__(items)
+        self.progress = progress
+
+    def __iter__(self) -> Iterator:
+        for done, item in enumerate(super().__iter__(), 1):
+            yield item
+            self.progress(done, len(self))
+
+
+def reported(items: Sequence[Item], progress: Progress) -> Sequence[Item]:
+    """`items`, counted to `progress` as they are read (unchanged when there is none)."""
+    return items if progress is None else _Reported(items, progress)
 
 
 @dataclass
@@ -52,7 +81,8 @@ def mean_pooled(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 @torch.inference_mode()
 def encoder_agreement(model: LoadedModel, sentences: int = 128, calibration: int = 64,
-                      per_token: bool = True) -> EmbeddingAgreement:
+                      per_token: bool = True, *, calibration_progress: Progress = None,
+                      progress: Progress = None) -> EmbeddingAgreement:
     """Cosine similarity of integer-only and float sentence embeddings on the corpus's test
     half, the integer program calibrated on its train half."""
     from mfmaccel.hw.intexec.bert import convert_bert
@@ -60,10 +90,11 @@ def encoder_agreement(model: LoadedModel, sentences: int = 128, calibration: int
     if model.kind != ENCODER:
         raise UserInputError(f"{model.name} is not an encoder; try minilm-l6")
     calibration_text = corpus_sentences("train", calibration)
-    program = convert_bert(model.module, sentence_batches(model.tokenizer, calibration_text),
-                           per_token)
+    program = convert_bert(model.module, reported(
+        sentence_batches(model.tokenizer, calibration_text), calibration_progress), per_token)
     cosines = []
-    for batch in sentence_batches(model.tokenizer, corpus_sentences("test", sentences)):
+    for batch in reported(sentence_batches(model.tokenizer, corpus_sentences("test", sentences)),
+                          progress):
         mask = batch["attention_mask"]
         reference = mean_pooled(model.module(**batch).last_hidden_state.double(), mask)
         integer = mean_pooled(program(batch["input_ids"], mask).double() * program.scale_out,
@@ -111,7 +142,8 @@ def scored_ids(tokenizer, split: str, tokens: int) -> torch.Tensor:
 @torch.inference_mode()
 def decoder_agreement(model: LoadedModel, tokens: int = 2048, calibration: int = 2048,
                       context: int = 256, per_token: bool = True, split: str = "test",
-                      alpha: float | None = None) -> DecoderAgreement:
+                      alpha: float | None = None, *, calibration_progress: Progress = None,
+                      progress: Progress = None) -> DecoderAgreement:
     """Perplexity of the integer-only program against float on the same windows of `split`,
     and how often their next-token predictions agree; `alpha` overrides the program's
     smoothing strength (`LLAMA_SMOOTHING`)."""
@@ -125,12 +157,12 @@ def decoder_agreement(model: LoadedModel, tokens: int = 2048, calibration: int =
                              f"slice; use at most {VALIDATION_START}")
     ids = scored_ids(model.tokenizer, split, tokens)
     alpha = LLAMA_SMOOTHING if alpha is None else alpha
-    program = convert_llama(model.module,
-                            calibration_batches(model.tokenizer, calibration, context), context,
+    windows = calibration_batches(model.tokenizer, calibration, context)
+    program = convert_llama(model.module, reported(windows, calibration_progress), context,
                             alpha=alpha, per_token=per_token)
     nll = {"float": 0.0, "integer": 0.0}
     agree, scored = 0, 0
-    for start in range(0, len(ids) - 1, context):
+    for start in reported(range(0, len(ids) - 1, context), progress):
         window = ids[start:start + context + 1]
         inputs, targets = window[:-1][None], window[1:]
         logits = {"float": model.module(input_ids=inputs).logits[0].double(),
@@ -161,7 +193,8 @@ class VisionAgreement(Record):
 
 @torch.inference_mode()
 def vision_agreement(model: LoadedModel, questions: int = 0, calibration: int = 64,
-                     per_token: bool = True) -> VisionAgreement:
+                     per_token: bool = True, *, calibration_progress: Progress = None,
+                     progress: Progress = None) -> VisionAgreement:
     """Medical VQA accuracy (ranked answers, test split) of the VLM with its float tower and
     with the integer-only program of that tower, calibrated on train images; `questions` > 0
     takes a type-balanced subset."""
@@ -176,18 +209,26 @@ def vision_agreement(model: LoadedModel, questions: int = 0, calibration: int = 
     train = load_medvqa("train")
     chosen = train[:: max(1, len(train) // calibration)][:calibration]
     pixels = pixel_tensor(model.processor, [s.image for s in chosen])
-    program = convert_vit(tower, list(pixels.split(16)), per_token)
+    program = convert_vit(tower, reported(list(pixels.split(16)), calibration_progress),
+                          per_token)
     test = load_medvqa("test")
     test = val_subset(test, questions) if questions else test
     integer_tower = IntegerTower(program, tower.config.patch_size)
     integer_model = replace(model, module=_with_tower(model.module, integer_tower))
-    reference = vqa_accuracy(model, test)
-    integer = vqa_accuracy(integer_model, test)
+    reference = vqa_accuracy(model, test, progress=_half(progress, 0))
+    integer = vqa_accuracy(integer_model, test, progress=_half(progress, 1))
     pixels = pixel_tensor(model.processor, [s.image for s in test[:64]])
     return VisionAgreement(
         model.name, len(test), len(chosen), per_token, reference.accuracy, integer.accuracy,
         integer.accuracy - reference.accuracy, reference.per_type, integer.per_type,
         _feature_cosine(tower, integer_tower, pixels))
+
+
+def _half(progress: Progress, index: int) -> Progress:
+    """Questions scored in pass `index` (0 float, 1 integer) as a count over both passes."""
+    if progress is None:
+        return None
+    return lambda done, total: progress(index * total + done, 2 * total)
 
 
 def _with_tower(module: torch.nn.Module, tower: torch.nn.Module) -> torch.nn.Module:
