@@ -128,3 +128,14 @@ def test_a_file_in_the_way_of_the_parent_folder_is_one_line(tmp_path):
     with pytest.raises(UserInputError, match="a file is in the way"):
         write(tmp_path / "runs" / "r", "x")
     assert (tmp_path / "runs").read_text() == "not a folder"
+
+
+def test_outputs_get_the_usual_permissions_not_private_temporary_ones(tmp_path):
+    mask = os.umask(0o022)
+    try:
+        out = write(tmp_path / "out", "one")
+        record = fileio.atomic_write_json(tmp_path / "record.json", {"a": 1})
+    finally:
+        os.umask(mask)
+    assert out.stat().st_mode & 0o777 == 0o755
+    assert record.stat().st_mode & 0o777 == 0o644

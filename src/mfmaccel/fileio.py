@@ -24,6 +24,18 @@ OUTPUT_MARKER = ".mfmaccel-output"
 LEGACY_MARKERS = ("mfmaccel-source.json",)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _usual_mode(path: Path, mode: int) -> None:
+    """Give a temporary file or folder (created private: 0600, 0700) the mode an ordinary
+    `open`/`mkdir` would have, so an output is as readable as any other file the user makes."""
+    os.chmod(path, mode & ~_umask())
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     """Write `data` to a temporary file beside `path`, then rename it into place."""
     path = Path(path)
@@ -32,6 +44,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
+        _usual_mode(Path(tmp), 0o666)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -142,6 +155,7 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
         raise UserInputError(f"cannot create {path}: a file is in the way of its folder "
                              f"{path.parent}; give another path (nothing was deleted)") from None
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    _usual_mode(tmp, 0o777)
     try:
         yield tmp
         mark_output(tmp, writer)
