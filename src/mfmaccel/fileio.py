@@ -113,6 +113,24 @@ def check_replaceable(path: str | Path) -> None:
                              "folder, or remove it yourself (nothing was deleted)")
 
 
+def check_replaceable_file(path: str | Path) -> None:
+    """Refuse an output file `path` that holds what mfmaccel did not write: a folder, a link, or
+    a file that is not a JSON object (every record mfmaccel writes is one)."""
+    path = Path(path)
+    if path.is_symlink() or path.is_dir():
+        raise UserInputError(f"{path} is a {'link' if path.is_symlink() else 'folder'}, not a "
+                             "record file; give a new file path (nothing was written)")
+    if not path.exists():
+        return
+    try:
+        ours = isinstance(json.loads(path.read_bytes()), dict)
+    except (ValueError, UnicodeDecodeError):
+        ours = False
+    if not ours:
+        raise UserInputError(f"{path} exists and is not an mfmaccel record (a JSON object); "
+                             "give a new file path, or remove it yourself (nothing was written)")
+
+
 def _caller() -> str:
     """`module.function` of the code that asked for the folder, for the marker."""
     frame = sys._getframe(1)

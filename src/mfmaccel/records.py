@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from mfmaccel.fileio import atomic_write_json
+from mfmaccel.fileio import atomic_write_json, check_replaceable_file
 
 
 @dataclasses.dataclass
@@ -21,6 +21,8 @@ class Record:
         return json.dumps(self.to_dict(), indent=2)
 
     def save(self, path: str | Path) -> Path:
+        """Write the record as JSON; a path holding anything but an earlier record is refused."""
+        check_replaceable_file(path)
         return atomic_write_json(path, self.to_dict())
 
 

@@ -145,3 +145,19 @@ def test_finetune_never_writes_the_shipped_weights_by_default():
     default = inspect.signature(finetune).parameters["out"].default
     assert default == DEFAULT_OUT
     assert not default.is_absolute() and default.parts[0] != "weights"
+
+
+def test_eval_out_never_overwrites_a_file_that_is_not_a_record(tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes\n")
+    result = CliRunner().invoke(app, ["eval", "--model", "tiny-llama", "--task", "ppl",
+                                      "--max-tokens", "64", "--context", "32",
+                                      "--out", str(notes)])
+    assert result.exit_code == 2 and "not an mfmaccel record" in result.output
+    assert notes.read_text() == "my notes\n"
+    record = tmp_path / "ppl.json"
+    for _ in range(2):  # an earlier record is replaced
+        again = CliRunner().invoke(app, ["eval", "--model", "tiny-llama", "--task", "ppl",
+                                         "--max-tokens", "64", "--context", "32",
+                                         "--out", str(record)])
+        assert again.exit_code == 0, again.output
