@@ -20,7 +20,7 @@ os.environ.update(thread_environment())  # before torch loads OpenMP: mfmaccel/t
 
 from mfmaccel.data.code import humaneval_subset, load_humaneval
 from mfmaccel.data.text import load_text_corpus
-from mfmaccel.evaluate.codegen import batched_completions
+from mfmaccel.evaluate.codegen import code_completions
 from mfmaccel.evaluate.humaneval import evaluate_humaneval
 from mfmaccel.evaluate.ppl import perplexity
 from mfmaccel.evaluate.speed import measure_speed
@@ -62,7 +62,7 @@ def measure(name: str, args: argparse.Namespace) -> dict:
                     "ours_over_hf": ours.decode_tokens_per_s / hf.decode_tokens_per_s}
     if args.humaneval:
         problems = humaneval_subset(load_humaneval(), args.humaneval, seed=0)
-        completions = batched_completions(model, problems, max_new_tokens=384)
+        completions = code_completions(model, problems, max_new_tokens=384).texts
         result = evaluate_humaneval(problems, lambda p: completions[p.task_id], ks=(1,))
         row["humaneval"] = {"subset": args.humaneval, "seed": 0, **result.to_dict()}
         row["humaneval"].pop("per_problem")

@@ -9,7 +9,6 @@ from mfmaccel.decode.engine import eos_ids, generate_batch
 from mfmaccel.decode.sampling import Sampling
 from mfmaccel.errors import UserInputError
 from mfmaccel.evaluate.codegen import (
-    batched_completions,
     block_closed,
     code_completions,
     code_prompt_ids,
@@ -35,8 +34,8 @@ def test_chat_prompt_wraps_the_problem(smollm2) -> None:
 def test_completions_for_every_problem_then_sandboxed(tiny_llama) -> None:
     problems = humaneval_subset(load_humaneval(), 3)
     seen = []
-    completions = batched_completions(tiny_llama, problems, batch_size=2, max_new_tokens=8,
-                                      progress=lambda done, total: seen.append((done, total)))
+    completions = code_completions(tiny_llama, problems, batch_size=2, max_new_tokens=8,
+                                   progress=lambda done, total: seen.append((done, total))).texts
     assert sorted(completions) == sorted(p.task_id for p in problems)
     assert seen[-1] == (3, 3)
     result = evaluate_humaneval(problems, lambda p: completions[p.task_id], ks=(1,))
@@ -47,10 +46,10 @@ def test_completions_for_every_problem_then_sandboxed(tiny_llama) -> None:
 def test_k_sampled_candidates_repeat_with_the_seed(tiny_llama) -> None:
     problems = humaneval_subset(load_humaneval(), 2)
     hot = Sampling(temperature=1.5, seed=3)
-    first = batched_completions(tiny_llama, problems, batch_size=4, max_new_tokens=6,
-                                samples=3, sampling=hot)
-    again = batched_completions(tiny_llama, problems, batch_size=4, max_new_tokens=6,
-                                samples=3, sampling=hot)
+    first = code_completions(tiny_llama, problems, batch_size=4, max_new_tokens=6,
+                             samples=3, sampling=hot).texts
+    again = code_completions(tiny_llama, problems, batch_size=4, max_new_tokens=6,
+                             samples=3, sampling=hot).texts
     assert first == again and all(len(c) == 3 for c in first.values())
     assert any(len(set(c)) > 1 for c in first.values())  # sampling, not three greedy copies
     result = evaluate_humaneval(problems, lambda p: first[p.task_id], ks=(1, 2))
@@ -60,7 +59,7 @@ def test_k_sampled_candidates_repeat_with_the_seed(tiny_llama) -> None:
 def test_several_samples_need_a_temperature(tiny_llama) -> None:
     problems = humaneval_subset(load_humaneval(), 1)
     with pytest.raises(UserInputError, match="temperature above 0"):
-        batched_completions(tiny_llama, problems, samples=2)
+        code_completions(tiny_llama, problems, samples=2)
     with pytest.raises(UserInputError, match="temperature above 0"):
         TaskOptions(samples=4)
 

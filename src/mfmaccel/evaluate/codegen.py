@@ -63,21 +63,6 @@ def block_closed(tokenizer) -> Callable[[list[int]], bool]:
     return should_stop
 
 
-def batched_completions(
-    model: LoadedModel,
-    problems: list[CodeProblem],
-    batch_size: int = 16,
-    max_new_tokens: int = 512,
-    progress: Callable[[int, int], None] | None = None,
-    samples: int = 1,
-    sampling: Sampling | None = None,
-) -> dict[str, list[str]]:
-    """`samples` completions per problem (greedy, or drawn as `sampling` says), decoded
-    `batch_size` rows at a time (`code_completions` without the token counts)."""
-    return code_completions(model, problems, batch_size, max_new_tokens, progress, samples,
-                            sampling).texts
-
-
 def code_completions(
     model: LoadedModel,
     problems: list[CodeProblem],
