@@ -153,7 +153,9 @@ def evaluate(
         Path | None, typer.Option(help="Your own data: .txt/.jsonl, HumanEval JSONL, VQA folder")
     ] = None,
     limit: Annotated[int | None, typer.Option(help="Evaluate a fixed subset of this size")] = None,
-    context: Annotated[int, typer.Option(help="ppl: window length in tokens")] = 512,
+    context: Annotated[int | None, typer.Option(
+        help="ppl: window length in tokens (default 512, or the model's window if shorter)")
+    ] = None,
     stride: Annotated[int | None, typer.Option(help="ppl: window step (default: context)")] = None,
     max_tokens: Annotated[int | None, typer.Option(help="ppl: score at most this many")] = None,
     mode: Annotated[str, typer.Option(help="medvqa: rank or generate")] = "rank",

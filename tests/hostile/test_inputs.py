@@ -350,3 +350,19 @@ def test_limit_makes_only_the_chosen_benchmark_images(monkeypatch) -> None:
 def test_a_bad_limit_is_one_line_exit_2(tmp_path: Path) -> None:
     one_line_exit_2(run("eval", "--model", "tiny-llava", "--task", "medvqa", "--limit", "0",
                         "--out", str(tmp_path / "o.json")), "--limit")
+
+
+def test_eval_and_a_run_measure_a_256_position_model(gpt2_256: Path, tmp_path: Path) -> None:
+    """No --context / ppl_context: perplexity takes the model's shorter window, not 512."""
+    import yaml
+
+    result = run("eval", "--model", str(gpt2_256), "--task", "ppl", "--max-tokens", "600",
+                 "--out", str(tmp_path / "ppl.json"))
+    assert result.exit_code == 0, result.output
+    recipe = tmp_path / "short.yaml"
+    recipe.write_text(yaml.safe_dump({
+        "name": "short", "model": str(gpt2_256),
+        "evaluation": {"tasks": ["ppl"], "ppl_tokens": 600, "speed": False},
+        "stages": [{"stage": "evaluate"}]}))
+    result = run("run", str(recipe), "--runs-dir", str(tmp_path / "runs"))
+    assert result.exit_code == 0, result.output

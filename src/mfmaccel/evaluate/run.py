@@ -37,7 +37,7 @@ class TaskData:
 
 @dataclass
 class TaskOptions:
-    context: int = 512
+    context: int | None = None  # perplexity: 512, or the model's window where shorter
     stride: int | None = None
     max_tokens: int | None = None
     mode: str = "rank"

@@ -44,7 +44,8 @@ class EvalSpec(Strict):
     tasks: list[Literal["ppl", "humaneval", "medvqa"]] = Field(default_factory=list)
     limit: int | None = Field(default=None, ge=1, description="subset size for humaneval/medvqa")
     ppl_tokens: int = Field(default=4096, ge=16)
-    ppl_context: int = Field(default=512, ge=2, description="perplexity window in tokens")
+    ppl_context: int | None = Field(default=None, ge=2, description="perplexity window in "
+                                    "tokens (default 512, or the model's window if shorter)")
     max_new_tokens: int = Field(default=384, ge=1, description="humaneval completion length")
     speed: bool = True
     speed_tokens: int = Field(default=16, ge=2)
