@@ -651,8 +651,8 @@ def hw_dse(
     seq_len: Annotated[int, typer.Option(help="Text tokens per forward pass")] = 128,
     image_size: Annotated[int | None, typer.Option(help="Vision encoders: pixels per side")
                           ] = None,
-    base: Annotated[str, typer.Option(help="Preset whose technology and units are kept")
-                    ] = "edge",
+    arch: Annotated[str, typer.Option(help="Preset whose technology and units are kept (as "
+                                           "for `hw simulate`)")] = "edge",
     rows: Annotated[str | None, typer.Option(help="Array rows to try, e.g. 8,16,32")] = None,
     cols: Annotated[str | None, typer.Option(help="Array columns to try")] = None,
     a_buffer_kib: Annotated[str | None, typer.Option(help="A buffer sizes (KiB)")] = None,
@@ -683,7 +683,7 @@ def hw_dse(
              "out_buffer_kib": _values(out_buffer_kib), "bandwidth_gbs": _values(bandwidth_gbs),
              "clock_mhz": _values(clock_mhz), "vector_lanes": _values(vector_lanes, int),
              "weight_bits": _values(weight_bits, int)}
-    space = DesignSpace(base=base, **{k: v for k, v in given.items() if v is not None})
+    space = DesignSpace(base=arch, **{k: v for k, v in given.items() if v is not None})
     if workers < 1:
         raise UserInputError(f"--workers must be at least 1, got {workers}")
     part = _chunk(chunk)

@@ -151,3 +151,17 @@ def test_merged_chunks_give_the_whole_sweeps_front(roberta, tmp_path) -> None:
     bad = runner.invoke(app, ["hw", "dse-merge", str(tmp_path / "nope"), "--out",
                               str(tmp_path / "x")])
     assert bad.exit_code == 2 and "not a folder written by" in bad.output
+
+
+def test_dse_takes_its_preset_by_the_same_flag_as_simulate(tmp_path) -> None:
+    """One name per concept: `--arch` names the accelerator preset in `hw simulate` and `hw dse`."""
+    args = ["hw", "dse", "--model", "roberta-base", "--seq-len", "16", "--rows", "8",
+            "--cols", "8", "--workers", "1", "--out", str(tmp_path / "dse")]
+    fronts = {}
+    for arch in ("edge", "swifttron"):  # 45 nm and 65 nm tables: the same designs cost more
+        done = CliRunner().invoke(app, [*args, "--arch", arch])
+        assert done.exit_code == 0, done.output
+        fronts[arch] = json.loads((tmp_path / "dse" / "front.json").read_text())["front"]
+    assert fronts["edge"] != fronts["swifttron"]
+    unknown = CliRunner().invoke(app, [*args, "--arch", "nope"])
+    assert unknown.exit_code == 2
