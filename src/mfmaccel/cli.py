@@ -20,6 +20,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from mfmaccel.decode.gamma import START_GAMMA
 from mfmaccel.errors import UserInputError
 from mfmaccel.progress import PlainProgress
 from mfmaccel.threads import configure_threads
@@ -372,7 +373,8 @@ def generate(
                                       "'lookup' (prompt lookup), 'layers:N' (early exit) or "
                                       "'self:int8' (the model's own int8 copy)")
     ] = None,
-    speculate: Annotated[int, typer.Option(help="Draft tokens per round (gamma, adapts)")] = 4,
+    gamma: Annotated[int, typer.Option(help="Draft tokens in the first round (adapts after)")
+                     ] = START_GAMMA,
     temperature: Annotated[float, typer.Option(help="0: greedy")] = 0.0,
     top_k: Annotated[int, typer.Option(help="0: off")] = 0,
     top_p: Annotated[float, typer.Option(help="1: off")] = 1.0,
@@ -390,8 +392,9 @@ def generate(
 
     sampling = Sampling(temperature, top_k, top_p, seed)
     loaded = load_model(model)
-    text, out = generate_text(loaded, prompt, max_new_tokens, sampling, draft, speculate, chat,
-                              draft_vocab)
+    text, out = generate_text(loaded, prompt, max_new_tokens=max_new_tokens,
+                              sampling=sampling, draft=draft, gamma=gamma, chat=chat,
+                              draft_vocab=draft_vocab)
     print(text)
     stats = out.stats
     note = f"{len(out.tokens)} tokens in {out.seconds:.2f} s ({out.tokens_per_s:.1f} tok/s)"

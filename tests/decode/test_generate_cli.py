@@ -23,7 +23,7 @@ def run(*args: str):
 
 
 @pytest.mark.parametrize("draft", [[], ["--draft", "lookup"], ["--draft", "layers:1"],
-                                   ["--draft", "tiny-llama", "--speculate", "3"],
+                                   ["--draft", "tiny-llama", "--gamma", "3"],
                                    ["--draft", "layers:1", "--draft-vocab", "100"],
                                    ["--draft", "self:int8"]])
 def test_generate_prints_the_completion_alone(draft) -> None:
@@ -44,7 +44,7 @@ def test_generate_samples_reproducibly_with_a_seed() -> None:
 
 @pytest.mark.parametrize(("args", "message"), [
     (["--prompt", ""], "prompt is empty"),
-    (["--prompt", "x", "--speculate", "0", "--draft", "lookup"], "gamma"),
+    (["--prompt", "x", "--gamma", "0", "--draft", "lookup"], "gamma"),
     (["--prompt", "x", "--draft", "layers:x"], "layers:8"),
     (["--prompt", "x", "--draft", "tiny-nothing"], "unknown"),
     (["--prompt", "x", "--max-new-tokens", "0"], "at least 1"),

@@ -26,6 +26,9 @@ from dataclasses import dataclass, field
 from mfmaccel.errors import UserInputError
 
 MAX_GAMMA = 64  # HF lets its assistant grow without a cap; 16 cut long accepted runs short
+# Draft tokens in the first round: HF's `num_assistant_tokens` default, and where every
+# speculative record starts (benchmarks/speculative.py); the schedule adapts from there.
+START_GAMMA = 20
 RULES = ("cost", "heuristic", "fixed")
 DECAY = 0.8  # weight of the previous rounds' evidence at each new round
 PRIOR = (3.0, 1.0)  # pseudo-counts of accepted and rejected drafts before any round: a = 0.75

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from mfmaccel.decode.drafts import code_vocabulary, draft_from_spec
 from mfmaccel.decode.engine import eos_ids
+from mfmaccel.decode.gamma import START_GAMMA
 from mfmaccel.decode.sampling import Sampling
 from mfmaccel.decode.speculative import SpeculativeOutput, speculative_generate
 from mfmaccel.errors import UserInputError
@@ -23,9 +24,10 @@ def prompt_ids(model: LoadedModel, prompt: str, chat: bool) -> list[int]:
     return model.tokenizer(prompt).input_ids
 
 
-def generate_text(model: LoadedModel, prompt: str, max_new_tokens: int,
-                  sampling: Sampling | None = None, draft: str | None = None, gamma: int = 4,
-                  chat: bool = False, draft_vocab: int = 0) -> tuple[str, SpeculativeOutput]:
+def generate_text(model: LoadedModel, prompt: str, *, max_new_tokens: int,
+                  sampling: Sampling | None = None, draft: str | None = None,
+                  gamma: int = START_GAMMA, chat: bool = False,
+                  draft_vocab: int = 0) -> tuple[str, SpeculativeOutput]:
     """The completion of `prompt` (decoded text) and how it was produced. `draft_vocab` > 0
     narrows a model draft's head to that many of the most frequent code tokens."""
     require_causal_lm(model, "generation")

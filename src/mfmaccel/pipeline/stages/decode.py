@@ -13,7 +13,7 @@ from pydantic import Field
 from mfmaccel.data.code import humaneval_subset, load_humaneval
 from mfmaccel.decode.drafts import draft_from_spec
 from mfmaccel.decode.engine import eos_ids, greedy_generate
-from mfmaccel.decode.gamma import MAX_GAMMA, GammaSchedule
+from mfmaccel.decode.gamma import MAX_GAMMA, START_GAMMA, GammaSchedule
 from mfmaccel.decode.speculative import speculative_generate
 from mfmaccel.errors import UserInputError
 from mfmaccel.evaluate.codegen import code_prompt_ids
@@ -24,7 +24,7 @@ from mfmaccel.pipeline.stage import RunContext, Stage, StageParams, StageReport
 
 class DecodeParams(StageParams):
     draft: str = Field("lookup", description="model spec, 'lookup', 'layers:N' or 'self:int8'")
-    gamma: int = Field(4, ge=1, le=MAX_GAMMA)
+    gamma: int = Field(START_GAMMA, ge=1, le=MAX_GAMMA)
     prompts: int = Field(3, ge=1, description="HumanEval prompts to time")
     max_new_tokens: int = Field(64, ge=2)
 
