@@ -57,7 +57,7 @@ from mfmaccel.decode.drafts import (
     int8_copy,
 )
 from mfmaccel.decode.engine import eos_ids, greedy_generate
-from mfmaccel.decode.gamma import RULES, GammaSchedule
+from mfmaccel.decode.gamma import RULES, START_GAMMA, GammaSchedule
 from mfmaccel.decode.speculative import speculative_generate
 from mfmaccel.evaluate.codegen import code_prompt_ids
 from mfmaccel.models import load_model
@@ -149,7 +149,7 @@ def main() -> None:
     parser.add_argument("--draft-model", default="qwen2.5-coder-0.5b")
     parser.add_argument("--prompts", type=int, default=4)
     parser.add_argument("--new-tokens", type=int, default=96)
-    parser.add_argument("--gamma", type=int, default=20,
+    parser.add_argument("--gamma", type=int, default=START_GAMMA,
                         help="starting gamma; HF assisted starts at 20")
     parser.add_argument("--early-exit-layers", type=int, default=8)
     parser.add_argument("--draft-vocab", type=int, default=32768,

@@ -130,12 +130,9 @@ def test_a_file_in_the_way_of_the_parent_folder_is_one_line(tmp_path):
     assert (tmp_path / "runs").read_text() == "not a folder"
 
 
-def test_outputs_get_the_usual_permissions_not_private_temporary_ones(tmp_path):
-    mask = os.umask(0o022)
-    try:
-        out = write(tmp_path / "out", "one")
-        record = fileio.atomic_write_json(tmp_path / "record.json", {"a": 1})
-    finally:
-        os.umask(mask)
+def test_outputs_get_the_usual_permissions_not_private_temporary_ones(tmp_path, monkeypatch):
+    monkeypatch.setattr(fileio, "UMASK", 0o022)  # the umask read at import
+    out = write(tmp_path / "out", "one")
+    record = fileio.atomic_write_json(tmp_path / "record.json", {"a": 1})
     assert out.stat().st_mode & 0o777 == 0o755
     assert record.stat().st_mode & 0o777 == 0o644

@@ -85,9 +85,8 @@ class Bars:
     without one (stderr not a TTY) plain lines every few seconds (`mfmaccel.progress`);
     nothing shows until a step reports, so a command that fails early prints its error alone."""
 
-    def __init__(self, plain: bool | None = None) -> None:
-        self.plain = PlainProgress() if (
-            not errors.is_terminal if plain is None else plain) else None
+    def __init__(self) -> None:
+        self.plain = None if errors.is_terminal else PlainProgress()
         self.progress = Progress(
             "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
             TimeElapsedColumn(), TimeRemainingColumn(), console=errors, transient=True,
@@ -172,8 +171,10 @@ def evaluate(
     """Measure a model on one task; print a table and write JSON."""
     quiet_libraries()
     from mfmaccel.evaluate.run import TaskOptions, run_evaluation
+    from mfmaccel.fileio import check_replaceable_file
 
     out = out or Path("results") / f"{Path(model).name}-{task.value}.json"
+    check_replaceable_file(out)  # refuse a user's file before the evaluation, not after
     with Bars() as bars:
         options = TaskOptions(context=context, stride=stride, max_tokens=max_tokens, mode=mode,
                               max_new_tokens=max_new_tokens, samples=samples,
@@ -253,11 +254,11 @@ def quantize(
 ) -> None:
     """Quantize to a budget with hierarchy-aware mixed precision; save packed to OUT."""
     quiet_libraries()
+    from mfmaccel.compress.quantize import describe_method
     from mfmaccel.compress.search import (
         Budget,
         check_quantizable,
         compress_to_budget,
-        describe_method,
         uniform_to_spec,
     )
     from mfmaccel.fileio import atomic_write_json, check_replaceable
@@ -432,8 +433,11 @@ def cascade(
     """A small-to-large cascade: each query stays with the first model whose self-test passes
     theta; theta calibrated on queries the report does not use."""
     quiet_libraries()
+    from mfmaccel.fileio import check_replaceable_file
+
     if len(models) < 2:
         raise UserInputError("a cascade needs at least two --model options, smallest first")
+    check_replaceable_file(out)
     if task == CascadeTask.medvqa:
         if evals or samples != 1 or temperature or test_lines:
             raise UserInputError("--eval, --samples, --temperature and --test-lines are for "
@@ -534,6 +538,7 @@ def hw_intexec(
 ) -> None:
     """Run MODEL integer-only and report how close it stays to float."""
     quiet_libraries()
+    from mfmaccel.fileio import check_replaceable_file
     from mfmaccel.hw.intexec.quality import (
         decoder_agreement,
         encoder_agreement,
@@ -542,6 +547,8 @@ def hw_intexec(
     from mfmaccel.models import CAUSAL_LM, VLM, load_model
     from mfmaccel.models.loader import model_kind
 
+    out = out or Path("results") / f"{Path(model).name}-intexec.json"
+    check_replaceable_file(out)  # refuse a user's file before minutes of compute
     kind = model_kind(model)
     loaded = load_model(model)
     with Bars() as bars:
@@ -554,7 +561,6 @@ def hw_intexec(
             record = vision_agreement(loaded, questions, calibration, per_token, **steps)
         else:
             record = encoder_agreement(loaded, sentences, calibration, per_token, **steps)
-    out = out or Path("results") / f"{Path(model).name}-intexec.json"
     record.save(out)
     print_record(f"integer-only {model} vs float", record.to_dict())
     say(f"wrote {out}")

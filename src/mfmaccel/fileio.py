@@ -24,16 +24,21 @@ OUTPUT_MARKER = ".mfmaccel-output"
 LEGACY_MARKERS = ("mfmaccel-source.json",)
 
 
-def _umask() -> int:
+def _read_umask() -> int:
+    """The process's umask: reading it means setting it, so this runs once, at import, before
+    any thread could create a file while it is briefly 0."""
     mask = os.umask(0)
     os.umask(mask)
     return mask
 
 
+UMASK = _read_umask()
+
+
 def _usual_mode(path: Path, mode: int) -> None:
     """Give a temporary file or folder (created private: 0600, 0700) the mode an ordinary
     `open`/`mkdir` would have, so an output is as readable as any other file the user makes."""
-    os.chmod(path, mode & ~_umask())
+    os.chmod(path, mode & ~UMASK)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:

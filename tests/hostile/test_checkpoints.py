@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 from mfmaccel.cli import app
 from mfmaccel.errors import UserInputError
 from mfmaccel.models import load_model
-from mfmaccel.models.checks import check_safetensors_file
+from mfmaccel.models.header import read_safetensors_header
 from mfmaccel.models.loader import _load_converted
 from mfmaccel.models.preprocessing import check_tokenizer_fits
 from mfmaccel.models.tiny import TINY_BUILDERS, byte_tokenizer
@@ -248,7 +248,7 @@ def test_header_fault_is_one_line(llama_folder, fault) -> None:
     path = llama_folder / "model.safetensors"
     edit_header(path, change)
     with pytest.raises(UserInputError, match=match) as caught:
-        check_safetensors_file(path)
+        read_safetensors_header(path)
     assert str(path) in str(caught.value) and "\n" not in str(caught.value)
     refused(llama_folder, match)
 

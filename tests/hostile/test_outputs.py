@@ -161,3 +161,18 @@ def test_eval_out_never_overwrites_a_file_that_is_not_a_record(tmp_path):
                                          "--max-tokens", "64", "--context", "32",
                                          "--out", str(record)])
         assert again.exit_code == 0, again.output
+
+
+def test_a_users_file_as_out_is_refused_before_any_evaluation(tmp_path, monkeypatch):
+    import mfmaccel.evaluate.run as evaluate_run
+
+    def never(*args, **kwargs):
+        raise AssertionError("evaluated before refusing --out")
+
+    monkeypatch.setattr(evaluate_run, "run_evaluation", never)
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes\n")
+    result = CliRunner().invoke(app, ["eval", "--model", "tiny-llama", "--task", "ppl",
+                                      "--out", str(notes)])
+    assert result.exit_code == 2 and "not an mfmaccel record" in result.output
+    assert notes.read_text() == "my notes\n"

@@ -115,3 +115,17 @@ def test_file_that_is_not_gguf(tmp_path) -> None:
     fake.write_bytes(b"PK\x03\x04" + b"\0" * 100)
     with pytest.raises(UserInputError, match="not a GGUF file"):
         load_model(str(fake))
+
+
+def test_an_encoder_config_without_architectures_is_an_encoder() -> None:
+    """BERT-family configs also map to a causal-LM class; with none named they stay encoders."""
+    from pathlib import Path
+
+    import transformers as tf
+
+    from mfmaccel.models.loader import classify_config
+
+    assert classify_config(tf.BertConfig(), Path("bert")) == ENCODER
+    assert classify_config(tf.RobertaConfig(), Path("roberta")) == ENCODER
+    assert classify_config(tf.BertConfig(architectures=["BertLMHeadModel"]),
+                           Path("bert")) == CAUSAL_LM

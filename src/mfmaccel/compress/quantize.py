@@ -30,7 +30,18 @@ from mfmaccel.errors import UserInputError
 from mfmaccel.models.record import LoadedModel
 from mfmaccel.records import Record
 
-METHODS = ("rtn", "gptq")
+# Each method in words, and what the other would cost, for the user to read before a long run.
+METHOD_NOTES = {
+    "rtn": "round to nearest (seconds; --method gptq compensates rounding errors, more "
+           "accurate and much slower)",
+    "gptq": "GPTQ (rounding errors compensated block by block on calibration text: minutes "
+            "on a CPU; --method rtn rounds to nearest in seconds, a little less accurate)",
+}
+METHODS = tuple(METHOD_NOTES)
+
+
+def describe_method(method: str) -> str:
+    return METHOD_NOTES.get(method, method)
 
 
 @dataclass

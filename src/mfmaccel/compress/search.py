@@ -25,20 +25,6 @@ from mfmaccel.records import Record
 DEFAULT_SPECS = ("int3-g128", "int4-g128", "int6-g128")
 Log = Callable[[str], None]
 Progress = Callable[[int, int], None]
-METHODS = {
-    "gptq": "GPTQ (rounding errors compensated block by block on calibration text: minutes "
-            "on a CPU; --method rtn rounds to nearest in seconds, a little less accurate)",
-    "rtn": "round to nearest (seconds; --method gptq compensates rounding errors, more "
-           "accurate and much slower)",
-}
-
-
-def describe_method(method: str) -> str:
-    """The quantization method in words, and what the other one would cost, for the user
-    to read before a long run."""
-    return METHODS.get(method, method)
-
-
 def parse_spec(label: str) -> QuantSpec:
     """"int4-g128" / "int8-c-sym" -> QuantSpec (c: per output channel; asym unless -sym)."""
     parts = label.lower().split("-")
@@ -146,7 +132,6 @@ def compress_to_budget(
         point, verified = _meet_quality(model, search, front, budget.max_ppl_increase, method,
                                         batches, eval_tokens, reload, log)
     plan = QuantPlan(point.choice, sensitivity.specs, method)
-    log(f"quantizing with {describe_method(method)}")
     quantize_model(model, plan, batches, apply_progress)
     size = storage_bytes(model.module)
     seconds["total"] = time.perf_counter() - start

@@ -30,6 +30,7 @@ from mfmaccel.decode.selftest import example_tests, self_test
 from mfmaccel.decode.testgen import WrittenTests, generate_tests
 from mfmaccel.errors import UserInputError
 from mfmaccel.evaluate.codegen import code_prompt_ids
+from mfmaccel.evaluate.humaneval import checked_token_counts
 from mfmaccel.models.record import LoadedModel
 from mfmaccel.records import Record
 
@@ -116,16 +117,12 @@ def _generated_counts(problems: Sequence[CodeProblem], candidates: dict[str, lis
     missing (one rule for the whole chain link, so its cost is counted one way)."""
     if not generated_tokens:
         return {}
-    for problem in problems:
-        counts = generated_tokens.get(problem.task_id)
-        if counts is None:
-            return {}
-        if len(counts) != len(candidates[problem.task_id]) or any(
-                not isinstance(n, int) or n < 0 for n in counts):
-            raise UserInputError(f"{problem.task_id}: the record's generated_tokens do not "
-                                 "match its completions (one count of 0 or more per "
-                                 "completion); re-run `mfmaccel eval --task humaneval`")
-    return {p.task_id: generated_tokens[p.task_id] for p in problems}
+    if any(p.task_id not in generated_tokens for p in problems):
+        return {}
+    return {p.task_id: checked_token_counts(
+                p.task_id, generated_tokens[p.task_id], len(candidates[p.task_id]),
+                fix="re-run `mfmaccel eval --task humaneval`")
+            for p in problems}
 
 
 def _best_answer(model: LoadedModel, problem: CodeProblem, completions: list[str],

@@ -121,11 +121,18 @@ def _token_counts(problem: CodeProblem, completions: list[str],
                   generated_tokens: dict[str, list[int]] | None) -> list[int] | None:
     if generated_tokens is None or problem.task_id not in generated_tokens:
         return None
-    counts = list(generated_tokens[problem.task_id])
-    if len(counts) != len(completions):
-        raise UserInputError(f"{problem.task_id}: {len(counts)} generated token counts for "
-                             f"{len(completions)} completions; pass one per completion")
-    return counts
+    return checked_token_counts(problem.task_id, generated_tokens[problem.task_id],
+                                len(completions), fix="pass one per completion")
+
+
+def checked_token_counts(task_id: str, counts: list, completions: int, *, fix: str) -> list[int]:
+    """A row's `generated_tokens`: one count of 0 or more per completion, or one line naming
+    `fix` (the same rule where the record is written and where the cascade reads it)."""
+    if len(counts) != completions or any(not isinstance(n, int) or n < 0 for n in counts):
+        raise UserInputError(f"{task_id}: {len(counts)} generated token counts for {completions} "
+                             f"completions (generated_tokens needs one count of 0 or more per "
+                             f"completion); {fix}")
+    return list(counts)
 
 
 def _collect(pending, rows, total, progress, block: bool) -> None:

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from mfmaccel.data.medvqa import load_medvqa, load_vqa_folder, majority_baseline
+from mfmaccel.data.medvqa import load_medvqa, load_vqa_folder, majority_baseline, planned_answers
 from mfmaccel.evaluate.vqa import vqa_accuracy
 from mfmaccel.fileio import atomic_write_json, check_replaceable
 from mfmaccel.finetune.config import FinetuneConfig, load_config
@@ -58,8 +58,9 @@ def test_split(config: FinetuneConfig, limit: int | None):
             test, split = train, "train"
     else:
         per_source = val_per_source(config)
-        train = load_medvqa("train", config.seed, config.train_per_source)
-        test = load_medvqa("test", config.seed, per_source)
+        # the baseline needs only the train answers, and --test-limit only its first questions
+        train = planned_answers("train", config.seed, config.train_per_source)
+        test = load_medvqa("test", config.seed, per_source, limit=limit)
     test = test[:limit] if limit else test
     return test, majority_baseline(train, test), split
 

@@ -175,12 +175,9 @@ def _meta_module(config, model: str) -> torch.nn.Module:
 
 
 def _kind(config, model: str) -> str | None:
-    """The loader's kind for a config it knows (a causal LM gets its head), else None. An
-    encoder family stays an encoder without `architectures` (BERT has an LM-head class too)."""
-    from mfmaccel.models.loader import ENCODER_FAMILIES, classify_config
+    """The loader's kind for a config it knows (a causal LM gets its head), else None."""
+    from mfmaccel.models.loader import classify_config
 
-    if getattr(config, "model_type", "") in ENCODER_FAMILIES:
-        return None
     try:
         return classify_config(config, Path(model))
     except UserInputError:

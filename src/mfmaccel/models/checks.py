@@ -14,12 +14,6 @@ SINGLE_FILE = "model.safetensors"
 SHARD_INDEX = "model.safetensors.index.json"
 
 
-def check_safetensors_file(path: Path) -> dict[str, TensorEntry]:
-    """Header sound (see `models.header`) and the file exactly as long as it says; returns the
-    tensors it holds."""
-    return read_safetensors_header(path)
-
-
 def check_gguf_file(path: Path, expected_size: int | None = None) -> None:
     """GGUF magic, optional exact size, and every tensor's data inside the file."""
     if not path.is_file():
@@ -69,7 +63,7 @@ def check_hf_folder(folder: Path) -> dict[str, TensorEntry]:
             f"{folder} has no .safetensors weights (pickled .bin files are not loaded for "
             "safety); convert them with save_pretrained(safe_serialization=True)"
         )
-    headers = {weight_file.name: check_safetensors_file(weight_file) for weight_file in weights}
+    headers = {weight_file.name: read_safetensors_header(weight_file) for weight_file in weights}
     return _model_tensors(folder, headers)
 
 

@@ -190,14 +190,13 @@ def classify_config(config, folder: Path) -> str:
     if hasattr(config, "vision_config") and hasattr(config, "text_config"):
         return VLM
     causal_classes = set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values())  # GPT2LMHeadModel too
-    if family in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and (
-        not architectures or any(a in causal_classes for a in architectures)
-    ):
+    causal_head = any(a in causal_classes for a in architectures)
+    if family in ENCODER_FAMILIES and not causal_head:
+        return ENCODER  # BERT-family configs have a causal-LM class too; without one named, no
+    if family in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and (not architectures or causal_head):
         return CAUSAL_LM
     if family in VISION_FAMILIES:
         return VISION
-    if family in ENCODER_FAMILIES:
-        return ENCODER
     raise UserInputError(
         f"{folder}: unsupported architecture '{family}'; supported: causal LMs, LLaVA, "
         "ViT and BERT-family encoders"

@@ -26,7 +26,7 @@ from mfmaccel.fileio import (
     mark_output,
     protected_folder,
 )
-from mfmaccel.pipeline.recipe import MAX_RECIPE_BYTES, Recipe
+from mfmaccel.pipeline.recipe import Recipe, read_recipe_file
 from mfmaccel.records import Metrics, StageResult
 
 
@@ -111,12 +111,11 @@ class RunDirectory:
         return isinstance(saved, dict) and saved.get("name") == self.root.name
 
     def _saved_recipe(self) -> object:
+        """The recipe.yaml the runner wrote (None if absent or unreadable: not ours)."""
         path = self.root / "recipe.yaml"
-        if not path.is_file() or path.stat().st_size > MAX_RECIPE_BYTES:
-            return None
         try:
-            return yaml.safe_load(path.read_bytes().decode("utf-8"))
-        except (UnicodeDecodeError, yaml.YAMLError):
+            return read_recipe_file(path) if path.is_file() else None
+        except UserInputError:
             return None
 
     def _saved_state(self, recipe_dict: dict[str, Any]) -> RunState:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -153,8 +154,7 @@ def relative_spread(runs: list[float]) -> float | None:
     values = sorted(v for v in runs if isinstance(v, int | float) and math.isfinite(v))
     if len(values) < 2:
         return None
-    middle = len(values) // 2
-    median = values[middle] if len(values) % 2 else (values[middle - 1] + values[middle]) / 2
+    median = statistics.median(values)
     return (values[-1] - values[0]) / median if median else None
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -178,13 +177,11 @@ def decode_image(path: Path) -> Image.Image:
     """The image at `path` as RGB. Its size is read from the header first: one beyond
     MAX_IMAGE_PIXELS (a decompression bomb: a small file that decodes to gigabytes) is refused
     without decoding, as is a file that is not a readable image."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
-                _check_pixels(path, *image.size)
-                return image.convert("RGB")
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+    try:  # MAX_IMAGE_PIXELS is below PIL's own warning threshold: _check_pixels refuses first
+        with Image.open(path) as image:
+            _check_pixels(path, *image.size)
+            return image.convert("RGB")
+    except Image.DecompressionBombError:
         raise UserInputError(_too_large(path)) from None
     except (OSError, UnidentifiedImageError, SyntaxError, ValueError, EOFError,
             zlib.error) as err:
