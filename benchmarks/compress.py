@@ -29,14 +29,16 @@ import torch
 
 from mfmaccel.compress.calibration import calibration_batches
 from mfmaccel.compress.mixed import MixedSearch
-from mfmaccel.compress.quant.grid import QuantSpec
-from mfmaccel.compress.quantize import QuantPlan, quantize_model, storage_bytes, uniform_plan
+from mfmaccel.compress.quantize import quantize_model, storage_bytes, uniform_plan
 from mfmaccel.compress.search import bit_histogram
-from mfmaccel.compress.sensitivity import measure_sensitivity, quantizable_parts
+from mfmaccel.compress.sensitivity import measure_sensitivity
 from mfmaccel.data.text import load_text_corpus
 from mfmaccel.evaluate.ppl import perplexity
 from mfmaccel.hw.intexec.quality import corpus_sentences, mean_pooled, sentence_batches
 from mfmaccel.models import ENCODER, load_model
+from mfmaccel.runtime.grid import QuantSpec
+from mfmaccel.runtime.parts import quantizable_parts
+from mfmaccel.runtime.plan import QuantPlan
 
 BASELINES = [(QuantSpec(8, None), "rtn"), (QuantSpec(4, 128), "rtn"), (QuantSpec(3, 128), "rtn"),
              (QuantSpec(4, 128), "gptq"), (QuantSpec(3, 128), "gptq")]

@@ -106,9 +106,9 @@ def worker(model_name: str, new_tokens: int, max_seconds: float) -> None:
     import torch
     from transformers.utils import logging as hf_logging
 
-    from mfmaccel.decode.engine import greedy_generate
     from mfmaccel.evaluate.speed import DEFAULT_PROMPT
     from mfmaccel.models import load_model
+    from mfmaccel.runtime.engine import greedy_generate
 
     hf_logging.disable_progress_bar()
     model = load_model(model_name)

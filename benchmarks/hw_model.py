@@ -35,7 +35,8 @@ from mfmaccel.hw.dse import DesignSpace, explore
 from mfmaccel.hw.rtl.config import RtlConfig
 from mfmaccel.hw.rtl.gemm import gemm_arch
 from mfmaccel.hw.simulate import simulate, simulate_op
-from mfmaccel.hw.workload import Gemm, workload_for_spec
+from mfmaccel.hw.trace import workload_for_spec
+from mfmaccel.hw.workload import Gemm
 
 PUBLISHED = {"latency_ms": 1.83, "power_mw": 33.64, "area_mm2": 273, "matmul_area_share": 0.55,
              "matmul_power_share": 0.79}

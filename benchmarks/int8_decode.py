@@ -30,12 +30,12 @@ os.environ.update(thread_environment())  # before torch loads OpenMP: mfmaccel/t
 import torch
 from decode import read_bandwidth  # benchmarks/decode.py: the same measurement
 
-from mfmaccel.compress.quant.grid import INT8_PER_CHANNEL
-from mfmaccel.compress.quant.kernels import KERNELS, int8_kernel
 from mfmaccel.compress.quantize import quantize_model, uniform_plan
-from mfmaccel.decode.engine import greedy_generate
 from mfmaccel.evaluate.speed import DEFAULT_PROMPT, measure_speed
 from mfmaccel.models import load_model
+from mfmaccel.runtime.engine import greedy_generate
+from mfmaccel.runtime.grid import INT8_PER_CHANNEL
+from mfmaccel.runtime.kernels import KERNELS, int8_kernel
 
 
 def tokens(model, new_tokens: int) -> list[int]:

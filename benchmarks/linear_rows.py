@@ -3,7 +3,7 @@
 Batched decode and speculative verification feed every linear 2-32 rows. Part one times both
 products on each distinct layer shape of a real model (and its vocabulary head) for 1-64 rows;
 part two times batched greedy decode steps on HumanEval prompts with the stock `nn.Linear`
-and with our `FewRowsLinear` (`mfmaccel.models.fewrows`), and says whether the greedy tokens
+and with our `FewRowsLinear` (`mfmaccel.runtime.fewrows`), and says whether the greedy tokens
 agree.
 Medians of repeats; prints JSON.
 
@@ -29,10 +29,10 @@ from torch import nn
 from torch.nn import functional
 
 from mfmaccel.data.code import load_humaneval
-from mfmaccel.decode.engine import generate_batch
 from mfmaccel.evaluate.codegen import code_prompt_ids
 from mfmaccel.models import load_model
-from mfmaccel.models.fewrows import FewRowsLinear, few_rows_linear
+from mfmaccel.runtime.engine import generate_batch
+from mfmaccel.runtime.fewrows import FewRowsLinear, few_rows_linear
 
 ROWS = (1, 2, 4, 8, 16, 32, 64)
 PROMPT_TOKENS = 48  # the end of each chat prompt: keeps the prefill short

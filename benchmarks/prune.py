@@ -19,7 +19,6 @@ os.environ.update(thread_environment())  # before torch loads OpenMP: mfmaccel/t
 
 import torch
 
-from mfmaccel.compress.blocks import decoder_layers
 from mfmaccel.compress.calibration import calibration_batches
 from mfmaccel.compress.prune import prune_model
 from mfmaccel.compress.recover import RECOVER_WINDOW, recover
@@ -27,6 +26,7 @@ from mfmaccel.data.text import load_text_corpus
 from mfmaccel.evaluate.ppl import perplexity
 from mfmaccel.evaluate.speed import measure_speed
 from mfmaccel.models import load_model
+from mfmaccel.runtime.anatomy import decoder_layers
 
 
 def decoder_params(model) -> int:

@@ -45,7 +45,6 @@ os.environ.update(thread_environment())  # before torch loads OpenMP: mfmaccel/t
 
 import torch
 
-from mfmaccel.compress.quant.grid import INT8_PER_CHANNEL
 from mfmaccel.compress.quantize import quantize_model, uniform_plan
 from mfmaccel.data.code import humaneval_subset, load_humaneval
 from mfmaccel.decode.drafts import (
@@ -56,11 +55,12 @@ from mfmaccel.decode.drafts import (
     draft_from_spec,
     int8_copy,
 )
-from mfmaccel.decode.engine import eos_ids, greedy_generate
 from mfmaccel.decode.gamma import RULES, START_GAMMA, GammaSchedule
 from mfmaccel.decode.speculative import speculative_generate
 from mfmaccel.evaluate.codegen import code_prompt_ids
 from mfmaccel.models import load_model
+from mfmaccel.runtime.engine import eos_ids, greedy_generate
+from mfmaccel.runtime.grid import INT8_PER_CHANNEL
 
 HF_ASSISTED = {"hf-assisted": "model", "hf-assisted-int8": "model-int8"}  # -> the draft it runs
 WARM_UP_TOKENS = 16

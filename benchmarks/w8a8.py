@@ -26,12 +26,13 @@ os.environ.update(thread_environment())  # before torch loads OpenMP: mfmaccel/t
 import torch
 
 from mfmaccel.compress.calibration import calibration_batches
-from mfmaccel.compress.quant.grid import INT8_PER_CHANNEL
-from mfmaccel.compress.quantize import QuantPlan, quantize_model, uniform_plan
+from mfmaccel.compress.quantize import quantize_model, uniform_plan
 from mfmaccel.data.text import load_text_corpus
 from mfmaccel.evaluate.ppl import perplexity
 from mfmaccel.evaluate.speed import measure_speed
 from mfmaccel.models import load_model
+from mfmaccel.runtime.grid import INT8_PER_CHANNEL
+from mfmaccel.runtime.plan import QuantPlan
 
 VARIANTS = {  # name -> (activations, percentile, SmoothQuant alpha)
     "w8": (None, 100.0, None),

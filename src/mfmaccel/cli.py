@@ -127,7 +127,8 @@ def list_models() -> None:
     """List the built-in models, whether their packages are installed, and whether cached."""
     import importlib.util
 
-    from mfmaccel.models import BUILTIN_MODELS, cache_root
+    from mfmaccel.models import BUILTIN_MODELS
+    from mfmaccel.runtime.cachedir import cache_root
 
     table = Table("name", "upstream", "installed", "converted")
     for model in BUILTIN_MODELS.values():
@@ -254,7 +255,6 @@ def quantize(
 ) -> None:
     """Quantize to a budget with hierarchy-aware mixed precision; save packed to OUT."""
     quiet_libraries()
-    from mfmaccel.compress.quantize import describe_method
     from mfmaccel.compress.search import (
         Budget,
         check_quantizable,
@@ -264,6 +264,7 @@ def quantize(
     from mfmaccel.fileio import atomic_write_json, check_replaceable
     from mfmaccel.models import load_model
     from mfmaccel.models.loader import model_kind, save_model
+    from mfmaccel.runtime.plan import describe_method
 
     check_replaceable(out)  # refuse a user's folder before minutes of compute, not after
     targets = [budget_bytes, avg_bits, max_ppl_increase]
@@ -388,8 +389,8 @@ def generate(
     """Print the completion of PROMPT alone on stdout (statistics go to stderr)."""
     quiet_libraries()
     from mfmaccel.decode.generate import generate_text
-    from mfmaccel.decode.sampling import Sampling
     from mfmaccel.models import load_model
+    from mfmaccel.runtime.sampling import Sampling
 
     sampling = Sampling(temperature, top_k, top_p, seed)
     loaded = load_model(model)
@@ -617,7 +618,7 @@ def hw_simulate(
     from mfmaccel.fileio import atomic_write_bytes
     from mfmaccel.hw.arch import get_arch
     from mfmaccel.hw.simulate import simulate
-    from mfmaccel.hw.workload import workload_for_spec
+    from mfmaccel.hw.trace import workload_for_spec
     from mfmaccel.report.hwplots import roofline
 
     target = _override(get_arch(arch), rows=rows, cols=cols, clock_mhz=clock_mhz,
@@ -685,7 +686,7 @@ def hw_dse(
     (front.json, front.png) and every design point (points.json)."""
     quiet_libraries()
     from mfmaccel.hw.dse import Constraints, DesignSpace, explore
-    from mfmaccel.hw.workload import workload_for_spec
+    from mfmaccel.hw.trace import workload_for_spec
 
     given = {"rows": _values(rows, int), "cols": _values(cols, int),
              "a_buffer_kib": _values(a_buffer_kib), "b_buffer_kib": _values(b_buffer_kib),

@@ -5,19 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mfmaccel.compress.calibration import calibration_batches
-from mfmaccel.compress.quant.activation import (
-    calibrate_activations,
-    int8_matmul,
-    per_token_scale,
-    quantize_activations,
-)
-from mfmaccel.compress.quant.grid import QuantSpec, quantize_rtn
-from mfmaccel.compress.quant.linear import QuantLinear
+from mfmaccel.compress.calibration import calibrate_activations, calibration_batches
 from mfmaccel.compress.quantize import quantize_model, uniform_plan
 from mfmaccel.errors import UserInputError
 from mfmaccel.models import load_model
 from mfmaccel.models.loader import save_model
+from mfmaccel.runtime.activation import int8_matmul, per_token_scale, quantize_activations
+from mfmaccel.runtime.grid import QuantSpec, quantize_rtn
+from mfmaccel.runtime.linear import QuantLinear
 
 INT8 = QuantSpec(8, None, True)
 

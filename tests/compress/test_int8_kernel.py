@@ -6,12 +6,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mfmaccel.compress.quant.grid import QuantSpec, dequantize, quantize_rtn
-from mfmaccel.compress.quant.kernels import KERNELS, int8_kernel
-from mfmaccel.compress.quant.linear import QuantLinear
 from mfmaccel.compress.quantize import quantize_model, uniform_plan
-from mfmaccel.decode.engine import greedy_generate
 from mfmaccel.models import load_model
+from mfmaccel.runtime.engine import greedy_generate
+from mfmaccel.runtime.grid import QuantSpec, dequantize, quantize_rtn
+from mfmaccel.runtime.kernels import KERNELS, int8_kernel
+from mfmaccel.runtime.linear import QuantLinear
 
 INT8 = QuantSpec(8, None, True)
 needs_kernel = pytest.mark.skipif(int8_kernel() is None, reason="int8 kernel did not build")
@@ -76,7 +76,7 @@ def test_long_inputs_dequantize_by_blocks_and_match_the_whole_weight(monkeypatch
     """Prefill-length inputs take the block path (here 16 rows of the weight per block, so
     the 50 output rows span four blocks, the last one short) and agree with the product
     against the whole dequantized weight."""
-    from mfmaccel.compress.quant import linear
+    from mfmaccel.runtime import linear
 
     monkeypatch.setattr(linear, "PREFILL_BLOCK_BYTES", 16 * 4 * 24)
     layer = _layer(50, 24, bias)

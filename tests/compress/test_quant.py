@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mfmaccel.compress.quant.gptq import HessianAccumulator, quantize_gptq
-from mfmaccel.compress.quant.grid import QuantSpec, dequantize, quantize_rtn
-from mfmaccel.compress.quant.pack import pack_bits, packed_size, unpack_bits
+from mfmaccel.compress.gptq import HessianAccumulator, quantize_gptq
 from mfmaccel.errors import UserInputError
+from mfmaccel.runtime.grid import QuantSpec, dequantize, quantize_rtn
+from mfmaccel.runtime.pack import pack_bits, packed_size, unpack_bits
 
 
 @pytest.mark.parametrize("bits", range(2, 9))
@@ -31,7 +31,7 @@ def test_rtn_error_is_bounded_by_the_step(spec: QuantSpec) -> None:
     weight = torch.randn(16, 100)  # 100 is not a multiple of the group sizes: padding path
     qt = quantize_rtn(weight, spec)
     assert qt.q.min() >= spec.qmin and qt.q.max() <= spec.qmax
-    from mfmaccel.compress.quant.grid import expand
+    from mfmaccel.runtime.grid import expand
 
     step = expand(qt.scale, spec, 100)
     # half a step from rounding, up to another half at the range ends from the rounded zero
@@ -78,7 +78,7 @@ def test_gptq_beats_rtn_on_output_error(spec: QuantSpec) -> None:
                                               (QuantSpec(4, 8), 24),  # rows on byte boundaries
                                               (QuantSpec(3, None, True), 13)])  # rows straddle
 def test_quantized_rows_are_the_whole_matrix_rows(spec, in_features) -> None:
-    from mfmaccel.compress.quant.linear import QuantLinear
+    from mfmaccel.runtime.linear import QuantLinear
 
     torch.manual_seed(0)
     layer = QuantLinear.from_quantized(quantize_rtn(torch.randn(10, in_features), spec))

@@ -7,10 +7,11 @@ import torch
 
 from mfmaccel.compress.blocks import capture_blocks, head_logprobs, run_blocks
 from mfmaccel.compress.mixed import MixedSearch
-from mfmaccel.compress.quant.grid import QuantSpec
-from mfmaccel.compress.sensitivity import HEAD, measure_sensitivity, quantizable_parts
+from mfmaccel.compress.sensitivity import measure_sensitivity
 from mfmaccel.errors import UserInputError
 from mfmaccel.models import load_model
+from mfmaccel.runtime.grid import QuantSpec
+from mfmaccel.runtime.parts import HEAD, quantizable_parts
 
 SPECS = [QuantSpec(2, 16), QuantSpec(4, 16)]
 

@@ -9,12 +9,13 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from mfmaccel.compress.quant.grid import QuantSpec
-from mfmaccel.compress.quant.linear import QuantLinear
-from mfmaccel.compress.quantize import QuantPlan, quantize_model, uniform_plan
+from mfmaccel.compress.quantize import quantize_model, uniform_plan
 from mfmaccel.errors import UserInputError
 from mfmaccel.models import load_model
 from mfmaccel.models.loader import save_model
+from mfmaccel.runtime.grid import QuantSpec
+from mfmaccel.runtime.linear import QuantLinear
+from mfmaccel.runtime.plan import QuantPlan
 
 
 def _logits(model, ids):

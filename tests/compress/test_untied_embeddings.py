@@ -9,14 +9,16 @@ import pytest
 import torch
 import transformers as tf
 
+from mfmaccel.compress.calibration import calibrate_activations
 from mfmaccel.compress.mixed import MixedSearch
-from mfmaccel.compress.quant.activation import calibrate_activations
-from mfmaccel.compress.quant.embedding import QuantEmbedding
-from mfmaccel.compress.quant.grid import QuantSpec, dequantize, quantize_rtn
-from mfmaccel.compress.quantize import QuantPlan, quantize_model, storage_bytes, uniform_plan
-from mfmaccel.compress.sensitivity import EMBED, measure_sensitivity, quantizable_parts
+from mfmaccel.compress.quantize import quantize_model, storage_bytes, uniform_plan
+from mfmaccel.compress.sensitivity import measure_sensitivity
 from mfmaccel.models import load_model
 from mfmaccel.models.loader import save_model
+from mfmaccel.runtime.embedding import QuantEmbedding
+from mfmaccel.runtime.grid import QuantSpec, dequantize, quantize_rtn
+from mfmaccel.runtime.parts import EMBED, quantizable_parts
+from mfmaccel.runtime.plan import QuantPlan
 
 
 def _untied_qwen2():

@@ -13,12 +13,12 @@ from mfmaccel.decode.cascade import (
     calibrated_cascade,
     code_answers,
 )
-from mfmaccel.decode.engine import eos_ids, generate_batch
 from mfmaccel.decode.testgen import RAW, REQUEST, generate_tests
 from mfmaccel.errors import UserInputError
 from mfmaccel.evaluate.codegen import block_closed, chat_or_raw_ids, code_prompt_ids
 from mfmaccel.evaluate.run import TaskData, TaskOptions, measure_task
 from mfmaccel.models import load_model
+from mfmaccel.runtime.engine import eos_ids, generate_batch
 from tests.decode.test_cascade import PROBLEM
 
 COMPLETION = "    return 2 * x\n"

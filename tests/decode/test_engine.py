@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mfmaccel.decode.engine import eos_ids, generate_batch, greedy_generate
 from mfmaccel.models import load_model
+from mfmaccel.runtime.engine import eos_ids, generate_batch, greedy_generate
 
 
 @pytest.mark.parametrize("arch", ["llama", "gpt2", "qwen2"])

@@ -10,10 +10,10 @@ import torch
 from typer.testing import CliRunner
 
 from mfmaccel.cli import app
-from mfmaccel.decode.engine import greedy_generate
 from mfmaccel.models import load_model
 from mfmaccel.pipeline.recipe import parse_recipe
 from mfmaccel.pipeline.runner import run_recipe
+from mfmaccel.runtime.engine import greedy_generate
 
 runner = CliRunner()
 

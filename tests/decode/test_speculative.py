@@ -9,10 +9,7 @@ import pytest
 import torch
 from scipy.stats import chisquare
 
-from mfmaccel.compress.quant.grid import INT8_PER_CHANNEL
-from mfmaccel.compress.quant.linear import QuantLinear
 from mfmaccel.compress.quantize import quantize_model, uniform_plan
-from mfmaccel.decode.cached import CachedLM, common_prefix
 from mfmaccel.decode.drafts import (
     EarlyExitDraft,
     ModelDraft,
@@ -23,12 +20,15 @@ from mfmaccel.decode.drafts import (
     early_exit_model,
     int8_copy,
 )
-from mfmaccel.decode.engine import greedy_generate
 from mfmaccel.decode.gamma import MAX_GAMMA, GammaSchedule, best_gamma
-from mfmaccel.decode.sampling import Sampling, distribution
 from mfmaccel.decode.speculative import accept_or_correct, speculative_generate
 from mfmaccel.errors import UserInputError
 from mfmaccel.models import load_model
+from mfmaccel.runtime.cached import CachedLM, common_prefix
+from mfmaccel.runtime.engine import greedy_generate
+from mfmaccel.runtime.grid import INT8_PER_CHANNEL
+from mfmaccel.runtime.linear import QuantLinear
+from mfmaccel.runtime.sampling import Sampling, distribution
 
 PROMPTS = ["def add(a, b):\n    return a + b\n\ndef add(", "The quick brown fox", "x = [1, 2, 3]"]
 
@@ -257,7 +257,7 @@ def test_sampling_filters_keep_the_top_tokens() -> None:
 
 def test_cached_lm_returns_only_the_positions_asked_for(target):
     """`last=k` runs the head on the last k new positions only, with the same values."""
-    from mfmaccel.decode.cached import CachedLM
+    from mfmaccel.runtime.cached import CachedLM
 
     prompt = _ids(target, PROMPTS[0])
     full = CachedLM(target.module).extend(prompt)

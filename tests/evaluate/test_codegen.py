@@ -5,8 +5,6 @@ from __future__ import annotations
 import pytest
 
 from mfmaccel.data.code import humaneval_subset, load_humaneval
-from mfmaccel.decode.engine import eos_ids, generate_batch
-from mfmaccel.decode.sampling import Sampling
 from mfmaccel.errors import UserInputError
 from mfmaccel.evaluate.codegen import (
     block_closed,
@@ -16,6 +14,8 @@ from mfmaccel.evaluate.codegen import (
 from mfmaccel.evaluate.humaneval import evaluate_humaneval
 from mfmaccel.evaluate.run import TaskData, TaskOptions, measure_task
 from mfmaccel.models import load_model
+from mfmaccel.runtime.engine import eos_ids, generate_batch
+from mfmaccel.runtime.sampling import Sampling
 
 
 def test_raw_prompt_without_chat_template(tiny_llama) -> None:

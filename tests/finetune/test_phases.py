@@ -8,9 +8,9 @@ from mfmaccel.data.medvqa import load_medvqa
 from mfmaccel.finetune.config import PhaseConfig
 from mfmaccel.finetune.data import PhaseData, pixel_tensor
 from mfmaccel.finetune.instructions import vqa_examples
-from mfmaccel.finetune.lora import add_lora, lora_config
 from mfmaccel.finetune.phases import run_phase
 from mfmaccel.models import load_model
+from mfmaccel.models.lora import add_lora, lora_config
 
 from .conftest import fast_config
 

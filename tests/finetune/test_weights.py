@@ -9,8 +9,8 @@ import torch
 
 from mfmaccel.errors import UserInputError
 from mfmaccel.finetune.run import finetune_model
-from mfmaccel.finetune.weights import MANIFEST, PARTS, save_trained_parts
 from mfmaccel.models.medvlm import TINY_VISION, load_medvlm
+from mfmaccel.models.medvlm_parts import MANIFEST, PARTS, save_trained_parts
 
 from .conftest import fast_config
 
@@ -77,7 +77,7 @@ def test_corrupt_or_missing_weights_name_the_fix(saved, tmp_path):
 
 
 def test_committed_parts_are_reused_only_for_the_same_start_and_settings(saved):
-    from mfmaccel.finetune.weights import matching_committed_parts
+    from mfmaccel.finetune.committed import matching_committed_parts
     from mfmaccel.models.medvlm import build_medvlm
 
     model, _, folder = saved

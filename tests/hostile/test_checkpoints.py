@@ -24,7 +24,7 @@ from mfmaccel.cli import app
 from mfmaccel.errors import UserInputError
 from mfmaccel.models import load_model
 from mfmaccel.models.header import read_safetensors_header
-from mfmaccel.models.loader import _load_converted
+from mfmaccel.models.hf import _load_converted
 from mfmaccel.models.preprocessing import check_tokenizer_fits
 from mfmaccel.models.tiny import TINY_BUILDERS, byte_tokenizer
 
@@ -176,9 +176,9 @@ def test_a_stray_safetensors_file_beside_the_model_is_not_read_as_weights(llama_
 
 def test_quantized_folder_with_a_renamed_tensor_is_refused(tmp_path) -> None:
     """Packed folders (compress.quant.storage) are checked against their plan, also one line."""
-    from mfmaccel.compress.quant.grid import QuantSpec
     from mfmaccel.compress.quantize import quantize_model, uniform_plan
     from mfmaccel.models.loader import save_model
+    from mfmaccel.runtime.grid import QuantSpec
 
     model = load_model("tiny-llama")
     quantize_model(model, uniform_plan(model.module, QuantSpec(4, 16), "rtn"))

@@ -20,7 +20,7 @@ from mfmaccel.hw.dse import (
     explore,
     pareto_front,
 )
-from mfmaccel.hw.workload import workload_for_spec
+from mfmaccel.hw.trace import workload_for_spec
 
 SMALL = DesignSpace(rows=(8, 16), cols=(8, 16), a_buffer_kib=(32,), b_buffer_kib=(64, 256),
                     out_buffer_kib=(16,), bandwidth_gbs=(8.5, 25.6), clock_mhz=(200, 400),

@@ -14,7 +14,8 @@ from mfmaccel.hw.dataflow import GemmShape, map_gemm, os_cycles
 from mfmaccel.hw.rtl.config import RtlConfig
 from mfmaccel.hw.rtl.gemm import gemm_arch
 from mfmaccel.hw.simulate import simulate, simulate_op
-from mfmaccel.hw.workload import Gemm, VectorOp, workload_for_model, workload_for_spec
+from mfmaccel.hw.trace import workload_for_spec
+from mfmaccel.hw.workload import Gemm, VectorOp, workload_for_model
 from mfmaccel.models import load_model
 
 EDGE = get_arch("edge")
@@ -60,8 +61,8 @@ def test_traced_macs_match_the_linear_layers(arch: str) -> None:
 
 
 def test_quantized_layers_carry_their_bits() -> None:
-    from mfmaccel.compress.quant.grid import QuantSpec
     from mfmaccel.compress.quantize import quantize_model, uniform_plan
+    from mfmaccel.runtime.grid import QuantSpec
 
     loaded = load_model("tiny-llama")
     quantize_model(loaded, uniform_plan(loaded.module, QuantSpec(bits=4, group_size=32)))

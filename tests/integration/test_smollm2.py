@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from mfmaccel.data.text import load_text_corpus
-from mfmaccel.decode.engine import greedy_generate
 from mfmaccel.evaluate.ppl import perplexity
+from mfmaccel.runtime.engine import greedy_generate
 
 pytestmark = pytest.mark.pretrained
 

@@ -5,7 +5,7 @@ from torch import nn
 from torch.nn import functional
 
 from mfmaccel.models import load_model
-from mfmaccel.models.fewrows import FEW_ROWS, FewRowsLinear, few_rows_linear, use_few_rows_linear
+from mfmaccel.runtime.fewrows import FEW_ROWS, FewRowsLinear, few_rows_linear, use_few_rows_linear
 
 
 def test_matches_linear_for_every_row_count_and_shape():

@@ -4,13 +4,15 @@ and the ranges activations take on it (`record_ranges`)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 from torch import nn
 
 from mfmaccel.data.text import load_text_corpus, load_text_file
 from mfmaccel.errors import UserInputError
+from mfmaccel.runtime.activation import ACT_QMAX, check_act_mode
+from mfmaccel.runtime.linear import matmul_layers
 
 
 def calibration_batches(tokenizer, tokens: int = 2048, window: int = 512,
@@ -45,8 +47,8 @@ def vqa_calibration_batches(model, samples: Iterable, tokens: int = 2048) -> lis
     and answer of VQA `samples` (train split), as (1, T, hidden) `inputs_embeds`, until about
     `tokens` positions. Projected image features look like no text, so Hessians from text
     alone miss the inputs that decide a VQA answer."""
-    from mfmaccel.compress.blocks import decoder_body
     from mfmaccel.evaluate.vqa import vqa_prompt
+    from mfmaccel.runtime.anatomy import decoder_body
 
     captured: list[torch.Tensor] = []
     handle = decoder_body(model.module).register_forward_pre_hook(
@@ -137,3 +139,32 @@ def record_ranges(module: nn.Module, taps: dict[str, tuple[nn.Module, str]],
         for handle in handles:
             handle.remove()
     return recorder
+
+
+def _observed_scales(module: nn.Module, layers: dict[str, nn.Module],
+                     batches: Sequence[torch.Tensor], percentile: float) -> dict[str, float]:
+    """Per layer: the `percentile` of |input| over `batches` (100: the largest), / 127."""
+    taps = {name: (layer, "input") for name, layer in layers.items()}
+    ranges = record_ranges(module, taps, lambda: (module(input_ids=b) for b in batches),
+                           percentile)
+    return {name: ranges.scale(name, ACT_QMAX) for name in layers}
+
+
+@torch.inference_mode()
+def calibrate_activations(module: nn.Module, mode: str, batches: Sequence[torch.Tensor] = (),
+                          percentile: float = 100.0) -> int:
+    """Switch every int8 layer of `module` to int8 activations; returns how many layers.
+
+    In `tensor` mode each layer's scale comes from its inputs on `batches` (real text).
+    """
+    check_act_mode(mode)
+    layers = matmul_layers(module)
+    if not layers:
+        raise UserInputError("no quantized layers to give int8 activations; quantize the "
+                             "weights to int8-c-sym first (e.g. --uniform int8-c-sym)")
+    if mode == "tensor" and not batches:
+        raise UserInputError("per-tensor activation scales need calibration text")
+    scales = _observed_scales(module, layers, batches, percentile) if mode == "tensor" else {}
+    for name, layer in layers.items():
+        layer.set_activations(mode, scales.get(name))
+    return len(layers)

@@ -9,12 +9,8 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from mfmaccel.compress.quant.grid import QuantSpec, dequantize, quantize_rtn
-
-
-def weight_matrix(layer: nn.Module) -> torch.Tensor:
-    """(out, in) view of a Linear or GPT-2 Conv1D (which stores (in, out))."""
-    return layer.weight.T if type(layer).__name__ == "Conv1D" else layer.weight
+from mfmaccel.runtime.anatomy import weight_matrix
+from mfmaccel.runtime.grid import QuantSpec, dequantize, quantize_rtn
 
 
 def rtn_weight(layer: nn.Module, spec: QuantSpec) -> torch.Tensor:

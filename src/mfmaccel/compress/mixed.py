@@ -15,12 +15,13 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, milp
 
-from mfmaccel.compress.quant.grid import QuantSpec
-from mfmaccel.compress.sensitivity import Part, Sensitivity
+from mfmaccel.compress.sensitivity import Sensitivity
 from mfmaccel.errors import UserInputError
 from mfmaccel.records import Record
+from mfmaccel.runtime.grid import QuantSpec
+from mfmaccel.runtime.parts import Part
+from mfmaccel.runtime.plan import FULL
 
-FULL = "fp16"  # keep the part in 16-bit floating point
 FP16_BYTES = 2
 
 

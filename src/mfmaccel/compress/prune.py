@@ -21,11 +21,12 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from mfmaccel.compress.blocks import capture_blocks, decoder_layers, run_blocks
+from mfmaccel.compress.blocks import capture_blocks, run_blocks
 from mfmaccel.errors import UserInputError
 from mfmaccel.models.record import LoadedModel
 from mfmaccel.progress import counter
 from mfmaccel.records import Record
+from mfmaccel.runtime.anatomy import decoder_layers
 
 MLP = ("gate_proj", "up_proj", "down_proj")
 Tick = Callable[[], None]  # one more calibration pass done (for progress)

@@ -10,55 +10,28 @@ and counted in, so the model in memory computes exactly what the reloaded one wi
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from mfmaccel.compress.blocks import capture_blocks, decoder_layers, final_norm
-from mfmaccel.compress.calibration import first_output
-from mfmaccel.compress.fakequant import weight_matrix
-from mfmaccel.compress.mixed import FULL
-from mfmaccel.compress.quant.activation import calibrate_activations, check_act_mode
-from mfmaccel.compress.quant.embedding import QuantEmbedding
-from mfmaccel.compress.quant.gptq import HessianAccumulator, quantize_gptq
-from mfmaccel.compress.quant.grid import QuantizedTensor, QuantSpec, quantize_rtn
-from mfmaccel.compress.quant.linear import QuantLinear
-from mfmaccel.compress.sensitivity import EMBED, HEAD, embeddings_tied, quantizable_parts
+from mfmaccel.compress.blocks import capture_blocks
+from mfmaccel.compress.calibration import calibrate_activations, first_output
+from mfmaccel.compress.gptq import HessianAccumulator, quantize_gptq
 from mfmaccel.compress.smooth import smooth_llama
 from mfmaccel.errors import UserInputError
 from mfmaccel.models.record import LoadedModel
-from mfmaccel.records import Record
-
-# Each method in words, and what the other would cost, for the user to read before a long run.
-METHOD_NOTES = {
-    "rtn": "round to nearest (seconds; --method gptq compensates rounding errors, more "
-           "accurate and much slower)",
-    "gptq": "GPTQ (rounding errors compensated block by block on calibration text: minutes "
-            "on a CPU; --method rtn rounds to nearest in seconds, a little less accurate)",
-}
-METHODS = tuple(METHOD_NOTES)
-
-
-def describe_method(method: str) -> str:
-    return METHOD_NOTES.get(method, method)
-
-
-@dataclass
-class QuantPlan(Record):
-    """Which spec each part gets ("fp16": left as is), how the integers are found, and whether
-    the int8 layers also take int8 activations (W8A8: "token" or calibrated "tensor")."""
-
-    choice: dict[str, str]
-    specs: dict[str, dict]  # label -> QuantSpec fields
-    method: str = "rtn"
-    activations: str | None = None
-    act_percentile: float = 100.0
-    smoothing: float | None = None  # SmoothQuant alpha, applied before quantizing
-
-    def spec(self, part: str) -> QuantSpec | None:
-        label = self.choice.get(part, FULL)
-        return None if label == FULL else QuantSpec(**self.specs[label])
+from mfmaccel.runtime.anatomy import decoder_layers, final_norm, weight_matrix
+from mfmaccel.runtime.grid import QuantSpec, quantize_rtn
+from mfmaccel.runtime.linear import QuantLinear
+from mfmaccel.runtime.parts import EMBED, HEAD, quantizable_parts
+from mfmaccel.runtime.plan import (
+    FULL,
+    QuantPlan,
+    check_plan,
+    packed_part,
+    replace_part,
+    tie_embeddings_to_head,
+)
 
 
 def uniform_plan(module: nn.Module, spec: QuantSpec, method: str = "rtn",
@@ -82,67 +55,12 @@ def _fields(spec: QuantSpec) -> dict:
     return {"bits": spec.bits, "group_size": spec.group_size, "symmetric": spec.symmetric}
 
 
-def check_plan(module: nn.Module, plan: QuantPlan) -> None:
-    parts = quantizable_parts(module)
-    unknown = sorted(set(plan.choice) - set(parts))
-    if unknown:
-        raise UserInputError(
-            f"quantization plan names {unknown[0]}, which this model does not have; parts look "
-            f"like {next(iter(parts))} (see `mfmaccel quantize --help`)"
-        )
-    if plan.method not in METHODS:
-        raise UserInputError(f"unknown method '{plan.method}'; choose one of {', '.join(METHODS)}")
-    for label in set(plan.choice.values()) - {FULL}:
-        if label not in plan.specs:
-            raise UserInputError(f"quantization plan uses '{label}' without defining it")
-        spec = QuantSpec(**plan.specs[label])  # validates the bit-width
-        if plan.activations is not None and not _is_int8_channel(spec):
-            raise UserInputError(f"int8 activations need int8-c-sym weights, but the plan uses "
-                                 f"{label}; quantize with --uniform int8-c-sym")
-    if plan.activations is not None:
-        check_act_mode(plan.activations)
-
-
-def _is_int8_channel(spec: QuantSpec) -> bool:
-    return spec.bits == 8 and spec.symmetric and spec.group_size is None
-
-
-def _replace(module: nn.Module, name: str, layer: nn.Module, new: QuantLinear) -> None:
-    if name == HEAD:
-        module.set_output_embeddings(new)
-        return
-    if name == EMBED:
-        module.set_input_embeddings(new)
-        return
-    block, _, path = name.removeprefix("layers.").partition(".")
-    owner = decoder_layers(module)[int(block)]
-    parent_path, _, attr = path.rpartition(".")
-    setattr(owner.get_submodule(parent_path) if parent_path else owner, attr, new)
-
-
-def packed_part(name: str, qt: QuantizedTensor, layer: nn.Module) -> QuantLinear:
-    """The packed module that takes the place of part `name` (its `layer`)."""
-    kind = QuantEmbedding if name == EMBED else QuantLinear
-    return kind.from_quantized(qt, getattr(layer, "bias", None))
-
-
 def _quantized_layer(
     name: str, layer: nn.Module, spec: QuantSpec, hessian: torch.Tensor | None
 ) -> QuantLinear:
     weight = weight_matrix(layer).detach().half().float()  # as stored: fp16 precision
     qt = quantize_rtn(weight, spec) if hessian is None else quantize_gptq(weight, hessian, spec)
     return packed_part(name, qt, layer)
-
-
-def _tie_embeddings_to_head(module: nn.Module) -> None:
-    """A tied model keeps reading its token embeddings from the (now quantized) head: the
-    embedding's weight becomes a plain attribute sharing the head's dequantized tensor, so it
-    is neither a parameter (counted twice) nor a state-dict entry (stored twice)."""
-    head, embed = module.get_output_embeddings(), module.get_input_embeddings()
-    if isinstance(head, QuantLinear) and embeddings_tied(module):
-        if "weight" in embed._parameters:
-            del embed._parameters["weight"]
-        embed.weight = head.dequantized_weight()
 
 
 def _round_rest_to_fp16(module: nn.Module, read_only: frozenset[int] = frozenset()) -> None:
@@ -187,13 +105,13 @@ def quantize_module(
     _round_rest_to_fp16(module, replaced if plan.method == "rtn" else frozenset())
     if plan.method == "rtn":
         for step, (name, spec) in enumerate(chosen.items()):
-            _replace(module, name, parts[name][1],
+            replace_part(module, name, parts[name][1],
                      _quantized_layer(name, parts[name][1], spec, None))
             if progress:
                 progress(step + 1, len(chosen))
     else:
         _gptq_sequential(module, parts, chosen, list(batches), progress)
-    _tie_embeddings_to_head(module)
+    tie_embeddings_to_head(module)
     if plan.activations is not None:
         calibrate_activations(module, plan.activations, batches, plan.act_percentile)
     return module
@@ -205,7 +123,7 @@ def _gptq_sequential(module, parts, chosen, batches, progress) -> None:
     Hessians see the inputs the quantized model will give them."""
     if EMBED in chosen:
         embed = parts[EMBED][1]
-        _replace(module, EMBED, embed, _quantized_layer(EMBED, embed, chosen[EMBED], None))
+        replace_part(module, EMBED, embed, _quantized_layer(EMBED, embed, chosen[EMBED], None))
     cache = capture_blocks(module, batches)
     hidden = [cache.inputs[0][b] for b in range(len(batches))]
     layers = decoder_layers(module)
@@ -215,7 +133,7 @@ def _gptq_sequential(module, parts, chosen, batches, progress) -> None:
         hessians = _collect_hessians({n: parts[n][1] for n in names},
                                      layer, hidden, kwargs)
         for name in names:
-            _replace(module, name, parts[name][1],
+            replace_part(module, name, parts[name][1],
                      _quantized_layer(name, parts[name][1], chosen[name], hessians[name]))
         hidden = [first_output(layer(h, **cache.kwargs[index][b])) for b, h in enumerate(hidden)]
         if progress:
@@ -225,7 +143,7 @@ def _gptq_sequential(module, parts, chosen, batches, progress) -> None:
         accumulator = HessianAccumulator(weight_matrix(head).shape[1])
         for h in hidden:
             accumulator.add(final_norm(module)(h))
-        _replace(module, HEAD, head,
+        replace_part(module, HEAD, head,
                  _quantized_layer(HEAD, head, chosen[HEAD], accumulator.hessian))
     if progress:
         progress(len(layers) + 1, len(layers) + 1)

@@ -18,14 +18,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mfmaccel.compress.blocks import decoder_layers, linear_layers
 from mfmaccel.compress.calibration import calibration_batches
 from mfmaccel.compress.prune import PruneReport, prune_model
 from mfmaccel.errors import UserInputError
 from mfmaccel.finetune.loop import train
-from mfmaccel.finetune.lora import add_lora, lora_config_for, lora_parameters, merge_lora
+from mfmaccel.models.lora import add_lora, lora_config_for, lora_parameters, merge_lora
 from mfmaccel.models.record import CAUSAL_LM, VLM, LoadedModel
 from mfmaccel.records import Record
+from mfmaccel.runtime.anatomy import decoder_layers, linear_layers
 
 RECOVER_WINDOW = 256  # tokens per recovery sequence
 

@@ -15,12 +15,14 @@ from dataclasses import dataclass, field
 
 from mfmaccel.compress.calibration import calibration_batches, gptq_calibration_batches
 from mfmaccel.compress.mixed import Assignment, MixedSearch
-from mfmaccel.compress.quant.grid import QuantSpec
-from mfmaccel.compress.quantize import QuantPlan, quantize_model, storage_bytes, uniform_plan
-from mfmaccel.compress.sensitivity import measure_sensitivity, quantizable_parts
+from mfmaccel.compress.quantize import quantize_model, storage_bytes, uniform_plan
+from mfmaccel.compress.sensitivity import measure_sensitivity
 from mfmaccel.errors import UserInputError
 from mfmaccel.models.record import LoadedModel
 from mfmaccel.records import Record
+from mfmaccel.runtime.grid import QuantSpec
+from mfmaccel.runtime.parts import quantizable_parts
+from mfmaccel.runtime.plan import QuantPlan
 
 DEFAULT_SPECS = ("int3-g128", "int4-g128", "int6-g128")
 Log = Callable[[str], None]

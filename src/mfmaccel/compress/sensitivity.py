@@ -28,54 +28,16 @@ from torch import nn
 from mfmaccel.compress.blocks import (
     BlockCache,
     capture_blocks,
-    decoder_layers,
     head_logprobs,
     last_block_output,
-    linear_layers,
     run_blocks,
 )
-from mfmaccel.compress.fakequant import fake_quantized, weight_matrix
-from mfmaccel.compress.quant.grid import QuantSpec
-from mfmaccel.models.record import embeddings_tied, has_head
+from mfmaccel.compress.fakequant import fake_quantized
 from mfmaccel.progress import counter
 from mfmaccel.records import Record
-
-HEAD = "head"  # the output projection (tied to the token embeddings when the model ties them)
-EMBED = "embed"  # untied token embeddings: a table as large as the head, read by lookup
-
-
-@dataclass
-class Part:
-    """A unit that gets one bit-width: a linear layer, the head, or untied token embeddings."""
-
-    name: str  # "layers.3.mlp.down_proj", "head" or "embed"
-    block: str  # "layers.3", "head" or "embed"
-    out_features: int
-    in_features: int
-
-    @property
-    def params(self) -> int:
-        return self.out_features * self.in_features
-
-
-def quantizable_parts(module: nn.Module) -> dict[str, tuple[Part, nn.Module]]:
-    """Every linear of every block, plus the head, plus untied token embeddings (in Qwen2.5
-    0.5B they are a fifth of the model), with the module holding each weight."""
-    parts: dict[str, tuple[Part, nn.Module]] = {}
-    if not embeddings_tied(module):
-        embed = module.get_input_embeddings()
-        vocab, hidden = weight_matrix(embed).shape
-        parts[EMBED] = (Part(EMBED, EMBED, vocab, hidden), embed)
-    for index, block in enumerate(decoder_layers(module)):
-        for path, layer in linear_layers(block).items():
-            out, inp = weight_matrix(layer).shape
-            name = f"layers.{index}.{path}"
-            parts[name] = (Part(name, f"layers.{index}", out, inp), layer)
-    if has_head(module):
-        head = module.get_output_embeddings()
-        out, inp = head.weight.shape
-        parts[HEAD] = (Part(HEAD, HEAD, out, inp), head)
-    return parts
+from mfmaccel.runtime.anatomy import decoder_layers, embeddings_tied, has_head
+from mfmaccel.runtime.grid import QuantSpec
+from mfmaccel.runtime.parts import EMBED, HEAD, quantizable_parts
 
 
 @dataclass

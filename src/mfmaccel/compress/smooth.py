@@ -21,9 +21,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from mfmaccel.compress.blocks import decoder_layers
 from mfmaccel.compress.calibration import record_ranges
 from mfmaccel.errors import UserInputError
+from mfmaccel.runtime.anatomy import decoder_layers
 
 NEEDED = ("input_layernorm", "post_attention_layernorm")
 

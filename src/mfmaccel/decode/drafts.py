@@ -29,12 +29,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from mfmaccel.compress.quant.grid import INT8_PER_CHANNEL
-from mfmaccel.compress.quant.linear import QuantLinear
-from mfmaccel.decode.cached import CachedLM
-from mfmaccel.decode.sampling import Sampling, distribution, draw
 from mfmaccel.errors import UserInputError
 from mfmaccel.models.views import shallow_copy
+from mfmaccel.runtime.cached import CachedLM
+from mfmaccel.runtime.grid import INT8_PER_CHANNEL
+from mfmaccel.runtime.linear import QuantLinear
+from mfmaccel.runtime.sampling import Sampling, distribution, draw
 
 SELF_INT8 = "self:int8"  # draft spec: the target's own int8 copy, on its cache
 
@@ -189,7 +189,7 @@ def code_vocabulary(tokenizer, size: int, vocab_size: int, text: str | None = No
 def early_exit_model(module: nn.Module, layers: int) -> nn.Module:
     """A view of a decoder-only HF model that runs only its first `layers` blocks, then its own
     final norm and head. Shallow copies share every weight with `module`."""
-    from mfmaccel.compress.blocks import decoder_body, decoder_layers
+    from mfmaccel.runtime.anatomy import decoder_body, decoder_layers
     body, blocks = decoder_body(module), decoder_layers(module)
     if not any(child is body for child in module.children()):
         raise UserInputError(f"{type(module).__name__}: early-exit drafts need a plain "
@@ -333,7 +333,7 @@ def int8_copy(target: nn.Module) -> nn.Module:
     The copy shares the weights it is about to replace (round to nearest only reads them), so
     building it never holds a second fp32 model: the target is left as it was."""
     from mfmaccel.compress.quantize import quantize_module, uniform_plan
-    from mfmaccel.compress.sensitivity import quantizable_parts
+    from mfmaccel.runtime.parts import quantizable_parts
 
     if any(isinstance(layer, QuantLinear) for layer in target.modules()):
         raise UserInputError("the model is quantized already, so an int8 copy would not be "

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from mfmaccel.decode.drafts import code_vocabulary, draft_from_spec
-from mfmaccel.decode.engine import eos_ids
 from mfmaccel.decode.gamma import START_GAMMA
-from mfmaccel.decode.sampling import Sampling
 from mfmaccel.decode.speculative import SpeculativeOutput, speculative_generate
 from mfmaccel.errors import UserInputError
 from mfmaccel.evaluate.codegen import chat_or_raw_ids
 from mfmaccel.evaluate.ppl import require_causal_lm
 from mfmaccel.models.record import LoadedModel
+from mfmaccel.runtime.engine import eos_ids
+from mfmaccel.runtime.sampling import Sampling
 
 
 def prompt_ids(model: LoadedModel, prompt: str, chat: bool) -> list[int]:

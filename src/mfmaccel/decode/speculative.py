@@ -19,11 +19,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from mfmaccel.decode.cached import CachedLM
 from mfmaccel.decode.drafts import Proposal
 from mfmaccel.decode.gamma import GammaSchedule
-from mfmaccel.decode.sampling import Sampling, distribution, draw
 from mfmaccel.errors import UserInputError
+from mfmaccel.runtime.cached import CachedLM
+from mfmaccel.runtime.sampling import Sampling, distribution, draw
 
 
 @dataclass

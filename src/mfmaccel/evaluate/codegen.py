@@ -10,11 +10,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from mfmaccel.data.code import CodeProblem
-from mfmaccel.decode.engine import eos_ids, generate_batch
-from mfmaccel.decode.sampling import Sampling
 from mfmaccel.errors import UserInputError
 from mfmaccel.evaluate.humaneval import extract_completion
 from mfmaccel.models.record import LoadedModel
+from mfmaccel.runtime.engine import eos_ids, generate_batch
+from mfmaccel.runtime.sampling import Sampling
 
 INSTRUCTION = (
     "Complete the following Python function. Reply with the whole function in one "

@@ -49,8 +49,8 @@ class TaskOptions:
 
     def __post_init__(self) -> None:
         """Refuse impossible sampling before any model loads."""
-        from mfmaccel.decode.sampling import Sampling
         from mfmaccel.evaluate.codegen import check_samples
+        from mfmaccel.runtime.sampling import Sampling
 
         check_samples(self.samples, Sampling(self.temperature, top_p=self.top_p))
 
@@ -127,9 +127,9 @@ def measure_task(
         return perplexity(model, data.items, context=options.context, stride=options.stride,
                           max_tokens=options.max_tokens, corpus=data.source, progress=progress)
     if data.task == "humaneval":
-        from mfmaccel.decode.sampling import Sampling
         from mfmaccel.evaluate.codegen import code_completions
         from mfmaccel.evaluate.humaneval import evaluate_humaneval
+        from mfmaccel.runtime.sampling import Sampling
 
         sampling = Sampling(options.temperature, top_p=options.top_p, seed=options.seed)
         completions = code_completions(model, data.items,

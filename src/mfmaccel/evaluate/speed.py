@@ -17,10 +17,10 @@ from dataclasses import dataclass
 
 import torch
 
-from mfmaccel.decode.engine import greedy_generate
 from mfmaccel.errors import UserInputError
 from mfmaccel.models.record import CAUSAL_LM, VLM, LoadedModel
 from mfmaccel.records import Record
+from mfmaccel.runtime.engine import greedy_generate
 
 ENGINES = ("mfmaccel", "hf-generate")
 DEFAULT_PROMPT = (

@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING
 import torch
 from transformers import DynamicCache
 
-from mfmaccel.decode.engine import eos_ids, greedy_generate
 from mfmaccel.errors import UserInputError
 from mfmaccel.models.record import VLM, LoadedModel
 from mfmaccel.records import Record
+from mfmaccel.runtime.engine import eos_ids, greedy_generate
 
 if TYPE_CHECKING:
     from mfmaccel.data.medvqa import VQASample

@@ -29,7 +29,7 @@ from mfmaccel.fileio import atomic_write_json, check_replaceable
 from mfmaccel.finetune.config import FinetuneConfig, load_config
 from mfmaccel.finetune.data import val_per_source
 from mfmaccel.finetune.run import FinetuneRecord, Progress, finetune_medvlm
-from mfmaccel.finetune.weights import MANIFEST, save_trained_parts
+from mfmaccel.models.medvlm_parts import MANIFEST, save_trained_parts
 from mfmaccel.models.record import LoadedModel
 
 DEFAULT_OUT = Path("results/finetune/medvlm")

@@ -13,17 +13,10 @@ from mfmaccel.finetune.collate import Collator
 from mfmaccel.finetune.config import FinetuneConfig, PhaseConfig
 from mfmaccel.finetune.data import PhaseData
 from mfmaccel.finetune.loop import TrainResult, answer_loss, train
-from mfmaccel.finetune.lora import lora_parameters
+from mfmaccel.models.lora import lora_parameters
+from mfmaccel.models.medvlm_parts import projector, tower
 
 PHASES = ("alignment", "instruction", "vqa")
-
-
-def tower(module: torch.nn.Module) -> torch.nn.Module:
-    return module.model.vision_tower
-
-
-def projector(module: torch.nn.Module) -> torch.nn.Module:
-    return module.model.multi_modal_projector
 
 
 def parameter_groups(module: torch.nn.Module, phase: str, config: PhaseConfig) -> list[dict]:

@@ -19,9 +19,10 @@ from mfmaccel.data.medvqa import majority_baseline
 from mfmaccel.evaluate.vqa import require_vlm, vqa_accuracy
 from mfmaccel.finetune.config import FinetuneConfig
 from mfmaccel.finetune.data import FinetuneData, prepare_data
-from mfmaccel.finetune.lora import add_lora, lora_config, lora_state, merge_lora
-from mfmaccel.finetune.phases import PHASES, projector, run_phase, tower
+from mfmaccel.finetune.phases import PHASES, run_phase
 from mfmaccel.finetune.tower_warmup import probe_accuracy, warm_up_tower
+from mfmaccel.models.lora import add_lora, lora_config, lora_state, merge_lora
+from mfmaccel.models.medvlm_parts import projector, tower
 from mfmaccel.models.record import LoadedModel
 from mfmaccel.records import Record
 

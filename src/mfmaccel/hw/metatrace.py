@@ -54,7 +54,7 @@ def config_folder(spec: str):
     config = read_config(folder)
     if not any(folder.glob("*.safetensors")):
         return config
-    from mfmaccel.models.loader import classify_config
+    from mfmaccel.models.hf import classify_config
 
     try:
         classify_config(config, folder)
@@ -176,7 +176,7 @@ def _meta_module(config, model: str) -> torch.nn.Module:
 
 def _kind(config, model: str) -> str | None:
     """The loader's kind for a config it knows (a causal LM gets its head), else None."""
-    from mfmaccel.models.loader import classify_config
+    from mfmaccel.models.hf import classify_config
 
     try:
         return classify_config(config, Path(model))

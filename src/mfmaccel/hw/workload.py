@@ -311,19 +311,3 @@ def describe(inputs: dict[str, torch.Tensor]) -> str:
     parts = [f"{name} {tuple(t.shape)}" for name, t in inputs.items()
              if name in ("input_ids", "pixel_values")]
     return ", ".join(parts)
-
-
-def workload_for_spec(spec: str, seq_len: int, image_size: int | None = None) -> Workload:
-    """`roberta-base`, `vit-base` (public configs), a folder of a config alone or of an
-    architecture the loader does not load (traced from its config, no weights read), or
-    anything `load_model` takes (traced with its weights: pruned and quantized shapes)."""
-    from mfmaccel.hw.metatrace import CONFIG_ONLY, config_folder, workload_for_config
-
-    if spec in CONFIG_ONLY:
-        return workload_for_config(CONFIG_ONLY[spec](), seq_len, spec, image_size)
-    config = config_folder(spec)
-    if config is not None:
-        return workload_for_config(config, seq_len, spec, image_size)
-    from mfmaccel.models import load_model
-
-    return workload_for_model(load_model(spec), seq_len, image_size)

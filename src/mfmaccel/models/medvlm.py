@@ -11,7 +11,7 @@ because the tower must learn to see from scratch within the recipe's budget; see
 docs/finetune.md for what it learns.
 
 `load_medvlm()` rebuilds that model and applies the trained parts committed under
-`weights/medvlm/` (see `mfmaccel.finetune.weights`): the vision tower and projector are loaded
+`weights/medvlm/` (see `mfmaccel.models.medvlm_parts`): the vision tower and projector are loaded
 as they are, and the LoRA adapter is merged into the language model, so the result is a plain
 `LlavaForConditionalGeneration` (no peft at inference, saves as an ordinary HF folder).
 """
@@ -25,7 +25,11 @@ from pathlib import Path
 import torch
 import transformers as tf
 
+from mfmaccel.models.hf import load_builtin
+from mfmaccel.models.medvlm_parts import MANIFEST, apply_trained_parts, read_manifest
 from mfmaccel.models.record import VLM, LoadedModel
+from mfmaccel.models.zoo import BUILTIN_MODELS
+from mfmaccel.runtime.fewrows import use_few_rows_linear
 
 MEDVLM_NAME = "medvlm"
 LANGUAGE_MODEL = "smollm2-135m"
@@ -104,9 +108,8 @@ def _language_model(tiny: bool) -> tuple[torch.nn.Module, tf.PreTrainedTokenizer
 
         lm = build_tiny("llama")
         return lm.module, lm.tokenizer
-    from mfmaccel.models.loader import load_model
-
-    lm = load_model(LANGUAGE_MODEL)
+    lm = load_builtin(BUILTIN_MODELS[LANGUAGE_MODEL], torch.float32)
+    use_few_rows_linear(lm.module)  # as `load_model` gives it
     return lm.module, lm.tokenizer
 
 
@@ -174,8 +177,6 @@ def vision_size(fields: dict) -> VisionSize:
 def holds_trained_parts(folder: Path) -> bool:
     """A folder `mfmaccel finetune` wrote (trained parts + manifest, no full checkpoint): `--model
     <folder>` loads it as medvlm with those parts."""
-    from mfmaccel.finetune.weights import MANIFEST
-
     return (folder / MANIFEST).is_file() and not (folder / "config.json").exists()
 
 
@@ -185,8 +186,6 @@ def load_medvlm(weights_dir: str | Path | None = None) -> LoadedModel:
     Missing or corrupt files raise `UserInputError` naming the fix (`mfmaccel finetune`, or
     `git checkout weights/`).
     """
-    from mfmaccel.finetune.weights import apply_trained_parts, read_manifest
-
     folder = Path(weights_dir) if weights_dir is not None else default_weights_dir()
     manifest = read_manifest(folder)
     model = build_medvlm(

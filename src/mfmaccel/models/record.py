@@ -7,21 +7,13 @@ from typing import Any
 
 import torch
 
+from mfmaccel.runtime.anatomy import embeddings_tied
+
 # What a model can be asked to do; evaluations check this before any work starts.
 CAUSAL_LM = "causal-lm"
 ENCODER = "encoder"
 VISION = "vision"
 VLM = "vlm"
-
-
-def has_head(module: torch.nn.Module) -> bool:
-    return module.get_output_embeddings() is not None
-
-
-def embeddings_tied(module: torch.nn.Module) -> bool:
-    """Whether the token embeddings read the head's weight (stored once, quantized as the head)."""
-    configs = (module.config, module.config.get_text_config())
-    return has_head(module) and any(getattr(c, "tie_word_embeddings", False) for c in configs)
 
 
 @dataclass

@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mfmaccel.errors import UserInputError
+from mfmaccel.pipeline.registry import stage_params
 
 BUILTIN_RECIPES = Path(__file__).parent / "recipes"
 MAX_RECIPE_BYTES = 1 << 20  # a recipe is a few lines; anything this big is not one
@@ -100,8 +101,6 @@ def _one_line(err: ValidationError, source: str) -> str:
 
 def parse_recipe(data: Any, source: str = "recipe") -> Recipe:
     """A validated recipe from parsed YAML; one clear line on any error."""
-    from mfmaccel.pipeline.registry import stage_params
-
     if not isinstance(data, dict):
         raise UserInputError(f"{source}: a recipe is a mapping with name, model and stages")
     try:
@@ -109,7 +108,7 @@ def parse_recipe(data: Any, source: str = "recipe") -> Recipe:
     except ValidationError as err:
         raise UserInputError(_one_line(err, source) + " (see docs/pipeline.md)") from None
     for index, spec in enumerate(recipe.stages):
-        stage_params(spec, f"{source}: stages.{index}")
+        stage_params(spec.stage, spec.params, f"{source}: stages.{index}")
     return recipe
 
 

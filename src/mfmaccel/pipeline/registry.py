@@ -5,7 +5,6 @@ from __future__ import annotations
 from pydantic import ValidationError
 
 from mfmaccel.errors import UserInputError
-from mfmaccel.pipeline.recipe import StageSpec
 from mfmaccel.pipeline.stage import Stage, StageParams
 from mfmaccel.pipeline.stages import decode, evaluate, finetune, hardware, prune, quantize
 
@@ -30,17 +29,17 @@ def get_stage(name: str, where: str = "recipe") -> Stage:
     return STAGES[name]
 
 
-def stage_params(spec: StageSpec, where: str = "recipe") -> StageParams:
-    """The stage's parameters, validated against its schema."""
-    stage = get_stage(spec.stage, where)
+def stage_params(name: str, params: dict, where: str = "recipe") -> StageParams:
+    """Stage `name`'s `params` (from the recipe), validated against its schema."""
+    stage = get_stage(name, where)
     try:
-        return stage.params.model_validate(spec.params)
+        return stage.params.model_validate(params)
     except ValidationError as err:
         first = err.errors()[0]
         key = ".".join(str(p) for p in first["loc"])
         if first["type"] == "extra_forbidden":
             valid = ", ".join(stage.params.model_fields) or "none"
             raise UserInputError(
-                f"{where}.params: unknown key '{key}' for stage '{spec.stage}'; valid: {valid}"
+                f"{where}.params: unknown key '{key}' for stage '{name}'; valid: {valid}"
             ) from None
         raise UserInputError(f"{where}.params.{key}: {first['msg']}") from None

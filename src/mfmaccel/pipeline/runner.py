@@ -87,7 +87,7 @@ def run_recipe(
         start = time.perf_counter()
         ctx = RunContext(stage_dir=stage_dir, seed=recipe.seed, log=note,
                          progress=bar(spec.label) or (lambda done, total: None))
-        model, report = stage.run(model, stage_params(spec), ctx)
+        model, report = stage.run(model, stage_params(spec.stage, spec.params), ctx)
         seconds = time.perf_counter() - start
         artifacts = [str((stage_dir / a).relative_to(run.root)) for a in report.artifacts]
         if stage.changes_model:

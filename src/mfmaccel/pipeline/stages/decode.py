@@ -12,7 +12,6 @@ from pydantic import Field
 
 from mfmaccel.data.code import humaneval_subset, load_humaneval
 from mfmaccel.decode.drafts import draft_from_spec
-from mfmaccel.decode.engine import eos_ids, greedy_generate
 from mfmaccel.decode.gamma import MAX_GAMMA, START_GAMMA, GammaSchedule
 from mfmaccel.decode.speculative import speculative_generate
 from mfmaccel.errors import UserInputError
@@ -20,6 +19,7 @@ from mfmaccel.evaluate.codegen import code_prompt_ids
 from mfmaccel.fileio import atomic_write_json
 from mfmaccel.models.record import CAUSAL_LM, LoadedModel
 from mfmaccel.pipeline.stage import RunContext, Stage, StageParams, StageReport
+from mfmaccel.runtime.engine import eos_ids, greedy_generate
 
 
 class DecodeParams(StageParams):

@@ -12,13 +12,10 @@ same inputs, same result) and reports their recorded curves; `reuse: false` retr
 
 from __future__ import annotations
 
+from mfmaccel.finetune.committed import matching_committed_parts
 from mfmaccel.finetune.config import FinetuneConfig, PhaseSettings
 from mfmaccel.finetune.run import finetune_model
-from mfmaccel.finetune.weights import (
-    apply_trained_parts,
-    matching_committed_parts,
-    save_trained_parts,
-)
+from mfmaccel.models.medvlm_parts import apply_trained_parts, save_trained_parts
 from mfmaccel.models.record import VLM, LoadedModel
 from mfmaccel.pipeline.stage import RunContext, Stage, StageParams, StageReport
 

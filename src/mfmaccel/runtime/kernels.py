@@ -10,6 +10,8 @@ import warnings
 from pathlib import Path
 from types import ModuleType
 
+from mfmaccel.runtime.cachedir import cache_root
+
 SOURCE = Path(__file__).parent / "csrc" / "int8_linear.cpp"
 
 
@@ -38,8 +40,6 @@ def int8_kernel() -> ModuleType | None:
     if os.environ.get("MFMACCEL_NO_KERNELS") == "1":
         return None
     from torch.utils import cpp_extension
-
-    from mfmaccel.models.loader import cache_root
 
     flags = ["-O3"]
     if {"avx2", "fma"} <= _cpu_flags():

@@ -20,6 +20,7 @@ from safetensors.torch import load_file, save_file
 
 from mfmaccel.errors import UserInputError
 from mfmaccel.fileio import atomic_directory
+from mfmaccel.models.lora import apply_lora, lora_config
 from mfmaccel.models.record import LoadedModel
 
 MANIFEST = "manifest.json"
@@ -31,6 +32,14 @@ PARTS = {
 SAVE_DTYPE = torch.float16
 FIX = ("run `mfmaccel finetune --out <this folder>` to train them, or `git checkout weights/` "
        "to restore the committed ones")
+
+
+def tower(module: torch.nn.Module) -> torch.nn.Module:
+    return module.model.vision_tower
+
+
+def projector(module: torch.nn.Module) -> torch.nn.Module:
+    return module.model.multi_modal_projector
 
 
 def sha256_of(path: Path) -> str:
@@ -86,9 +95,6 @@ def read_manifest(folder: str | Path) -> dict[str, Any]:
 
 def apply_trained_parts(model: LoadedModel, folder: str | Path, manifest: dict[str, Any]) -> None:
     """Load the tower and projector, and merge the LoRA adapter into the language model."""
-    from mfmaccel.finetune.lora import apply_lora, lora_config
-    from mfmaccel.finetune.phases import projector, tower
-
     folder, module = Path(folder), model.module
     model.meta["finetuned"] = True
     dtype = next(module.parameters()).dtype
@@ -100,25 +106,3 @@ def apply_trained_parts(model: LoadedModel, folder: str | Path, manifest: dict[s
         state = {k: v.to(dtype) for k, v in load_file(str(folder / PARTS["lora"])).items()}
         config = lora_config(manifest["lora"]["rank"], manifest["lora"]["alpha"])
         model.module = apply_lora(module, config, state).eval()
-
-
-def matching_committed_parts(
-    model: LoadedModel, config, folder: str | Path | None = None
-) -> tuple[Path, dict[str, Any]] | None:
-    """(folder, manifest) of committed medvlm parts trained from this very starting point (an
-    untrained medvlm of the same size, tower and seed) with these settings, else None."""
-    from mfmaccel.models.medvlm import default_weights_dir
-
-    folder = Path(folder) if folder is not None else default_weights_dir()
-    if "vision" not in model.meta or model.meta.get("finetuned") or not (
-            folder / MANIFEST).is_file():
-        return None
-    manifest = read_manifest(folder)
-    # the image size is the model's (compared through `vision`), not a setting of the phases
-    ignored = {"base", "image_size"}
-    wanted = config.model_dump(exclude=ignored)
-    recorded = {k: v for k, v in manifest.get("config", {}).items() if k not in ignored}
-    vision = json.loads(json.dumps(model.meta["vision"]))  # tuples -> lists, as stored
-    same_start = (manifest["seed"] == model.meta.get("seed") and manifest["vision"] == vision
-                  and manifest.get("tiny", False) == model.meta.get("tiny", False))
-    return (folder, manifest) if same_start and recorded == wanted else None

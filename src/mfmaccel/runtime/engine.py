@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers import DynamicCache
 
-from mfmaccel.decode.sampling import Sampling, distribution
+from mfmaccel.runtime.sampling import Sampling, distribution
 
 
 @dataclass

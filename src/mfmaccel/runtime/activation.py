@@ -12,10 +12,7 @@ weight with exact integer accumulation, and rescaled once. Two granularities:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import torch
-from torch import nn
 
 from mfmaccel.errors import UserInputError
 
@@ -49,34 +46,3 @@ def int8_matmul(q_x: torch.Tensor, q_weight: torch.Tensor) -> torch.Tensor:
     return (q_x.double() @ q_weight.double().t()).to(torch.int32)
 
 
-def _observed_scales(module: nn.Module, layers: dict[str, nn.Module],
-                     batches: Sequence[torch.Tensor], percentile: float) -> dict[str, float]:
-    """Per layer: the `percentile` of |input| over `batches` (100: the largest), / 127."""
-    from mfmaccel.compress.calibration import record_ranges
-
-    taps = {name: (layer, "input") for name, layer in layers.items()}
-    ranges = record_ranges(module, taps, lambda: (module(input_ids=b) for b in batches),
-                           percentile)
-    return {name: ranges.scale(name, ACT_QMAX) for name in layers}
-
-
-@torch.inference_mode()
-def calibrate_activations(module: nn.Module, mode: str, batches: Sequence[torch.Tensor] = (),
-                          percentile: float = 100.0) -> int:
-    """Switch every int8 layer of `module` to int8 activations; returns how many layers.
-
-    In `tensor` mode each layer's scale comes from its inputs on `batches` (real text).
-    """
-    from mfmaccel.compress.quant.linear import matmul_layers
-
-    check_act_mode(mode)
-    layers = matmul_layers(module)
-    if not layers:
-        raise UserInputError("no quantized layers to give int8 activations; quantize the "
-                             "weights to int8-c-sym first (e.g. --uniform int8-c-sym)")
-    if mode == "tensor" and not batches:
-        raise UserInputError("per-tensor activation scales need calibration text")
-    scales = _observed_scales(module, layers, batches, percentile) if mode == "tensor" else {}
-    for name, layer in layers.items():
-        layer.set_activations(mode, scales.get(name))
-    return len(layers)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from mfmaccel.compress.quant.grid import (
+from mfmaccel.runtime.grid import (
     QuantizedTensor,
     QuantSpec,
     grid_params,

@@ -16,17 +16,17 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mfmaccel.compress.quant.activation import (
+from mfmaccel.errors import UserInputError
+from mfmaccel.runtime.activation import (
     check_act_mode,
     int8_matmul,
     per_token_scale,
     quantize_activations,
 )
-from mfmaccel.compress.quant.grid import QuantizedTensor, QuantSpec, dequantize
-from mfmaccel.compress.quant.kernels import KERNELS, int8_kernel
-from mfmaccel.compress.quant.pack import pack_bits, unpack_bits
-from mfmaccel.errors import UserInputError
-from mfmaccel.models.fewrows import FEW_ROWS, few_rows_linear, row_count
+from mfmaccel.runtime.fewrows import FEW_ROWS, few_rows_linear, row_count
+from mfmaccel.runtime.grid import QuantizedTensor, QuantSpec, dequantize
+from mfmaccel.runtime.kernels import KERNELS, int8_kernel
+from mfmaccel.runtime.pack import pack_bits, unpack_bits
 
 PREFILL_BLOCK_BYTES = 2 << 20  # fp32 weight rows dequantized at a time for long inputs
 

@@ -13,7 +13,18 @@ from safetensors.torch import load_file, save_file
 
 from mfmaccel.errors import UserInputError
 from mfmaccel.fileio import atomic_directory
-from mfmaccel.models.record import LoadedModel
+from mfmaccel.runtime.anatomy import embeddings_tied
+from mfmaccel.runtime.grid import QuantizedTensor, QuantSpec
+from mfmaccel.runtime.linear import QuantLinear, matmul_layers
+from mfmaccel.runtime.parts import quantizable_parts
+from mfmaccel.runtime.plan import (
+    FULL,
+    QuantPlan,
+    check_plan,
+    packed_part,
+    replace_part,
+    tie_embeddings_to_head,
+)
 
 PLAN_FILE = "quantization.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -22,28 +33,23 @@ WEIGHTS_FILE = "model.safetensors"
 def _tied_embedding_key(module: torch.nn.Module) -> str | None:
     """State-dict key the freshly built model expects for token embeddings that the saved
     model rebuilds from its quantized tied head (so the file rightly lacks it)."""
-    from mfmaccel.compress.quant.linear import QuantLinear
-    from mfmaccel.compress.sensitivity import embeddings_tied
-
     if not (isinstance(module.get_output_embeddings(), QuantLinear) and embeddings_tied(module)):
         return None
     embed = module.get_input_embeddings()
     return next(f"{name}.weight" for name, m in module.named_modules() if m is embed)
 
 
-def save_quantized(model: LoadedModel, folder: str | Path) -> Path:
-    """Write `model` (from `quantize_model`) as a reloadable folder, atomically."""
-    plan = model.meta.get("quantization")
-    if plan is None:
-        raise UserInputError(f"{model.name} is not quantized; run `mfmaccel quantize` first")
-    module = model.module
+def save_quantized(module: torch.nn.Module, plan: dict, folder: str | Path, *,
+                   preprocessors: tuple = ()) -> Path:
+    """Write `module` (quantized by `plan`) with its tokenizer or processor as a reloadable
+    folder, atomically."""
     # a tied embedding reading a quantized head is not a state-dict entry: stored once, as the head
     state = {key: (tensor.half() if tensor.is_floating_point() else tensor).contiguous()
              for key, tensor in module.state_dict().items()}
     module.config.architectures = [type(module).__name__]  # reloads as this class, as HF does
     with atomic_directory(Path(folder)) as tmp:
         module.config.save_pretrained(tmp)
-        for part in (model.processor, model.tokenizer):
+        for part in preprocessors:
             if part is not None:
                 part.save_pretrained(tmp)
         save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
@@ -60,18 +66,6 @@ def load_quantized_module(
 ) -> tuple[torch.nn.Module, dict]:
     """Turn `module` (built from the folder's config) into the saved quantized model; returns
     it with the plan (for `LoadedModel.meta`)."""
-    from mfmaccel.compress.mixed import FULL
-    from mfmaccel.compress.quant.grid import QuantizedTensor, QuantSpec
-    from mfmaccel.compress.quant.linear import matmul_layers
-    from mfmaccel.compress.quantize import (
-        QuantPlan,
-        _replace,
-        _tie_embeddings_to_head,
-        check_plan,
-        packed_part,
-    )
-    from mfmaccel.compress.sensitivity import quantizable_parts
-
     try:
         plan = QuantPlan(**json.loads((folder / PLAN_FILE).read_text()))
     except (json.JSONDecodeError, TypeError) as err:
@@ -92,7 +86,7 @@ def load_quantized_module(
                                 torch.ones(part.out_features, spec.groups(part.in_features)),
                                 torch.zeros(part.out_features, spec.groups(part.in_features)),
                                 spec)
-        _replace(module, name, layer, packed_part(name, empty, layer))
+        replace_part(module, name, layer, packed_part(name, empty, layer))
     if plan.activations is not None:
         for layer in matmul_layers(module).values():
             layer.set_activations(plan.activations, 1.0)  # the file holds the real scales
@@ -109,6 +103,6 @@ def load_quantized_module(
     if missing:
         raise UserInputError(f"{folder / WEIGHTS_FILE} lacks {missing[0]}; re-run the export")
     module.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()}, strict=False)
-    _tie_embeddings_to_head(module)
+    tie_embeddings_to_head(module)
     module.eval()
     return module, plan.to_dict()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from mfmaccel.compress.quant.linear import QuantLinear
+from mfmaccel.runtime.linear import QuantLinear
 
 
 class QuantEmbedding(QuantLinear):
