@@ -25,9 +25,7 @@ from mfmaccel.threads import thread_environment
 
 os.environ.update(thread_environment())  # before torch loads OpenMP: mfmaccel/threads.py
 
-from mfmaccel.data.code import load_humaneval
-from mfmaccel.decode.cascade import answers_from_record, calibrated_cascade
-from mfmaccel.models import load_model
+from mfmaccel.decode.cascade_run import code_cascade
 
 
 def main() -> None:
@@ -38,11 +36,8 @@ def main() -> None:
     args = parser.parse_args()
     if len(args.models) != len(args.evals):
         raise SystemExit("give one --evals record per model, in the same order")
-    problems = load_humaneval()
-    chain = [answers_from_record(load_model(name), problems, json.loads(path.read_text()),
-                                 args.test_lines, last=index == len(args.models) - 1)
-             for index, (name, path) in enumerate(zip(args.models, args.evals, strict=True))]
-    print(json.dumps(calibrated_cascade(chain).to_dict(), indent=1))
+    report = code_cascade(args.models, evals=args.evals, test_lines=args.test_lines)
+    print(json.dumps(report.to_dict(), indent=1))
 
 
 if __name__ == "__main__":

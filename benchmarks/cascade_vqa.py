@@ -21,9 +21,7 @@ from mfmaccel.threads import thread_environment
 
 os.environ.update(thread_environment())  # before torch loads OpenMP: mfmaccel/threads.py
 
-from mfmaccel.data.medvqa import load_medvqa
-from mfmaccel.decode.cascade import calibrated_cascade, vqa_answers
-from mfmaccel.models import load_model
+from mfmaccel.decode.cascade_run import vqa_cascade
 
 
 def main() -> None:
@@ -32,11 +30,8 @@ def main() -> None:
     parser.add_argument("--large", default="medvlm")
     parser.add_argument("--limit", type=int, default=None, help="questions per split")
     args = parser.parse_args()
-    val, test = (load_medvqa(split, 0)[: args.limit] for split in ("val", "test"))
-    models = [load_model(spec) for spec in (args.small, args.large)]
-    calibration = [vqa_answers(model, val) for model in models]
-    reported = [vqa_answers(model, test) for model in models]
-    print(json.dumps(calibrated_cascade(reported, calibration).to_dict(), indent=1))
+    report = vqa_cascade([args.small, args.large], limit=args.limit)
+    print(json.dumps(report.to_dict(), indent=1))
 
 
 if __name__ == "__main__":

@@ -47,7 +47,7 @@ def main() -> None:
     rows = []
     for size in args.sizes:
         start = time.perf_counter()
-        kept = set(code_vocabulary(model.tokenizer, size, vocab).tolist())
+        kept = set(code_vocabulary(model.tokenizer, size, vocab_size=vocab).tolist())
         seconds = time.perf_counter() - start
         rows.append({"size": size, "share_of_head": size / vocab, "build_seconds": seconds,
                      "coverage": coverage(solutions, [set()] * len(problems), kept),

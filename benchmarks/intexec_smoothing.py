@@ -35,7 +35,7 @@ def main() -> None:
     model = load_model(args.model)
 
     def agreement(alpha: float, split: str) -> dict:
-        record = decoder_agreement(model, args.tokens, args.calibration_tokens,
+        record = decoder_agreement(model, tokens=args.tokens, calibration=args.calibration_tokens,
                                    split=split, alpha=alpha)
         return record.to_dict()
 

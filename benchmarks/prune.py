@@ -59,14 +59,15 @@ def main() -> None:
     model = load_model(args.model)
     before = measure(model, text, args)
     batches = calibration_batches(model.tokenizer, args.calib_tokens)
-    model, report = prune_model(model, batches, args.blocks, args.mlp_fraction, args.kv_groups)
+    model, report = prune_model(model, batches, blocks=args.blocks,
+                                mlp_fraction=args.mlp_fraction, kv_groups=args.kv_groups)
     after = measure(model, text, args)
     recovered = None
     if args.recover_steps:
         teacher = load_model(args.model).module
         recovery_text = calibration_batches(model.tokenizer, args.recover_tokens,
                                             window=RECOVER_WINDOW)
-        recovery = recover(model, teacher, recovery_text, args.recover_steps)
+        recovery = recover(model, teacher, recovery_text, steps=args.recover_steps)
         recovered = measure(model, text, args) | {
             "steps": recovery.steps, "rank": recovery.rank, "tokens_per_step":
             recovery.tokens_per_step, "seconds": recovery.seconds,

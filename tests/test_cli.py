@@ -89,3 +89,44 @@ def test_run_rejects_bad_recipe_before_work(tmp_path) -> None:
     result = run("run", str(recipe), "--runs-dir", str(tmp_path / "runs"))
     assert result.exit_code == 2 and "unknown stage 'quantise'" in result.output
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(("args", "value", "choices"), [
+    (["eval", "--model", "tiny-llama", "--task", "bleu"], "bleu", "'ppl', 'humaneval'"),
+    (["eval", "--model", "tiny-llama", "--task", "medvqa", "--mode", "guess"], "guess",
+     "'rank', 'generate'"),
+    (["quantize", "--model", "tiny-llama", "--out", "q", "--method", "awq"], "awq",
+     "'rtn', 'gptq'"),
+    (["quantize", "--model", "tiny-llama", "--out", "q", "--uniform", "int8-c-sym",
+      "--activations", "channel"], "channel", "'token', 'tensor'"),
+    (["cascade", "--model", "a", "--model", "b", "--task", "ppl"], "ppl",
+     "'humaneval', 'medvqa'"),
+    (["hw", "simulate", "--model", "roberta-base", "--arch", "tpu"], "tpu",
+     "'swifttron', 'edge', 'large'"),
+    (["hw", "simulate", "--model", "roberta-base", "--attention", "half"], "half",
+     "'tiled', 'full'"),
+    (["hw", "dse", "--model", "roberta-base", "--arch", "tpu"], "tpu", "'swifttron', 'edge'"),
+])
+def test_a_value_outside_the_choices_is_one_line_exit_2(tmp_path, monkeypatch, args, value,
+                                                        choices) -> None:
+    monkeypatch.chdir(tmp_path)
+    result = run(*args)
+    assert result.exit_code == 2
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: Invalid value for '--"), lines
+    assert f"'{value}' is not one of {choices}" in lines[0]
+    assert not list(tmp_path.iterdir())
+
+
+def test_choice_flags_show_their_choices() -> None:
+    for args, shown in ((["quantize"], "<rtn|gptq>"), (["quantize"], "<token|tensor>"),
+                        (["eval"], "<rank|generate>"),
+                        (["hw", "simulate"], "<swifttron|edge|large>"),
+                        (["hw", "simulate"], "<tiled|full>")):
+        result = runner.invoke(app, [*args, "--help"], env={"COLUMNS": "200"})
+        assert result.exit_code == 0 and shown in result.output, result.output
+
+
+def test_a_missing_option_keeps_typers_usage_message() -> None:
+    result = run("quantize", "--out", "q")
+    assert result.exit_code == 2 and "Missing option '--model'" in result.output

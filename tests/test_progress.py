@@ -54,7 +54,8 @@ def test_a_reused_callback_reports_its_second_pass() -> None:
 def test_formats() -> None:
     assert fmt_seconds(3.14) == "3.1 s" and fmt_seconds(245) == "4 min 05 s"
     assert fmt_seconds(3720) == "1 h 02 min"
-    assert progress_line("x", 0, 10, 1.0) == "x: 0/10 (0%) 1.0 s"  # no estimate before an item
+    # no estimate before an item
+    assert progress_line("x", 0, 10, elapsed=1.0) == "x: 0/10 (0%) 1.0 s"
 
 
 def test_quantize_without_a_terminal_says_its_method_and_prints_progress(tmp_path: Path) -> None:

@@ -17,6 +17,15 @@ from typing import TextIO
 LINE_EVERY = 5.0  # seconds between two lines of one step
 
 
+# A long job's progress by named step: given a step's label, the (done, total) callback for it.
+Steps = Callable[[str], Callable[[int, int], None] | None]
+
+
+def step(progress: Steps | None, label: str) -> Callable[[int, int], None] | None:
+    """The callback for step `label`, or None when nobody watches."""
+    return progress(label) if progress else None
+
+
 def counter(progress: Callable[[int, int], None] | None, total: int) -> Callable[[], None]:
     """A `tick()` that reports one more of `total` items done to `progress` (if any): for a
     loop spread over several functions that each finish some of the items."""
@@ -42,7 +51,7 @@ def fmt_seconds(seconds: float) -> str:
     return f"{hours} h {minutes:02d} min"
 
 
-def progress_line(label: str, done: int, total: int, elapsed: float,
+def progress_line(label: str, done: int, total: int, *, elapsed: float,
                   per_item: float | None = None) -> str:
     """One step's state: count, share, time so far and, while it runs and its pace is known
     (`per_item` seconds an item), the time left."""
@@ -84,7 +93,8 @@ class PlainProgress:
             per_item = ((now - first[0]) / (done - first[1])
                         if first is not None and done > first[1] else None)
             stream = self.stream or sys.stderr
-            stream.write(progress_line(label, done, total, now - start, per_item) + "\n")
+            stream.write(progress_line(label, done, total, elapsed=now - start,
+                                       per_item=per_item) + "\n")
             stream.flush()
             last_line, finished = now, ending
 

@@ -53,7 +53,8 @@ def test_quantize_uniform_and_prune(tmp_path) -> None:
         (["--avg-bits", "4", "--uniform", "int4-g16"], "takes no budget"),
         (["--avg-bits", "4", "--activations", "token"], "need --uniform"),
         (["--uniform", "int4-g16", "--activations", "token"], "need int8-c-sym weights"),
-        (["--uniform", "int8-c-sym", "--activations", "channel"], "unknown activation"),
+        (["--uniform", "int8-c-sym", "--activations", "channel"],
+         "'channel' is not one of 'token', 'tensor'"),
     ],
 )
 def test_bad_budgets_are_one_line_exit_2(tmp_path, args, message) -> None:

@@ -31,8 +31,8 @@ def test_recovery_brings_the_pruned_model_closer_to_the_original(tmp_path) -> No
     model = load_model("tiny-llama")
     held_out = calibration_batches(model.tokenizer, 4096, window=128)[-1]
     pruned = load_model("tiny-llama")
-    pruned, _ = prune_and_recover(pruned, 512, blocks=1, mlp_fraction=0.25)
-    model, report = prune_and_recover(model, 512, blocks=1, mlp_fraction=0.25,
+    pruned, _ = prune_and_recover(pruned, calib_tokens=512, blocks=1, mlp_fraction=0.25)
+    model, report = prune_and_recover(model, calib_tokens=512, blocks=1, mlp_fraction=0.25,
                                       recover_steps=12, recover_tokens=2048)
     assert report.recovery["steps"] == 12 and len(report.recovery["losses"]) == 12
     assert _kl_to(teacher, model.module, held_out) < _kl_to(teacher, pruned.module, held_out)
@@ -59,12 +59,12 @@ def _block_weights(module) -> dict[str, torch.Tensor]:
 def test_recovery_trains_the_block_projections_of_each_family(arch) -> None:
     """GPT-2's Conv1D c_attn/c_proj/c_fc as well as Llama-style q_proj..down_proj; a LLaVA's
     vision tower and every model's head stay as they were."""
-    unrecovered, _ = prune_and_recover(load_model(f"tiny-{arch}"), 512, blocks=1)
+    unrecovered, _ = prune_and_recover(load_model(f"tiny-{arch}"), calib_tokens=512, blocks=1)
     model = load_model(f"tiny-{arch}")
     targets = recovery_targets(model)
     assert targets and all(".layers." in t or ".h." in t for t in targets)
     assert not any("vision" in t or "lm_head" in t for t in targets)
-    model, report = prune_and_recover(model, 512, blocks=1, recover_steps=2,
+    model, report = prune_and_recover(model, calib_tokens=512, blocks=1, recover_steps=2,
                                       recover_tokens=1024)
     assert len(report.recovery["losses"]) == 2
     assert not any("lora" in name for name, _ in model.module.named_modules())
@@ -117,5 +117,5 @@ def test_a_model_without_linear_layers_in_its_blocks_is_refused_before_pruning()
     layers = len(model.module.model.layers)
     with pytest.raises(UserInputError, match="cannot recover 'tiny-llama'.*without "
                                              "--recover-steps"):
-        prune_and_recover(model, 512, blocks=1, recover_steps=2)
+        prune_and_recover(model, calib_tokens=512, blocks=1, recover_steps=2)
     assert len(model.module.model.layers) == layers  # nothing pruned

@@ -111,7 +111,7 @@ def test_multi_source_modalities_keep_sources_apart(
 
 
 def _lesion_indices(source_id: str, split: str, types: tuple[str, ...]) -> list[int]:
-    plan = question_plan(source_id, split, 0, PER_SOURCE)
+    plan = question_plan(source_id, split, seed=0, per_source=PER_SOURCE)
     return [i for i, (qtype, _) in enumerate(plan) if qtype in types]
 
 
@@ -121,8 +121,9 @@ LESION_SOURCES = [(spec.source_id, spec.splits[0]) for spec in SOURCES if spec.l
 @pytest.mark.parametrize(("source_id", "split"), LESION_SOURCES)
 def test_lesion_ground_truth_matches_the_pixels(source_id: str, split: str) -> None:
     for index in _lesion_indices(source_id, split, ("presence", "location", "count"))[:5]:
-        made = generate_sample(source_id, split, 0, index, PER_SOURCE)
-        bare = generate_sample(source_id, split, 0, index, PER_SOURCE, paint_lesions=False)
+        made = generate_sample(source_id, split, seed=0, index=index, per_source=PER_SOURCE)
+        bare = generate_sample(source_id, split, seed=0, index=index, per_source=PER_SOURCE,
+                               paint_lesions=False)
         sample, lesions = made.sample, made.lesions
         diff = np.abs(_pixels(sample).astype(int) - _pixels(bare.sample).astype(int)).max(-1)
         # the recorded answer is what the recorded lesions say

@@ -167,7 +167,7 @@ def test_vqa_answers_carry_a_margin_and_replay_in_a_cascade() -> None:
     from mfmaccel.data.medvqa import load_medvqa
     from mfmaccel.decode.cascade import vqa_answers
 
-    samples = load_medvqa("test", 0)[:6]
+    samples = load_medvqa("test", seed=0)[:6]
     small = vqa_answers(load_model("tiny-llava"), samples)
     large = vqa_answers(load_model("tiny-llava", seed=1), samples)
     for answer in small.answers.values():

@@ -101,7 +101,7 @@ def test_written_tests_cost_the_prompt_and_the_tokens_generated(model) -> None:
         prompt = chat_or_raw_ids(model, REQUEST.format(
             prompt=problem.prompt, count=3, entry=problem.entry_point), RAW.format(
             prompt=problem.prompt, count=3, entry=problem.entry_point))[0].tolist()
-        reply = generate_batch(model.module, [prompt], 10, 0,
+        reply = generate_batch(model.module, [prompt], max_new_tokens=10, pad_token_id=0,
                                eos_token_ids=eos_ids(model.module, model.tokenizer),
                                row_done=block_closed(model.tokenizer))[0]
         assert written[problem.task_id].tokens == len(prompt) + len(reply)

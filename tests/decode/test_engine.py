@@ -47,15 +47,16 @@ def test_batched_greedy_equals_one_at_a_time(arch: str) -> None:
     model = load_model(f"tiny-{arch}")
     texts = ["hi", "The quick brown fox jumps over", "def f(x): return"]
     prompts = [model.tokenizer(t).input_ids for t in texts]
-    batched = generate_batch(model.module, prompts, 16, model.tokenizer.pad_token_id)
+    batched = generate_batch(model.module, prompts, max_new_tokens=16,
+                             pad_token_id=model.tokenizer.pad_token_id)
     single = [greedy_generate(model.module, torch.tensor([p]), 16).tokens for p in prompts]
     assert batched == single
 
 
 def test_batched_rows_stop_independently(tiny_llama) -> None:
     prompts = [tiny_llama.tokenizer(t).input_ids for t in ["abc", "a much longer prompt"]]
-    free = generate_batch(tiny_llama.module, prompts, 12, 0)
-    stopped = generate_batch(tiny_llama.module, prompts, 12, 0,
+    free = generate_batch(tiny_llama.module, prompts, max_new_tokens=12, pad_token_id=0)
+    stopped = generate_batch(tiny_llama.module, prompts, max_new_tokens=12, pad_token_id=0,
                                     row_done=lambda tokens: len(tokens) >= 5)
     assert [len(t) for t in stopped] == [5, 5]
     assert [t[:5] for t in free] == stopped
@@ -66,8 +67,10 @@ def test_rows_left_behind_decode_as_if_alone() -> None:
     model = load_model("tiny-qwen2")
     texts = ["hi", "The quick brown fox jumps over", "def f(x): return"]
     prompts = [model.tokenizer(t).input_ids for t in texts]
-    free = generate_batch(model.module, prompts, 16, model.tokenizer.pad_token_id)
+    free = generate_batch(model.module, prompts, max_new_tokens=16,
+                          pad_token_id=model.tokenizer.pad_token_id)
     assert free[1][:4] != free[0][:4] != free[2][:4]
-    early = generate_batch(model.module, prompts, 16, model.tokenizer.pad_token_id,
-                                  row_done=lambda tokens: tokens == free[0][:4])
+    early = generate_batch(model.module, prompts, max_new_tokens=16,
+                           pad_token_id=model.tokenizer.pad_token_id,
+                           row_done=lambda tokens: tokens == free[0][:4])
     assert early == [free[0][:4], free[1], free[2]]

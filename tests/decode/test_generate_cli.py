@@ -82,7 +82,8 @@ def test_only_models_that_can_escalate_write_tests(tmp_path, monkeypatch) -> Non
 
     writers, generate_tests = [], cascade.generate_tests
     monkeypatch.setattr(cascade, "generate_tests", lambda model, problems, count:
-                        writers.append(model.name) or generate_tests(model, problems, count, 8))
+                        writers.append(model.name) or generate_tests(model, problems, count=count,
+                                                                     max_new_tokens=8))
     result = run("cascade", "--model", "tiny-llama", "--model", "tiny-qwen2", "--limit", "4",
                  "--test-lines", "2", "--out", str(tmp_path / "c.json"))
     assert result.exit_code == 0, result.output

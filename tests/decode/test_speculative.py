@@ -82,7 +82,8 @@ def test_greedy_speculation_reproduces_the_targets_greedy_tokens(
     draft = _drafts(target, other_draft, int8_target)[kind]
     for text in PROMPTS:
         prompt = _ids(target, text)
-        out = speculative_generate(target.module, draft, prompt, 24, GammaSchedule(gamma, rule))
+        out = speculative_generate(target.module, draft, prompt, max_new_tokens=24,
+                                   gamma=GammaSchedule(gamma, rule))
         assert out.tokens == _greedy(target, prompt, 24)
         stats = out.stats
         assert stats.target_forwards == stats.rounds and stats.accepted <= stats.proposed
@@ -105,7 +106,8 @@ def test_a_draft_sharing_the_targets_cache_never_runs_the_prompt(
 
     draft.lm.extend = counting
     prompt = _ids(target, PROMPTS[0])
-    out = speculative_generate(target.module, draft, prompt, 16, GammaSchedule(4, "fixed"))
+    out = speculative_generate(target.module, draft, prompt, max_new_tokens=16,
+                               gamma=GammaSchedule(4, "fixed"))
     assert out.tokens == _greedy(target, prompt, 16)
     assert lengths and max(lengths) < len(prompt) // 2
     assert out.stats.proposed > 0
@@ -143,7 +145,8 @@ def test_an_early_exit_draft_on_the_targets_cache_scores_as_on_its_own(target) -
 def test_a_perfect_draft_is_always_accepted(target) -> None:
     prompt = _ids(target, PROMPTS[1])
     draft = ModelDraft(target.module, min_confidence=0.0)  # always drafts gamma tokens
-    out = speculative_generate(target.module, draft, prompt, 30, GammaSchedule(5, "fixed"))
+    out = speculative_generate(target.module, draft, prompt, max_new_tokens=30,
+                               gamma=GammaSchedule(5, "fixed"))
     assert out.stats.acceptance_rate == 1.0
     assert out.stats.target_forwards == 5  # 6 tokens per verification pass
     assert out.stats.mean_accepted_length == 6.0
@@ -196,7 +199,8 @@ def test_sampled_speculation_matches_the_targets_joint_distribution(
     draft = ModelDraft(other_draft.module, vocab_ids=ids) if narrowed else \
         ModelDraft(other_draft.module)
     for seed in range(n):
-        out = speculative_generate(target.module, draft, prompt, 2, GammaSchedule(2, "fixed"),
+        out = speculative_generate(target.module, draft, prompt, max_new_tokens=2,
+                                   gamma=GammaSchedule(2, "fixed"),
                                    sampling=Sampling(**sampling, seed=seed))
         counts[tuple(out.tokens)] += 1  # KeyError: a pair the target cannot produce
     keys = sorted(exact)
@@ -231,15 +235,15 @@ def test_bad_input_is_refused(target) -> None:
     prompt = _ids(target, PROMPTS[0])
     draft = ModelDraft(target.module)
     with pytest.raises(UserInputError, match="gamma"):
-        speculative_generate(target.module, draft, prompt, 4, gamma=0)
+        speculative_generate(target.module, draft, prompt, max_new_tokens=4, gamma=0)
     with pytest.raises(UserInputError, match="empty prompt"):
-        speculative_generate(target.module, draft, [], 4)
+        speculative_generate(target.module, draft, [], max_new_tokens=4)
     limit = target.module.config.max_position_embeddings
     with pytest.raises(UserInputError, match="context window"):
-        speculative_generate(target.module, draft, [5] * (limit + 1), 4)
+        speculative_generate(target.module, draft, [5] * (limit + 1), max_new_tokens=4)
     alien = PromptLookupDraft(vocab_size=target.module.config.vocab_size + 7)
     with pytest.raises(UserInputError, match="vocabulary"):
-        speculative_generate(target.module, alien, prompt, 4)
+        speculative_generate(target.module, alien, prompt, max_new_tokens=4)
     with pytest.raises(UserInputError, match="temperature"):
         Sampling(temperature=-1)
 
@@ -278,7 +282,8 @@ def test_model_draft_stops_where_it_is_unsure(target):
     assert len(always.propose(prompt, 5, Sampling()).tokens) == 5
     reference = _greedy(target, prompt, 12)
     for draft in (never_sure, always):
-        assert speculative_generate(target.module, draft, prompt, 12).tokens == reference
+        assert speculative_generate(target.module, draft, prompt,
+                                    max_new_tokens=12).tokens == reference
 
 
 def test_one_schedule_learns_across_prompts(target):
@@ -289,10 +294,10 @@ def test_one_schedule_learns_across_prompts(target):
     prompt = _ids(target, PROMPTS[1])
     draft = ModelDraft(target.module, min_confidence=0.0)
     schedule = GammaSchedule(2, "heuristic")
-    out = speculative_generate(target.module, draft, prompt, 20, schedule)
+    out = speculative_generate(target.module, draft, prompt, max_new_tokens=20, gamma=schedule)
     assert schedule.gamma == schedule.history[-1] and schedule.gamma > 2
     assert len(schedule.history) == out.stats.rounds
-    again = speculative_generate(target.module, draft, prompt, 20, schedule)
+    again = speculative_generate(target.module, draft, prompt, max_new_tokens=20, gamma=schedule)
     assert again.stats.rounds < out.stats.rounds  # no climb from 2 this time
 
 
@@ -305,10 +310,12 @@ def test_cost_rule_trades_acceptance_against_draft_cost() -> None:
     assert best_gamma(0.6, 0.1) < best_gamma(0.8, 0.1) < best_gamma(0.95, 0.1)
     schedule = GammaSchedule(4, "cost")
     for _ in range(20):  # every draft accepted, a draft step 5% of a verification
-        schedule.observe(schedule.gamma, schedule.gamma, 0.05 * schedule.gamma, 1.0)
+        schedule.observe(schedule.gamma, schedule.gamma, draft_seconds=0.05 * schedule.gamma,
+                         verify_seconds=1.0)
     assert schedule.acceptance > 0.95 and schedule.gamma >= 10
     for _ in range(30):  # the first draft always rejected (the long accepted runs above
-        schedule.observe(schedule.gamma, 0, 0.05 * schedule.gamma, 1.0)  # take a while to fade)
+        schedule.observe(schedule.gamma, 0, draft_seconds=0.05 * schedule.gamma,
+                         verify_seconds=1.0)  # take a while to fade)
     assert schedule.gamma == 1
     with pytest.raises(UserInputError, match="unknown gamma rule"):
         GammaSchedule(4, "greedy")
@@ -345,11 +352,11 @@ def test_code_vocabulary_keeps_special_tokens_and_frequent_code(target) -> None:
     tokenizer = target.tokenizer
     vocab = target.module.config.vocab_size
     text = "def f(x):\n    return x\n" * 50
-    ids = code_vocabulary(tokenizer, 40, vocab, text)
+    ids = code_vocabulary(tokenizer, 40, vocab_size=vocab, text=text)
     assert len(ids) == 40 and torch.equal(ids, ids.sort().values)
     assert set(tokenizer.all_special_ids) <= set(ids.tolist())
     assert set(tokenizer("return", add_special_tokens=False).input_ids) <= set(ids.tolist())
     with pytest.raises(UserInputError, match="narrowed draft vocabulary"):
-        code_vocabulary(tokenizer, vocab, vocab, text)
+        code_vocabulary(tokenizer, vocab, vocab_size=vocab, text=text)
     with pytest.raises(UserInputError, match="model draft"):
         draft_from_spec("lookup", target.module, ids)

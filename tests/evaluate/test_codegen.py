@@ -67,7 +67,8 @@ def test_several_samples_need_a_temperature(tiny_llama) -> None:
 def _engine_tokens(model, problem, max_new_tokens: int) -> list[int]:
     """What the engine generates for one problem on its own, with the evaluation's stops."""
     return generate_batch(model.module, [code_prompt_ids(model, problem)[0].tolist()],
-                          max_new_tokens, 0, eos_token_ids=eos_ids(model.module, model.tokenizer),
+                          max_new_tokens=max_new_tokens, pad_token_id=0,
+                          eos_token_ids=eos_ids(model.module, model.tokenizer),
                           row_done=block_closed(model.tokenizer))[0]
 
 

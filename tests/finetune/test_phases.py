@@ -40,7 +40,8 @@ def test_loss_goes_down_on_a_handful_of_samples():
     for model in (load_model("tiny-llava"), load_model("tiny-llava", seed=1)):
         add_lora(model.module, lora_config(4, 8.0))
         config = fast_config(batch_size=4, vqa=_phase(12))
-        result, _ = run_phase(model.module, model.processor, "vqa", _data(model), config)
+        result, _ = run_phase(model.module, model.processor, "vqa", data=_data(model),
+                              config=config)
         assert len(result.losses) == 12
         assert sum(result.losses[-3:]) / 3 < sum(result.losses[:3]) / 3
 
@@ -48,7 +49,7 @@ def test_loss_goes_down_on_a_handful_of_samples():
 def test_tiny_medvlm_loss_goes_down(tiny_medvlm):
     config = fast_config(batch_size=4, alignment=_phase(12))
     result, trained = run_phase(tiny_medvlm.module, tiny_medvlm.processor, "alignment",
-                                _data(tiny_medvlm), config)
+                                data=_data(tiny_medvlm), config=config)
     assert trained == ["projector", "tower"]
     assert sum(result.losses[-3:]) / 3 < sum(result.losses[:3]) / 3
 
@@ -56,8 +57,8 @@ def test_tiny_medvlm_loss_goes_down(tiny_medvlm):
 def test_alignment_leaves_the_language_model_bit_identical(tiny_medvlm):
     module = tiny_medvlm.module
     before = _snapshot(module)
-    run_phase(module, tiny_medvlm.processor, "alignment", _data(tiny_medvlm),
-              fast_config(alignment=_phase(2)))
+    run_phase(module, tiny_medvlm.processor, "alignment", data=_data(tiny_medvlm),
+              config=fast_config(alignment=_phase(2)))
     changed = _changed(before, module)
     assert changed, "phase 1 trained nothing"
     assert all(k.startswith(("model.vision_tower.", "model.multi_modal_projector."))
@@ -72,8 +73,9 @@ def test_instruction_changes_only_lora_projector_and_tower(tiny_medvlm):
     add_lora(module, lora_config(4, 8.0))
     for train_tower in (True, False):
         before = _snapshot(module)
-        _, trained = run_phase(module, tiny_medvlm.processor, "instruction", _data(tiny_medvlm),
-                               fast_config(instruction=_phase(2, train_tower)))
+        _, trained = run_phase(module, tiny_medvlm.processor, "instruction",
+                               data=_data(tiny_medvlm),
+                               config=fast_config(instruction=_phase(2, train_tower)))
         changed = _changed(before, module)
         lora = {k for k in changed if "lora_" in k}
         tower = {k for k in changed if "vision_tower" in k}

@@ -139,7 +139,7 @@ def test_finetune_out_on_a_user_folder_is_refused_before_training(tmp_path):
 def test_finetune_never_writes_the_shipped_weights_by_default():
     import inspect
 
-    from mfmaccel.cli import finetune
+    from mfmaccel.cli.finetune import finetune
     from mfmaccel.finetune.main import DEFAULT_OUT
 
     default = inspect.signature(finetune).parameters["out"].default

@@ -114,7 +114,7 @@ def test_per_token_rows_keep_their_bias() -> None:
         linear.bias.mul_(20)
     x = torch.randn(6, 16) * torch.tensor([1, 1, 4, 16, 64, 0.01])[:, None]
     scale_in = float(x.abs().max()) / 127 / 256  # 2^8 finer than per-tensor int8
-    layer = IntLinear.build(linear, scale_in, 0.05, IntRange(16))
+    layer = IntLinear.build(linear, scale_in, 0.05, out=IntRange(16))
     x8, shift = token_shifts(torch.round(x.double() / scale_in).long(), INT8)
     got = layer(x8, shift).double() * 0.05
     want = linear(x).double().detach()

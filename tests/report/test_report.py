@@ -201,5 +201,5 @@ def test_per_type_breakdown_sits_next_to_the_majority_baseline() -> None:
     assert table.titles == ["question type", "majority answer", "baseline", "finetune"]
     assert table.rows[-1] == ["all", "25.0%", "20.0%", "60.0%"]
     assert ["presence", "50.0%", "40.0%", "90.0%"] in table.rows
-    page = render_html(state, Path("runs/m"), "", [])
+    page = render_html(state, Path("runs/m"), recipe_text="", log_tail=[])
     assert "by question type" in page and "90.0%" in page

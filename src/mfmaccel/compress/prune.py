@@ -207,7 +207,7 @@ def prune_kv_groups(module: nn.Module, batches, groups_to_remove: int,
 
 
 def prune_model(
-    model: LoadedModel, batches: Sequence[torch.Tensor], blocks: int = 0,
+    model: LoadedModel, batches: Sequence[torch.Tensor], *, blocks: int = 0,
     mlp_fraction: float = 0.0, kv_groups: int = 0,
     progress: Callable[[int, int], None] | None = None,
 ) -> tuple[LoadedModel, PruneReport]:

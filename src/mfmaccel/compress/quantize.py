@@ -35,7 +35,7 @@ from mfmaccel.runtime.plan import (
 
 
 def uniform_plan(module: nn.Module, spec: QuantSpec, method: str = "rtn",
-                 head: bool = True, activations: str | None = None,
+                 *, head: bool = True, activations: str | None = None,
                  smoothing: float | None = None) -> QuantPlan:
     choice = {name: spec.label for name in quantizable_parts(module)}
     if not head:

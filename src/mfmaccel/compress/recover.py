@@ -66,7 +66,7 @@ def recovery_targets(model: LoadedModel) -> list[str]:
 
 
 def recover(
-    model: LoadedModel, teacher: nn.Module, batches: Sequence[torch.Tensor], steps: int = 60,
+    model: LoadedModel, teacher: nn.Module, batches: Sequence[torch.Tensor], *, steps: int = 60,
     rank: int = 8, lr: float = 5e-4, batch_size: int = 2, seed: int = 0,
     progress: Callable[[int, int], None] | None = None,
 ) -> RecoveryReport:
@@ -89,7 +89,8 @@ def recover(
 
     model.module.train()
     result = train(step_loss, [{"params": lora_parameters(model.module), "lr": lr}],
-                   len(batches), batch_size, steps, seed, progress=progress)
+                   count=len(batches), batch_size=batch_size, steps=steps, seed=seed,
+                   progress=progress)
     model.module = merge_lora(peft_model).eval()
     tokens = batch_size * batches[0].shape[1]
     return RecoveryReport(steps, rank, lr, tokens, result.seconds, result.losses)
@@ -104,7 +105,7 @@ def require_prunable(model: LoadedModel) -> None:
 
 
 def prune_and_recover(
-    model: LoadedModel, calib_tokens: int = 2048, blocks: int = 0, mlp_fraction: float = 0.0,
+    model: LoadedModel, *, calib_tokens: int = 2048, blocks: int = 0, mlp_fraction: float = 0.0,
     kv_groups: int = 0, recover_steps: int = 0, recover_tokens: int = 32768,
     progress: Callable[[int, int], None] | None = None,
     prune_progress: Callable[[int, int], None] | None = None,
@@ -118,12 +119,12 @@ def prune_and_recover(
         recovery_targets(model)  # refuse a family we cannot adapt before any compute
     teacher = copy.deepcopy(model.module) if recover_steps else None
     batches = calibration_batches(model.tokenizer, calib_tokens, positions=model.context_length)
-    model, report = prune_model(model, batches, blocks, mlp_fraction, kv_groups,
-                                progress=prune_progress)
+    model, report = prune_model(model, batches, blocks=blocks, mlp_fraction=mlp_fraction,
+                                kv_groups=kv_groups, progress=prune_progress)
     if teacher is not None:
         text = calibration_batches(model.tokenizer, recover_tokens, window=RECOVER_WINDOW,
                                    positions=model.context_length)
-        report.recovery = recover(model, teacher, text, recover_steps,
+        report.recovery = recover(model, teacher, text, steps=recover_steps,
                                   progress=progress).to_dict()
         model.meta["pruning"] = report.to_dict()
     return model, report

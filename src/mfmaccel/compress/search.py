@@ -99,7 +99,7 @@ def bit_histogram(choice: dict[str, str]) -> dict[str, int]:
 
 def compress_to_budget(
     model: LoadedModel, budget: Budget, specs: Sequence[str] = DEFAULT_SPECS,
-    method: str = "gptq", calib_tokens: int = 2048, eval_tokens: int = 8192,
+    *, method: str = "gptq", calib_tokens: int = 2048, eval_tokens: int = 8192,
     reload: Callable[[], LoadedModel] | None = None, log: Log = print,
     progress: Progress | None = None, apply_progress: Progress | None = None,
 ) -> tuple[LoadedModel, CompressionRecord]:
@@ -131,8 +131,9 @@ def compress_to_budget(
             )
         point = search.by_module(target - other)
     else:
-        point, verified = _meet_quality(model, search, front, budget.max_ppl_increase, method,
-                                        batches, eval_tokens, reload, log)
+        point, verified = _meet_quality(
+            model, search, front, max_increase=budget.max_ppl_increase, method=method,
+            batches=batches, eval_tokens=eval_tokens, reload=reload, log=log)
     plan = QuantPlan(point.choice, sensitivity.specs, method)
     quantize_model(model, plan, batches, apply_progress)
     size = storage_bytes(model.module)
@@ -156,7 +157,7 @@ def _fractions(smallest: float) -> list[float]:
             if f >= smallest]
 
 
-def _meet_quality(model, search: MixedSearch, front: list[Assignment], max_increase: float,
+def _meet_quality(model, search: MixedSearch, front: list[Assignment], *, max_increase: float,
                   method: str, batches, eval_tokens: int, reload, log: Log):
     """Smallest front point whose real perplexity is within `max_increase` of full precision
     (binary search over the front, each probe quantized and measured)."""
@@ -195,7 +196,7 @@ def _meet_quality(model, search: MixedSearch, front: list[Assignment], max_incre
     return front[best], verified
 
 
-def uniform_to_spec(model: LoadedModel, spec: str, method: str = "rtn",
+def uniform_to_spec(model: LoadedModel, spec: str, *, method: str = "rtn",
                     calib_tokens: int = 2048, activations: str | None = None,
                     smoothing: float | None = None, progress: Progress | None = None
                     ) -> LoadedModel:

@@ -80,7 +80,7 @@ class CascadePoint(Record):
 
 def code_answers(model: LoadedModel, problems: Sequence[CodeProblem],
                  candidates: dict[str, list[str]], hidden_passed: dict[str, list[bool]],
-                 workers: int = 2, written: dict[str, WrittenTests] | None = None,
+                 *, workers: int = 2, written: dict[str, WrittenTests] | None = None,
                  generated_tokens: dict[str, list[int]] | None = None,
                  progress: Callable[[int, int], None] | None = None) -> ModelAnswers:
     """Self-test each problem's candidates and pick the best; count each answer's FLOPs.
@@ -103,8 +103,8 @@ def code_answers(model: LoadedModel, problems: Sequence[CodeProblem],
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for problem, answer in zip(problems, pool.map(lambda p: _best_answer(
                 model, p, candidates[p.task_id], hidden_passed[p.task_id],
-                written.get(p.task_id, WrittenTests()), flops_per_token,
-                counts.get(p.task_id)), problems), strict=True):
+                written=written.get(p.task_id, WrittenTests()), flops_per_token=flops_per_token,
+                generated=counts.get(p.task_id)), problems), strict=True):
             answers[problem.task_id] = answer
             if progress:
                 progress(len(answers), len(problems))
@@ -126,7 +126,7 @@ def _generated_counts(problems: Sequence[CodeProblem], candidates: dict[str, lis
 
 
 def _best_answer(model: LoadedModel, problem: CodeProblem, completions: list[str],
-                 passed: list[bool], written: WrittenTests, flops_per_token: float,
+                 passed: list[bool], *, written: WrittenTests, flops_per_token: float,
                  generated: list[int] | None = None) -> Answer:
     tests = list(dict.fromkeys(example_tests(problem) + written.lines))
     results = [self_test(problem, c, tests) for c in completions]
@@ -242,7 +242,7 @@ def _task_order(task_id: str) -> tuple[int, str]:
 
 
 def answers_from_record(model: LoadedModel, problems: Sequence[CodeProblem],
-                        record: dict, test_lines: int = 0, last: bool = False,
+                        record: dict, *, test_lines: int = 0, last: bool = False,
                         progress: Callable[[int, int], None] | None = None) -> ModelAnswers:
     """`code_answers` for the problems a HumanEval record (`mfmaccel eval --task humaneval`
     JSON, or `HumanEvalResult.to_dict()`) answered, with its completions and verdicts; with
@@ -258,7 +258,7 @@ def answers_from_record(model: LoadedModel, problems: Sequence[CodeProblem],
     passed = {t: [s == "passed" for s in row["statuses"]] for t, row in rows.items()}
     generated = {t: row["generated_tokens"] for t, row in rows.items()
                  if row.get("generated_tokens") is not None}
-    written = generate_tests(model, chosen, test_lines) if test_lines and not last else None
+    written = generate_tests(model, chosen, count=test_lines) if test_lines and not last else None
     return code_answers(model, chosen, candidates, passed, written=written,
                         generated_tokens=generated, progress=progress)
 

@@ -160,7 +160,7 @@ def _head_rows(head: nn.Module, ids: torch.Tensor) -> nn.Module:
     return layer.to(rows.dtype)
 
 
-def code_vocabulary(tokenizer, size: int, vocab_size: int, text: str | None = None
+def code_vocabulary(tokenizer, size: int, *, vocab_size: int, text: str | None = None
                     ) -> torch.Tensor:
     """`size` token ids for a narrowed draft head, sorted: every special token, then the most
     frequent in Python source (by default 1M characters of the standard library's,
@@ -230,7 +230,7 @@ class PromptLookupDraft:
 
     shares_target_cache = False
 
-    def __init__(self, vocab_size: int, max_ngram: int = 3, min_ngram: int = 1) -> None:
+    def __init__(self, vocab_size: int, *, max_ngram: int = 3, min_ngram: int = 1) -> None:
         if not 1 <= min_ngram <= max_ngram:
             raise UserInputError(f"need 1 <= min_ngram <= max_ngram, got {min_ngram}, "
                                  f"{max_ngram}")

@@ -57,7 +57,7 @@ class GammaSchedule:
     def acceptance(self) -> float:
         return self.accepted / (self.accepted + self.rejected)
 
-    def observe(self, proposed: int, accepted: int, draft_seconds: float,
+    def observe(self, proposed: int, accepted: int, *, draft_seconds: float,
                 verify_seconds: float) -> None:
         """One round: `proposed` drafts of which the first `accepted` were kept."""
         self.verify_seconds = DECAY * self.verify_seconds + verify_seconds

@@ -35,8 +35,9 @@ def generate_text(model: LoadedModel, prompt: str, *, max_new_tokens: int,
         raise UserInputError(f"max-new-tokens must be at least 1, got {max_new_tokens}")
     ids = prompt_ids(model, prompt, chat)
     vocab = model.module.get_output_embeddings().out_features
-    vocab_ids = code_vocabulary(model.tokenizer, draft_vocab, vocab) if draft_vocab else None
+    vocab_ids = (code_vocabulary(model.tokenizer, draft_vocab, vocab_size=vocab)
+                 if draft_vocab else None)
     out = speculative_generate(model.module, draft_from_spec(draft, model.module, vocab_ids), ids,
-                               max_new_tokens, gamma, sampling,
+                               max_new_tokens=max_new_tokens, gamma=gamma, sampling=sampling,
                                eos_token_ids=eos_ids(model.module, model.tokenizer))
     return model.tokenizer.decode(out.tokens, skip_special_tokens=True), out

@@ -81,7 +81,7 @@ def check_compatible(target: nn.Module, draft) -> None:
 
 
 def speculative_generate(
-    target: nn.Module, draft, prompt: list[int], max_new_tokens: int,
+    target: nn.Module, draft, prompt: list[int], *, max_new_tokens: int,
     gamma: int | GammaSchedule = 4, sampling: Sampling | None = None,
     eos_token_ids: set[int] | None = None,
 ) -> SpeculativeOutput:
@@ -107,11 +107,13 @@ def speculative_generate(
         proposal = draft.propose(sequence, min(schedule.gamma, room), sampling, generator) \
             if room and not adopting else Proposal([], [])
         verifying = time.perf_counter()
-        committed = _verify(verifier, sequence, proposal, sampling, generator, stats)
+        committed = _verify(verifier, sequence, proposal, sampling=sampling, generator=generator,
+                            stats=stats)
         if adopting:
             draft.adopt(verifier)
-        schedule.observe(len(proposal.tokens), len(committed) - 1, verifying - drafting,
-                         time.perf_counter() - verifying)
+        schedule.observe(len(proposal.tokens), len(committed) - 1,
+                         draft_seconds=verifying - drafting,
+                         verify_seconds=time.perf_counter() - verifying)
         for token in committed:
             if len(new) < max_new_tokens and not (new and new[-1] in eos):
                 new.append(token)
@@ -120,7 +122,7 @@ def speculative_generate(
     return SpeculativeOutput(new, time.perf_counter() - start, stats)
 
 
-def _verify(verifier: CachedLM, sequence: list[int], proposal: Proposal, sampling: Sampling,
+def _verify(verifier: CachedLM, sequence: list[int], proposal: Proposal, *, sampling: Sampling,
             generator, stats: SpeculativeStats) -> list[int]:
     """Score the proposal with one target forward; the tokens this round commits.
 

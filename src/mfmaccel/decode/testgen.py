@@ -52,7 +52,7 @@ def _parses(line: str) -> bool:
     return True
 
 
-def generate_tests(model: LoadedModel, problems: Sequence[CodeProblem], count: int = 5,
+def generate_tests(model: LoadedModel, problems: Sequence[CodeProblem], *, count: int = 5,
                    max_new_tokens: int = 192, batch_size: int = 16) -> dict[str, WrittenTests]:
     """Up to `count` generated assert lines per problem (greedy), and what each set cost."""
     if count < 1:
@@ -61,7 +61,7 @@ def generate_tests(model: LoadedModel, problems: Sequence[CodeProblem], count: i
         model, REQUEST.format(prompt=p.prompt, count=count, entry=p.entry_point),
         RAW.format(prompt=p.prompt, count=count, entry=p.entry_point))[0].tolist()
         for p in problems}
-    replies = batched_replies(model, prompts, batch_size, max_new_tokens)
+    replies = batched_replies(model, prompts, batch_size=batch_size, max_new_tokens=max_new_tokens)
     return {p.task_id: WrittenTests(
         assert_lines(replies[p.task_id][0].text, p.entry_point)[:count],
         len(prompts[p.task_id]) + replies[p.task_id][0].tokens)

@@ -66,6 +66,7 @@ def block_closed(tokenizer) -> Callable[[list[int]], bool]:
 def code_completions(
     model: LoadedModel,
     problems: list[CodeProblem],
+    *,
     batch_size: int = 16,
     max_new_tokens: int = 512,
     progress: Callable[[int, int], None] | None = None,
@@ -78,8 +79,8 @@ def code_completions(
     matmuls. Sampled rows share one seeded generator per batch, so a run repeats exactly.
     """
     prompts = {p.task_id: code_prompt_ids(model, p)[0].tolist() for p in problems}
-    replies = batched_replies(model, prompts, batch_size, max_new_tokens, progress, samples,
-                              sampling)
+    replies = batched_replies(model, prompts, batch_size=batch_size, max_new_tokens=max_new_tokens,
+                              progress=progress, samples=samples, sampling=sampling)
     return CodeCompletions(
         {p.task_id: [extract_completion(p, r.text) for r in replies[p.task_id]]
          for p in problems},
@@ -89,6 +90,7 @@ def code_completions(
 def batched_replies(
     model: LoadedModel,
     prompts: dict[str, list[int]],
+    *,
     batch_size: int = 16,
     max_new_tokens: int = 512,
     progress: Callable[[int, int], None] | None = None,
@@ -106,8 +108,8 @@ def batched_replies(
     for start in range(0, len(rows), batch_size):
         batch = rows[start : start + batch_size]
         outputs = generate_batch(
-            model.module, [prompts[key] for key in batch], max_new_tokens, pad,
-            eos_token_ids=stop_ids, row_done=block_closed(model.tokenizer),
+            model.module, [prompts[key] for key in batch], max_new_tokens=max_new_tokens,
+            pad_token_id=pad, eos_token_ids=stop_ids, row_done=block_closed(model.tokenizer),
             sampling=_batch_sampling(sampling, start),
         )
         for key, tokens in zip(batch, outputs, strict=True):

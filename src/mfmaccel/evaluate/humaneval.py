@@ -71,6 +71,7 @@ class HumanEvalResult(Record):
 def evaluate_humaneval(
     problems: list[CodeProblem],
     generate: Callable[[CodeProblem], list[str]],
+    *,
     ks: tuple[int, ...] = (1,),
     limits: SandboxLimits | None = None,
     workers: int = 2,

@@ -59,6 +59,7 @@ def window_spans(n_tokens: int, context: int, stride: int) -> list[tuple[int, in
 def perplexity(
     model: LoadedModel,
     text: str,
+    *,
     context: int | None = None,
     stride: int | None = None,
     max_tokens: int | None = None,

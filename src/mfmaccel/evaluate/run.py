@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mfmaccel.errors import UserInputError
+from mfmaccel.evaluate.choices import Task
 from mfmaccel.models import CAUSAL_LM, VLM, LoadedModel, load_model
 from mfmaccel.models.loader import model_kind
 from mfmaccel.records import Record
@@ -19,9 +20,8 @@ from mfmaccel.records import Record
 if TYPE_CHECKING:
     from mfmaccel.data.medvqa import VQASample
 
-TASKS = ("ppl", "humaneval", "medvqa", "speed")
-NEEDS = {"ppl": (CAUSAL_LM,), "humaneval": (CAUSAL_LM,), "medvqa": (VLM,),
-         "speed": (CAUSAL_LM, VLM)}
+NEEDS = {Task.ppl: (CAUSAL_LM,), Task.humaneval: (CAUSAL_LM,), Task.medvqa: (VLM,),
+         Task.speed: (CAUSAL_LM, VLM)}
 EXAMPLES = {CAUSAL_LM: "smollm2-135m, qwen2.5-coder-0.5b or tiny-llama", VLM: "tiny-llava"}
 
 
@@ -61,8 +61,8 @@ def check_model_fits(model_spec: str, task: str) -> None:
 
 
 def check_kind_fits(kind: str, model_name: str, task: str) -> None:
-    if task not in TASKS:
-        raise UserInputError(f"unknown task '{task}'; choose one of: {', '.join(TASKS)}")
+    if task not in tuple(Task):
+        raise UserInputError(f"unknown task '{task}'; choose one of: {', '.join(Task)}")
     if kind not in NEEDS[task]:
         wanted = NEEDS[task][0]
         raise UserInputError(
@@ -93,7 +93,7 @@ def load_task_data(task: str, data: Path | None, limit: int | None, seed: int) -
         samples = vqa_samples(data, "test", limit, seed)
         if data:
             return TaskData(task, samples, str(data))
-        baseline = majority_baseline(planned_answers("train", seed), samples)
+        baseline = majority_baseline(planned_answers("train", seed=seed), samples)
         return TaskData(task, samples, "medvqa:test", baseline)
     return TaskData(task, None, "prompt")
 
@@ -110,7 +110,7 @@ def vqa_samples(data: Path | None, split: str, limit: int | None,
         raise UserInputError(f"--limit must be at least 1, got {limit}")
     if data:
         return load_vqa_folder(data, split=split, limit=limit)
-    return load_medvqa(split, seed, limit=limit)
+    return load_medvqa(split, seed=seed, limit=limit)
 
 
 def measure_task(
@@ -152,6 +152,7 @@ def measure_task(
 def run_evaluation(
     model_spec: str,
     task: str,
+    *,
     data: Path | None = None,
     limit: int | None = None,
     options: TaskOptions | None = None,

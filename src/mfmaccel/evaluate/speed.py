@@ -76,6 +76,7 @@ def _timed_run(model: LoadedModel, engine: str, ids: torch.Tensor, n: int) -> tu
 def measure_speed(
     model: LoadedModel,
     prompt: str = DEFAULT_PROMPT,
+    *,
     new_tokens: int = 64,
     repeats: int = 3,
     engine: str = "mfmaccel",

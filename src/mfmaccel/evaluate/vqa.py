@@ -19,6 +19,7 @@ import torch
 from transformers import DynamicCache
 
 from mfmaccel.errors import UserInputError
+from mfmaccel.evaluate.choices import VqaMode
 from mfmaccel.models.record import VLM, LoadedModel
 from mfmaccel.records import Record
 from mfmaccel.runtime.engine import eos_ids, greedy_generate
@@ -26,7 +27,6 @@ from mfmaccel.runtime.engine import eos_ids, greedy_generate
 if TYPE_CHECKING:
     from mfmaccel.data.medvqa import VQASample
 
-MODES = ("rank", "generate")
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 
 
@@ -124,8 +124,8 @@ def vqa_accuracy(
 ) -> VQAResult:
     """Accuracy overall and per question type on closed questions."""
     require_vlm(model)
-    if mode not in MODES:
-        raise UserInputError(f"unknown VQA mode '{mode}'; choose one of: {', '.join(MODES)}")
+    if mode not in tuple(VqaMode):
+        raise UserInputError(f"unknown VQA mode '{mode}'; choose one of: {', '.join(VqaMode)}")
     if not samples:
         raise UserInputError("no VQA samples to evaluate; check the dataset and split")
     start = time.perf_counter()

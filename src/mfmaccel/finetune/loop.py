@@ -32,7 +32,7 @@ def answer_loss(module: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torc
     return F.cross_entropy(logits.float(), targets[keep])
 
 
-def batches(count: int, batch_size: int, steps: int, seed: int) -> Iterator[list[int]]:
+def batches(count: int, *, batch_size: int, steps: int, seed: int) -> Iterator[list[int]]:
     """`steps` batches of indices into `count` items: seeded shuffled epochs, no repeats within
     an epoch."""
     generator = torch.Generator().manual_seed(seed)
@@ -44,7 +44,7 @@ def batches(count: int, batch_size: int, steps: int, seed: int) -> Iterator[list
         del order[:batch_size]
 
 
-def lr_factor(step: int, steps: int, warmup: int, floor: float = 0.1) -> float:
+def lr_factor(step: int, *, steps: int, warmup: int, floor: float = 0.1) -> float:
     """Linear warm-up over `warmup` steps, then cosine decay to `floor` of the peak."""
     if step < warmup:
         return (step + 1) / warmup
@@ -61,6 +61,7 @@ class TrainResult:
 def train(
     step_loss: Callable[[list[int]], torch.Tensor],
     groups: Sequence[dict],
+    *,
     count: int,
     batch_size: int,
     steps: int,
@@ -83,9 +84,9 @@ def train(
     peaks = [group["lr"] for group in optimizer.param_groups]
     warmup = max(1, steps // 10)
     losses = []
-    for step, indices in enumerate(batches(count, batch_size, steps, seed)):
+    for step, indices in enumerate(batches(count, batch_size=batch_size, steps=steps, seed=seed)):
         for group, peak in zip(optimizer.param_groups, peaks, strict=True):
-            group["lr"] = peak * lr_factor(step, steps, warmup)
+            group["lr"] = peak * lr_factor(step, steps=steps, warmup=warmup)
         loss = step_loss(indices)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

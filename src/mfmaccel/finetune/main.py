@@ -37,7 +37,7 @@ TRAIN_AS_TEST_NOTE = ("no test split in the data folder: these figures are on th
                       "split, questions the model was trained on, not a held-out test")
 
 
-def command_line(config: str | Path | None, out: Path, data, base, test_limit) -> str:
+def command_line(*, config: str | Path | None, out: Path, data, base, test_limit) -> str:
     parts = ["mfmaccel", "finetune"]
     for flag, value in (("--config", config), ("--out", out), ("--data", data), ("--base", base),
                         ("--test-limit", test_limit)):
@@ -59,8 +59,8 @@ def test_split(config: FinetuneConfig, limit: int | None):
     else:
         per_source = val_per_source(config)
         # the baseline needs only the train answers, and --test-limit only its first questions
-        train = planned_answers("train", config.seed, config.train_per_source)
-        test = load_medvqa("test", config.seed, per_source, limit=limit)
+        train = planned_answers("train", seed=config.seed, per_source=config.train_per_source)
+        test = load_medvqa("test", seed=config.seed, per_source=per_source, limit=limit)
     test = test[:limit] if limit else test
     return test, majority_baseline(train, test), split
 
@@ -116,6 +116,7 @@ def environment() -> dict[str, Any]:
 
 
 def main_finetune(
+    *,
     config: str | Path | None = None,
     out: str | Path = DEFAULT_OUT,
     data: str | Path | None = None,
@@ -137,7 +138,8 @@ def main_finetune(
     model, record = finetune_medvlm(settings, log=log, progress=progress)
     manifest: dict[str, Any] = {
         "model": "medvlm" if settings.base is None else settings.base,
-        "command": command_line(config, out, data, base, test_limit),
+        "command": command_line(config=config, out=out, data=data, base=base,
+                                test_limit=test_limit),
         "seed": settings.seed,
         "config": settings.model_dump(),
         **summary(record),

@@ -37,7 +37,7 @@ def parameter_groups(module: torch.nn.Module, phase: str, config: PhaseConfig) -
 
 
 def run_phase(
-    module: torch.nn.Module, processor, phase: str, data: PhaseData, config: FinetuneConfig,
+    module: torch.nn.Module, processor, phase: str, *, data: PhaseData, config: FinetuneConfig,
     progress=None,
 ) -> tuple[TrainResult, list[str]]:
     """Train `phase` on `data`; returns the loss curve and the names of what trained."""
@@ -52,8 +52,9 @@ def run_phase(
     if not phase_config.train_tower:
         tower(module).eval()  # a frozen tower keeps its batch-norm statistics too
     seed = config.seed + 1 + PHASES.index(phase)
-    result = train(step_loss, groups, len(data.examples), config.batch_size,
-                   phase_config.steps, seed, config.max_grad_norm, config.weight_decay, progress)
+    result = train(step_loss, groups, count=len(data.examples), batch_size=config.batch_size,
+                   steps=phase_config.steps, seed=seed, max_grad_norm=config.max_grad_norm,
+                   weight_decay=config.weight_decay, progress=progress)
     module.eval()
     for p in module.parameters():
         p.requires_grad_(False)

@@ -99,8 +99,9 @@ def finetune_model(
     if config.warmup.steps:
         log(f"phase 1a (tower warm-up): {config.warmup.steps} steps")
         result, heads = warm_up_tower(module, data.pixels, [c.facts for c in data.captions],
-                                      config.warmup, config.seed, config.max_grad_norm,
-                                      bar("tower warm-up"))
+                                      config=config.warmup, seed=config.seed,
+                                      max_grad_norm=config.max_grad_norm,
+                                      progress=bar("tower warm-up"))
         val_facts = [c.facts for c in data.val_captions]
         probe = probe_accuracy(module, heads, data.val_pixels, val_facts) if val_facts else {}
         seen = train_probe(module, heads, data)
@@ -115,8 +116,8 @@ def finetune_model(
             peft_model = add_lora(module, lora_config(config.lora_rank, config.lora_alpha))
         steps = getattr(config, phase).steps
         log(f"phase {PHASES.index(phase) + 1} ({phase}): {steps} steps")
-        result, trained = run_phase(module, model.processor, phase, getattr(data, phase), config,
-                                    bar(phase))
+        result, trained = run_phase(module, model.processor, phase, data=getattr(data, phase),
+                                    config=config, progress=bar(phase))
         log(f"  {result.seconds:.0f} s, loss {_ends(result.losses)}")
         val, val_seconds = _validate(model, data, log)
         record.phases.append(PhaseRecord(phase, steps, result.seconds, trained, result.losses,

@@ -119,7 +119,7 @@ def _grid(module: torch.nn.Module, pixels: torch.Tensor) -> int:
 
 def warm_up_tower(
     module: torch.nn.Module, pixels: torch.Tensor, facts: list[ImageFacts],
-    config: WarmupConfig, seed: int, max_grad_norm: float = 1.0, progress=None,
+    *, config: WarmupConfig, seed: int, max_grad_norm: float = 1.0, progress=None,
 ) -> tuple[TrainResult, FactHeads]:
     """Train the tower (and fresh heads) on the caption facts; returns the loss curve."""
     grid = _grid(module, pixels)
@@ -138,9 +138,9 @@ def warm_up_tower(
     for p in params:
         p.requires_grad_(True)
     tower.train()
-    result = train(step_loss, [{"params": params, "lr": config.lr}], len(facts),
-                   config.batch_size, config.steps, seed, max_grad_norm, weight_decay=0.01,
-                   progress=progress)
+    result = train(step_loss, [{"params": params, "lr": config.lr}], count=len(facts),
+                   batch_size=config.batch_size, steps=config.steps, seed=seed,
+                   max_grad_norm=max_grad_norm, weight_decay=0.01, progress=progress)
     tower.eval()
     return result, heads
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
+from enum import StrEnum
 
 from mfmaccel.errors import UserInputError
 
@@ -96,6 +97,13 @@ UNIT_OPS: dict[str, tuple[int, int]] = {
 ALL_UNITS = tuple(UNIT_OPS)
 
 
+class Attention(StrEnum):
+    """How attention's score rows meet the buffers."""
+
+    tiled = "tiled"  # online softmax over tiles of keys
+    full = "full"  # whole score rows on chip
+
+
 @dataclass(frozen=True)
 class Arch:
     """One accelerator configuration. Buffers hold int8 operands (A: activations, B: weights)
@@ -114,7 +122,7 @@ class Arch:
     units: tuple[str, ...] = ALL_UNITS
     interconnect: str = "broadcast"  # "broadcast" (our RTL, SwiftTron) or "systolic"
     dataflows: tuple[str, ...] = ("os", "ws")
-    attention: str = "tiled"  # "tiled" (online softmax) or "full" (whole score rows on chip)
+    attention: str = "tiled"  # an `Attention`
     bank_kib: float = 32  # buffers are banks of this size: an access costs one bank's energy
     notes: str = field(default="", compare=False)
 
@@ -139,7 +147,7 @@ class Arch:
         if not self.dataflows or set(self.dataflows) - {"os", "ws"}:
             raise UserInputError(f"arch {self.name}: dataflows must be a non-empty subset of "
                                  f"('os', 'ws'), got {self.dataflows}")
-        if self.attention not in ("tiled", "full"):
+        if self.attention not in tuple(Attention):
             raise UserInputError(f"arch {self.name}: attention must be 'tiled' or 'full', got "
                                  f"'{self.attention}'")
 
@@ -181,8 +189,20 @@ PRESETS: dict[str, Arch] = {
 }
 
 
+# The presets' names as a choice (members are the names, in PRESETS' order).
+ArchPreset = StrEnum("ArchPreset", [(name, name) for name in PRESETS])
+
+
 def get_arch(name: str) -> Arch:
     if name not in PRESETS:
         raise UserInputError(f"unknown architecture preset '{name}'; available: "
                              f"{', '.join(PRESETS)}")
     return PRESETS[name]
+
+
+def customized_arch(name: str, **overrides: object) -> Arch:
+    """The preset `name` with the fields given in `overrides` (a None keeps the preset's), as a
+    user adjusts a preset from the command line."""
+    given = {key: value for key, value in overrides.items() if value is not None}
+    preset = get_arch(name)
+    return replace(preset, **given) if given else preset

@@ -160,7 +160,7 @@ def chunk_range(size: int, chunk: int, chunks: int) -> tuple[int, int]:
     return size * chunk // chunks, size * (chunk + 1) // chunks
 
 
-def explore(workload: Workload, space: DesignSpace, workers: int = 2,
+def explore(workload: Workload, space: DesignSpace, *, workers: int = 2,
             chunk: tuple[int, int] | None = None,
             constraints: Constraints | None = None,
             progress: Callable[[int, int], None] | None = None) -> Exploration:

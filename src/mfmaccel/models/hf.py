@@ -102,7 +102,7 @@ def load_gguf_path(path: Path, dtype: torch.dtype) -> LoadedModel:
     return _load_converted(cached, name=path.stem, source=str(path), dtype=dtype)
 
 
-def _load_converted(cached: Path, name: str, source: str, dtype: torch.dtype) -> LoadedModel:
+def _load_converted(cached: Path, *, name: str, source: str, dtype: torch.dtype) -> LoadedModel:
     """A GGUF file's converted folder; a fault found in it is fixed by converting again."""
     try:
         return load_hf_folder(cached, name=name, source=source, dtype=dtype)
@@ -148,7 +148,7 @@ def read_config(folder: Path):
                              f"({first_line(err.__cause__ or err)}); fix or re-save it") from None
 
 
-def load_hf_folder(folder: Path, name: str, source: str, dtype: torch.dtype) -> LoadedModel:
+def load_hf_folder(folder: Path, *, name: str, source: str, dtype: torch.dtype) -> LoadedModel:
     """Load an HF folder with the auto class its config calls for, once it is known to be
     whole: sound files, exactly the tensors the config needs, a tokenizer or image processor,
     and a tokenizer whose ids the model can embed."""

@@ -69,7 +69,7 @@ class RunDirectory:
     def stage_dir(self, index: int, label: str) -> Path:
         return self.root / "stages" / f"{index:02d}-{label}"
 
-    def start(self, recipe: Recipe, resume: bool, fresh: bool) -> RunState:
+    def start(self, recipe: Recipe, *, resume: bool, fresh: bool) -> RunState:
         """A new state, or the saved one when resuming the same recipe."""
         recipe_dict = recipe.model_dump(mode="json")
         self._check_is_ours()

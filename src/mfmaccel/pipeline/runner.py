@@ -54,6 +54,7 @@ def _resume_model(recipe: Recipe, run: RunDirectory, state: RunState) -> LoadedM
 
 def run_recipe(
     recipe: Recipe,
+    *,
     runs_dir: Path = Path("runs"),
     resume: bool = False,
     fresh: bool = False,

@@ -271,7 +271,7 @@ footer { margin-top: 36px; color: var(--muted); font-size: 12.5px; }
 """
 
 
-def render_html(state: RunState, run_dir: Path, recipe_text: str, log_tail: list[str],
+def render_html(state: RunState, run_dir: Path, *, recipe_text: str, log_tail: list[str],
                 compression: list[dict] | None = None,
                 hardware: list[dict] | None = None) -> str:
     """The whole page as a string (no file access, so tests can call it directly);
@@ -305,7 +305,8 @@ def write_report(run_dir: Path) -> Path:
     """
     run_dir = Path(run_dir)
     state = load_run(run_dir)
-    page = render_html(state, run_dir, _recipe_text(run_dir, state), _log_tail(run_dir),
-                       _stage_records(state, run_dir, "compression.json"),
-                       _stage_records(state, run_dir, "hardware.json"))
+    page = render_html(state, run_dir, recipe_text=_recipe_text(run_dir, state),
+                       log_tail=_log_tail(run_dir),
+                       compression=_stage_records(state, run_dir, "compression.json"),
+                       hardware=_stage_records(state, run_dir, "hardware.json"))
     return atomic_write_text(run_dir / REPORT_NAME, page)

@@ -342,7 +342,7 @@ class Table:
     numeric: list[bool]  # right-aligned number columns
 
 
-def stage_table(state: RunState, with_overall: bool = False, short: bool = False) -> Table:
+def stage_table(state: RunState, *, with_overall: bool = False, short: bool = False) -> Table:
     """The table both outputs show, optionally ending with the baseline-to-final row; a column
     with no value in any row (e.g. Notes, or speed when it was not measured) is left out."""
     tasks = quality_tasks(state)

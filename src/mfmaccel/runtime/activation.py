@@ -15,16 +15,15 @@ from __future__ import annotations
 import torch
 
 from mfmaccel.errors import UserInputError
+from mfmaccel.runtime.choices import ActivationMode
 
-ACT_MODES = ("token", "tensor")
 ACT_QMAX = 127  # symmetric: -127..127, so negation never overflows
 
 
 def check_act_mode(mode: str) -> None:
-    if mode not in ACT_MODES:
-        raise UserInputError(
-            f"unknown activation quantization '{mode}'; choose one of {', '.join(ACT_MODES)}"
-        )
+    if mode not in tuple(ActivationMode):
+        raise UserInputError(f"unknown activation quantization '{mode}'; choose one of "
+                             f"{', '.join(ActivationMode)}")
 
 
 def per_token_scale(x: torch.Tensor) -> torch.Tensor:

@@ -36,6 +36,7 @@ def greedy_generate(
     module: torch.nn.Module,
     input_ids: torch.Tensor,
     max_new_tokens: int,
+    *,
     eos_token_ids: set[int] | None = None,
     should_stop: Callable[[list[int]], bool] | None = None,
     **prefill_inputs: torch.Tensor,
@@ -80,6 +81,7 @@ def eos_ids(module: torch.nn.Module, tokenizer) -> set[int]:
 def generate_batch(
     module: torch.nn.Module,
     prompts: list[list[int]],
+    *,
     max_new_tokens: int,
     pad_token_id: int,
     eos_token_ids: set[int] | None = None,

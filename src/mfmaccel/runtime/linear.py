@@ -8,7 +8,7 @@ bytes of an fp32 weight and computes each row the same way whatever the row coun
 inputs (prefill) dequantize on the fly a block of about `PREFILL_BLOCK_BYTES` of weight rows at
 a time, multiplied while it sits in cache, so the layer never holds an fp32 copy and a prefill
 never writes and rereads a whole fp32 weight. With int8 activations
-switched on (`set_activations`, see `quant.activation`) such a layer computes W8A8: int8
+switched on (`set_activations`, see `runtime.activation`) such a layer computes W8A8: int8
 inputs, int32 accumulation, one rescale."""
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ from mfmaccel.errors import UserInputError
 from mfmaccel.records import Record
 from mfmaccel.runtime.activation import check_act_mode
 from mfmaccel.runtime.anatomy import decoder_layers, embeddings_tied
+from mfmaccel.runtime.choices import Method
 from mfmaccel.runtime.embedding import QuantEmbedding
 from mfmaccel.runtime.grid import QuantizedTensor, QuantSpec
 from mfmaccel.runtime.linear import QuantLinear
@@ -20,12 +21,12 @@ from mfmaccel.runtime.parts import EMBED, HEAD, quantizable_parts
 FULL = "fp16"  # keep the part in 16-bit floating point
 # Each method in words, and what the other would cost, for the user to read before a long run.
 METHOD_NOTES = {
-    "rtn": "round to nearest (seconds; --method gptq compensates rounding errors, more "
-           "accurate and much slower)",
-    "gptq": "GPTQ (rounding errors compensated block by block on calibration text: minutes "
-            "on a CPU; --method rtn rounds to nearest in seconds, a little less accurate)",
+    Method.rtn: "round to nearest (seconds; --method gptq compensates rounding errors, more "
+                "accurate and much slower)",
+    Method.gptq: "GPTQ (rounding errors compensated block by block on calibration text: "
+                 "minutes on a CPU; --method rtn rounds to nearest in seconds, a little less "
+                 "accurate)",
 }
-METHODS = tuple(METHOD_NOTES)
 
 
 def describe_method(method: str) -> str:
@@ -57,8 +58,8 @@ def check_plan(module: nn.Module, plan: QuantPlan) -> None:
             f"quantization plan names {unknown[0]}, which this model does not have; parts look "
             f"like {next(iter(parts))} (see `mfmaccel quantize --help`)"
         )
-    if plan.method not in METHODS:
-        raise UserInputError(f"unknown method '{plan.method}'; choose one of {', '.join(METHODS)}")
+    if plan.method not in tuple(Method):
+        raise UserInputError(f"unknown method '{plan.method}'; choose one of {', '.join(Method)}")
     for label in set(plan.choice.values()) - {FULL}:
         if label not in plan.specs:
             raise UserInputError(f"quantization plan uses '{label}' without defining it")

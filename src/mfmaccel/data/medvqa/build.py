@@ -70,7 +70,7 @@ def samples_for(spec: SourceSpec, per_source: int) -> int:
 
 
 @lru_cache(maxsize=256)
-def question_plan(source_id: str, split: str, seed: int, per_source: int) -> tuple:
+def question_plan(source_id: str, split: str, *, seed: int, per_source: int) -> tuple:
     """((question_type, answer), ...) for one source: types balanced, answers balanced."""
     spec = SOURCE_BY_ID[source_id]
     rng = np.random.default_rng(_seeds(seed, split, source_id, 0, _SCHEDULE))
@@ -108,13 +108,13 @@ def _lesion_request(
 
 
 def generate_sample(
-    source_id: str, split: str, seed: int, index: int, per_source: int,
+    source_id: str, split: str, *, seed: int, index: int, per_source: int,
     paint_lesions: bool = True,
 ) -> GeneratedSample:
     """Sample `index` of `source_id` in `split`; `paint_lesions=False` gives the same view
     (same crop, jitter and noise) without the lesions, for checking ground truth."""
     spec = SOURCE_BY_ID[source_id]
-    qtype, answer = question_plan(source_id, split, seed, per_source)[index]
+    qtype, answer = question_plan(source_id, split, seed=seed, per_source=per_source)[index]
     streams = _seeds(seed, split, source_id, index, _SAMPLE).spawn(3)
     rng_view, rng_lesion, rng_text = (np.random.default_rng(s) for s in streams)
     count, quadrant = _lesion_request(spec, qtype, answer, rng_lesion)
@@ -122,7 +122,8 @@ def generate_sample(
     for _ in range(MAX_ATTEMPTS):
         view = make_view(frames, mask, spec.zoom, spec.flips, rng_view)
         plans = [] if count == 0 else plan_lesions(
-            view.pixels, view.mask, count, quadrant, spec.lesion_style or "", rng_lesion
+            view.pixels, view.mask, count=count, quadrant=quadrant,
+            style=spec.lesion_style or "", rng=rng_lesion
         )
         if plans is not None:
             break
@@ -157,7 +158,7 @@ def _check_args(split: str, seed: int, per_source: int | None) -> None:
         raise UserInputError(f"per_source must be a positive integer or None, got {per_source!r}")
 
 
-def split_plan(split: str, seed: int = 0, per_source: int | None = None
+def split_plan(split: str, *, seed: int = 0, per_source: int | None = None
                ) -> list[tuple[str, int]]:
     """(source_id, index) of every sample of a split, in the split's seeded shuffle: which
     samples come first is known before any image is made."""
@@ -169,15 +170,15 @@ def split_plan(split: str, seed: int = 0, per_source: int | None = None
     return [pairs[i] for i in order]
 
 
-def generate_split(split: str, seed: int = 0, per_source: int | None = None,
+def generate_split(split: str, *, seed: int = 0, per_source: int | None = None,
                    limit: int | None = None) -> list[GeneratedSample]:
     """Every sample of a split (the first `limit` only, the rest never made) with its ground
     truth, in the split's seeded shuffle (the order `load_medvqa` returns); captions and
     instruction data are made from these."""
     _check_limit(limit)
-    plan = split_plan(split, seed, per_source)[:limit]
+    plan = split_plan(split, seed=seed, per_source=per_source)[:limit]
     per_source = per_source or default_per_source(split)
-    return [generate_sample(source_id, split, seed, index, per_source)
+    return [generate_sample(source_id, split, seed=seed, index=index, per_source=per_source)
             for source_id, index in plan]
 
 
@@ -188,13 +189,13 @@ class PlannedAnswer(NamedTuple):
     answer: str
 
 
-def planned_answers(split: str, seed: int = 0, per_source: int | None = None
+def planned_answers(split: str, *, seed: int = 0, per_source: int | None = None
                     ) -> list[PlannedAnswer]:
     """The question type and answer of every sample of a split, without making its image
     (enough for `majority_baseline`)."""
-    plan = split_plan(split, seed, per_source)
+    plan = split_plan(split, seed=seed, per_source=per_source)
     per_source = per_source or default_per_source(split)
-    return [PlannedAnswer(*question_plan(source_id, split, seed, per_source)[index])
+    return [PlannedAnswer(*question_plan(source_id, split, seed=seed, per_source=per_source)[index])
             for source_id, index in plan]
 
 
@@ -203,7 +204,7 @@ def _check_limit(limit: int | None) -> None:
         raise UserInputError(f"limit must be a positive integer or None, got {limit!r}")
 
 
-def load_medvqa(split: str, seed: int = 0, per_source: int | None = None,
+def load_medvqa(split: str, *, seed: int = 0, per_source: int | None = None,
                 limit: int | None = None) -> list[VQASample]:
     """The `split` of the offline medical VQA benchmark (same split + seed -> same samples).
 
@@ -213,4 +214,5 @@ def load_medvqa(split: str, seed: int = 0, per_source: int | None = None,
     returned in a seeded shuffle; with `limit`, its first `limit` samples, the others' images
     never made.
     """
-    return [generated.sample for generated in generate_split(split, seed, per_source, limit)]
+    generated = generate_split(split, seed=seed, per_source=per_source, limit=limit)
+    return [one.sample for one in generated]

@@ -103,7 +103,7 @@ def load_medcaptions(
 ) -> list[CaptionSample]:
     """Captioned images of a benchmark split (same images and order as `load_medvqa`)."""
     samples = []
-    for generated in generate_split(split, seed, per_source):
+    for generated in generate_split(split, seed=seed, per_source=per_source):
         facts = image_facts(generated)
         samples.append(CaptionSample(generated.sample.image, caption(facts), facts,
                                      generated.sample))

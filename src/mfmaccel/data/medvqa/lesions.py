@@ -152,7 +152,8 @@ def _target(mean: np.ndarray, style: str, rng: np.random.Generator) -> np.ndarra
 
 
 def plan_lesion(
-    pixels: np.ndarray, cx: float, cy: float, radius: float, style: str, rng: np.random.Generator
+    pixels: np.ndarray, *, cx: float, cy: float, radius: float, style: str,
+    rng: np.random.Generator,
 ) -> LesionPlan | None:
     """Design one lesion on the unpainted view; None when it would not be clearly visible."""
     size = pixels.shape[0]
@@ -179,7 +180,7 @@ def plan_lesion(
 
 
 def plan_lesions(
-    pixels: np.ndarray, mask: np.ndarray, count: int, quadrant: str | None, style: str,
+    pixels: np.ndarray, mask: np.ndarray, *, count: int, quadrant: str | None, style: str,
     rng: np.random.Generator, tries: int = 6,
 ) -> list[LesionPlan] | None:
     """Plans for `count` visible lesions (in `quadrant` if given), or None if none fit."""
@@ -188,7 +189,8 @@ def plan_lesions(
         centres = place_centres(dist, count, quadrant, rng)
         if centres is None:
             return None
-        plans = [plan_lesion(pixels, x, y, r, style, rng) for x, y, r in centres]
+        plans = [plan_lesion(pixels, cx=x, cy=y, radius=r, style=style, rng=rng)
+                 for x, y, r in centres]
         if all(p is not None for p in plans):
             return plans  # type: ignore[return-value]
     return None

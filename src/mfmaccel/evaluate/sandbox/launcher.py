@@ -166,6 +166,7 @@ def _mount(
     fstype: str | None,
     flags: int,
     data: str = "",
+    *,
     required: bool = True,
 ) -> bool:
     """mount(2); raises OSError on failure when `required`, else returns False."""

@@ -130,19 +130,21 @@ def _run(
             try:
                 user = _sandbox_user(mode, workdir)
                 _prepare_workdir(workdir, source, checks, user)
-                proc = _start(mode, workdir, user, limits, token, (out, err, report))
+                proc = _start(mode, workdir, user=user, limits=limits, token=token,
+                              files=(out, err, report))
             except OSError as exc:
                 elapsed = time.monotonic() - start
                 return SandboxResult(ERROR, None, "", "", elapsed, detail=f"cannot start: {exc}")
             timed_out = _wait_and_kill(proc, limits.wall_seconds)
             elapsed = time.monotonic() - start
             verdict = _Report.read(report, token, len(checks))
-            return _result(proc.returncode, timed_out, out, err, verdict, limits, elapsed)
+            return _result(proc.returncode, timed_out, out=out, err=err, report=verdict,
+                           limits=limits, elapsed=elapsed)
     finally:
         rmtree(workdir, ignore_errors=True)
 
 
-def _start(mode, workdir, user, limits: SandboxLimits, token: str, files) -> subprocess.Popen:
+def _start(mode, workdir, *, user, limits: SandboxLimits, token: str, files) -> subprocess.Popen:
     """Start the launcher in a new session; the token goes through a pipe, read once."""
     out, err, report = files
     token_read, token_write = os.pipe()
@@ -406,19 +408,20 @@ class _Report:
 
 
 def _result(
-    returncode, timed_out, out, err, report: _Report, limits: SandboxLimits, elapsed
+    returncode, timed_out, *, out, err, report: _Report, limits: SandboxLimits, elapsed
 ) -> SandboxResult:
     stdout, out_size, _ = _read_capped(out, limits.max_output_bytes)
     stderr, err_size, err_tail = _read_capped(err, limits.max_output_bytes)
     size = max(out_size, err_size)
-    status, detail = _classify(returncode, timed_out, size, err_tail, report, limits)
+    status, detail = _classify(returncode, timed_out, out_size=size, err_tail=err_tail,
+                               report=report, limits=limits)
     return SandboxResult(
         status, returncode, stdout, stderr, elapsed, size > limits.max_output_bytes, detail,
         completed=report.checks is not None, checks=report.checks or (),
     )
 
 
-def _classify(returncode, timed_out, out_size, err_tail, report: _Report, limits):
+def _classify(returncode, timed_out, *, out_size, err_tail, report: _Report, limits):
     """(status, one-line detail) of a finished run."""
     last = _last_line(err_tail)
     if timed_out:

@@ -63,7 +63,7 @@ class IntAttention:
 
     @classmethod
     def build(cls, projections: Sequence[nn.Linear], scale_in: float,
-              scales: tuple[float, float, float], s_ctx: float, heads: int,
+              scales: tuple[float, float, float], s_ctx: float, *, heads: int,
               smoothing: torch.Tensor | None = None) -> IntAttention:
         """From the float q, k, v projections, their output scales and the context's."""
         query, key, value = projections
@@ -111,8 +111,9 @@ def split_norm(layer_norm: nn.LayerNorm, channel_absmax: torch.Tensor, factors: 
     scale_gemm = float((channel_absmax / factors).max()) / INT8.high
     scale_residual = float(channel_absmax.max()) / INT16.high
     return SplitNorm(
-        ILayerNorm.build(gamma / factors, beta / factors, scale_in, scale_gemm, layer_norm.eps),
-        ILayerNorm.build(gamma, beta, scale_in, scale_residual, layer_norm.eps, INT16),
+        ILayerNorm.build(gamma / factors, beta / factors, scale_in, scale_gemm,
+                         eps=layer_norm.eps),
+        ILayerNorm.build(gamma, beta, scale_in, scale_residual, eps=layer_norm.eps, out=INT16),
         scale_gemm, scale_residual)
 
 
@@ -134,10 +135,11 @@ class IntBertLayer:
         s = self.scales
         attended = requantize_into(self.attention_out, self.attention(h8, mask),
                                    self.attention.context, self.per_token)
-        g8, g16 = self.norm1(residual_add(attended, s["res1"], h16, s["in16"], s["res1"], INT16))
+        g8, g16 = self.norm1(residual_add(attended, s["res1"], h16, s["in16"], s["res1"],
+                                          out=INT16))
         out = requantize_into(self.output, self.gelu(self.intermediate(g8)), self.gelu_out,
                               self.per_token)
-        return self.norm2(residual_add(out, s["res2"], g16, s["h1_16"], s["res2"], INT16))
+        return self.norm2(residual_add(out, s["res2"], g16, s["h1_16"], s["res2"], out=INT16))
 
 
 @dataclass(frozen=True)
@@ -181,7 +183,7 @@ def _qkv(layer: nn.Module) -> list[nn.Linear]:
 
 
 def _layer(layer: nn.Module, next_layer: nn.Module | None, ranges: RangeRecorder, i: int,
-           norm_in: SplitNorm, factors_in: torch.Tensor, heads: int, per_token: bool
+           *, norm_in: SplitNorm, factors_in: torch.Tensor, heads: int, per_token: bool
            ) -> tuple[IntBertLayer, torch.Tensor]:
     def s8(name: str) -> float:
         return ranges.scale(f"{i}.{name}")
@@ -202,15 +204,15 @@ def _layer(layer: nn.Module, next_layer: nn.Module | None, ranges: RangeRecorder
     s_ctx, s_gelu = (gemm_input_scale(s8(name), per_token) for name in ("ctx", "gelu"))
     int_layer = IntBertLayer(
         attention=IntAttention.build(_qkv(layer), scale_in, (s8("q"), s8("k"), s8("v")), s_ctx,
-                                     heads, smoothing=factors_in),
-        attention_out=IntLinear.build(layer.attention.output.dense, s_ctx, s16("res1"), INT16),
+                                     heads=heads, smoothing=factors_in),
+        attention_out=IntLinear.build(layer.attention.output.dense, s_ctx, s16("res1"), out=INT16),
         scales={"in16": norm_in.scale_residual, "res1": s16("res1"),
                 "h1_16": norm1.scale_residual, "res2": s16("res2")},
         norm1=norm1,
         intermediate=IntLinear.build(layer.intermediate.dense, norm1.scale_gemm, s8("ff"),
                                      smoothing=factors1),
         gelu=gelu, gelu_out=dyadic(gelu.scale_out / s_gelu),
-        output=IntLinear.build(layer.output.dense, s_gelu, s16("res2"), INT16),
+        output=IntLinear.build(layer.output.dense, s_gelu, s16("res2"), out=INT16),
         norm2=norm2, per_token=per_token,
     )
     return int_layer, factors2
@@ -247,8 +249,8 @@ def convert_bert(module: nn.Module, batches: Sequence[dict[str, torch.Tensor]],
     embed_norm, layers = norm, []
     for i, layer in enumerate(blocks):
         following = blocks[i + 1] if i + 1 < len(blocks) else None
-        int_layer, factors = _layer(layer, following, ranges, i, norm, factors,
-                                    module.config.num_attention_heads, per_token)
+        int_layer, factors = _layer(layer, following, ranges, i, norm_in=norm, factors_in=factors,
+                                    heads=module.config.num_attention_heads, per_token=per_token)
         layers.append(int_layer)
         norm = int_layer.norm2
     return IntBert(int_tables, embed_norm, layers, norm.scale_residual)

@@ -86,7 +86,7 @@ class IntLinear:
 
     @classmethod
     def build(cls, linear: nn.Linear, scale_in: float, scale_out: float,
-              out: IntRange = INT8, smoothing: torch.Tensor | None = None) -> IntLinear:
+              *, out: IntRange = INT8, smoothing: torch.Tensor | None = None) -> IntLinear:
         """From a float layer; `smoothing` (per input channel) multiplies the weight's columns
         when the layer's input was divided by it (SmoothQuant's migration)."""
         weight = linear.weight.detach().double()

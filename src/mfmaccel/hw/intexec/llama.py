@@ -129,9 +129,9 @@ class IntLlamaBlock:
     def __call__(self, h: torch.Tensor) -> torch.Tensor:
         s = self.scales
         mid = residual_add(self.attention(*_normed(self.attention_norm, h)), s["mid"], h,
-                           s["in"], s["mid"], RESIDUAL)
+                           s["in"], s["mid"], out=RESIDUAL)
         return residual_add(self.mlp(*_normed(self.mlp_norm, mid)), s["out"], mid, s["mid"],
-                            s["out"], RESIDUAL)
+                            s["out"], out=RESIDUAL)
 
 
 def _normed(norm: IRMSNorm, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -182,7 +182,7 @@ def _residual_scale(ranges: RangeRecorder, name: str) -> float:
     return ranges.scale(name, RESIDUAL.high)
 
 
-def _norm(norm: nn.Module, ranges: RangeRecorder, name: str, scale_in: float,
+def _norm(norm: nn.Module, ranges: RangeRecorder, name: str, *, scale_in: float,
           consumers: Sequence[nn.Linear], alpha: float, per_token: bool
           ) -> tuple[IRMSNorm, torch.Tensor, float]:
     """Integer RMSNorm for `consumers`, smoothed: (unit, factors, output scale). To int8, or,
@@ -191,11 +191,11 @@ def _norm(norm: nn.Module, ranges: RangeRecorder, name: str, scale_in: float,
     factors = smoothing(channels, [c.weight for c in consumers], alpha)
     scale_out = gemm_input_scale(float((channels / factors).max()) / INT8.high, per_token)
     weight = norm.weight.detach().double() / factors
-    unit = IRMSNorm.build(weight, scale_in, scale_out, norm.variance_epsilon)
+    unit = IRMSNorm.build(weight, scale_in, scale_out, eps=norm.variance_epsilon)
     return (replace(unit, out=INT32) if per_token else unit), factors, scale_out
 
 
-def _attention(attention: nn.Module, ranges: RangeRecorder, i: int, scale_in: float,
+def _attention(attention: nn.Module, ranges: RangeRecorder, i: int, *, scale_in: float,
                factors: torch.Tensor, rotary: IRotary, config, scale_out: float,
                per_token: bool) -> IntLlamaAttention:
     def s8(name: str) -> float:
@@ -209,12 +209,12 @@ def _attention(attention: nn.Module, ranges: RangeRecorder, i: int, scale_in: fl
         IntLinear.build(attention.q_proj, scale_in, s_q, smoothing=factors),
         IntLinear.build(attention.k_proj, scale_in, s_k, smoothing=factors),
         IntLinear.build(attention.v_proj, scale_in, s8("v"), smoothing=factors),
-        IntLinear.build(attention.o_proj, s_ctx, scale_out, RESIDUAL),
+        IntLinear.build(attention.o_proj, s_ctx, scale_out, out=RESIDUAL),
         rotary, config.num_attention_heads, config.num_key_value_heads,
         exp, coarsen, dyadic(s8("v") / 2**PROBABILITY_BITS / s_ctx), per_token)
 
 
-def _mlp(mlp: nn.Module, ranges: RangeRecorder, i: int, scale_in: float,
+def _mlp(mlp: nn.Module, ranges: RangeRecorder, i: int, *, scale_in: float,
          factors: torch.Tensor, scale_out: float, alpha: float, per_token: bool,
          wide: bool) -> IntLlamaMlp:
     """gate and up from the smoothed norm; down_proj's input (silu(gate) x up, where Llama's
@@ -235,9 +235,9 @@ def _mlp(mlp: nn.Module, ranges: RangeRecorder, i: int, scale_in: float,
     silu_out = dyadic(silu_scale / s_gate) if wide else None
     product_scale = (s_gate if wide else silu_scale) * s_up
     return IntLlamaMlp(
-        IntLinear.build(mlp.gate_proj, scale_in, s_gate, width, smoothing=factors),
-        IntLinear.build(up, scale_in, s_up, width, smoothing=factors),
-        IntLinear.build(mlp.down_proj, s_act, scale_out, RESIDUAL, smoothing=act),
+        IntLinear.build(mlp.gate_proj, scale_in, s_gate, out=width, smoothing=factors),
+        IntLinear.build(up, scale_in, s_up, out=width, smoothing=factors),
+        IntLinear.build(mlp.down_proj, s_act, scale_out, out=RESIDUAL, smoothing=act),
         sigmoid, dyadic(product_scale / s_act), per_token, silu_out, coarser)
 
 
@@ -265,7 +265,7 @@ def _rotary(module: nn.Module, length: int) -> IRotary:
 
 
 def convert_llama(module: nn.Module, windows: Sequence[torch.Tensor],
-                  max_length: int = 1024, alpha: float = LLAMA_SMOOTHING,
+                  *, max_length: int = 1024, alpha: float = LLAMA_SMOOTHING,
                   per_token: bool = True, wide_mlp: bool = True) -> IntLlama:
     """Calibrate on `windows` ((1, T) token ids of real text) and build the integer program
     for sequences of up to `max_length` tokens; `alpha` is SmoothQuant's migration strength;
@@ -280,24 +280,29 @@ def convert_llama(module: nn.Module, windows: Sequence[torch.Tensor],
     blocks, scale_in = [], table_scale
     for i, layer in enumerate(module.model.layers):
         attention, mlp = layer.self_attn, layer.mlp
-        norm1, factors1, s_attn = _norm(layer.input_layernorm, ranges, f"{i}.attn_in", scale_in,
-                                        [attention.q_proj, attention.k_proj, attention.v_proj],
-                                        alpha, per_token)
+        norm1, factors1, s_attn = _norm(
+            layer.input_layernorm, ranges, f"{i}.attn_in", scale_in=scale_in,
+            consumers=[attention.q_proj, attention.k_proj, attention.v_proj],
+            alpha=alpha, per_token=per_token)
         s_mid, s_out = _residual_scale(ranges, f"{i}.mid"), _residual_scale(ranges, f"{i}.out")
         norm2, factors2, s_mlp = _norm(layer.post_attention_layernorm, ranges, f"{i}.mlp_in",
-                                       s_mid, [mlp.gate_proj, mlp.up_proj], alpha, per_token)
+                                       scale_in=s_mid, consumers=[mlp.gate_proj, mlp.up_proj],
+                                       alpha=alpha, per_token=per_token)
         blocks.append(IntLlamaBlock(
-            norm1, _attention(attention, ranges, i, s_attn, factors1, rotary, module.config,
-                              s_mid, per_token),
-            norm2, _mlp(mlp, ranges, i, s_mlp, factors2, s_out, alpha, per_token, wide_mlp),
+            norm1,
+            _attention(attention, ranges, i, scale_in=s_attn, factors=factors1, rotary=rotary,
+                       config=module.config, scale_out=s_mid, per_token=per_token),
+            norm2,
+            _mlp(mlp, ranges, i, scale_in=s_mlp, factors=factors2, scale_out=s_out, alpha=alpha,
+                 per_token=per_token, wide=wide_mlp),
             {"in": scale_in, "mid": s_mid, "out": s_out}))
         scale_in = s_out
     final_scale = gemm_input_scale(ranges.scale("final"), per_token)
     final = IRMSNorm.build(module.model.norm.weight.detach().double(), scale_in, final_scale,
-                           module.model.norm.variance_epsilon)
+                           eps=module.model.norm.variance_epsilon)
     final = replace(final, out=INT32) if per_token else final
     logit_scale = ranges.scale("logits", INT16.high)
-    head = IntLinear.build(module.lm_head, final_scale, logit_scale, INT16)
+    head = IntLinear.build(module.lm_head, final_scale, logit_scale, out=INT16)
     return IntLlama(torch.round(table / table_scale).long(), table_scale, blocks, final, head,
                     logit_scale)
 

@@ -80,8 +80,8 @@ def mean_pooled(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def encoder_agreement(model: LoadedModel, sentences: int = 128, calibration: int = 64,
-                      per_token: bool = True, *, calibration_progress: Progress = None,
+def encoder_agreement(model: LoadedModel, *, sentences: int = 128, calibration: int = 64,
+                      per_token: bool = True, calibration_progress: Progress = None,
                       progress: Progress = None) -> EmbeddingAgreement:
     """Cosine similarity of integer-only and float sentence embeddings on the corpus's test
     half, the integer program calibrated on its train half."""
@@ -140,9 +140,9 @@ def scored_ids(tokenizer, split: str, tokens: int) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def decoder_agreement(model: LoadedModel, tokens: int = 2048, calibration: int = 2048,
+def decoder_agreement(model: LoadedModel, *, tokens: int = 2048, calibration: int = 2048,
                       context: int = 256, per_token: bool = True, split: str = "test",
-                      alpha: float | None = None, *, calibration_progress: Progress = None,
+                      alpha: float | None = None, calibration_progress: Progress = None,
                       progress: Progress = None) -> DecoderAgreement:
     """Perplexity of the integer-only program against float on the same windows of `split`,
     and how often their next-token predictions agree; `alpha` overrides the program's
@@ -158,8 +158,8 @@ def decoder_agreement(model: LoadedModel, tokens: int = 2048, calibration: int =
     ids = scored_ids(model.tokenizer, split, tokens)
     alpha = LLAMA_SMOOTHING if alpha is None else alpha
     windows = calibration_batches(model.tokenizer, calibration, context)
-    program = convert_llama(model.module, reported(windows, calibration_progress), context,
-                            alpha=alpha, per_token=per_token)
+    program = convert_llama(model.module, reported(windows, calibration_progress),
+                            max_length=context, alpha=alpha, per_token=per_token)
     nll = {"float": 0.0, "integer": 0.0}
     agree, scored = 0, 0
     for start in reported(range(0, len(ids) - 1, context), progress):
@@ -192,8 +192,8 @@ class VisionAgreement(Record):
 
 
 @torch.inference_mode()
-def vision_agreement(model: LoadedModel, questions: int = 0, calibration: int = 64,
-                     per_token: bool = True, *, calibration_progress: Progress = None,
+def vision_agreement(model: LoadedModel, *, questions: int = 0, calibration: int = 64,
+                     per_token: bool = True, calibration_progress: Progress = None,
                      progress: Progress = None) -> VisionAgreement:
     """Medical VQA accuracy (ranked answers, test split) of the VLM with its float tower and
     with the integer-only program of that tower, calibrated on train images; `questions` > 0

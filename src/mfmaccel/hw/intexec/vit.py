@@ -72,11 +72,11 @@ class IntConv:
 
     @classmethod
     def build(cls, conv: nn.Conv2d, norm: nn.BatchNorm2d | None, scale_in: float,
-              scale_out: float, out: IntRange = INT8, relu: bool = False) -> IntConv:
+              scale_out: float, *, out: IntRange = INT8, relu: bool = False) -> IntConv:
         if conv.groups != 1 or conv.dilation != (1, 1) or conv.padding_mode != "zeros":
             raise UserInputError(f"{conv}: only plain zero-padded convolutions have an integer "
                                  "unit (no groups, no dilation)")
-        linear = IntLinear.build(folded_conv(conv, norm), scale_in, scale_out, out)
+        linear = IntLinear.build(folded_conv(conv, norm), scale_in, scale_out, out=out)
         return cls(linear, conv.kernel_size, conv.stride, conv.padding, relu)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
@@ -131,10 +131,10 @@ class IntViTLayer:
         mask = torch.ones(h.shape[:2], dtype=torch.long)
         attended = requantize_into(self.attention_out, self.attention(self.norm1(h), mask),
                                    self.attention.context, self.per_token)
-        h1 = residual_add(attended, s["res1"], h, s["in"], s["h1"], INT16)
+        h1 = residual_add(attended, s["res1"], h, s["in"], s["h1"], out=INT16)
         out = requantize_into(self.output, self.gelu(self.intermediate(self.norm2(h1))),
                               self.gelu_out, self.per_token)
-        return residual_add(out, s["res2"], h1, s["h1"], s["out"], INT16)
+        return residual_add(out, s["res2"], h1, s["h1"], s["out"], out=INT16)
 
 
 @dataclass(frozen=True)
@@ -238,16 +238,16 @@ def _block(block: nn.Module, ranges: RangeRecorder, b: int, scale_in: float) -> 
     if not isinstance(block.shortcut, nn.Identity):
         short_scale = s8(f"b{b}.short", INT16.high)
         shortcut = IntConv.build(block.shortcut.convolution, block.shortcut.normalization,
-                                 scale_in, short_scale, INT16)
+                                 scale_in, short_scale, out=INT16)
     return IntBasicBlock(
         IntConv.build(first.convolution, first.normalization, scale_in, s8(f"b{b}.conv1"),
                       relu=True),
         IntConv.build(second.convolution, second.normalization, s8(f"b{b}.conv1"), main_scale,
-                      INT16),
+                      out=INT16),
         shortcut, {"main": main_scale, "short": short_scale, "out": out_scale})
 
 
-def _layer(layer: nn.Module, ranges: RangeRecorder, i: int, scale_in: float, heads: int,
+def _layer(layer: nn.Module, ranges: RangeRecorder, i: int, *, scale_in: float, heads: int,
            eps: float, per_token: bool) -> IntViTLayer:
     def s8(name: str) -> float:
         return ranges.scale(f"{i}.{name}")
@@ -261,18 +261,18 @@ def _layer(layer: nn.Module, ranges: RangeRecorder, i: int, scale_in: float, hea
 
     def norm(ln: nn.LayerNorm, scale: float, scale_out: float) -> ILayerNorm:
         return ILayerNorm.build(ln.weight.detach().double(), ln.bias.detach().double(), scale,
-                                scale_out, eps)
+                                scale_out, eps=eps)
 
     return IntViTLayer(
         norm1=norm(layer.layernorm_before, scale_in, s8("ln1")),
         attention=IntAttention.build(
             [self_attention.query, self_attention.key, self_attention.value], s8("ln1"),
-            (s8("q"), s8("k"), s8("v")), s_ctx, heads),
-        attention_out=IntLinear.build(layer.attention.output.dense, s_ctx, s16("res1"), INT16),
+            (s8("q"), s8("k"), s8("v")), s_ctx, heads=heads),
+        attention_out=IntLinear.build(layer.attention.output.dense, s_ctx, s16("res1"), out=INT16),
         norm2=norm(layer.layernorm_after, s16("h1"), s8("ln2")),
         intermediate=IntLinear.build(layer.intermediate.dense, s8("ln2"), s8("ff")),
         gelu=gelu, gelu_out=dyadic(gelu.scale_out / s_gelu),
-        output=IntLinear.build(layer.output.dense, s_gelu, s16("res2"), INT16),
+        output=IntLinear.build(layer.output.dense, s_gelu, s16("res2"), out=INT16),
         scales={"in": scale_in, "res1": s16("res1"), "h1": s16("h1"), "res2": s16("res2"),
                 "out": s16("out")},
         per_token=per_token,
@@ -299,12 +299,12 @@ def convert_vit(tower: nn.Module, calibration: Sequence[torch.Tensor],
     table = positions.detach().double().clone()
     table[0] += embeddings.cls_token.detach().double()[0, 0]
     cls_position = INT16.clamp(torch.round(table / embed_scale).long())
-    projection = IntConv.build(embeddings.projection, None, scale, embed_scale, INT16)
+    projection = IntConv.build(embeddings.projection, None, scale, embed_scale, out=INT16)
     config = tower.config
     layers, scale = [], embed_scale
     for i, layer in enumerate(tower.encoder.layer):
-        layers.append(_layer(layer, ranges, i, scale, config.num_attention_heads,
-                             config.layer_norm_eps, per_token))
+        layers.append(_layer(layer, ranges, i, scale_in=scale, heads=config.num_attention_heads,
+                             eps=config.layer_norm_eps, per_token=per_token))
         scale = layers[-1].scales["out"]
     return IntViT(
         pixel_scale=pixel_scale,

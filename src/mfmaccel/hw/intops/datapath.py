@@ -170,7 +170,7 @@ def token_shifts(x: torch.Tensor, out: IntRange = INT8) -> tuple[torch.Tensor, t
 
 
 def residual_add(a: torch.Tensor, scale_a: float, b: torch.Tensor, scale_b: float,
-                 scale_out: float, out: IntRange = INT8) -> torch.Tensor:
+                 scale_out: float, *, out: IntRange = INT8) -> torch.Tensor:
     """a * scale_a + b * scale_b, requantized to `scale_out`: both operands are aligned to the
     output scale by integer multipliers sharing one shift (the largest that keeps both below
     2^31), added, rounded once, saturated. Operands are at most 32-bit."""

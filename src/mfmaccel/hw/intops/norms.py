@@ -78,7 +78,7 @@ class ILayerNorm:
 
     @classmethod
     def build(cls, gamma: torch.Tensor, beta: torch.Tensor, scale_in: float, scale_out: float,
-              eps: float = 1e-5, out: IntRange = INT8) -> ILayerNorm:
+              *, eps: float = 1e-5, out: IntRange = INT8) -> ILayerNorm:
         gamma_q, gamma_scale = _gamma_integers(gamma)
         product_scale = gamma_scale / 2**NORM_BITS
         beta_q = torch.round(beta.double() / product_scale).long()
@@ -114,7 +114,7 @@ class IRMSNorm:
 
     @classmethod
     def build(cls, weight: torch.Tensor, scale_in: float, scale_out: float,
-              eps: float = 1e-5) -> IRMSNorm:
+              *, eps: float = 1e-5) -> IRMSNorm:
         gamma_q, gamma_scale = _gamma_integers(weight)
         if not scale_out > 0:
             raise UserInputError(f"output scale must be positive, got {scale_out}")

@@ -26,7 +26,7 @@ async def _write(dut, sel: int, addr: int, value: int, bits: int) -> None:
     await RisingEdge(dut.clk)
 
 
-async def run_gemm(dut, cfg: RtlConfig, a: torch.Tensor, b: torch.Tensor, bias: torch.Tensor,
+async def run_gemm(dut, cfg: RtlConfig, a: torch.Tensor, b: torch.Tensor, *, bias: torch.Tensor,
                    factor: Dyadic, shifts: torch.Tensor) -> tuple[torch.Tensor, int, int]:
     """Load the buffers, run, read back: (outputs, edges counted here, the `cycles` port)."""
     (m, k), n = a.shape, b.shape[1]
@@ -112,7 +112,7 @@ async def gemm_matches_golden(dut) -> None:
     for a, b, bias, factor, shifts in _cases(cfg, generator):
         expected = requantize(int_gemm(a, b.t(), bias, shifts), factor, out_range, shifts)
         rows = torch.zeros(a.shape[0], dtype=torch.long) if shifts is None else shifts[:, 0]
-        got, edges, cycles = await run_gemm(dut, cfg, a, b, bias, factor, rows)
+        got, edges, cycles = await run_gemm(dut, cfg, a, b, bias=bias, factor=factor, shifts=rows)
         shape = f"{a.shape[0]}x{a.shape[1]} @ {b.shape[0]}x{b.shape[1]}"
         assert torch.equal(got, expected), f"{shape}: rtl outputs differ from golden"
         model = gemm_cycles(cfg, a.shape[0], b.shape[1], a.shape[1])

@@ -60,7 +60,7 @@ def synthesis_cells(source: Path) -> int:
     return int(found[-1])
 
 
-def simulate(source: Path, build_dir: Path, vectors: int = 10_000, seed: int = 0,
+def simulate(source: Path, build_dir: Path, *, vectors: int = 10_000, seed: int = 0,
              cfg: RtlConfig | None = None, record: Path | None = None) -> tuple[int, int]:
     """(testbenches run, failed) for the unit in `source` (its module name is its stem);
     `cfg` is the configuration it was generated from (default: `RtlConfig()`). With `record`,

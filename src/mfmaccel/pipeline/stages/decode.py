@@ -37,10 +37,11 @@ def run(model: LoadedModel, params: DecodeParams, ctx: RunContext):
     rows, schedule = [], GammaSchedule(params.gamma)  # one schedule learns across prompts
     for problem, ids in prompts:
         start = time.perf_counter()
-        plain = greedy_generate(model.module, torch.tensor([ids]), params.max_new_tokens, stop)
+        plain = greedy_generate(model.module, torch.tensor([ids]), params.max_new_tokens,
+                                eos_token_ids=stop)
         plain_seconds += time.perf_counter() - start
-        fast = speculative_generate(model.module, draft, ids, params.max_new_tokens, schedule,
-                                    eos_token_ids=stop)
+        fast = speculative_generate(model.module, draft, ids, max_new_tokens=params.max_new_tokens,
+                                    gamma=schedule, eos_token_ids=stop)
         spec_seconds += fast.seconds
         rows.append({"task_id": problem.task_id, "tokens": len(fast.tokens),
                      "identical": fast.tokens == plain.tokens,

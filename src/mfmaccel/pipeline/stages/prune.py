@@ -22,8 +22,9 @@ class PruneParams(StageParams):
 
 def run(model: LoadedModel, params: PruneParams, ctx: RunContext):
     model, report = prune_and_recover(
-        model, params.calib_tokens, params.blocks, params.mlp_fraction, params.kv_groups,
-        params.recover_steps, params.recover_tokens,
+        model, calib_tokens=params.calib_tokens, blocks=params.blocks,
+        mlp_fraction=params.mlp_fraction, kv_groups=params.kv_groups,
+        recover_steps=params.recover_steps, recover_tokens=params.recover_tokens,
         progress=ctx.progress)
     report.save(ctx.stage_dir / "pruning.json")
     before, after = report.params

@@ -4,13 +4,12 @@ verified points, the chosen bit-widths)."""
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import Field, model_validator
 
 from mfmaccel.compress.search import DEFAULT_SPECS, Budget, compress_to_budget, uniform_to_spec
 from mfmaccel.models.record import CAUSAL_LM, VLM, LoadedModel
 from mfmaccel.pipeline.stage import RunContext, Stage, StageParams, StageReport
+from mfmaccel.runtime.choices import ActivationMode, Method
 
 
 class QuantizeParams(StageParams):
@@ -19,10 +18,10 @@ class QuantizeParams(StageParams):
     avg_bits: float | None = Field(None, gt=0, le=16)
     max_ppl_increase: float | None = Field(None, gt=0)
     uniform: str | None = None  # e.g. "int4-g128": no search, every part at this spec
-    activations: Literal["token", "tensor"] | None = None  # W8A8, with uniform int8-c-sym
+    activations: ActivationMode | None = None  # W8A8, with uniform int8-c-sym
     smoothing: float | None = Field(None, ge=0, le=1, description="SmoothQuant alpha")
     specs: list[str] = list(DEFAULT_SPECS)
-    method: Literal["rtn", "gptq"] = "gptq"
+    method: Method = Method.gptq
     calib_tokens: int = Field(2048, ge=64)
     eval_tokens: int = Field(8192, ge=64)
 
@@ -41,8 +40,9 @@ class QuantizeParams(StageParams):
 
 def run(model: LoadedModel, params: QuantizeParams, ctx: RunContext):
     if params.uniform is not None:
-        model = uniform_to_spec(model, params.uniform, params.method, params.calib_tokens,
-                                params.activations, params.smoothing)
+        model = uniform_to_spec(model, params.uniform, method=params.method,
+                                calib_tokens=params.calib_tokens,
+                                activations=params.activations, smoothing=params.smoothing)
         acts = f", int8 activations per {params.activations}" if params.activations else ""
         return model, StageReport(notes=f"uniform {params.uniform} ({params.method}{acts})")
     size = params.budget_bytes
@@ -51,8 +51,8 @@ def run(model: LoadedModel, params: QuantizeParams, ctx: RunContext):
     budget = Budget(bytes=size, avg_bits=params.avg_bits,
                     max_ppl_increase=params.max_ppl_increase)
     model, record = compress_to_budget(
-        model, budget, params.specs, params.method, params.calib_tokens, params.eval_tokens,
-        log=ctx.log, progress=ctx.progress,
+        model, budget, params.specs, method=params.method, calib_tokens=params.calib_tokens,
+        eval_tokens=params.eval_tokens, log=ctx.log, progress=ctx.progress,
     )
     record.save(ctx.stage_dir / "compression.json")
     blocks = record.sensitivity["blocks"]

@@ -1,0 +1,5 @@
+"""`python -m mfmaccel.cli`: the `mfmaccel` command."""
+
+from mfmaccel.cli import main
+
+main()

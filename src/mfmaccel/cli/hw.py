@@ -1,0 +1,232 @@
+"""`mfmaccel hw ...`: integer-only execution (`hw.intexec`), the RTL (`hw.rtl`), the
+performance model (`hw.simulate`) and its design-space exploration (`hw.dse`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from mfmaccel.cli.root import (
+    Bars,
+    console,
+    hw_app,
+    print_record,
+    quiet_libraries,
+    say,
+    user_errors,
+)
+from mfmaccel.errors import UserInputError
+from mfmaccel.hw.arch import ArchPreset, Attention
+
+
+@hw_app.command("intexec")
+@user_errors
+def hw_intexec(
+    model: Annotated[str, typer.Option(
+        help="A BERT-family encoder (minilm-l6), a Llama-family decoder (smollm2-135m) or "
+             "medvlm (its vision tower runs integer-only)")],
+    sentences: Annotated[int, typer.Option(help="Encoder: test paragraphs to compare on")] = 128,
+    calibration: Annotated[int, typer.Option(
+        help="Encoder: train paragraphs to calibrate on; VLM: train images")] = 64,
+    questions: Annotated[int, typer.Option(
+        help="VLM: medical VQA test questions (type-balanced subset; 0: all)")] = 0,
+    tokens: Annotated[int, typer.Option(help="Decoder: test tokens to score")] = 2048,
+    calibration_tokens: Annotated[int, typer.Option(help="Decoder: train tokens")] = 2048,
+    context: Annotated[int, typer.Option(help="Decoder: window length")] = 256,
+    per_token: Annotated[bool, typer.Option(help="Per-token power-of-two scales for the GEMM "
+                                            "inputs (else static per-tensor)")] = True,
+    out: Annotated[Path | None, typer.Option(help="JSON output path")] = None,
+) -> None:
+    """Run MODEL integer-only and report how close it stays to float."""
+    quiet_libraries()
+    from mfmaccel.fileio import check_replaceable_file
+    from mfmaccel.hw.intexec.agreement import agreement_for_spec
+
+    out = out or Path("results") / f"{Path(model).name}-intexec.json"
+    check_replaceable_file(out)  # refuse a user's file before minutes of compute
+    with Bars() as bars:
+        record = agreement_for_spec(
+            model, sentences=sentences, calibration=calibration, questions=questions,
+            tokens=tokens, calibration_tokens=calibration_tokens, context=context,
+            per_token=per_token, progress=bars.task)
+    record.save(out)
+    print_record(f"integer-only {model} vs float", record.to_dict())
+    say(f"wrote {out}")
+
+
+@hw_app.command("rtl")
+@user_errors
+def hw_rtl(
+    out: Annotated[Path, typer.Option(help="Folder for the Verilog and its test runner")],
+    rows: Annotated[int, typer.Option(help="MAC array rows")] = 8,
+    cols: Annotated[int, typer.Option(help="MAC array columns")] = 8,
+    synth: Annotated[bool, typer.Option(help="Also count cells with yosys (area proxy)")] = False,
+) -> None:
+    """Write the accelerator's Verilog units (and run_tests.py, their cocotb testbenches)."""
+    from mfmaccel.hw.rtl.config import RtlConfig
+    from mfmaccel.hw.rtl.verify import synthesis_cells, write_rtl
+
+    sources = write_rtl(out, RtlConfig(rows=rows, cols=cols))
+    table = Table("unit", "file", *(["yosys cells"] if synth else []))
+    for source in sources:
+        table.add_row(source.stem, str(source), *([str(synthesis_cells(source))] if synth else []))
+    console.print(table)
+    say(f"wrote {out}; check bit-exactness with: python {out / 'run_tests.py'}")
+
+
+@hw_app.command("simulate")
+@user_errors
+def hw_simulate(
+    model: Annotated[str, typer.Option(help="roberta-base or vit-base (configs only), a "
+                                            "built-in model, tiny-<arch>, an HF folder (a "
+                                            "config.json alone will do) or a .gguf file")],
+    arch: Annotated[ArchPreset, typer.Option(help="Preset: swifttron, edge, large")
+                    ] = ArchPreset.edge,
+    seq_len: Annotated[int, typer.Option(help="Text tokens per forward pass")] = 128,
+    image_size: Annotated[int | None, typer.Option(help="Vision encoders: pixels per side")
+                          ] = None,
+    rows: Annotated[int | None, typer.Option(help="Override: MAC array rows")] = None,
+    cols: Annotated[int | None, typer.Option(help="Override: MAC array columns")] = None,
+    clock_mhz: Annotated[float | None, typer.Option(help="Override: clock")] = None,
+    bandwidth_gbs: Annotated[float | None, typer.Option(help="Override: off-chip GB/s")] = None,
+    attention: Annotated[Attention | None, typer.Option(help="Override: tiled or full")] = None,
+    out: Annotated[Path | None, typer.Option(help="JSON output path")] = None,
+) -> None:
+    """Predict cycles, energy and area of MODEL's forward pass on an accelerator, per operation,
+    with a roofline plot next to the JSON."""
+    quiet_libraries()
+    from mfmaccel.hw.arch import customized_arch
+    from mfmaccel.hw.simulate import simulate
+    from mfmaccel.hw.trace import workload_for_spec
+    from mfmaccel.report.hwfigures import write_roofline
+
+    target = customized_arch(arch.value, rows=rows, cols=cols, clock_mhz=clock_mhz,
+                             bandwidth_gbs=bandwidth_gbs, attention=attention)
+    result = simulate(workload_for_spec(model, seq_len=seq_len, image_size=image_size), target)
+    out = out or Path("results") / f"{Path(model).name}-{arch.value}-L{seq_len}-simulate.json"
+    result.save(out)
+    write_roofline(result, out.with_suffix(".png"))
+    table = Table("operation", "count", "GMACs", "cycles", "bound", "util", "off-chip MB",
+                  "energy uJ", "flow", title=f"{model} ({result.workload}) on {target.name}")
+    for op in result.ops:
+        table.add_row(op.name, str(op.count), f"{op.macs / 1e9:.3f}", f"{op.cycles:,}", op.bound,
+                      f"{op.utilisation:.0%}" if op.macs else "", f"{op.dram_bytes / 1e6:.2f}",
+                      f"{sum(op.energy_pj.values()) / 1e6:.1f}", op.mapping.split(":")[0])
+    console.print(table)
+    say(f"latency {result.latency_ms:.3f} ms, energy {result.energy_mj:.3f} mJ, on-chip power "
+        f"{result.power_mw:.1f} mW, area {result.area_mm2:.2f} mm² ({target.tech.name}); matrix "
+        f"multiplication {result.matmul_area_share:.0%} of area, "
+        f"{result.matmul_power_share:.0%} of on-chip power")
+    say(f"wrote {out}")
+
+
+@hw_app.command("dse")
+@user_errors
+def hw_dse(
+    model: Annotated[str, typer.Option(help="As for `hw simulate`")],
+    seq_len: Annotated[int, typer.Option(help="Text tokens per forward pass")] = 128,
+    image_size: Annotated[int | None, typer.Option(help="Vision encoders: pixels per side")
+                          ] = None,
+    arch: Annotated[ArchPreset, typer.Option(help="Preset whose technology and units are kept "
+                                                  "(as for `hw simulate`)")] = ArchPreset.edge,
+    rows: Annotated[str | None, typer.Option(help="Array rows to try, e.g. 8,16,32")] = None,
+    cols: Annotated[str | None, typer.Option(help="Array columns to try")] = None,
+    a_buffer_kib: Annotated[str | None, typer.Option(help="A buffer sizes (KiB)")] = None,
+    b_buffer_kib: Annotated[str | None, typer.Option(help="B buffer sizes (KiB)")] = None,
+    out_buffer_kib: Annotated[str | None, typer.Option(help="Output buffer sizes (KiB)")
+                              ] = None,
+    bandwidth_gbs: Annotated[str | None, typer.Option(help="Off-chip GB/s to try")] = None,
+    clock_mhz: Annotated[str | None, typer.Option(help="Clocks to try (MHz)")] = None,
+    vector_lanes: Annotated[str | None, typer.Option(help="Non-linear unit lanes")] = None,
+    weight_bits: Annotated[str | None, typer.Option(help="Weight bit-widths, e.g. 4,8")] = None,
+    max_latency_ms: Annotated[float | None, typer.Option(help="Keep designs at most this")
+                              ] = None,
+    max_energy_mj: Annotated[float | None, typer.Option()] = None,
+    max_area_mm2: Annotated[float | None, typer.Option()] = None,
+    max_power_mw: Annotated[float | None, typer.Option()] = None,
+    workers: Annotated[int, typer.Option(help="Processes")] = 2,
+    chunk: Annotated[str | None, typer.Option(help="Run only chunk I of N, e.g. 3/10")] = None,
+    out: Annotated[Path | None, typer.Option(help="Output folder")] = None,
+) -> None:
+    """Sweep accelerator designs for MODEL; write the Pareto front of latency, energy and area
+    (front.json, front.png) and every design point (points.json)."""
+    quiet_libraries()
+    from mfmaccel.hw.dse import Constraints, DesignSpace, explore
+    from mfmaccel.hw.trace import workload_for_spec
+
+    given = {"rows": _values(rows, int), "cols": _values(cols, int),
+             "a_buffer_kib": _values(a_buffer_kib), "b_buffer_kib": _values(b_buffer_kib),
+             "out_buffer_kib": _values(out_buffer_kib), "bandwidth_gbs": _values(bandwidth_gbs),
+             "clock_mhz": _values(clock_mhz), "vector_lanes": _values(vector_lanes, int),
+             "weight_bits": _values(weight_bits, int)}
+    space = DesignSpace(base=arch.value, **{k: v for k, v in given.items() if v is not None})
+    if workers < 1:
+        raise UserInputError(f"--workers must be at least 1, got {workers}")
+    part = _chunk(chunk)
+    workload = workload_for_spec(model, seq_len=seq_len, image_size=image_size)
+    with Bars() as bars:
+        result = explore(workload, space, workers=workers, chunk=part,
+                         constraints=Constraints(max_latency_ms=max_latency_ms,
+                                                 max_energy_mj=max_energy_mj,
+                                                 max_area_mm2=max_area_mm2,
+                                                 max_power_mw=max_power_mw),
+                         progress=bars.task(f"designs of {model}"))
+    suffix = f"-chunk{part[0]}of{part[1]}" if part else ""
+    out = out or Path("results") / f"dse-{Path(model).name}-L{seq_len}{suffix}"
+    _write_exploration(result, out)
+
+
+@hw_app.command("dse-merge")
+@user_errors
+def hw_dse_merge(
+    folders: Annotated[list[Path], typer.Argument(help="The --out folders of the chunks")],
+    out: Annotated[Path, typer.Option(help="Folder for the merged front")],
+) -> None:
+    """Merge the chunks of one sweep (`hw dse --chunk I/N`) into one Pareto front."""
+    from mfmaccel.hw.dse import load_exploration, merge
+
+    _write_exploration(merge([load_exploration(folder) for folder in folders]), out)
+
+
+def _write_exploration(result, out: Path) -> None:
+    """front.json, points.json and front.png in `out`, and the front as a table."""
+    from mfmaccel.hw.dse import describe
+    from mfmaccel.hw.dse_files import write_exploration
+    from mfmaccel.report.hwfigures import write_dse_front
+
+    write_exploration(result, out)
+    write_dse_front(result, out)
+    table = Table("latency ms", "energy mJ", "area mm²", "power mW", "design",
+                  title=f"Pareto front: {len(result.front)} of {result.evaluated} designs "
+                        f"({result.points_per_minute:,.0f} per minute)")
+    for point in result.front[:15]:
+        table.add_row(f"{point.latency_ms:.3f}", f"{point.energy_mj:.3f}",
+                      f"{point.area_mm2:.2f}", f"{point.power_mw:.0f}",
+                      describe(point.params))
+    console.print(table)
+    say(f"wrote {out}")
+
+
+def _values(text: str | None, cast=float) -> tuple | None:
+    """'8,16,32' -> (8, 16, 32)."""
+    if text is None:
+        return None
+    try:
+        return tuple(cast(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise UserInputError(f"'{text}' is not a comma-separated list of numbers, e.g. "
+                             f"8,16,32") from None
+
+
+def _chunk(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    try:
+        index, count = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise UserInputError(f"--chunk '{text}': use I/N, e.g. 0/4 for the first of four") \
+            from None
+    return index, count

@@ -1,0 +1,14 @@
+"""The decode layer's named choices, as enums whose members are their strings. They live apart
+from the modules that decode, so the command line can offer them without loading torch."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class CascadeTask(StrEnum):
+    """What a cascade answers (`cascade_run`): HumanEval problems, self-tested on the prompt's
+    examples, or closed VQA questions, trusted by their answer margin."""
+
+    humaneval = "humaneval"
+    medvqa = "medvqa"
