@@ -57,6 +57,12 @@ class PhaseSettings(Strict):
     val_samples: int = Field(40, ge=1)  # fixed val subset for the per-phase accuracy (8 per type)
     val_before: bool = True  # also measure val accuracy before phase 1
 
+    @property
+    def tower_frozen(self) -> bool:
+        """No phase trains the tower: its features can be computed once (finetune.features)."""
+        phases = (self.alignment, self.instruction, self.vqa)
+        return self.warmup.steps == 0 and not any(p.train_tower and p.steps for p in phases)
+
 
 class FinetuneConfig(PhaseSettings):
     """The whole recipe of `finetune_medvlm`: the phases plus the seed and the base model."""

@@ -7,11 +7,14 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import torch
 
 from mfmaccel.finetune.collate import Collator
 from mfmaccel.finetune.config import FinetuneConfig, PhaseConfig
 from mfmaccel.finetune.data import PhaseData
+from mfmaccel.finetune.features import cached_tower
 from mfmaccel.finetune.loop import TrainResult, answer_loss, train
 from mfmaccel.models.lora import lora_parameters
 from mfmaccel.models.medvlm_parts import projector, tower
@@ -38,9 +41,10 @@ def parameter_groups(module: torch.nn.Module, phase: str, config: PhaseConfig) -
 
 def run_phase(
     module: torch.nn.Module, processor, phase: str, *, data: PhaseData, config: FinetuneConfig,
-    progress=None,
+    progress=None, cached: bool = False,
 ) -> tuple[TrainResult, list[str]]:
-    """Train `phase` on `data`; returns the loss curve and the names of what trained."""
+    """Train `phase` on `data`; returns the loss curve and the names of what trained. With
+    `cached`, `data.pixels` holds the frozen tower's features (see finetune.features)."""
     phase_config: PhaseConfig = getattr(config, phase)
     groups = parameter_groups(module, phase, phase_config)
     collate = Collator(processor, data.pixels)
@@ -52,9 +56,10 @@ def run_phase(
     if not phase_config.train_tower:
         tower(module).eval()  # a frozen tower keeps its batch-norm statistics too
     seed = config.seed + 1 + PHASES.index(phase)
-    result = train(step_loss, groups, count=len(data.examples), batch_size=config.batch_size,
-                   steps=phase_config.steps, seed=seed, max_grad_norm=config.max_grad_norm,
-                   weight_decay=config.weight_decay, progress=progress)
+    with cached_tower(module) if cached else nullcontext():
+        result = train(step_loss, groups, count=len(data.examples), batch_size=config.batch_size,
+                       steps=phase_config.steps, seed=seed, max_grad_norm=config.max_grad_norm,
+                       weight_decay=config.weight_decay, progress=progress)
     module.eval()
     for p in module.parameters():
         p.requires_grad_(False)

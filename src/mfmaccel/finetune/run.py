@@ -19,6 +19,7 @@ from mfmaccel.data.medvqa import majority_baseline
 from mfmaccel.evaluate.vqa import require_vlm, vqa_accuracy
 from mfmaccel.finetune.config import FinetuneConfig
 from mfmaccel.finetune.data import FinetuneData, prepare_data
+from mfmaccel.finetune.features import feature_layer, tower_features
 from mfmaccel.finetune.phases import PHASES, run_phase
 from mfmaccel.finetune.tower_warmup import probe_accuracy, warm_up_tower
 from mfmaccel.models.lora import add_lora, lora_config, lora_state, merge_lora
@@ -94,6 +95,12 @@ def finetune_model(
         if config.data is None else {}, data_seconds=data_seconds,
     )
     module = model.module
+    cached = config.tower_frozen and feature_layer(module) is not None
+    if cached:
+        start_features = time.perf_counter()
+        cache_features(module, data)
+        log(f"tower features of {len(data.pixels)} images cached in "
+            f"{time.perf_counter() - start_features:.0f} s")
     if config.val_before:
         record.val_before, _ = _validate(model, data, log)
     if config.warmup.steps:
@@ -117,18 +124,33 @@ def finetune_model(
         steps = getattr(config, phase).steps
         log(f"phase {PHASES.index(phase) + 1} ({phase}): {steps} steps")
         result, trained = run_phase(module, model.processor, phase, data=getattr(data, phase),
-                                    config=config, progress=bar(phase))
+                                    config=config, progress=bar(phase), cached=cached)
         log(f"  {result.seconds:.0f} s, loss {_ends(result.losses)}")
         val, val_seconds = _validate(model, data, log)
         record.phases.append(PhaseRecord(phase, steps, result.seconds, trained, result.losses,
                                          val, val_seconds))
-    model.meta["trained_parts"] = _trained_parts(module, peft_model, config)
+    # a frozen zoo tower is rebuilt from the zoo (sha256-checked) and need not ship
+    zoo_tower = config.tower_frozen and "tower" in model.meta.get("vision", {})
+    model.meta["trained_parts"] = _trained_parts(module, peft_model, config,
+                                                 keep_tower=not zoo_tower)
     model.meta["finetuned"] = True
     if peft_model is not None:
         model.module = merge_lora(peft_model)
     model.module.eval()
     record.total_seconds = time.perf_counter() - start
     return model, record
+
+
+def cache_features(module: torch.nn.Module, data: FinetuneData) -> None:
+    """Every phase's pixels replaced by the frozen tower's features, each tensor computed once
+    (phases share the training images' tensor)."""
+    done: dict[int, torch.Tensor] = {}
+    for phase in PHASES:
+        phase_data = getattr(data, phase)
+        key = id(phase_data.pixels)
+        if key not in done:
+            done[key] = tower_features(module, phase_data.pixels)
+        phase_data.pixels = done[key]
 
 
 def train_probe(module: torch.nn.Module, heads, data: FinetuneData) -> dict[str, float]:
@@ -144,13 +166,14 @@ def _ends(losses: list[float]) -> str:
     return f"{losses[0]:.3f} -> {losses[-1]:.3f}" if losses else "-"
 
 
-def _trained_parts(module: torch.nn.Module, peft_model, config: FinetuneConfig) -> dict:
+def _trained_parts(module: torch.nn.Module, peft_model, config: FinetuneConfig, *,
+                   keep_tower: bool) -> dict:
     """Copies of the trained tensors (adapter unmerged) for `weights/medvlm/`."""
     def copy(part: torch.nn.Module) -> dict[str, torch.Tensor]:
         return {k: v.detach().clone() for k, v in part.state_dict().items()}
 
     return {
-        "vision_tower": copy(tower(module)),
+        "vision_tower": copy(tower(module)) if keep_tower else {},
         "projector": copy(projector(module)),
         "lora": lora_state(peft_model) if peft_model is not None else {},
         "lora_config": {"rank": config.lora_rank, "alpha": config.lora_alpha},

@@ -63,6 +63,30 @@ TINY_VISION = VisionSize(image_size=64, stem_widths=(8, 8, 8, 8), stem_embedding
                          hidden_size=32, layers=1, heads=2)
 
 
+@dataclass(frozen=True)
+class PretrainedTower:
+    """A pretrained ViT from the zoo as medvlm's tower, read at `image_size` pixels (a multiple
+    of its patch: DINOv2's position embeddings are interpolated to any grid). 112 pixels give
+    8x8 = 64 image tokens, a quarter of 224's 256: every step through the language model pays
+    for each one."""
+
+    tower: str = "dinov2-s14"
+    image_size: int = 112
+    patch_size: int = 14
+
+    @property
+    def grid(self) -> int:
+        return self.image_size // self.patch_size
+
+    @property
+    def image_tokens(self) -> int:
+        return self.grid**2
+
+
+Vision = VisionSize | PretrainedTower
+TINY_PRETRAINED = PretrainedTower(image_size=28)  # tests: a tiny random DINOv2, 2x2 tokens
+
+
 def default_weights_dir() -> Path:
     """`weights/medvlm/` at the repository root (where the trained parts are committed)."""
     return Path(__file__).resolve().parents[3] / "weights" / MEDVLM_NAME
@@ -87,6 +111,24 @@ def vision_config(size: VisionSize) -> tf.DPTConfig:
 def image_processor(size: VisionSize) -> tf.ViTImageProcessorPil:
     """The Pil flavour: the torchvision one prints a warning when torchvision is absent."""
     return tf.ViTImageProcessorPil(size={"height": size.image_size, "width": size.image_size})
+
+
+def _pretrained_tower(vision: PretrainedTower, tiny: bool) -> tuple[torch.nn.Module, object]:
+    """(tower module, its image processor at `vision.image_size`); with `tiny`, a seeded random
+    DINOv2 of the same family (one layer, width 32) so tests need no weights."""
+    from mfmaccel.models.onnx_vit import image_processor as dinov2_processor
+
+    if tiny:
+        torch.manual_seed(0)
+        config = tf.Dinov2Config(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                 patch_size=vision.patch_size, image_size=vision.image_size)
+        module = tf.Dinov2Model(config).eval()
+    else:
+        module = load_builtin(BUILTIN_MODELS[vision.tower], torch.float32).module
+    if module.config.patch_size != vision.patch_size:
+        raise ValueError(f"{vision.tower} has {module.config.patch_size}-pixel patches, "
+                         f"not {vision.patch_size}")
+    return module, dinov2_processor(vision.image_size)
 
 
 def _tokenizer_with_image_token(tokenizer) -> tf.PreTrainedTokenizerBase:
@@ -130,9 +172,10 @@ def _copy_language_model(module: tf.LlavaForConditionalGeneration, lm: torch.nn.
 
 
 def build_medvlm(
-    seed: int = 0, tiny: bool = False, vision: VisionSize | None = None
+    seed: int = 0, tiny: bool = False, vision: Vision | None = None
 ) -> LoadedModel:
-    """The untrained medvlm: random ViT tower and projector (seeded), SmolLM2-135M's weights.
+    """The untrained medvlm: a random projector (seeded), SmolLM2-135M's weights, and either a
+    random ViT-hybrid tower (`VisionSize`, seeded) or a pretrained one (`PretrainedTower`).
 
     `tiny=True` swaps SmolLM2 for the tiny random Llama of `tiny-llama` and uses a 32x32 tower,
     so tests run in a second through exactly the same code.
@@ -142,8 +185,11 @@ def build_medvlm(
     tokenizer = _tokenizer_with_image_token(tokenizer)
     text_config = lm.config.__class__.from_dict(lm.config.to_dict())
     text_config.vocab_size = max(len(tokenizer), text_config.vocab_size)
+    pretrained, images = None, None
+    if isinstance(vision, PretrainedTower):
+        pretrained, images = _pretrained_tower(vision, tiny)
     config = tf.LlavaConfig(
-        vision_config=vision_config(vision),
+        vision_config=pretrained.config if pretrained is not None else vision_config(vision),
         text_config=text_config,
         image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
         vision_feature_layer=-1,
@@ -154,9 +200,11 @@ def build_medvlm(
     torch.manual_seed(seed)
     module = tf.LlavaForConditionalGeneration(config)
     _copy_language_model(module, lm)
+    if pretrained is not None:
+        module.model.vision_tower.load_state_dict(pretrained.state_dict(), strict=True)
     module.eval()
     processor = tf.LlavaProcessor(
-        image_processor=image_processor(vision), tokenizer=tokenizer,
+        image_processor=images or image_processor(vision), tokenizer=tokenizer,
         patch_size=vision.patch_size, vision_feature_select_strategy="default",
         num_additional_image_tokens=1,
     )
@@ -169,8 +217,10 @@ def build_medvlm(
     )
 
 
-def vision_size(fields: dict) -> VisionSize:
-    """A `VisionSize` from its JSON form (lists back to tuples)."""
+def vision_size(fields: dict) -> Vision:
+    """A `VisionSize` or `PretrainedTower` from its JSON form (lists back to tuples)."""
+    if "tower" in fields:
+        return PretrainedTower(**fields)
     return VisionSize(**{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
 
 
