@@ -13,6 +13,7 @@ class Task(StrEnum):
     ppl = "ppl"
     humaneval = "humaneval"
     medvqa = "medvqa"
+    medvqa2 = "medvqa2"
     speed = "speed"
 
 

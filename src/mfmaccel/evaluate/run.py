@@ -21,7 +21,8 @@ if TYPE_CHECKING:
     from mfmaccel.data.medvqa import VQASample
 
 NEEDS = {Task.ppl: (CAUSAL_LM,), Task.humaneval: (CAUSAL_LM,), Task.medvqa: (VLM,),
-         Task.speed: (CAUSAL_LM, VLM)}
+         Task.medvqa2: (VLM,), Task.speed: (CAUSAL_LM, VLM)}
+VQA_TASKS = (Task.medvqa, Task.medvqa2)
 EXAMPLES = {CAUSAL_LM: "smollm2-135m, qwen2.5-coder-0.5b or tiny-llama", VLM: "tiny-llava"}
 
 
@@ -95,6 +96,17 @@ def load_task_data(task: str, data: Path | None, limit: int | None, seed: int) -
             return TaskData(task, samples, str(data))
         baseline = majority_baseline(planned_answers("train", seed=seed), samples)
         return TaskData(task, samples, "medvqa:test", baseline)
+    if task == "medvqa2":
+        from mfmaccel.data.medvqa import load_medvqa2, majority_baseline, planned_answers_v2
+
+        if data:
+            raise UserInputError("medvqa2 is built in and takes no --data; use --task medvqa "
+                                 "--data DIR for your own VQA folder")
+        if limit is not None and limit < 1:
+            raise UserInputError(f"--limit must be at least 1, got {limit}")
+        samples = load_medvqa2("test", seed=seed, limit=limit)
+        baseline = majority_baseline(planned_answers_v2("train", seed=seed), samples)
+        return TaskData(task, samples, "medvqa2:test", baseline)
     return TaskData(task, None, "prompt")
 
 
@@ -139,7 +151,7 @@ def measure_task(
         ks = tuple(k for k in (1, 2, 5, 10, 100) if k <= options.samples)
         return evaluate_humaneval(data.items, lambda p: completions.texts[p.task_id], ks=ks,
                                   generated_tokens=completions.tokens)
-    if data.task == "medvqa":
+    if data.task in VQA_TASKS:
         from mfmaccel.evaluate.vqa import vqa_accuracy
 
         return vqa_accuracy(model, data.items, mode=options.mode,

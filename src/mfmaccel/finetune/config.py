@@ -4,12 +4,15 @@ are errors), with defaults that make the whole recipe fit about 15 minutes on 2 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from mfmaccel.errors import UserInputError
-from mfmaccel.models.medvlm import VisionSize
+from mfmaccel.models.medvlm import PretrainedTower, VisionSize
+
+HYBRID_TOWER = "vit-hybrid"  # medvlm v1's tower, trained from scratch
 
 
 class Strict(BaseModel):
@@ -40,6 +43,7 @@ class PhaseSettings(Strict):
     """What the phases do, whatever model they run on (shared with the pipeline stage)."""
 
     data: str | None = None  # a VQA-RAD / SLAKE-format folder: phase 3 trains on its train split
+    benchmark: Literal["medvqa", "medvqa2"] = "medvqa"  # the offline benchmark trained on
     batch_size: int = Field(8, ge=1)
     lora_rank: int = Field(4, ge=1)
     lora_alpha: float = Field(8.0, gt=0)
@@ -69,9 +73,24 @@ class FinetuneConfig(PhaseSettings):
 
     seed: int = Field(0, ge=0)
     base: str | None = None  # a user's HF LLaVA folder (any `load_model` spec of a VLM)
-    # medvlm's input side in pixels (a multiple of the tower's stride, 32): 160 gives 5x5 = 25
-    # image tokens instead of 224's 7x7 = 49, so every step through the language model is cheaper
-    image_size: int = Field(VisionSize.image_size, ge=64, multiple_of=32)
+    tower: Literal["vit-hybrid", "dinov2-s14"] = HYBRID_TOWER
+    # medvlm's input side in pixels, a multiple of the tower's patch (32 for the hybrid's stem,
+    # 14 for DINOv2): fewer image tokens make every step through the language model cheaper
+    image_size: int = Field(VisionSize.image_size, ge=28)
+
+    @model_validator(mode="after")
+    def _image_size_fits_the_tower(self) -> FinetuneConfig:
+        patch = VisionSize.patch_size if self.tower == HYBRID_TOWER else PretrainedTower.patch_size
+        if self.image_size % patch:
+            raise ValueError(f"image_size {self.image_size} is not a multiple of the "
+                             f"{self.tower} tower's {patch}-pixel patch")
+        return self
+
+    def vision(self) -> VisionSize | PretrainedTower:
+        """The tower `finetune_medvlm` builds medvlm with."""
+        if self.tower == HYBRID_TOWER:
+            return VisionSize(image_size=self.image_size)
+        return PretrainedTower(tower=self.tower, image_size=self.image_size)
 
 
 def load_config(path: str | Path | None, **overrides) -> FinetuneConfig:
@@ -100,4 +119,5 @@ def validate_config(raw: dict, where: str = "finetune config") -> FinetuneConfig
         if first["type"] == "extra_forbidden":
             valid = ", ".join(FinetuneConfig.model_fields)
             raise UserInputError(f"{where}: unknown key '{key}'; valid: {valid}") from None
-        raise UserInputError(f"{where}: {key}: {first['msg']}") from None
+        message = first["msg"].removeprefix("Value error, ")
+        raise UserInputError(f"{where}: {key + ': ' if key else ''}{message}") from None

@@ -47,6 +47,11 @@ INSTRUCTIONS: dict[str, tuple[str, ...]] = {
         "What is the number of lesions here?",
         "How many abnormal spots can you see?",
     ),
+    "tumour": (
+        "Do you see a tumour?",
+        "Check this scan for a tumour.",
+        "Is any tumour visible here?",
+    ),
 }
 
 
@@ -60,6 +65,8 @@ def short_answer(question_type: str, facts: ImageFacts) -> str | None:
         return facts.modality
     if question_type == "organ":
         return facts.organ
+    if question_type == "tumour":
+        return facts.tumour
     if quadrants is None:
         return None
     if question_type == "presence":
@@ -76,6 +83,10 @@ def open_answer(question_type: str, facts: ImageFacts) -> str | None:
         return f"The modality is {facts.modality}."
     if question_type == "organ":
         return None if facts.organ is None else f"It shows the {facts.organ}."
+    if question_type == "tumour":
+        if facts.tumour is None:
+            return None
+        return "Yes, there is a tumour." if facts.tumour == "yes" else "No, there is no tumour."
     if quadrants is None:
         return None  # no lesion facts for this source
     if question_type == "presence":
@@ -106,6 +117,8 @@ def instruction_examples(samples: list[CaptionSample], seed: int) -> list[Exampl
     examples = []
     for i, sample in enumerate(samples):
         for qtype, phrasings in INSTRUCTIONS.items():
+            if qtype == "tumour" and sample.facts.tumour is None:
+                continue  # no draw either: medvqa's examples stay what they were
             question = phrasings[int(rng.integers(len(phrasings)))]
             answer = open_answer(qtype, sample.facts)
             if answer is not None:

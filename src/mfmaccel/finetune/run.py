@@ -185,10 +185,10 @@ def finetune_medvlm(
 ) -> tuple[LoadedModel, FinetuneRecord]:
     """Build medvlm (or load `config.base`, a user's HF LLaVA folder) and fine-tune it."""
     from mfmaccel.models import load_model
-    from mfmaccel.models.medvlm import VisionSize, build_medvlm
+    from mfmaccel.models.medvlm import build_medvlm
 
     if config.base:
         model = load_model(config.base, seed=config.seed)
     else:
-        model = build_medvlm(config.seed, vision=VisionSize(image_size=config.image_size))
+        model = build_medvlm(config.seed, vision=config.vision())
     return finetune_model(model, config, log, progress)

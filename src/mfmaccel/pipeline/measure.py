@@ -15,7 +15,8 @@ from mfmaccel.records import Metrics
 SPEED_REPEATS = 3
 
 # The one number per task that tables and plots show.
-HEADLINE = {"ppl": "perplexity", "humaneval": "pass_at_k", "medvqa": "accuracy"}
+HEADLINE = {"ppl": "perplexity", "humaneval": "pass_at_k", "medvqa": "accuracy",
+            "medvqa2": "accuracy"}
 
 
 def headline(task: str, record: dict) -> float:

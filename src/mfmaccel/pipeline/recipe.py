@@ -42,8 +42,9 @@ def check_run_name(name: str) -> str:
 class EvalSpec(Strict):
     """Measured at the start and after every stage."""
 
-    tasks: list[Literal["ppl", "humaneval", "medvqa"]] = Field(default_factory=list)
-    limit: int | None = Field(default=None, ge=1, description="subset size for humaneval/medvqa")
+    tasks: list[Literal["ppl", "humaneval", "medvqa", "medvqa2"]] = Field(default_factory=list)
+    limit: int | None = Field(default=None, ge=1,
+                              description="subset size for humaneval/medvqa/medvqa2")
     ppl_tokens: int = Field(default=4096, ge=16)
     ppl_context: int | None = Field(default=None, ge=2, description="perplexity window in "
                                     "tokens (default 512, or the model's window if shorter)")

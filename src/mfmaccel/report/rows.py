@@ -44,6 +44,7 @@ TASKS = {
     "ppl": TaskInfo("perplexity", higher_is_better=False, percent=False),
     "humaneval": TaskInfo("pass@1", higher_is_better=True, percent=True),
     "medvqa": TaskInfo("accuracy", higher_is_better=True, percent=True),
+    "medvqa2": TaskInfo("accuracy", higher_is_better=True, percent=True),
 }
 
 

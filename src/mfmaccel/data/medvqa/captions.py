@@ -21,7 +21,7 @@ from mfmaccel.data.medvqa.sources import SOURCE_BY_ID
 MODALITY_NAMES = {
     "ct": "CT", "mri": "MRI", "ultrasound": "Ultrasound", "fundus photograph": "Fundus photograph",
     "histology": "Histology", "nuclear medicine": "Nuclear medicine scan",
-    "phase microscopy": "Phase microscopy",
+    "phase microscopy": "Phase microscopy", "x-ray": "X-ray",
 }
 MAP_CELL = 4  # pixels per lesion_map cell
 NUMBER_WORDS = ("no", "one", "two", "three", "four", "five")
@@ -35,6 +35,7 @@ class ImageFacts:
     `centres` their (x, y) pixel centres in the same order, and `lesion_map` the fraction of
     each 4x4-pixel cell covered by a lesion core (56 x 56 for a 224 x 224 image); all three are
     None for sources on which no lesion is ever drawn (nothing may be said about lesions there).
+    `tumour` ("yes" / "no") is a real label (medvqa2's Br35H scans), None where none is known.
     """
 
     modality: str
@@ -42,6 +43,7 @@ class ImageFacts:
     quadrants: list[str] | None
     centres: list[tuple[float, float]] | None = None
     lesion_map: np.ndarray | None = None
+    tumour: str | None = None
 
     @property
     def lesion_count(self) -> int | None:
@@ -95,6 +97,8 @@ def caption(facts: ImageFacts) -> str:
         text += f" of the {facts.organ}"
     if facts.quadrants is not None:
         text += f"; {describe_lesions(facts.quadrants)}"
+    if facts.tumour is not None:
+        text += "; a tumour" if facts.tumour == "yes" else "; no tumour"
     return text + "."
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -17,12 +18,21 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
+from mfmaccel.data.medvqa.dicomset import first_frame, to_display
 from mfmaccel.data.medvqa.sample import SPLITS, VQASample
+from mfmaccel.data.medvqa.views import to_rgb_image
 from mfmaccel.errors import UserInputError
 
 IMAGE_KEYS = ("image_name", "img_name", "image")  # VQA-RAD, SLAKE, PathVQA-style
 TYPE_KEYS = ("question_type", "content_type")  # VQA-RAD, SLAKE
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".dcm")
+DICOM_SUFFIXES = (".dcm", ".dicom")
+PIXEL_KEYS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+# Modes Pillow turns into RGB faithfully. Others would come out wrong without an error:
+# 16-bit, 32-bit and float pixels are clipped at 255 (a white or black picture), LAB and HSV
+# are not colour-converted.
+RGB_MODES = frozenset({"1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK",
+                       "YCbCr"})
 SPLIT_NAMES = {
     "train": "train", "training": "train", "val": "val", "valid": "val", "validate": "val",
     "validation": "val", "dev": "val", "test": "test",
@@ -176,16 +186,67 @@ class _ImageFinder:
 def decode_image(path: Path) -> Image.Image:
     """The image at `path` as RGB. Its size is read from the header first: one beyond
     MAX_IMAGE_PIXELS (a decompression bomb: a small file that decodes to gigabytes) is refused
-    without decoding, as is a file that is not a readable image."""
+    without decoding, as is a file that is not a readable image or whose pixels would not
+    convert faithfully (16-bit, float, LAB). DICOM files are read by `decode_dicom`."""
+    if _is_dicom(path):
+        return decode_dicom(path)
     try:  # MAX_IMAGE_PIXELS is below PIL's own warning threshold: _check_pixels refuses first
         with Image.open(path) as image:
             _check_pixels(path, *image.size)
+            _check_mode(path, image.mode)
             return image.convert("RGB")
     except Image.DecompressionBombError:
         raise UserInputError(_too_large(path)) from None
     except (OSError, UnidentifiedImageError, SyntaxError, ValueError, EOFError,
             zlib.error) as err:
         raise UserInputError(f"{path}: cannot read image ({err}); replace it") from None
+
+
+def _check_mode(path: Path, mode: str) -> None:
+    if mode not in RGB_MODES:
+        raise UserInputError(
+            f"{path}: image mode {mode} (16-bit, 32-bit, float or LAB/HSV pixels) is not "
+            "supported; save it as an 8-bit grayscale or RGB PNG or JPEG")
+
+
+def _is_dicom(path: Path) -> bool:
+    """A .dcm / .dicom name, or the DICOM magic word after the 128-byte preamble."""
+    if path.suffix.lower() in DICOM_SUFFIXES:
+        return True
+    try:
+        with path.open("rb") as file:
+            return file.read(132)[128:] == b"DICM"
+    except OSError:  # unreadable: Pillow's attempt says so in one line
+        return False
+
+
+def decode_dicom(path: Path) -> Image.Image:
+    """A DICOM image as RGB: its first frame, shown with the header's window (else its value
+    range). A file without pixel data (a report, an RT plan, a truncated file) or with pixels
+    no installed decoder reads is refused in one line."""
+    import pydicom
+
+    try:
+        with warnings.catch_warnings():  # a truncated file also warns: the error says it all
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(path)
+    except Exception as err:  # pydicom raises many types for a damaged file
+        raise UserInputError(f"{path}: not a readable DICOM file ({type(err).__name__}); "
+                             "replace it, or export the image as PNG") from None
+    if not any(key in ds for key in PIXEL_KEYS):
+        raise UserInputError(
+            f"{path}: DICOM file without pixel data (a report, plan or other non-image object, "
+            "or a truncated file); point the record at an image, or export one as PNG")
+    _check_pixels(path, int(ds.get("Columns", 0)), int(ds.get("Rows", 0)))
+    try:
+        values = first_frame(ds)
+    except Exception as err:  # e.g. no decoder for the transfer syntax
+        uid = getattr(ds, "file_meta", {}).get("TransferSyntaxUID")
+        syntax = getattr(uid, "name", "unknown encoding")
+        raise UserInputError(
+            f"{path}: DICOM pixel data cannot be decoded ({syntax}: {type(err).__name__}); "
+            "export the image as PNG or uncompressed DICOM") from None
+    return to_rgb_image(to_display(ds, values))
 
 
 def _check_pixels(path: Path, width: int, height: int) -> None:

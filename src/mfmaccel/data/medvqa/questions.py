@@ -59,9 +59,31 @@ TEMPLATES: dict[str, tuple[str, ...]] = {
 }
 
 
+# medvqa2 (realbuild.py): real labels only. Its answer sets extend medvqa's with what the new
+# images show (x-ray; shoulder, leg, pelvis) and add the tumour question; medvqa's sets and
+# templates above are unchanged.
+MODALITIES_V2: list[str] = [*MODALITIES, "x-ray"]
+ORGANS_V2: list[str] = [*ORGANS, "shoulder", "leg", "pelvis"]
+ANSWER_SETS_V2: dict[str, list[str]] = {
+    "tumour": YES_NO,
+    "modality": MODALITIES_V2,
+    "organ": ORGANS_V2,
+}
+TEMPLATES_V2: dict[str, tuple[str, ...]] = {
+    "tumour": (
+        "Is there a tumour?",
+        "Does this image show a tumour?",
+        "Is a tumour present?",
+        "Is there a tumour in this scan?",
+    ),
+    "modality": TEMPLATES["modality"],
+    "organ": TEMPLATES["organ"],
+}
+
+
 def ask(question_type: str, rng: np.random.Generator) -> str:
-    """A random phrasing of `question_type`."""
-    options = TEMPLATES[question_type]
+    """A random phrasing of `question_type` (medvqa's types, or medvqa2's "tumour")."""
+    options = TEMPLATES.get(question_type) or TEMPLATES_V2[question_type]
     return options[int(rng.integers(0, len(options)))]
 
 

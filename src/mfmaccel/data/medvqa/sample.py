@@ -9,6 +9,7 @@ from PIL import Image
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 QUESTION_TYPES: tuple[str, ...] = ("modality", "organ", "presence", "location", "count")
+QUESTION_TYPES_V2: tuple[str, ...] = ("tumour", "modality", "organ")  # medvqa2 (realbuild.py)
 
 
 @dataclass
