@@ -58,8 +58,16 @@ class PhaseSettings(Strict):
     vqa: PhaseConfig = PhaseConfig(steps=130, lr=2e-3, projector_lr=1e-3, tower_lr=2e-4,
                                    train_tower=False)
     train_per_source: int | None = Field(None, ge=1)  # medvqa train size (None: ~2000 samples)
+    train_limit: int | None = Field(None, ge=1)  # medvqa2: its first N train (and val) samples
     val_samples: int = Field(40, ge=1)  # fixed val subset for the per-phase accuracy (8 per type)
     val_before: bool = True  # also measure val accuracy before phase 1
+
+    @model_validator(mode="after")
+    def _warmup_is_for_medvqa(self) -> PhaseSettings:
+        if self.benchmark == "medvqa2" and self.warmup.steps:
+            raise ValueError("the tower warm-up learns medvqa's painted lesions; set "
+                             "warmup.steps: 0 with benchmark medvqa2")
+        return self
 
     @property
     def tower_frozen(self) -> bool:

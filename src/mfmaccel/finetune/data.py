@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import torch
 
 from mfmaccel.data.medvqa import load_vqa_folder
-from mfmaccel.data.medvqa.captions import CaptionSample, load_medcaptions
+from mfmaccel.data.medvqa.captions import CaptionSample, load_medcaptions, load_medcaptions2
 from mfmaccel.data.medvqa.sample import VQASample
 from mfmaccel.errors import UserInputError
 from mfmaccel.finetune.collate import Example
@@ -81,10 +81,10 @@ def user_vqa_splits(folder: str) -> tuple[list[VQASample], list[VQASample], str]
 
 
 def prepare_data(config: FinetuneConfig, processor) -> FinetuneData:
-    seed = config.seed
-    captions = load_medcaptions("train", seed=seed, per_source=config.train_per_source)
+    seed, name = config.seed, config.benchmark
+    captions = benchmark_captions(config, "train")
     pixels = pixel_tensor(processor, [c.image for c in captions])
-    description = {"phases_1_2": f"medvqa train split (seed {seed}): {len(captions)} images"}
+    description = {"phases_1_2": f"{name} train split (seed {seed}): {len(captions)} images"}
     if config.data is not None:
         train, held_out, val_split = user_vqa_splits(config.data)
         vqa = PhaseData(pixel_tensor(processor, [s.image for s in train]), vqa_examples(train))
@@ -93,11 +93,12 @@ def prepare_data(config: FinetuneConfig, processor) -> FinetuneData:
         description["val"] = f"{config.data}: {len(val)} of its {val_split} split"
     else:
         vqa = PhaseData(pixels, vqa_examples([c.sample for c in captions]))
-        val_captions = load_medcaptions("val", seed=seed, per_source=val_per_source(config))
-        val_pixels = pixel_tensor(processor, [c.image for c in val_captions])
+        val_captions = benchmark_captions(config, "val")
+        val_images = [c.image for c in val_captions]  # the warm-up's probe reads them
+        val_pixels = pixel_tensor(processor, val_images) if config.warmup.steps else None
         val = val_subset([c.sample for c in val_captions], config.val_samples)
-        description["phase_3"] = f"medvqa train split: {len(captions)} closed questions"
-        description["val"] = f"medvqa val split (seed {seed}): fixed subset of {len(val)}"
+        description["phase_3"] = f"{name} train split: {len(captions)} closed questions"
+        description["val"] = f"{name} val split (seed {seed}): fixed subset of {len(val)}"
     return FinetuneData(
         captions=captions, pixels=pixels,
         alignment=PhaseData(pixels, caption_examples(captions, seed)),
@@ -105,6 +106,14 @@ def prepare_data(config: FinetuneConfig, processor) -> FinetuneData:
         vqa=vqa, val=val, val_captions=val_captions, val_pixels=val_pixels,
         description=description,
     )
+
+
+def benchmark_captions(config: FinetuneConfig, split: str) -> list[CaptionSample]:
+    """A split of the offline benchmark the config names, captioned."""
+    if config.benchmark == "medvqa2":
+        return load_medcaptions2(split, seed=config.seed, limit=config.train_limit)
+    per_source = config.train_per_source if split == "train" else val_per_source(config)
+    return load_medcaptions(split, seed=config.seed, per_source=per_source)
 
 
 def val_per_source(config: FinetuneConfig) -> int | None:

@@ -23,7 +23,14 @@ from typing import Any
 
 import torch
 
-from mfmaccel.data.medvqa import load_medvqa, load_vqa_folder, majority_baseline, planned_answers
+from mfmaccel.data.medvqa import (
+    load_medvqa,
+    load_medvqa2,
+    load_vqa_folder,
+    majority_baseline,
+    planned_answers,
+    planned_answers_v2,
+)
 from mfmaccel.evaluate.vqa import vqa_accuracy
 from mfmaccel.fileio import atomic_write_json, check_replaceable
 from mfmaccel.finetune.config import FinetuneConfig, load_config
@@ -56,6 +63,9 @@ def test_split(config: FinetuneConfig, limit: int | None):
         test = [s for s in samples if s.split == "test"]
         if not test:
             test, split = train, "train"
+    elif config.benchmark == "medvqa2":
+        train = planned_answers_v2("train", seed=config.seed)
+        test = load_medvqa2("test", seed=config.seed, limit=limit)
     else:
         per_source = val_per_source(config)
         # the baseline needs only the train answers, and --test-limit only its first questions

@@ -6,7 +6,12 @@ and splits are made."""
 
 from mfmaccel.data.medvqa.baseline import majority_baseline
 from mfmaccel.data.medvqa.build import PlannedAnswer, load_medvqa, planned_answers
-from mfmaccel.data.medvqa.captions import CaptionSample, ImageFacts, load_medcaptions
+from mfmaccel.data.medvqa.captions import (
+    CaptionSample,
+    ImageFacts,
+    load_medcaptions,
+    load_medcaptions2,
+)
 from mfmaccel.data.medvqa.folder import load_vqa_folder
 from mfmaccel.data.medvqa.realbuild import load_medvqa2, planned_answers_v2
 from mfmaccel.data.medvqa.sample import QUESTION_TYPES, QUESTION_TYPES_V2, SPLITS, VQASample
@@ -20,6 +25,7 @@ __all__ = [
     "SPLITS",
     "VQASample",
     "load_medcaptions",
+    "load_medcaptions2",
     "load_medvqa",
     "load_medvqa2",
     "load_vqa_folder",

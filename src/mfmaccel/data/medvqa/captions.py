@@ -15,6 +15,14 @@ from PIL import Image
 
 from mfmaccel.data.medvqa.build import GeneratedSample, generate_split
 from mfmaccel.data.medvqa.questions import QUADRANTS
+from mfmaccel.data.medvqa.realbuild import (
+    BR35H_POOL,
+    Picture,
+    PlannedSample,
+    load_medvqa2,
+    pictures_for_split,
+    split_plan,
+)
 from mfmaccel.data.medvqa.sample import VQASample
 from mfmaccel.data.medvqa.sources import SOURCE_BY_ID
 
@@ -100,6 +108,27 @@ def caption(facts: ImageFacts) -> str:
     if facts.tumour is not None:
         text += "; a tumour" if facts.tumour == "yes" else "; no tumour"
     return text + "."
+
+
+def planned_facts(planned: PlannedSample, pictures: dict[str, Picture]) -> ImageFacts:
+    """What is known of a medvqa2 sample's image: its picture's modality and organ; a whole
+    Br35H scan also its tumour label (a view of one may have cropped the tumour away)."""
+    if planned.question_type == "tumour":
+        return ImageFacts("mri", "head", None, tumour=planned.answer)
+    picture = pictures.get(planned.picture, pictures[BR35H_POOL])  # else a Br35H scan's view
+    return ImageFacts(picture.modality, picture.organ, None)
+
+
+def load_medcaptions2(split: str, *, seed: int = 0, limit: int | None = None
+                      ) -> list[CaptionSample]:
+    """Captioned images of a medvqa2 split (same images and order as `load_medvqa2`)."""
+    samples = load_medvqa2(split, seed=seed, limit=limit)
+    pictures = {p.picture_id: p for p in pictures_for_split(split)}
+    captioned = []
+    for planned, sample in zip(split_plan(split, seed), samples, strict=False):
+        facts = planned_facts(planned, pictures)
+        captioned.append(CaptionSample(sample.image, caption(facts), facts, sample))
+    return captioned
 
 
 def load_medcaptions(
