@@ -1,12 +1,15 @@
 """medvlm with 4-bit weights against full precision on the medical VQA test split, both
 measured in this run (same questions, likelihood ranking). Prints JSON.
 
+`--model medvlm` (the default: DINOv2 tower, medvqa2's test split) or `--model medvlm-v1`
+(the from-scratch tower, medvqa's); `--task` picks the test split otherwise.
+
 The language model's linears and head are quantized (GPTQ, or round-to-nearest); the vision
 tower and projector stay in full precision. GPTQ calibrates on what the language model reads
 in VQA (`--calibration vqa`: train images, questions and answers, embedded) or on text from the
 corpus's train half (`--calibration text`).
-Usage: python benchmarks/medvlm_quant.py [--limit 505] [--spec int4-g128] [--method gptq]
-       [--calibration vqa]
+Usage: python benchmarks/medvlm_quant.py [--model medvlm] [--task medvqa2] [--limit N]
+       [--spec int4-g128] [--method gptq] [--calibration vqa]
 """
 
 from __future__ import annotations
@@ -22,22 +25,36 @@ os.environ.update(thread_environment())  # before torch loads OpenMP: mfmaccel/t
 from mfmaccel.compress.calibration import calibration_batches, gptq_calibration_batches
 from mfmaccel.compress.quantize import quantize_model, storage_bytes, uniform_plan
 from mfmaccel.compress.search import parse_spec
-from mfmaccel.data.medvqa import load_medvqa, majority_baseline
+from mfmaccel.data.medvqa import (
+    load_medvqa,
+    load_medvqa2,
+    majority_baseline,
+    planned_answers,
+    planned_answers_v2,
+)
 from mfmaccel.evaluate.vqa import vqa_accuracy
 from mfmaccel.models import load_model
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--limit", type=int, default=505)
+    parser.add_argument("--model", default="medvlm")
+    parser.add_argument("--task", choices=("medvqa", "medvqa2"), default=None,
+                        help="test split (default: the benchmark the model was adapted on)")
+    parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--spec", default="int4-g128")
     parser.add_argument("--method", default="gptq")
     parser.add_argument("--calib-tokens", type=int, default=2048)
     parser.add_argument("--calibration", choices=("vqa", "text"), default="vqa")
     args = parser.parse_args()
-    test = load_medvqa("test")[: args.limit]
-    baseline = majority_baseline(load_medvqa("train"), test)
-    model = load_model("medvlm")
+    model = load_model(args.model)
+    task = args.task or model.meta.get("benchmark", "medvqa")
+    if task == "medvqa2":
+        test = load_medvqa2("test", limit=args.limit)
+        baseline = majority_baseline(planned_answers_v2("train"), test)
+    else:
+        test = load_medvqa("test", limit=args.limit)
+        baseline = majority_baseline(planned_answers("train"), test)
     full = vqa_accuracy(model, test, majority_baseline=baseline).to_dict()
     full_bytes = storage_bytes(model.module)
     batches = (gptq_calibration_batches(model, args.calib_tokens) if args.calibration == "vqa"
@@ -45,8 +62,8 @@ def main() -> None:
     quantize_model(model, uniform_plan(model.module, parse_spec(args.spec), args.method), batches)
     quant = vqa_accuracy(model, test, majority_baseline=baseline).to_dict()
     print(json.dumps({
-        "questions": len(test), "spec": args.spec, "method": args.method,
-        "calibration": args.calibration,
+        "model": args.model, "task": task, "questions": len(test), "spec": args.spec,
+        "method": args.method, "calibration": args.calibration,
         "full_precision": {"accuracy": full["accuracy"], "per_type": full["per_type"],
                            "bytes_fp16": full_bytes},
         "quantized": {"accuracy": quant["accuracy"], "per_type": quant["per_type"],

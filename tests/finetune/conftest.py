@@ -13,6 +13,7 @@ FAST_PHASE = {"steps": 2, "lr": 1e-2, "projector_lr": 1e-2, "tower_lr": 1e-2}
 
 def fast_config(**overrides) -> FinetuneConfig:
     settings = {
+        "benchmark": "medvqa", "tower": "vit-hybrid", "image_size": 160,
         "train_per_source": 2, "batch_size": 2, "val_samples": 3,
         "warmup": WarmupConfig(steps=2, batch_size=4),
         "alignment": PhaseConfig(**FAST_PHASE), "instruction": PhaseConfig(**FAST_PHASE),

@@ -16,7 +16,8 @@ from .conftest import FAST_PHASE
 
 def _params() -> FinetuneParams:
     return FinetuneParams(
-        train_per_source=2, batch_size=2, val_samples=2, warmup=WarmupConfig(steps=1),
+        benchmark="medvqa", train_per_source=2, batch_size=2, val_samples=2,
+        warmup=WarmupConfig(steps=1),
         alignment=PhaseConfig(**FAST_PHASE), instruction=PhaseConfig(**FAST_PHASE),
         vqa=PhaseConfig(**FAST_PHASE),
     )

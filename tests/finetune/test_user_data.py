@@ -53,11 +53,11 @@ def test_config_errors_are_one_line(tmp_path):
         load_config(bad)
     with pytest.raises(UserInputError, match="does not exist"):
         load_config(tmp_path / "missing.yaml")
-    bad.write_text("image_size: 100\n")
+    bad.write_text("tower: vit-hybrid\nimage_size: 100\n")
     with pytest.raises(UserInputError, match="image_size 100 is not a multiple of the "
                        "vit-hybrid tower's 32-pixel patch"):
         load_config(bad)
-    bad.write_text("tower: dinov2-s14\nimage_size: 100\n")
+    bad.write_text("image_size: 100\n")
     with pytest.raises(UserInputError, match="dinov2-s14 tower's 14-pixel patch"):
         load_config(bad)
 

@@ -22,8 +22,10 @@ def list_models() -> None:
         )
         converted = (cache_root() / "models" / model.name).is_dir()
         table.add_row(model.name, model.upstream, "yes" if installed else "no",
-                      "yes" if converted or model.weights.fmt != "gguf" else "no")
+                      "yes" if converted or model.weights.fmt == "hf-folder" else "no")
     console.print(table)
-    console.print("Also: medvlm (SmolLM2 + the trained parts in weights/medvlm), medvlm-base "
-                  "(before fine-tuning); tiny-llama, tiny-gpt2, tiny-qwen2, tiny-bert, tiny-vit, "
-                  "tiny-llava (random init, for tests); a Hugging Face folder, or a .gguf file.")
+    console.print("Also: medvlm (SmolLM2 + dinov2-s14 + the trained parts in weights/medvlm), "
+                  "medvlm-base (before fine-tuning), medvlm-v1 (the first medvlm: from-scratch "
+                  "tower, weights/medvlm-v1); tiny-llama, tiny-gpt2, tiny-qwen2, tiny-bert, "
+                  "tiny-vit, tiny-llava (random init, for tests); a Hugging Face folder, or a "
+                  ".gguf file.")

@@ -14,6 +14,8 @@ from mfmaccel.errors import UserInputError
 from mfmaccel.runtime.activation import ACT_QMAX, check_act_mode
 from mfmaccel.runtime.linear import matmul_layers
 
+VQA_CALIBRATION_SAMPLES = 96  # medvqa2 train questions (about 8,000 tokens at 112 px)
+
 
 def calibration_batches(tokenizer, tokens: int = 2048, window: int = 512,
                         path: str | None = None, *, positions: int | None = None
@@ -67,15 +69,23 @@ def vqa_calibration_batches(model, samples: Iterable, tokens: int = 2048) -> lis
     return captured
 
 
+def vqa_calibration_samples(model) -> list:
+    """Train questions of the benchmark `model` was adapted on (medvqa2 for medvlm, whose
+    manifest says so; medvqa for medvlm-v1 and a user's LLaVA)."""
+    from mfmaccel.data.medvqa import load_medvqa, load_medvqa2
+
+    if model.meta.get("benchmark") == "medvqa2":
+        return load_medvqa2("train", limit=VQA_CALIBRATION_SAMPLES)
+    return load_medvqa("train", per_source=8)
+
+
 def gptq_calibration_batches(model, tokens: int = 2048) -> list[torch.Tensor]:
     """GPTQ's calibration for `model`: VQA prompts for a VLM (its language model then sees
     image tokens as it will in use), text from the corpus's train half otherwise."""
     from mfmaccel.models.record import VLM
 
     if model.kind == VLM:
-        from mfmaccel.data.medvqa import load_medvqa
-
-        return vqa_calibration_batches(model, load_medvqa("train", per_source=8), tokens)
+        return vqa_calibration_batches(model, vqa_calibration_samples(model), tokens)
     return calibration_batches(model.tokenizer, tokens, positions=model.context_length)
 
 

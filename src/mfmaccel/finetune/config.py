@@ -24,7 +24,7 @@ class WarmupConfig(Strict):
     stand-in for the CLIP-style pretraining a real tower would come with; ~30x cheaper per
     image than a step through the language model). 0 steps skips it (e.g. a pretrained base)."""
 
-    steps: int = Field(700, ge=0)
+    steps: int = Field(700, ge=0)  # medvlm-v1's; medvlm on DINOv2 runs none
     batch_size: int = Field(32, ge=1)
     lr: float = Field(1e-3, gt=0)
 
@@ -43,19 +43,21 @@ class PhaseSettings(Strict):
     """What the phases do, whatever model they run on (shared with the pipeline stage)."""
 
     data: str | None = None  # a VQA-RAD / SLAKE-format folder: phase 3 trains on its train split
-    benchmark: Literal["medvqa", "medvqa2"] = "medvqa"  # the offline benchmark trained on
+    benchmark: Literal["medvqa", "medvqa2"] = "medvqa2"  # the offline benchmark trained on
     batch_size: int = Field(8, ge=1)
     lora_rank: int = Field(4, ge=1)
     lora_alpha: float = Field(8.0, gt=0)
     max_grad_norm: float = Field(1.0, gt=0)
     weight_decay: float = Field(0.0, ge=0)
-    warmup: WarmupConfig = WarmupConfig()
-    # The method's split: phase 1 trains tower + projector; phases 2 and 3 train LoRA +
-    # projector with the tower frozen (see docs/finetune.md for the comparison).
-    alignment: PhaseConfig = PhaseConfig(steps=10, lr=1e-3, projector_lr=3e-3, tower_lr=2e-4)
+    warmup: WarmupConfig = WarmupConfig(steps=0)  # a pretrained tower needs none
+    # The pretrained tower stays frozen (its features are computed once); phase 1 trains the
+    # projector, phases 2 and 3 LoRA + projector. medvlm-v1's recipe (phase 1 training its
+    # from-scratch tower too) is benchmarks/configs/medvlm-v1.yaml; docs/finetune.md compares.
+    alignment: PhaseConfig = PhaseConfig(steps=20, lr=1e-3, projector_lr=3e-3, tower_lr=2e-4,
+                                         train_tower=False)
     instruction: PhaseConfig = PhaseConfig(steps=20, lr=1e-3, projector_lr=1e-3, tower_lr=2e-4,
                                            train_tower=False)
-    vqa: PhaseConfig = PhaseConfig(steps=130, lr=2e-3, projector_lr=1e-3, tower_lr=2e-4,
+    vqa: PhaseConfig = PhaseConfig(steps=200, lr=2e-3, projector_lr=1e-3, tower_lr=2e-4,
                                    train_tower=False)
     train_per_source: int | None = Field(None, ge=1)  # medvqa train size (None: ~2000 samples)
     train_limit: int | None = Field(None, ge=1)  # medvqa2: its first N train (and val) samples
@@ -81,10 +83,10 @@ class FinetuneConfig(PhaseSettings):
 
     seed: int = Field(0, ge=0)
     base: str | None = None  # a user's HF LLaVA folder (any `load_model` spec of a VLM)
-    tower: Literal["vit-hybrid", "dinov2-s14"] = HYBRID_TOWER
+    tower: Literal["vit-hybrid", "dinov2-s14"] = "dinov2-s14"
     # medvlm's input side in pixels, a multiple of the tower's patch (32 for the hybrid's stem,
     # 14 for DINOv2): fewer image tokens make every step through the language model cheaper
-    image_size: int = Field(VisionSize.image_size, ge=28)
+    image_size: int = Field(PretrainedTower.image_size, ge=28)
 
     @model_validator(mode="after")
     def _image_size_fits_the_tower(self) -> FinetuneConfig:

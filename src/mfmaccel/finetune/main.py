@@ -174,6 +174,7 @@ def main_finetune(
         manifest["test"] = evaluate_test(model, settings, test_limit, log)
         manifest["test_split"] = manifest["test"]["split"]
         atomic_write_json(out / "finetune.json", manifest)
-    log(f"wrote {out}; use it with --model {out} (e.g. mfmaccel eval --model {out} --task medvqa)"
+    task = "medvqa --data " + settings.data if settings.data else settings.benchmark
+    log(f"wrote {out}; use it with --model {out} (e.g. mfmaccel eval --model {out} --task {task})"
         if settings.base is None else f"wrote {out}; use it with --model {out}")
     return manifest

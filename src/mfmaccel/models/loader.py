@@ -21,7 +21,12 @@ from mfmaccel.models.hf import (
     load_hf_folder,
     read_config,
 )
-from mfmaccel.models.medvlm import holds_trained_parts, load_medvlm
+from mfmaccel.models.medvlm import (
+    MEDVLM_V1,
+    default_weights_dir,
+    holds_trained_parts,
+    load_medvlm,
+)
 from mfmaccel.models.record import CAUSAL_LM, VLM, LoadedModel
 from mfmaccel.models.tiny import TINY_BUILDERS, build_tiny
 from mfmaccel.models.zoo import BUILTIN_MODELS
@@ -29,12 +34,13 @@ from mfmaccel.runtime.fewrows import use_few_rows_linear
 from mfmaccel.runtime.storage import save_quantized
 
 MEDVLM = "medvlm"  # models.medvlm: smollm2-135m plus the parts in weights/medvlm/
+# the first medvlm (from-scratch tower, weights/medvlm-v1/): its records stay reproducible
 MEDVLM_BASE = "medvlm-base"  # the same model before fine-tuning (random tower, seeded)
 MEDVLM_TINY = "medvlm-tiny"  # untrained, tiny Llama and a 64-pixel tower: for tests
 
 
 def known_model_names() -> list[str]:
-    medvlm = [MEDVLM, MEDVLM_BASE, MEDVLM_TINY]
+    medvlm = [MEDVLM, MEDVLM_BASE, MEDVLM_V1, MEDVLM_TINY]
     return list(BUILTIN_MODELS) + medvlm + [f"tiny-{arch}" for arch in TINY_BUILDERS]
 
 
@@ -62,6 +68,10 @@ def _load(spec: str, dtype: torch.dtype, seed: int) -> LoadedModel:
         return load_builtin(BUILTIN_MODELS[spec], dtype)
     if spec == MEDVLM:
         return _with_dtype(load_medvlm(), dtype)
+    if spec == MEDVLM_V1:
+        model = load_medvlm(default_weights_dir(MEDVLM_V1))
+        model.name = MEDVLM_V1
+        return _with_dtype(model, dtype)
     if spec in (MEDVLM_BASE, MEDVLM_TINY):
         from mfmaccel.models.medvlm import build_medvlm
 
@@ -92,7 +102,7 @@ def model_kind(spec: str) -> str:
         return TINY_BUILDERS[spec.removeprefix("tiny-")][0]
     if spec in BUILTIN_MODELS:
         return BUILTIN_MODELS[spec].kind
-    if spec in (MEDVLM, MEDVLM_BASE, MEDVLM_TINY):
+    if spec in (MEDVLM, MEDVLM_BASE, MEDVLM_V1, MEDVLM_TINY):
         return VLM
     path = Path(spec).expanduser()
     if path.is_dir() and holds_trained_parts(path):

@@ -32,6 +32,7 @@ from mfmaccel.models.zoo import BUILTIN_MODELS
 from mfmaccel.runtime.fewrows import use_few_rows_linear
 
 MEDVLM_NAME = "medvlm"
+MEDVLM_V1 = "medvlm-v1"  # the first medvlm: ViT-hybrid tower trained from scratch, on medvqa
 LANGUAGE_MODEL = "smollm2-135m"
 IMAGE_TOKEN = "<image>"
 
@@ -87,9 +88,10 @@ Vision = VisionSize | PretrainedTower
 TINY_PRETRAINED = PretrainedTower(image_size=28)  # tests: a tiny random DINOv2, 2x2 tokens
 
 
-def default_weights_dir() -> Path:
-    """`weights/medvlm/` at the repository root (where the trained parts are committed)."""
-    return Path(__file__).resolve().parents[3] / "weights" / MEDVLM_NAME
+def default_weights_dir(name: str = MEDVLM_NAME) -> Path:
+    """`weights/<name>/` at the repository root (where the trained parts are committed):
+    `medvlm` on the DINOv2 tower, `medvlm-v1` the earlier one on its from-scratch tower."""
+    return Path(__file__).resolve().parents[3] / "weights" / name
 
 
 def vision_config(size: VisionSize) -> tf.DPTConfig:
@@ -180,7 +182,7 @@ def build_medvlm(
     `tiny=True` swaps SmolLM2 for the tiny random Llama of `tiny-llama` and uses a 32x32 tower,
     so tests run in a second through exactly the same code.
     """
-    vision = vision or (TINY_VISION if tiny else VisionSize())
+    vision = vision or (TINY_VISION if tiny else PretrainedTower())
     lm, tokenizer = _language_model(tiny)
     tokenizer = _tokenizer_with_image_token(tokenizer)
     text_config = lm.config.__class__.from_dict(lm.config.to_dict())
@@ -242,6 +244,8 @@ def load_medvlm(weights_dir: str | Path | None = None) -> LoadedModel:
         seed=manifest["seed"], tiny=manifest["tiny"], vision=vision_size(manifest["vision"])
     )
     apply_trained_parts(model, folder, manifest)
+    # the benchmark it was adapted on: where its VQA calibration data comes from
+    model.meta["benchmark"] = manifest.get("config", {}).get("benchmark", "medvqa")
     model.name = model.name.replace("-base", "")
     model.source = f"{folder} (trained parts) + {LANGUAGE_MODEL}"
     return model
