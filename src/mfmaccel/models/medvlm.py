@@ -37,8 +37,23 @@ LANGUAGE_MODEL = "smollm2-135m"
 IMAGE_TOKEN = "<image>"
 
 
+class ImageGrid:
+    """Image tokens of a tower that sees `image_size` pixels in `patch_size` squares."""
+
+    image_size: int
+    patch_size: int
+
+    @property
+    def grid(self) -> int:
+        return self.image_size // self.patch_size
+
+    @property
+    def image_tokens(self) -> int:
+        return self.grid**2
+
+
 @dataclass(frozen=True)
-class VisionSize:
+class VisionSize(ImageGrid):
     """The tower's shape; the defaults are the CPU trade-off used by `medvlm`."""
 
     image_size: int = 160  # 5x5 = 25 image tokens: cheaper steps buy more training (finetune.md)
@@ -51,21 +66,13 @@ class VisionSize:
     mlp_ratio: int = 4
     patch_size: int = 32  # the stem's total stride: one image token per 32x32 pixels
 
-    @property
-    def grid(self) -> int:
-        return self.image_size // self.patch_size
-
-    @property
-    def image_tokens(self) -> int:
-        return self.grid**2
-
 
 TINY_VISION = VisionSize(image_size=64, stem_widths=(8, 8, 8, 8), stem_embedding=8,
                          hidden_size=32, layers=1, heads=2)
 
 
 @dataclass(frozen=True)
-class PretrainedTower:
+class PretrainedTower(ImageGrid):
     """A pretrained ViT from the zoo as medvlm's tower, read at `image_size` pixels (a multiple
     of its patch: DINOv2's position embeddings are interpolated to any grid). 112 pixels give
     8x8 = 64 image tokens, a quarter of 224's 256: every step through the language model pays
@@ -74,14 +81,6 @@ class PretrainedTower:
     tower: str = "dinov2-s14"
     image_size: int = 112
     patch_size: int = 14
-
-    @property
-    def grid(self) -> int:
-        return self.image_size // self.patch_size
-
-    @property
-    def image_tokens(self) -> int:
-        return self.grid**2
 
 
 Vision = VisionSize | PretrainedTower

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import torch
 
@@ -21,6 +21,9 @@ from mfmaccel.errors import UserInputError
 from mfmaccel.models.record import CAUSAL_LM, ENCODER, VLM, LoadedModel
 from mfmaccel.models.views import shallow_copy
 from mfmaccel.records import Record
+
+if TYPE_CHECKING:
+    from mfmaccel.data.medvqa import VQASample
 
 Progress = Callable[[int, int], None] | None
 Item = TypeVar("Item")
@@ -180,7 +183,7 @@ def decoder_agreement(model: LoadedModel, *, tokens: int = 2048, calibration: in
 @dataclass
 class VisionAgreement(Record):
     model: str
-    questions: int  # test questions of the medical VQA benchmark
+    questions: int  # test questions of the benchmark the VLM was adapted on
     calibration_images: int  # from its train split
     per_token: bool  # attention context and GELU output with per-token power-of-two scales
     float_accuracy: float
@@ -189,39 +192,64 @@ class VisionAgreement(Record):
     float_per_type: dict[str, float]
     integer_per_type: dict[str, float]
     feature_cosine: float  # mean cosine of the image tokens the projector receives
+    benchmark: str = "medvqa"  # medvqa (medvlm-v1) or medvqa2 (medvlm on DINOv2)
+    tower: str = ""  # the tower's class: which integer program ran
+
+
+def integer_tower(tower: torch.nn.Module, calibration: Sequence[torch.Tensor],
+                  per_token: bool = True) -> torch.nn.Module:
+    """A drop-in integer-only stand-in for a LLaVA `vision_tower`, its program chosen by the
+    tower's type: a DINOv2 (medvlm) or a ViT-Hybrid (medvlm-v1), calibrated on `calibration`
+    (batches of processed pixel values)."""
+    from transformers import Dinov2Model
+
+    from mfmaccel.hw.intexec.dinov2 import convert_dinov2
+    from mfmaccel.hw.intexec.vit import IntegerTower, convert_vit
+
+    convert = convert_dinov2 if isinstance(tower, Dinov2Model) else convert_vit
+    return IntegerTower(convert(tower, calibration, per_token), tower.config.patch_size)
+
+
+def benchmark_splits(model: LoadedModel, calibration: int
+                     ) -> tuple[str, list[VQASample], list[VQASample]]:
+    """(benchmark, `calibration` train samples, test samples) of the benchmark `model` was
+    adapted on: medvqa2 for medvlm (its manifest says so), medvqa otherwise."""
+    from mfmaccel.data.medvqa import load_medvqa, load_medvqa2
+
+    benchmark = model.meta.get("benchmark", "medvqa")
+    if benchmark == "medvqa2":  # a seeded shuffle: its first images are spread over the types
+        return benchmark, load_medvqa2("train", limit=calibration), load_medvqa2("test")
+    train = load_medvqa("train")
+    return benchmark, train[:: max(1, len(train) // calibration)][:calibration], \
+        load_medvqa("test")
 
 
 @torch.inference_mode()
 def vision_agreement(model: LoadedModel, *, questions: int = 0, calibration: int = 64,
                      per_token: bool = True, calibration_progress: Progress = None,
                      progress: Progress = None) -> VisionAgreement:
-    """Medical VQA accuracy (ranked answers, test split) of the VLM with its float tower and
-    with the integer-only program of that tower, calibrated on train images; `questions` > 0
-    takes a type-balanced subset."""
-    from mfmaccel.data.medvqa import load_medvqa
+    """Medical VQA accuracy (ranked answers, test split of the benchmark the VLM was adapted
+    on) of the VLM with its float tower and with the integer-only program of that tower,
+    calibrated on train images; `questions` > 0 takes a type-balanced subset."""
     from mfmaccel.evaluate.vqa import vqa_accuracy
     from mfmaccel.finetune.data import pixel_tensor, val_subset
-    from mfmaccel.hw.intexec.vit import IntegerTower, convert_vit
 
     if model.kind != VLM:
         raise UserInputError(f"{model.name} is not a vision-language model; try medvlm")
     tower = model.module.model.vision_tower
-    train = load_medvqa("train")
-    chosen = train[:: max(1, len(train) // calibration)][:calibration]
+    benchmark, chosen, test = benchmark_splits(model, calibration)
     pixels = pixel_tensor(model.processor, [s.image for s in chosen])
-    program = convert_vit(tower, reported(list(pixels.split(16)), calibration_progress),
-                          per_token)
-    test = load_medvqa("test")
+    stand_in = integer_tower(tower, reported(list(pixels.split(16)), calibration_progress),
+                             per_token)
     test = val_subset(test, questions) if questions else test
-    integer_tower = IntegerTower(program, tower.config.patch_size)
-    integer_model = replace(model, module=_with_tower(model.module, integer_tower))
+    integer_model = replace(model, module=_with_tower(model.module, stand_in))
     reference = vqa_accuracy(model, test, progress=_half(progress, 0))
     integer = vqa_accuracy(integer_model, test, progress=_half(progress, 1))
     pixels = pixel_tensor(model.processor, [s.image for s in test[:64]])
     return VisionAgreement(
         model.name, len(test), len(chosen), per_token, reference.accuracy, integer.accuracy,
         integer.accuracy - reference.accuracy, reference.per_type, integer.per_type,
-        _feature_cosine(tower, integer_tower, pixels))
+        _feature_cosine(tower, stand_in, pixels), benchmark, type(tower).__name__)
 
 
 def _half(progress: Progress, index: int) -> Progress:

@@ -15,6 +15,10 @@ the GELU output reach their GEMMs with per-token power-of-two scales, as in the 
 
 Outside the integer datapath: quantizing the normalised pixels once at the input and
 dequantizing the selected hidden states for the (float) projector and language model.
+
+The encoder layer (`encoder_layer`, from a layer's `EncoderParts`) is shared with medvlm's
+DINOv2 program (`dinov2.py`), which also smooths its LayerNorm outputs (SmoothQuant) and feeds
+i-GELU int16 inputs (`WideGelu`); this tower's program keeps neither, so its records stand.
 """
 
 from __future__ import annotations
@@ -31,15 +35,24 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling
 from mfmaccel.compress.calibration import RangeRecorder, record_ranges
 from mfmaccel.errors import UserInputError
 from mfmaccel.hw.intexec.bert import IntAttention
-from mfmaccel.hw.intexec.linear import INT16, IntLinear, gemm_input_scale, requantize_into
+from mfmaccel.hw.intexec.linear import (
+    INT16,
+    IntLinear,
+    gemm_input_scale,
+    requantize_into,
+    smoothing,
+)
 from mfmaccel.hw.intops import (
     INT8,
+    INT32,
     Dyadic,
     IGelu,
     ILayerNorm,
     IntRange,
+    check_range,
     dyadic,
     residual_add,
+    rounding_shift,
 )
 
 
@@ -114,13 +127,48 @@ class IntBasicBlock:
 
 
 @dataclass(frozen=True)
+class WideGelu:
+    """i-GELU of an int16 input: x/2 (1 + erf(x / sqrt 2)) with I-BERT's erf read from x
+    `shift` bits coarser, multiplied by the fine x. The GEMM before it then needs no int8
+    rounding of the GELU input, the largest error of a DINOv2 MLP besides the erf's own. The
+    shift is the smallest that keeps the product within int32 (the erf reads 9-11 bits of
+    DINOv2's GELU inputs)."""
+
+    erf: IGelu  # its constants at the coarse scale
+    shift: int
+    scale_out: float
+
+    @classmethod
+    def build(cls, scale: float) -> WideGelu:
+        def fits(erf: IGelu) -> bool:  # |erf + q_c| <= 2 |q_c|, times the largest int16
+            return 2 * abs(erf.q_c) * INT16.high <= INT32.high
+
+        # from the coarsest erf input down (each finer step quadruples q_c, so a step past the
+        # limit stays far inside IGelu's own and it never refuses)
+        shift = INT16.bits - 2
+        while shift > 0 and fits(IGelu.build(scale * 2 ** (shift - 1))):
+            shift -= 1
+        erf = IGelu.build(scale * 2**shift)
+        if not fits(erf):
+            raise UserInputError(f"GELU input scale {scale} is too fine for the int16 i-GELU")
+        return cls(erf, shift, erf.scale_out / 2**shift)
+
+    def __call__(self, q: torch.Tensor) -> torch.Tensor:
+        q = q.long()
+        coarse = rounding_shift(q, self.shift)
+        clipped = torch.minimum(coarse.abs(), torch.tensor(-self.erf.q_b))
+        erf = torch.sign(coarse) * ((clipped + self.erf.q_b) ** 2 + self.erf.q_c)
+        return check_range(-q * (erf + self.erf.q_c), INT32, "i-GELU output")
+
+
+@dataclass(frozen=True)
 class IntViTLayer:
     norm1: ILayerNorm
     attention: IntAttention
     attention_out: IntLinear  # -> int16 at scales["res1"]
     norm2: ILayerNorm
     intermediate: IntLinear
-    gelu: IGelu
+    gelu: IGelu | WideGelu
     gelu_out: Dyadic  # GELU output -> the output projection's input scale
     output: IntLinear  # -> int16 at scales["res2"]
     scales: dict[str, float]  # in, res1, h1, res2, out (int16 residual-stream scales)
@@ -167,10 +215,13 @@ class IntViT:
 
 
 class IntegerTower(nn.Module):
-    """Drop-in for a LLaVA `vision_tower`: runs the integer program and hands the projector
-    dequantized hidden states, so VQA accuracy can be measured with an integer tower."""
+    """Drop-in for a LLaVA `vision_tower`: runs the integer program (a ViT-Hybrid's `IntViT`
+    or a DINOv2's `IntDinov2`: anything with `hidden_states(pixel_values)`) and hands the
+    projector dequantized hidden states, so VQA accuracy can be measured with an integer tower.
+    LLaVA reads `hidden_states[-1]`, the last block's output; `last_hidden_state` is that same
+    tensor (a tower's final LayerNorm, off LLaVA's path, is not part of the program)."""
 
-    def __init__(self, program: IntViT, patch_size: int) -> None:
+    def __init__(self, program, patch_size: int) -> None:
         super().__init__()
         self.program, self.patch_size = program, patch_size
 
@@ -220,7 +271,8 @@ def _check_tower(tower: nn.Module) -> None:
     embeddings = getattr(tower, "embeddings", None)
     if type(embeddings).__name__ != "DPTViTHybridEmbeddings":
         raise UserInputError(f"{type(tower).__name__}: integer execution covers medvlm's "
-                             "ViT-Hybrid tower (DPT hybrid embeddings); this tower has none")
+                             "towers, a DINOv2 (Dinov2Model) or a ViT-Hybrid (DPT hybrid "
+                             "embeddings); this tower is neither")
     blocks = _basic_blocks(tower)
     if any(type(b).__name__ != "ResNetBasicLayer" for b in blocks):
         raise UserInputError("the tower's ResNet stem has bottleneck blocks; the integer "
@@ -247,36 +299,88 @@ def _block(block: nn.Module, ranges: RangeRecorder, b: int, scale_in: float) -> 
         shortcut, {"main": main_scale, "short": short_scale, "out": out_scale})
 
 
-def _layer(layer: nn.Module, ranges: RangeRecorder, i: int, *, scale_in: float, heads: int,
-           eps: float, per_token: bool) -> IntViTLayer:
+@dataclass(frozen=True)
+class EncoderParts:
+    """A pre-norm encoder layer's float pieces, wherever its tower keeps them (any per-channel
+    scaling of a branch, such as DINOv2's LayerScale, already folded into its output layer)."""
+
+    norm1: nn.LayerNorm
+    projections: tuple[nn.Linear, nn.Linear, nn.Linear]  # q, k, v
+    attention_out: nn.Linear  # -> the first residual branch
+    norm2: nn.LayerNorm
+    intermediate: nn.Linear  # -> GELU
+    output: nn.Linear  # -> the second residual branch
+
+
+@dataclass(frozen=True)
+class SmoothedNorm:
+    """A LayerNorm into int8 for the GEMMs after it, optionally with SmoothQuant's factors
+    divided into its gamma and beta (and multiplied into those GEMMs' weight columns)."""
+
+    unit: ILayerNorm
+    scale_out: float
+    factors: torch.Tensor | None  # None: no smoothing
+
+
+def smoothed_norm(ln: nn.LayerNorm, consumers: Sequence[nn.Linear], channel_absmax: torch.Tensor,
+                  scale_in: float, alpha: float | None) -> SmoothedNorm:
+    """`ln` from the int16 residual stream at `scale_in` to int8; `channel_absmax`: its
+    calibrated output range per channel; `alpha` None: no smoothing."""
+    gamma, beta = ln.weight.detach().double(), ln.bias.detach().double()
+    factors = None
+    if alpha is not None:
+        factors = smoothing(channel_absmax, [c.weight for c in consumers], alpha)
+        gamma, beta, channel_absmax = gamma / factors, beta / factors, channel_absmax / factors
+    scale_out = max(float(channel_absmax.max()), 1e-8) / INT8.high
+    return SmoothedNorm(ILayerNorm.build(gamma, beta, scale_in, scale_out, eps=ln.eps),
+                        scale_out, factors)
+
+
+def encoder_layer(parts: EncoderParts, ranges: RangeRecorder, i: int, *, scale_in: float,
+                  heads: int, per_token: bool, alpha: float | None = None,
+                  wide_gelu: bool = False) -> IntViTLayer:
+    """Layer `i`'s integer program from its parts and the ranges recorded at its taps
+    (`i.ln1`, `i.q`, `i.k`, `i.v`, `i.ctx`, `i.res1`, `i.h1`, `i.ln2`, `i.ff`, `i.gelu`,
+    `i.res2`, `i.out`); `scale_in`: the int16 residual stream's scale entering it; `alpha`:
+    SmoothQuant's strength on both LayerNorm outputs (None: none); `wide_gelu`: the MLP's
+    first GEMM lands in int16 and `WideGelu` reads it (else int8 and `IGelu`)."""
     def s8(name: str) -> float:
         return ranges.scale(f"{i}.{name}")
 
     def s16(name: str) -> float:
         return ranges.scale(f"{i}.{name}", INT16.high)
 
-    self_attention = layer.attention.attention
     s_ctx, s_gelu = (gemm_input_scale(s8(name), per_token) for name in ("ctx", "gelu"))
-    gelu = IGelu.build(s8("ff"))
-
-    def norm(ln: nn.LayerNorm, scale: float, scale_out: float) -> ILayerNorm:
-        return ILayerNorm.build(ln.weight.detach().double(), ln.bias.detach().double(), scale,
-                                scale_out, eps=eps)
-
+    ff_range = INT16 if wide_gelu else INT8
+    s_ff = ranges.scale(f"{i}.ff", ff_range.high)
+    gelu = WideGelu.build(s_ff) if wide_gelu else IGelu.build(s_ff)
+    norm1 = smoothed_norm(parts.norm1, parts.projections, ranges.channels[f"{i}.ln1"],
+                          scale_in, alpha)
+    norm2 = smoothed_norm(parts.norm2, [parts.intermediate], ranges.channels[f"{i}.ln2"],
+                          s16("h1"), alpha)
     return IntViTLayer(
-        norm1=norm(layer.layernorm_before, scale_in, s8("ln1")),
-        attention=IntAttention.build(
-            [self_attention.query, self_attention.key, self_attention.value], s8("ln1"),
-            (s8("q"), s8("k"), s8("v")), s_ctx, heads=heads),
-        attention_out=IntLinear.build(layer.attention.output.dense, s_ctx, s16("res1"), out=INT16),
-        norm2=norm(layer.layernorm_after, s16("h1"), s8("ln2")),
-        intermediate=IntLinear.build(layer.intermediate.dense, s8("ln2"), s8("ff")),
+        norm1=norm1.unit,
+        attention=IntAttention.build(parts.projections, norm1.scale_out,
+                                     (s8("q"), s8("k"), s8("v")), s_ctx, heads=heads,
+                                     smoothing=norm1.factors),
+        attention_out=IntLinear.build(parts.attention_out, s_ctx, s16("res1"), out=INT16),
+        norm2=norm2.unit,
+        intermediate=IntLinear.build(parts.intermediate, norm2.scale_out, s_ff, out=ff_range,
+                                     smoothing=norm2.factors),
         gelu=gelu, gelu_out=dyadic(gelu.scale_out / s_gelu),
-        output=IntLinear.build(layer.output.dense, s_gelu, s16("res2"), out=INT16),
+        output=IntLinear.build(parts.output, s_gelu, s16("res2"), out=INT16),
         scales={"in": scale_in, "res1": s16("res1"), "h1": s16("h1"), "res2": s16("res2"),
                 "out": s16("out")},
         per_token=per_token,
     )
+
+
+def _hybrid_parts(layer: nn.Module) -> EncoderParts:
+    attention = layer.attention.attention
+    return EncoderParts(layer.layernorm_before,
+                        (attention.query, attention.key, attention.value),
+                        layer.attention.output.dense, layer.layernorm_after,
+                        layer.intermediate.dense, layer.output.dense)
 
 
 @torch.inference_mode()
@@ -303,8 +407,8 @@ def convert_vit(tower: nn.Module, calibration: Sequence[torch.Tensor],
     config = tower.config
     layers, scale = [], embed_scale
     for i, layer in enumerate(tower.encoder.layer):
-        layers.append(_layer(layer, ranges, i, scale_in=scale, heads=config.num_attention_heads,
-                             eps=config.layer_norm_eps, per_token=per_token))
+        layers.append(encoder_layer(_hybrid_parts(layer), ranges, i, scale_in=scale,
+                                    heads=config.num_attention_heads, per_token=per_token))
         scale = layers[-1].scales["out"]
     return IntViT(
         pixel_scale=pixel_scale,
@@ -314,4 +418,5 @@ def convert_vit(tower: nn.Module, calibration: Sequence[torch.Tensor],
         cls_position=cls_position, embed_scale=embed_scale, layers=layers)
 
 
-__all__ = ["IntViT", "IntegerTower", "convert_vit"]
+__all__ = ["EncoderParts", "IntViT", "IntViTLayer", "IntegerTower", "WideGelu", "convert_vit",
+           "encoder_layer"]
