@@ -7,6 +7,10 @@ and raw pixels. A probe answers without training any tower: features are extract
 frozen, in float32; they are standardized on train, and multinomial logistic regression is
 fitted by L-BFGS. The problem is convex, so the fit needs no learning rate, no seed and gives
 the same weights every run; the L2 weight is chosen on val and the score read once on test.
+
+A label that lives in a few patches (a small tumour) is diluted by the mean over all of them;
+`train_token_head` reads every patch token instead (a per-token MLP pooled by logsumexp),
+seeded, for a fixed number of epochs (benchmarks/tumour_ceiling.py).
 """
 
 from __future__ import annotations
@@ -203,3 +207,120 @@ def linear_probe(*, train: Labelled, val: Labelled, test: Labelled,
         test_correct={label: correct[label] for label in sorted(counts)},
         samples={"train": len(train.labels), "val": len(val.labels), "test": len(test.labels)},
     )
+
+
+# Token heads: a small MLP on every patch token, for labels a linear read-out of the pooled
+# features misses because they sit in a few patches (a tumour is a small part of a brain MRI).
+
+TOKEN_HIDDEN = 128
+TOKEN_EPOCHS = 30
+TOKEN_LR = 1e-3
+TOKEN_WEIGHT_DECAY = 1e-2
+TOKEN_BATCH = 64
+EVAL_BATCH = 256
+
+
+@dataclass(frozen=True)
+class LabelledTokens:
+    """Patch tokens of one split, (samples, patches, hidden), any float dtype (float16 halves
+    the memory of 3,000 images' tokens), and each sample's label."""
+
+    tokens: torch.Tensor
+    labels: list[str]
+
+    def __post_init__(self) -> None:
+        if self.tokens.ndim != 3 or self.tokens.shape[0] != len(self.labels):
+            raise UserInputError(f"{tuple(self.tokens.shape)} tokens for {len(self.labels)} "
+                                 "labels: give (samples, patches, hidden) tokens, one sample per "
+                                 "label")
+
+
+class TokenMLP(torch.nn.Module):
+    """Standardize each token (train's mean and std), score it with a per-token MLP and pool the
+    scores by logsumexp over patches: a class wins when some patch looks like it, which a mean
+    over 256 patches dilutes and this pooling does not."""
+
+    def __init__(self, mean: torch.Tensor, std: torch.Tensor, *, classes: int,
+                 hidden: int = TOKEN_HIDDEN) -> None:
+        super().__init__()
+        self.register_buffer("mean", mean.float())
+        self.register_buffer("std", std.float())
+        self.mlp = torch.nn.Sequential(torch.nn.Linear(mean.numel(), hidden), torch.nn.GELU(),
+                                       torch.nn.Linear(hidden, classes))
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        scores = self.mlp((tokens.float() - self.mean) / self.std)
+        return torch.logsumexp(scores, dim=1)
+
+
+def token_statistics(tokens: torch.Tensor, *, batch_size: int = EVAL_BATCH
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and std of every hidden unit over all samples and patches, in float64 one batch at
+    a time (a float32 copy of every token at once would double the memory)."""
+    total = torch.zeros(tokens.shape[-1], dtype=torch.float64)
+    squares = torch.zeros_like(total)
+    for start in range(0, tokens.shape[0], batch_size):
+        chunk = tokens[start:start + batch_size].double().flatten(0, 1)
+        total += chunk.sum(0)
+        squares += chunk.pow(2).sum(0)
+    count = tokens.shape[0] * tokens.shape[1]
+    mean = total / count
+    std = (squares / count - mean.pow(2)).clamp_min(0).sqrt().clamp_min(MIN_STD)
+    return mean, std
+
+
+@torch.no_grad()
+def token_accuracy(head: TokenMLP, split: LabelledTokens, classes: Sequence[str], *,
+                   batch_size: int = EVAL_BATCH) -> float:
+    head.eval()
+    predicted = torch.cat([head(split.tokens[start:start + batch_size]).argmax(-1)
+                           for start in range(0, len(split.labels), batch_size)])
+    truth = torch.tensor([classes.index(label) if label in classes else -1
+                          for label in split.labels])
+    return (predicted == truth).float().mean().item()
+
+
+@dataclass(frozen=True)
+class TokenHeadRun:
+    """A token head's accuracy on each scored split after every epoch (index 0: epoch 1)."""
+
+    head: TokenMLP
+    classes: tuple[str, ...]
+    history: dict[str, list[float]]
+
+    def best_epoch(self, split: str) -> int:
+        """The first epoch (1-based) with `split`'s best accuracy: ties go to less training."""
+        scores = self.history[split]
+        return scores.index(max(scores)) + 1
+
+
+def train_token_head(train: LabelledTokens, *, scored: dict[str, LabelledTokens],
+                     epochs: int = TOKEN_EPOCHS, seed: int = 0, lr: float = TOKEN_LR,
+                     weight_decay: float = TOKEN_WEIGHT_DECAY, batch_size: int = TOKEN_BATCH,
+                     hidden: int = TOKEN_HIDDEN) -> TokenHeadRun:
+    """Train a `TokenMLP` by AdamW with cross-entropy for a fixed number of epochs, scoring
+    every split of `scored` after each; the initial weights and the batch order come from
+    `seed` alone (the global RNG is left as it was), so a run repeats exactly."""
+    if epochs < 1 or not train.labels or not all(s.labels for s in scored.values()):
+        raise UserInputError("a token head needs at least one epoch and non-empty splits")
+    classes = tuple(sorted(set(train.labels)))
+    if len(classes) < 2:
+        raise UserInputError(f"train has one label only ({classes[0]!r}): nothing to learn")
+    targets = torch.tensor([classes.index(label) for label in train.labels])
+    mean, std = token_statistics(train.tokens)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        head = TokenMLP(mean, std, classes=len(classes), hidden=hidden)
+    order = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
+    history: dict[str, list[float]] = {name: [] for name in scored}
+    for _ in range(epochs):
+        head.train()
+        for batch in torch.randperm(len(targets), generator=order).split(batch_size):
+            loss = F.cross_entropy(head(train.tokens[batch]), targets[batch])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        for name, split in scored.items():
+            history[name].append(token_accuracy(head, split, classes))
+    return TokenHeadRun(head, classes, history)
