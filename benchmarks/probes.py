@@ -23,14 +23,13 @@ named before `-at`, e.g. `-limit200`, `-trainall`, `-tumour`, `-px112`).
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import os
-import subprocess
 import sys
 import time
 from collections import Counter
 from pathlib import Path
+
+import recordfile
 
 from mfmaccel.threads import thread_environment
 
@@ -47,7 +46,6 @@ from mfmaccel.evaluate.probe import (
     pixel_features,
     vlm_tower_features,
 )
-from mfmaccel.fileio import atomic_write_text
 from mfmaccel.models import load_model
 
 SPLITS = ("train", "val", "test")
@@ -56,7 +54,6 @@ DINOV2 = "dinov2-s14"
 VLM = "medvlm"
 SIZES = (224, 112)
 TRAIN_PER_CLASS = 150
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def capped(samples: list, per_class: int | None) -> list:
@@ -117,12 +114,6 @@ def probe_type(splits: dict[str, list], features: torch.Tensor, first: int) -> d
     return linear_probe(**labelled).to_dict()
 
 
-def commit() -> str:
-    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                         cwd=Path(__file__).resolve().parent)
-    return out.stdout.strip() or "unknown"
-
-
 def record_path(args: argparse.Namespace, at: str) -> Path:
     """<date>-probes[-each option not at its default]-at-<commit>.json: runs with different
     options never overwrite each other's record."""
@@ -137,7 +128,7 @@ def record_path(args: argparse.Namespace, at: str) -> Path:
         parts.append("px" + "-".join(map(str, args.sizes)))
     if args.vlm != VLM:
         parts.append(Path(args.vlm).name)
-    return RESULTS / f"{datetime.date.today().isoformat()}-{'-'.join(parts)}-at-{at}.json"
+    return recordfile.record_path(parts, at)
 
 
 def main() -> None:
@@ -157,7 +148,7 @@ def main() -> None:
               for s in samples]
     report = {
         "command": "python benchmarks/probes.py " + " ".join(sys.argv[1:]),
-        "commit": commit(), "threads": torch.get_num_threads(),
+        "commit": recordfile.commit(), "threads": torch.get_num_threads(),
         "samples": {qtype: {split: len(s) for split, s in splits.items()}
                     for qtype, splits in by_type.items()},
         "images": len(images), "data_seconds": round(time.perf_counter() - started, 1),
@@ -181,11 +172,7 @@ def main() -> None:
     report["accuracy"] = {qtype: {name: round(p["accuracy"], 4) for name, p in by_source.items()}
                           for qtype, by_source in report["probes"].items()}
     report["seconds"] = round(time.perf_counter() - started, 1)
-    text = json.dumps(report, indent=1)
-    print(text)
-    if args.record:
-        path = atomic_write_text(record_path(args, report["commit"]), text + "\n")
-        print(f"wrote {path}", file=sys.stderr)
+    recordfile.emit(report, record_path(args, report["commit"]) if args.record else None)
 
 
 if __name__ == "__main__":

@@ -34,13 +34,12 @@ names its records.
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+import recordfile
 
 from mfmaccel.threads import thread_environment
 
@@ -59,7 +58,6 @@ from mfmaccel.evaluate.probe import (
     token_accuracy,
     train_token_head,
 )
-from mfmaccel.fileio import atomic_write_text
 from mfmaccel.models import load_model
 
 DINOV2 = "dinov2-s14"
@@ -70,7 +68,6 @@ PROTOCOL_EPOCHS = 15
 SEEDS = (0, 1, 2)
 TEST_FRACTION = 0.2
 BATCH = 16
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def split_items(limit: int | None) -> dict[str, list[tuple[int, br35h.Br35hImage]]]:
@@ -236,12 +233,6 @@ def summary(by_size: dict) -> dict:
     return table
 
 
-def commit() -> str:
-    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                         cwd=Path(__file__).resolve().parent)
-    return out.stdout.strip() or "unknown"
-
-
 def record_path(args: argparse.Namespace, at: str) -> Path:
     """<date>-tumour-ceiling[-each option not at its default]-at-<commit>.json, as
     benchmarks/probes.py names its records: different options never overwrite each other."""
@@ -256,7 +247,7 @@ def record_path(args: argparse.Namespace, at: str) -> Path:
         parts.append("seeds" + "-".join(map(str, args.seeds)))
     if args.limit is not None:
         parts.append(f"limit{args.limit}")
-    return RESULTS / f"{datetime.date.today().isoformat()}-{'-'.join(parts)}-at-{at}.json"
+    return recordfile.record_path(parts, at)
 
 
 def check_args(args: argparse.Namespace) -> None:
@@ -286,7 +277,7 @@ def main() -> None:
     model = load_model(DINOV2)
     report = {
         "command": "python benchmarks/tumour_ceiling.py " + " ".join(sys.argv[1:]),
-        "commit": commit(), "threads": torch.get_num_threads(), "model": model.source,
+        "commit": recordfile.commit(), "threads": torch.get_num_threads(), "model": model.source,
         "features": "hidden_states[-1], every token, float16",
         "images": {split: len(rows) for split, rows in items.items()},
         "scans": {split: len({group for group, _ in rows}) for split, rows in items.items()},
@@ -296,11 +287,7 @@ def main() -> None:
     report["summary"] = summary(report["sizes"])
     report["load_average_at_end"] = [round(load, 2) for load in os.getloadavg()]
     report["seconds"] = round(time.perf_counter() - started, 1)
-    text = json.dumps(report, indent=1)
-    print(text)
-    if args.record:
-        path = atomic_write_text(record_path(args, report["commit"]), text + "\n")
-        print(f"wrote {path}", file=sys.stderr)
+    recordfile.emit(report, record_path(args, report["commit"]) if args.record else None)
 
 
 if __name__ == "__main__":

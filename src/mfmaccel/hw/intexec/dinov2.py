@@ -36,7 +36,7 @@ from torch import nn
 from mfmaccel.compress.calibration import RangeRecorder, record_ranges
 from mfmaccel.errors import UserInputError
 from mfmaccel.hw.intexec.linear import INT16
-from mfmaccel.hw.intexec.vit import EncoderParts, IntConv, IntViTLayer, encoder_layer
+from mfmaccel.hw.intexec.vit import EncoderParts, IntConv, IntViTLayer, encode, encoder_layer
 from mfmaccel.hw.intops import INT8
 
 DINOV2_SMOOTHING = 0.5  # SmoothQuant's strength on the LayerNorm outputs (None: none)
@@ -84,13 +84,7 @@ class IntDinov2:
     def hidden_states(self, pixel_values: torch.Tensor) -> list[tuple[torch.Tensor, float]]:
         """(int16 tokens, scale) entering the encoder and after each layer, CLS first."""
         tokens = self.patches(self.quantize_pixels(pixel_values)).flatten(2).transpose(1, 2)
-        cls = self.cls_position[:1].expand(len(tokens), 1, -1)
-        h = INT16.clamp(torch.cat([cls, tokens + self.cls_position[None, 1:]], dim=1))
-        states = [(h, self.embed_scale)]
-        for layer in self.layers:
-            h = layer(h)
-            states.append((h, layer.scales["out"]))
-        return states
+        return encode(tokens, self.cls_position, self.layers, embed_scale=self.embed_scale)
 
 
 def _taps(tower: nn.Module) -> dict[str, tuple[nn.Module, str]]:

@@ -56,6 +56,19 @@ from mfmaccel.hw.intops import (
 )
 
 
+def encode(tokens: torch.Tensor, cls_position: torch.Tensor, layers: Sequence[nn.Module], *,
+           embed_scale: float) -> list[tuple[torch.Tensor, float]]:
+    """(int16 tokens, scale) entering the encoder and after each layer: the class token and
+    position table (int16, at `embed_scale`) joined to the patch tokens, then every layer."""
+    cls = cls_position[:1].expand(len(tokens), 1, -1)
+    h = INT16.clamp(torch.cat([cls, tokens + cls_position[None, 1:]], dim=1))
+    states = [(h, embed_scale)]
+    for layer in layers:
+        h = layer(h)
+        states.append((h, layer.scales["out"]))
+    return states
+
+
 def folded_conv(conv: nn.Conv2d, norm: nn.BatchNorm2d | None) -> nn.Linear:
     """The convolution with its (eval-mode) BatchNorm folded in, as a linear layer over the
     unfolded (Cin * kh * kw) input patches."""
@@ -205,13 +218,7 @@ class IntViT:
         for block in self.blocks:
             x = block(x)
         tokens = self.projection(x).flatten(2).transpose(1, 2)
-        cls = self.cls_position[:1].expand(len(tokens), 1, -1)
-        h = INT16.clamp(torch.cat([cls, tokens + self.cls_position[None, 1:]], dim=1))
-        states = [(h, self.embed_scale)]
-        for layer in self.layers:
-            h = layer(h)
-            states.append((h, layer.scales["out"]))
-        return states
+        return encode(tokens, self.cls_position, self.layers, embed_scale=self.embed_scale)
 
 
 class IntegerTower(nn.Module):
