@@ -9,8 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-from mfmaccel.fileio import atomic_write_text
-
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -27,6 +25,8 @@ def record_path(parts: list[str], at: str) -> Path:
 
 def emit(report: dict, path: Path | None) -> None:
     """Print the report as JSON, and write it to `path` when one is given."""
+    from mfmaccel.fileio import atomic_write_text  # here: a benchmark sets threads first
+
     text = json.dumps(report, indent=1)
     print(text)
     if path is not None:
