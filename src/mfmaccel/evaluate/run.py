@@ -97,24 +97,23 @@ def load_task_data(task: str, data: Path | None, limit: int | None, seed: int) -
         baseline = majority_baseline(planned_answers("train", seed=seed), samples)
         return TaskData(task, samples, "medvqa:test", baseline)
     if task == "medvqa2":
-        from mfmaccel.data.medvqa import load_medvqa2, majority_baseline, planned_answers_v2
+        from mfmaccel.data.medvqa import majority_baseline, planned_answers_v2
 
         if data:
             raise UserInputError("medvqa2 is built in and takes no --data; use --task medvqa "
                                  "--data DIR for your own VQA folder")
-        if limit is not None and limit < 1:
-            raise UserInputError(f"--limit must be at least 1, got {limit}")
-        samples = load_medvqa2("test", seed=seed, limit=limit)
+        samples = vqa_samples(None, "test", limit, seed, benchmark="medvqa2")
         baseline = majority_baseline(planned_answers_v2("train", seed=seed), samples)
         return TaskData(task, samples, "medvqa2:test", baseline)
     return TaskData(task, None, "prompt")
 
 
 def vqa_samples(data: Path | None, split: str, limit: int | None,
-                seed: int = 0) -> list[VQASample]:
+                seed: int = 0, *,
+                benchmark: str = "medvqa") -> list[VQASample]:
     """The first `limit` closed questions of `split`: the built-in benchmark's, or those of the
     user's VQA folder at `data`; only their images are made or decoded."""
-    from mfmaccel.data.medvqa import load_medvqa, load_vqa_folder
+    from mfmaccel.data.medvqa import load_medvqa, load_medvqa2, load_vqa_folder
 
     if data is not None and not data.exists():
         raise UserInputError(f"dataset path {data} does not exist; check --data")
@@ -122,7 +121,8 @@ def vqa_samples(data: Path | None, split: str, limit: int | None,
         raise UserInputError(f"--limit must be at least 1, got {limit}")
     if data:
         return load_vqa_folder(data, split=split, limit=limit)
-    return load_medvqa(split, seed=seed, limit=limit)
+    load = load_medvqa2 if benchmark == "medvqa2" else load_medvqa
+    return load(split, seed=seed, limit=limit)
 
 
 def measure_task(

@@ -90,7 +90,7 @@ class FinetuneConfig(PhaseSettings):
 
     @model_validator(mode="after")
     def _image_size_fits_the_tower(self) -> FinetuneConfig:
-        patch = VisionSize.patch_size if self.tower == HYBRID_TOWER else PretrainedTower.patch_size
+        patch = self.vision().patch_size
         if self.image_size % patch:
             raise ValueError(f"image_size {self.image_size} is not a multiple of the "
                              f"{self.tower} tower's {patch}-pixel patch")
