@@ -26,8 +26,7 @@ from mfmaccel.compress.calibration import calibration_batches, gptq_calibration_
 from mfmaccel.compress.quantize import quantize_model, storage_bytes, uniform_plan
 from mfmaccel.compress.search import parse_spec
 from mfmaccel.data.medvqa import (
-    load_medvqa,
-    load_medvqa2,
+    load_benchmark,
     majority_baseline,
     planned_answers,
     planned_answers_v2,
@@ -49,12 +48,9 @@ def main() -> None:
     args = parser.parse_args()
     model = load_model(args.model)
     task = args.task or model.meta.get("benchmark", "medvqa")
-    if task == "medvqa2":
-        test = load_medvqa2("test", limit=args.limit)
-        baseline = majority_baseline(planned_answers_v2("train"), test)
-    else:
-        test = load_medvqa("test", limit=args.limit)
-        baseline = majority_baseline(planned_answers("train"), test)
+    test = load_benchmark(task, "test", limit=args.limit)
+    train = planned_answers_v2("train") if task == "medvqa2" else planned_answers("train")
+    baseline = majority_baseline(train, test)
     full = vqa_accuracy(model, test, majority_baseline=baseline).to_dict()
     full_bytes = storage_bytes(model.module)
     batches = (gptq_calibration_batches(model, args.calib_tokens) if args.calibration == "vqa"

@@ -316,3 +316,14 @@ def test_pipeline_and_report_know_the_task() -> None:
     assert EvalSpec(tasks=["medvqa2"], limit=4).tasks == ["medvqa2"]
     assert HEADLINE["medvqa2"] == "accuracy" and task_info("medvqa2").percent
     assert realbuild.load_medvqa2 is load_medvqa2
+
+
+def test_load_benchmark_names_both_built_in_benchmarks() -> None:
+    from mfmaccel.data.medvqa import load_benchmark, load_medvqa
+
+    assert [s.question for s in load_benchmark("medvqa2", "val", limit=3)] == \
+        [s.question for s in load_medvqa2("val", limit=3)]
+    assert [s.question for s in load_benchmark("medvqa", "val", limit=3)] == \
+        [s.question for s in load_medvqa("val", limit=3)]
+    with pytest.raises(UserInputError, match="unknown VQA benchmark 'vqa3'"):
+        load_benchmark("vqa3", "test")

@@ -31,6 +31,23 @@ def test_run_cascade_saves_the_report(tmp_path) -> None:
     out = tmp_path / "c.json"
     report = run_cascade("medvqa", ["tiny-llava", "tiny-llava"], out=out, limit=4)
     assert json.loads(out.read_text()) == json.loads(json.dumps(report.to_dict()))
+    assert report.questions == "medvqa"
+
+
+def test_vqa_cascade_answers_the_benchmark_it_is_given(monkeypatch, tmp_path) -> None:
+    asked, real = [], cascade_run.vqa_answers
+
+    def answers(model, samples, progress=None):
+        asked.append([sample.question for sample in samples])
+        return real(model, samples)
+
+    monkeypatch.setattr(cascade_run, "vqa_answers", answers)
+    report = run_cascade("medvqa2", ["tiny-llava", "tiny-llava"], out=tmp_path / "c.json",
+                         limit=4)
+    from mfmaccel.data.medvqa import load_medvqa2
+
+    expected = [s.question for s in load_medvqa2("val", seed=0, limit=4)]
+    assert asked[0] == expected and report.questions == "medvqa2"
 
 
 @pytest.mark.parametrize(("task", "models", "settings", "message"), [

@@ -61,7 +61,8 @@ def cascade(
     models: Annotated[list[str], typer.Option("--model", help="Smallest first; repeat")],
     task: Annotated[CascadeTask, typer.Option(
         help="humaneval (self-test: the prompt's examples; theta calibrated on half the "
-             "problems) or medvqa (confidence: answer margin; calibrated on the val split)")
+             "problems), or medvqa2 / medvqa (medvlm / medvlm-v1's benchmark; confidence: "
+             "answer margin; calibrated on the val split)")
     ] = CascadeTask.humaneval,
     data: Annotated[
         Path | None, typer.Option(help="Your own HumanEval JSONL or VQA folder (with a val split)")

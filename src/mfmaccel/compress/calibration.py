@@ -72,11 +72,11 @@ def vqa_calibration_batches(model, samples: Iterable, tokens: int = 2048) -> lis
 def vqa_calibration_samples(model) -> list:
     """Train questions of the benchmark `model` was adapted on (medvqa2 for medvlm, whose
     manifest says so; medvqa for medvlm-v1 and a user's LLaVA)."""
-    from mfmaccel.data.medvqa import load_medvqa, load_medvqa2
+    from mfmaccel.data.medvqa import load_benchmark, load_medvqa
 
     if model.meta.get("benchmark") == "medvqa2":
-        return load_medvqa2("train", limit=VQA_CALIBRATION_SAMPLES)
-    return load_medvqa("train", per_source=8)
+        return load_benchmark("medvqa2", "train", limit=VQA_CALIBRATION_SAMPLES)
+    return load_medvqa("train", per_source=8)  # medvlm-v1's recorded calibration
 
 
 def gptq_calibration_batches(model, tokens: int = 2048) -> list[torch.Tensor]:

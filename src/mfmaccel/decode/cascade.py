@@ -281,6 +281,7 @@ class CascadeReport(Record):
     curve_calibration: list[CascadePoint] = field(default_factory=list)
     calibrated_on: str = HALVES
     tokens_counted: dict[str, str] = field(default_factory=dict)  # model -> what FLOPs count
+    questions: str = ""  # what was answered: a benchmark's name or the user's data path
 
 
 def calibrated_cascade(chain: Sequence[ModelAnswers],

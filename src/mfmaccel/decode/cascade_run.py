@@ -41,15 +41,16 @@ def run_cascade(
     if len(models) < 2:
         raise UserInputError("a cascade needs at least two --model options, smallest first")
     check_replaceable_file(out)
-    if task == CascadeTask.medvqa:
+    if task != CascadeTask.humaneval:
         if evals or samples != 1 or temperature or test_lines:
             raise UserInputError("--eval, --samples, --temperature and --test-lines are for "
                                  "--task humaneval")
-        report = vqa_cascade(models, data=data, limit=limit, progress=progress)
+        report = vqa_cascade(models, data=data, limit=limit, benchmark=task, progress=progress)
     else:
         report = code_cascade(models, data=data, evals=evals, limit=limit, samples=samples,
                               temperature=temperature, test_lines=test_lines,
                               progress=progress)
+    report.questions = str(data) if data else task
     report.save(out)
     return report
 
@@ -85,13 +86,14 @@ def code_cascade(
 
 
 def vqa_cascade(models: list[str], *, data: Path | None = None, limit: int | None = None,
+                benchmark: str = CascadeTask.medvqa2,
                 progress: Steps | None = None) -> CascadeReport:
-    """Closed-question VQA (the built-in benchmark, or the user's folder at `data`, which needs
-    a val split): theta calibrated on every val question, the report on the test split; the
-    first `limit` questions of each."""
-    test = vqa_samples(data, "test", limit=limit)
+    """Closed-question VQA (the built-in `benchmark`, medvqa or medvqa2, or the user's folder
+    at `data`, which needs a val split): theta calibrated on every val question, the report on
+    the test split; the first `limit` questions of each."""
+    test = vqa_samples(data, "test", limit=limit, benchmark=benchmark)
     try:
-        val = vqa_samples(data, "val", limit=limit)
+        val = vqa_samples(data, "val", limit=limit, benchmark=benchmark)
     except UserInputError as error:
         raise UserInputError(f"{error}; the VQA cascade calibrates theta on the val split, so "
                              "give --data a folder with val questions") from None

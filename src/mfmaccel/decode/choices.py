@@ -8,7 +8,9 @@ from enum import StrEnum
 
 class CascadeTask(StrEnum):
     """What a cascade answers (`cascade_run`): HumanEval problems, self-tested on the prompt's
-    examples, or closed VQA questions, trusted by their answer margin."""
+    examples, or closed VQA questions of either medical benchmark (medvlm-v1's `medvqa`, or
+    `medvqa2` with real labels), trusted by their answer margin."""
 
     humaneval = "humaneval"
     medvqa = "medvqa"
+    medvqa2 = "medvqa2"

@@ -113,7 +113,7 @@ def vqa_samples(data: Path | None, split: str, limit: int | None,
                 benchmark: str = "medvqa") -> list[VQASample]:
     """The first `limit` closed questions of `split`: the built-in benchmark's, or those of the
     user's VQA folder at `data`; only their images are made or decoded."""
-    from mfmaccel.data.medvqa import load_medvqa, load_medvqa2, load_vqa_folder
+    from mfmaccel.data.medvqa import load_benchmark, load_vqa_folder
 
     if data is not None and not data.exists():
         raise UserInputError(f"dataset path {data} does not exist; check --data")
@@ -121,8 +121,7 @@ def vqa_samples(data: Path | None, split: str, limit: int | None,
         raise UserInputError(f"--limit must be at least 1, got {limit}")
     if data:
         return load_vqa_folder(data, split=split, limit=limit)
-    load = load_medvqa2 if benchmark == "medvqa2" else load_medvqa
-    return load(split, seed=seed, limit=limit)
+    return load_benchmark(benchmark, split, seed=seed, limit=limit)
 
 
 def measure_task(

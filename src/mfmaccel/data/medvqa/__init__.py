@@ -5,6 +5,7 @@ PathVQA-style data on disk. See docs/data.md for the sources, their licences and
 and splits are made."""
 
 from mfmaccel.data.medvqa.baseline import majority_baseline
+from mfmaccel.data.medvqa.benchmarks import load_benchmark
 from mfmaccel.data.medvqa.build import PlannedAnswer, load_medvqa, planned_answers
 from mfmaccel.data.medvqa.captions import (
     CaptionSample,
@@ -24,6 +25,7 @@ __all__ = [
     "PlannedAnswer",
     "SPLITS",
     "VQASample",
+    "load_benchmark",
     "load_medcaptions",
     "load_medcaptions2",
     "load_medvqa",

@@ -214,14 +214,14 @@ def benchmark_splits(model: LoadedModel, calibration: int
                      ) -> tuple[str, list[VQASample], list[VQASample]]:
     """(benchmark, `calibration` train samples, test samples) of the benchmark `model` was
     adapted on: medvqa2 for medvlm (its manifest says so), medvqa otherwise."""
-    from mfmaccel.data.medvqa import load_medvqa, load_medvqa2
+    from mfmaccel.data.medvqa import load_benchmark
 
     benchmark = model.meta.get("benchmark", "medvqa")
+    test = load_benchmark(benchmark, "test")
     if benchmark == "medvqa2":  # a seeded shuffle: its first images are spread over the types
-        return benchmark, load_medvqa2("train", limit=calibration), load_medvqa2("test")
-    train = load_medvqa("train")
-    return benchmark, train[:: max(1, len(train) // calibration)][:calibration], \
-        load_medvqa("test")
+        return benchmark, load_benchmark(benchmark, "train", limit=calibration), test
+    train = load_benchmark(benchmark, "train")  # medvqa-v1's records: a strided subset
+    return benchmark, train[:: max(1, len(train) // calibration)][:calibration], test
 
 
 @torch.inference_mode()
