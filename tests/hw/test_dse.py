@@ -98,7 +98,7 @@ def test_bad_spaces_are_refused(roberta) -> None:
     with pytest.raises(UserInputError, match="rows needs at least one value"):
         replace(SMALL, rows=())
     with pytest.raises(UserInputError, match="raise out_buffer_kib"):
-        explore(roberta, replace(SMALL, out_buffer_kib=(0.25,)), workers=1)
+        explore(roberta, replace(SMALL, out_buffer_kib=(0.125,)), workers=1)
 
 
 def test_cli_simulate_and_dse_write_their_records(tmp_path) -> None:

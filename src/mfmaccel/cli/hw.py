@@ -93,29 +93,36 @@ def hw_simulate(
     clock_mhz: Annotated[float | None, typer.Option(help="Override: clock")] = None,
     bandwidth_gbs: Annotated[float | None, typer.Option(help="Override: off-chip GB/s")] = None,
     attention: Annotated[Attention | None, typer.Option(help="Override: tiled or full")] = None,
+    fusion: Annotated[str | None, typer.Option(
+        help="Override: fused schedules the arch has: none, epilogue, all, or a comma list of "
+             "activation, norm, attention, mlp")] = None,
     out: Annotated[Path | None, typer.Option(help="JSON output path")] = None,
 ) -> None:
     """Predict cycles, energy and area of MODEL's forward pass on an accelerator, per operation,
     with a roofline plot next to the JSON."""
     quiet_libraries()
-    from mfmaccel.hw.arch import customized_arch
+    from mfmaccel.hw.arch import customized_arch, parse_fusion
     from mfmaccel.hw.simulate import simulate
     from mfmaccel.hw.trace import workload_for_spec
     from mfmaccel.report.hwfigures import write_roofline
 
     target = customized_arch(arch.value, rows=rows, cols=cols, clock_mhz=clock_mhz,
-                             bandwidth_gbs=bandwidth_gbs, attention=attention)
+                             bandwidth_gbs=bandwidth_gbs, attention=attention,
+                             fusion=None if fusion is None else parse_fusion(fusion))
     result = simulate(workload_for_spec(model, seq_len=seq_len, image_size=image_size), target)
     out = out or Path("results") / f"{Path(model).name}-{arch.value}-L{seq_len}-simulate.json"
     result.save(out)
     write_roofline(result, out.with_suffix(".png"))
     table = Table("operation", "count", "GMACs", "cycles", "bound", "util", "off-chip MB",
-                  "energy uJ", "flow", title=f"{model} ({result.workload}) on {target.name}")
+                  "energy uJ", "flow", "schedule",
+                  title=f"{model} ({result.workload}) on {target.name}")
     for op in result.ops:
         table.add_row(op.name, str(op.count), f"{op.macs / 1e9:.3f}", f"{op.cycles:,}", op.bound,
                       f"{op.utilisation:.0%}" if op.macs else "", f"{op.dram_bytes / 1e6:.2f}",
-                      f"{sum(op.energy_pj.values()) / 1e6:.1f}", op.mapping.split(":")[0])
+                      f"{sum(op.energy_pj.values()) / 1e6:.1f}", op.mapping.split(":")[0],
+                      op.schedule.split(":")[0])
     console.print(table)
+    say(f"fusion: {', '.join(result.fusion) or 'none'}")
     say(f"latency {result.latency_ms:.3f} ms, energy {result.energy_mj:.3f} mJ, on-chip power "
         f"{result.power_mw:.1f} mW, area {result.area_mm2:.2f} mm² ({target.tech.name}); matrix "
         f"multiplication {result.matmul_area_share:.0%} of area, "

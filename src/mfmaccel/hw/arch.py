@@ -104,6 +104,39 @@ class Attention(StrEnum):
     full = "full"  # whole score rows on chip
 
 
+class Fusion(StrEnum):
+    """What a schedule may keep on chip between operations (`hw.fusion`): each kind is a fused
+    schedule the controller supports; the simulator takes it per operation where it moves fewer
+    off-chip bytes than the unfused one. Requantization is always in the GEMM's output path
+    (the RTL engine `hw.rtl.gemm` has it), so it is no choice."""
+
+    activation = "activation"  # GELU/SiLU on a GEMM's outputs before they leave the chip
+    norm = "norm"  # residual add and norm in the epilogue of the GEMM before them
+    attention = "attention"  # scores never leave the chip (online softmax over key tiles)
+    mlp = "mlp"  # the MLP's intermediate held on chip per row tile
+
+
+FUSION_KINDS = tuple(kind.value for kind in Fusion)
+# Named sets for the command line: `--fusion all`, `--fusion epilogue`, or kinds with commas.
+FUSION_SETS = {"none": (), "epilogue": ("activation", "norm"), "all": FUSION_KINDS}
+# What the model assumed before fusion became a choice (issue 23): activations fused into the
+# GEMM's output path and attention's scores on chip; norms, adds and the MLP unfused.
+DEFAULT_FUSION = ("activation", "attention")
+
+
+def parse_fusion(text: str) -> tuple[str, ...]:
+    """'none', 'epilogue', 'all' or kinds joined by commas ('attention,mlp') as a tuple of
+    kinds in FUSION_KINDS' order; anything else names the values that work."""
+    if text.strip() in FUSION_SETS:
+        return FUSION_SETS[text.strip()]
+    kinds = {part.strip() for part in text.split(",") if part.strip()}
+    unknown = kinds - set(FUSION_KINDS)
+    if unknown or not kinds:
+        raise UserInputError(f"fusion '{text}': use none, epilogue, all or a comma list of "
+                             f"{', '.join(FUSION_KINDS)}")
+    return tuple(kind for kind in FUSION_KINDS if kind in kinds)
+
+
 @dataclass(frozen=True)
 class Arch:
     """One accelerator configuration. Buffers hold int8 operands (A: activations, B: weights)
@@ -123,6 +156,7 @@ class Arch:
     interconnect: str = "broadcast"  # "broadcast" (our RTL, SwiftTron) or "systolic"
     dataflows: tuple[str, ...] = ("os", "ws")
     attention: str = "tiled"  # an `Attention`
+    fusion: tuple[str, ...] = DEFAULT_FUSION  # `Fusion` kinds the schedules may use
     bank_kib: float = 32  # buffers are banks of this size: an access costs one bank's energy
     notes: str = field(default="", compare=False)
 
@@ -150,6 +184,12 @@ class Arch:
         if self.attention not in tuple(Attention):
             raise UserInputError(f"arch {self.name}: attention must be 'tiled' or 'full', got "
                                  f"'{self.attention}'")
+        if set(self.fusion) - set(FUSION_KINDS):
+            raise UserInputError(f"arch {self.name}: fusion must be a subset of "
+                                 f"{FUSION_KINDS}, got {tuple(self.fusion)}")
+
+    def fuses(self, kind: str) -> bool:
+        return kind in self.fusion
 
     @property
     def macs(self) -> int:

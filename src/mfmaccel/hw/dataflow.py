@@ -37,7 +37,9 @@ ACT_BYTES = 1  # int8 activations and outputs
 class GemmShape:
     """One (m x k) @ (k x n) product; `w_bytes` per element of B (weights at their bits, or 1
     for an activation operand); `a_on_chip` / `out_on_chip`: the operand never comes from, or
-    goes to, off-chip memory (attention probabilities and scores)."""
+    goes to, off-chip memory (attention probabilities and scores); `a_bytes` / `out_bytes` per
+    element of A and of the output where they do (an unfused attention's int32 scores and
+    16-bit probabilities)."""
 
     m: int
     n: int
@@ -45,6 +47,8 @@ class GemmShape:
     w_bytes: float = 1.0
     a_on_chip: bool = False
     out_on_chip: bool = False
+    a_bytes: float = ACT_BYTES
+    out_bytes: float = ACT_BYTES
 
 
 @dataclass(frozen=True)
@@ -110,9 +114,9 @@ def map_gemm(arch: Arch, shape: GemmShape) -> GemmMapping:
 
 def _traffic(shape: GemmShape, a_reads: float, b_reads: float) -> float:
     """Off-chip bytes when A is read `a_reads` times and B `b_reads` times, outputs once."""
-    a = 0 if shape.a_on_chip else shape.m * shape.k * ACT_BYTES * a_reads
+    a = 0 if shape.a_on_chip else shape.m * shape.k * shape.a_bytes * a_reads
     b = shape.k * shape.n * shape.w_bytes * b_reads
-    out = 0 if shape.out_on_chip else shape.m * shape.n * ACT_BYTES
+    out = 0 if shape.out_on_chip else shape.m * shape.n * shape.out_bytes
     return a + b + out
 
 
@@ -124,24 +128,31 @@ def _blocks(size: int, step: int, limit: int) -> int:
 def _os_mappings(arch: Arch, s: GemmShape) -> list[GemmMapping]:
     """Output-stationary: the array keeps an R x C tile of outputs while A rows and B columns
     stream through. Either a block of A rows (all of K) stays in the A buffer while all of B
-    streams past it, or a block of B columns stays while A streams; if neither fits, K is split
-    and both operands are re-read once per output block held as partial sums in the out buffer."""
+    streams past it, or a block of B columns stays while A streams; or K is split and both
+    operands are re-read once per output block held as partial sums in the out buffer (the only
+    option when neither block fits, and sometimes less traffic than both: ZigZag's mapper found
+    such a blocking of smollm2's MLP down-projection, benchmarks/zigzag_crosscheck.py)."""
     r, c = arch.rows, arch.cols
     a_buf, b_buf, out_buf = (arch.buffer_bytes(x) for x in ("a", "b", "out"))
     tiles = math.ceil(s.m / r) * math.ceil(s.n / c)
     cycles = os_cycles(arch, s.m, s.n, s.k)
     sram = tiles * (r * s.k * ACT_BYTES + s.k * c * s.w_bytes + r * c * ACT_BYTES)
     found = []
-    bm = _blocks(s.m, r, a_buf // max(s.k * ACT_BYTES, 1))
+    bm = _blocks(s.m, r, int(a_buf // max(s.k * s.a_bytes, 1)))
     if bm >= r and s.k * c * s.w_bytes <= b_buf:
         dram = _traffic(s, 1, math.ceil(s.m / bm))
         found.append(GemmMapping("os", f"A rows {bm} x K {s.k}", cycles, dram, sram + dram))
     bn = _blocks(s.n, c, int(b_buf // max(s.k * s.w_bytes, 1)))
-    if bn >= c and r * s.k * ACT_BYTES <= a_buf:
+    if bn >= c and r * s.k * s.a_bytes <= a_buf:
         dram = _traffic(s, math.ceil(s.n / bn), 1)
         found.append(GemmMapping("os", f"B cols {bn} x K {s.k}", cycles, dram, sram + dram))
-    if not found:
+    if found and min(o.dram_bytes for o in found) <= _traffic(s, 1, 1):
+        return found  # every operand once already: no split can move less
+    try:  # K split: an output block held as partial sums; sometimes less traffic than both
         found.append(_split_k(arch, s, cycles, sram, out_buf))
+    except UserInputError:
+        if not found:
+            raise
     return found
 
 

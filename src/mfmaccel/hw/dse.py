@@ -5,6 +5,11 @@ Pareto front of latency, energy and area.
 A sweep is a mixed-radix numbering of its design points, so any index range is an independent
 chunk: `explore(..., chunk=(i, n))` runs the i-th of n (for a cluster), `workers` processes
 share the chunks of one machine.
+
+Fusion is decided inside each design: every attention and MLP block is priced fused and
+unfused on that design's buffers and the cheaper form kept (`hw.simulate.simulate_unit`), so a
+design with small buffers runs a block unfused that a larger one fuses. `DesignSpace.fusion`
+says which fused schedules the designs have (the base preset's when None).
 """
 
 from __future__ import annotations
@@ -20,7 +25,8 @@ from pathlib import Path
 
 from mfmaccel.errors import UserInputError
 from mfmaccel.hw.arch import Arch, get_arch
-from mfmaccel.hw.simulate import area_mm2, energy_breakdown_pj, simulate_op
+from mfmaccel.hw.fusion import schedule_units
+from mfmaccel.hw.simulate import area_mm2, energy_breakdown_pj, simulate_unit
 from mfmaccel.hw.workload import Gemm, Workload
 from mfmaccel.records import Record
 
@@ -44,6 +50,7 @@ class DesignSpace:
     vector_lanes: tuple[int, ...] = (4, 16, 64)
     weight_bits: tuple[int, ...] = (8,)
     base: str = "edge"
+    fusion: tuple[str, ...] | None = None  # `hw.arch.Fusion` kinds; None: the base preset's
 
     def __post_init__(self) -> None:
         for name in SWEPT:
@@ -121,6 +128,8 @@ def describe(params: dict[str, float]) -> str:
 def design(space: DesignSpace, params: dict[str, float]) -> Arch:
     base = get_arch(space.base)
     arch_params = {k: v for k, v in params.items() if k != "weight_bits"}
+    if space.fusion is not None:
+        arch_params["fusion"] = space.fusion
     return replace(base, name=f"{space.base}-dse", **arch_params)
 
 
@@ -135,13 +144,14 @@ def with_weight_bits(workload: Workload, bits: int) -> Workload:
 def evaluate_range(workload: Workload, space: DesignSpace, start: int, stop: int
                    ) -> tuple[list[DesignPoint], int]:
     """Design points start..stop-1 (and how many of them were infeasible)."""
-    merged = {bits: with_weight_bits(workload, bits).merged() for bits in space.weight_bits}
+    units = {bits: schedule_units(with_weight_bits(workload, bits)) for bits in space.weight_bits}
     points, infeasible = [], 0
     for index in range(start, stop):
         params = space.values(index)
         try:
             arch = design(space, params)
-            results = [simulate_op(op, arch) for op in merged[params["weight_bits"]].ops]
+            results = [r for unit in units[params["weight_bits"]]
+                       for r in simulate_unit(unit, arch)]
         except UserInputError:
             infeasible += 1
             continue

@@ -3,6 +3,11 @@
 Each operation runs alone (no overlap between operations); within one, off-chip loads overlap
 compute (double buffering), so its time is the larger of its compute cycles and its off-chip
 bytes over the link's bytes per cycle, and it is compute- or bandwidth-bound accordingly.
+What stays on chip between operations is the architecture's `fusion` (`hw.fusion`): attention
+and MLP blocks are priced fused and unfused and the form with fewer off-chip bytes (then fewer
+cycles) is kept, per block; element-wise operations cost a pass over off-chip memory unless
+fused into the GEMM epilogue before them. The record names the fusion and each operation's
+schedule.
 Energy is dynamic only: MACs, non-linear unit operations, on-chip buffer bytes, off-chip bytes.
 Area: the MAC array, one requantizer per array column, `vector_lanes` lanes of each non-linear
 unit, and the buffers; the controller and interconnect are not counted.
@@ -11,20 +16,27 @@ unit, and the buffers; the controller and interconnect are not counted.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from mfmaccel.errors import UserInputError
 from mfmaccel.hw.arch import UNIT_OPS, Arch
 from mfmaccel.hw.dataflow import ACT_BYTES, PSUM_BYTES, GemmShape, map_gemm
+from mfmaccel.hw.fusion import (
+    PROBABILITY_BYTES,
+    SCORE_BYTES,
+    VECTOR_DRAM_BYTES,
+    AttentionBlock,
+    FusedTraffic,
+    MlpBlock,
+    Unit,
+    fused_attention,
+    fused_mlp,
+    schedule_units,
+    vector_dram_bytes,
+)
 from mfmaccel.hw.intops.online_softmax import attention_state_bytes, untiled_score_bytes
 from mfmaccel.hw.workload import Gemm, Op, VectorOp, Workload
 from mfmaccel.records import Record
-
-# Off-chip bytes of element-wise operations that cannot fuse into a GEMM's output path, per
-# element: a norm reads its row and writes it, a residual add reads two and writes one;
-# activations run on the preceding GEMM's outputs before they leave the chip, softmax inside
-# attention.
-VECTOR_DRAM_BYTES = {"layernorm": 2, "rmsnorm": 2, "add": 3}
 
 
 @dataclass
@@ -43,6 +55,7 @@ class OpResult(Record):
     bound: str  # "compute" or "bandwidth"
     utilisation: float  # MACs done / MAC slots in the compute cycles (GEMMs), else 0
     mapping: str = ""
+    schedule: str = ""  # "unfused", "fused", or the fused schedule that ran it and its tiling
 
 
 @dataclass
@@ -68,6 +81,7 @@ class Simulation(Record):
     matmul_area_share: float = 0.0  # the MAC array's
     matmul_power_share: float = 0.0  # the MAC array's, of on-chip power
     ops: list[OpResult] = field(default_factory=list)
+    fusion: list[str] = field(default_factory=list)  # the fused schedules the arch offered
 
 
 def simulate(workload: Workload, arch: Arch) -> Simulation:
@@ -78,7 +92,7 @@ def simulate(workload: Workload, arch: Arch) -> Simulation:
         raise UserInputError(f"{workload.model}: operation '{unit}' (at {where or 'top'}) has no "
                              f"unit on arch {arch.name}; choose an arch with it or add "
                              f"'{unit}' to its units")
-    results = [simulate_op(op, arch) for op in workload.merged().ops]
+    results = [r for unit in schedule_units(workload) for r in simulate_unit(unit, arch)]
     return _totals(workload, arch, results)
 
 
@@ -91,37 +105,108 @@ def _missing_units(workload: Workload, arch: Arch) -> tuple[str, str] | None:
     return None
 
 
+def simulate_unit(unit: Unit, arch: Arch) -> list[OpResult]:
+    """One unit of `hw.fusion.schedule_units`: a block, fused where that moves fewer off-chip
+    bytes (then cycles), or a single operation."""
+    if isinstance(unit, AttentionBlock):
+        return _attention_block(unit, arch)
+    if isinstance(unit, MlpBlock):
+        return _mlp_block(unit, arch)
+    return [simulate_op(unit, arch)]
+
+
 def simulate_op(op: Op, arch: Arch) -> OpResult:
+    """One operation on its own. An attention product outside a block keeps its scores on chip
+    (spilling whole rows that do not fit under attention="full")."""
     if isinstance(op, Gemm):
-        return _gemm(op, arch)
-    return _vector(op, arch)
+        return _lone_gemm(op, arch)
+    kind = VECTOR_DRAM_BYTES.get(op.unit, ("",))[0]
+    return _vector(op, arch, vector_dram_bytes(op.unit, arch),
+                   schedule="fused" if arch.fuses(kind) else "unfused")
 
 
-def _gemm(op: Gemm, arch: Arch) -> OpResult:
+def _weight_shape(op: Gemm) -> GemmShape:
+    return GemmShape(op.m, op.n, op.k,
+                     w_bytes=ACT_BYTES if op.weight_bits is None else op.weight_bits / 8)
+
+
+def _lone_gemm(op: Gemm, arch: Arch) -> OpResult:
+    shape = replace(_weight_shape(op), a_on_chip=op.role == "attention-context",
+                    out_on_chip=op.role == "attention-score")
+    spill, extra_ops = _attention_extra(op, arch) if op.role == "attention-score" else (0.0, 0)
+    return _gemm(op, arch, shape, spill=spill, extra_mults=extra_ops * op.batch * op.count)
+
+
+def _cost(results: list[OpResult]) -> tuple[float, int]:
+    return sum(r.dram_bytes for r in results), sum(r.cycles for r in results)
+
+
+def _choose(fused: list[OpResult], unfused: list[OpResult]) -> list[OpResult]:
+    """The fused form where it moves no more off-chip bytes (ties: no more cycles)."""
+    return fused if _cost(fused) <= _cost(unfused) else unfused
+
+
+def _attention_block(block: AttentionBlock, arch: Arch) -> list[OpResult]:
+    score, softmax, context = (replace(op, count=block.count) for op in block.ops)
+    unfused = [
+        _gemm(score, arch, replace(_weight_shape(score), out_bytes=SCORE_BYTES),
+              schedule="unfused"),
+        _vector(softmax, arch, SCORE_BYTES + PROBABILITY_BYTES),
+        _gemm(context, arch, replace(_weight_shape(context), a_bytes=PROBABILITY_BYTES),
+              schedule="unfused"),
+    ]
+    plan = fused_attention(arch, block) if arch.fuses("attention") else None
+    if plan is None:
+        return unfused
+    fused = [_gemm(score, arch, None, plan=plan, index=0, mapped=unfused[0]),
+             _vector(softmax, arch, 0, schedule=plan.detail),
+             _gemm(context, arch, None, plan=plan, index=2, mapped=unfused[2])]
+    return _choose(fused, unfused)
+
+
+def _mlp_block(block: MlpBlock, arch: Arch) -> list[OpResult]:
+    ops = [replace(op, count=block.count) for op in block.ops]
+    unfused = [simulate_op(op, arch) for op in ops]
+    for result in unfused:
+        result.schedule = result.schedule or "unfused"
+    plan = fused_mlp(arch, block) if arch.fuses("mlp") else None
+    if plan is None:
+        return unfused
+    fused = [_gemm(op, arch, None, plan=plan, index=i, mapped=alone) if isinstance(op, Gemm)
+             else _vector(op, arch, 0, schedule=plan.detail)
+             for i, (op, alone) in enumerate(zip(ops, unfused, strict=True))]
+    return _choose(fused, unfused)
+
+
+def _gemm(op: Gemm, arch: Arch, shape: GemmShape | None, *, spill: float = 0.0,
+          extra_mults: float = 0.0, plan: FusedTraffic | None = None, index: int = 0,
+          mapped: OpResult | None = None, schedule: str = "") -> OpResult:
+    """A GEMM mapped on its own (`shape` says what crosses the link; `spill` bytes more per
+    product), or as operation `index` of a fused `plan`: the array works as in `mapped`, the
+    same product priced alone, and the plan's off-chip bytes replace the mapping's."""
     tech = arch.tech
-    shape = GemmShape(op.m, op.n, op.k,
-                      w_bytes=ACT_BYTES if op.weight_bits is None else op.weight_bits / 8,
-                      a_on_chip=op.role == "attention-context",
-                      out_on_chip=op.role == "attention-score")
-    mapping = map_gemm(arch, shape)
     times = op.batch * op.count
-    dram = mapping.dram_bytes * times
-    extra_ops = 0
-    if op.role == "attention-score":
-        spill, extra_ops = _attention_extra(op, arch)
-        dram += spill * times
-    compute = mapping.compute_cycles * times
+    if plan is None:
+        mapping = map_gemm(arch, shape)
+        compute, flow = mapping.compute_cycles * times, f"{mapping.dataflow}: {mapping.block}"
+        dram = (mapping.dram_bytes + spill) * times
+        sram = mapping.sram_bytes * times
+    else:
+        compute, flow = mapped.compute_cycles, mapped.mapping
+        dram = plan.dram_bytes[index] * op.count
+        sram = mapped.sram_bytes - mapped.dram_bytes + dram
+        extra_mults = plan.extra_mults * op.count if index == 0 else 0
+        schedule = plan.detail
     cycles = max(compute, math.ceil(dram / arch.bytes_per_cycle))
-    sram = mapping.sram_bytes * times
     outputs = op.m * op.n * times
     energy = {"mac": op.macs * tech.mac_pj,
-              "requant": outputs * _unit_pj("requant", tech) + extra_ops * tech.mult32_pj * times,
+              "requant": outputs * _unit_pj("requant", tech) + extra_mults * tech.mult32_pj,
               "sram": sram * arch.sram_pj_per_byte("b"), "dram": dram * tech.dram_pj_per_byte}
     return OpResult(
         name=op.role, unit="gemm", count=op.count, macs=op.macs, cycles=cycles,
         compute_cycles=compute, dram_bytes=dram, sram_bytes=sram, energy_pj=energy,
         bound="compute" if compute >= cycles else "bandwidth",
-        utilisation=op.macs / (compute * arch.macs), mapping=f"{mapping.dataflow}: {mapping.block}",
+        utilisation=op.macs / (compute * arch.macs), mapping=flow, schedule=schedule,
     )
 
 
@@ -134,7 +219,7 @@ def _attention_extra(op: Gemm, arch: Arch) -> tuple[float, int]:
     if arch.attention == "full":
         if untiled_score_bytes(arch.rows, keys) <= out_buf:
             return 0.0, 0
-        return float(op.m * keys * (2 * PSUM_BYTES + 2 * 2)), 0
+        return float(op.m * keys * 2 * (SCORE_BYTES + PROBABILITY_BYTES)), 0
     one_key = attention_state_bytes(arch.rows, dim, 1)
     if one_key > out_buf:
         raise UserInputError(f"arch {arch.name}: tiled attention with head size {dim} needs "
@@ -143,10 +228,11 @@ def _attention_extra(op: Gemm, arch: Arch) -> tuple[float, int]:
     return 0.0, op.m * dim * (math.ceil(keys / min(tile, keys)) - 1)
 
 
-def _vector(op: VectorOp, arch: Arch) -> OpResult:
+def _vector(op: VectorOp, arch: Arch, dram_per_element: float, schedule: str = "") -> OpResult:
+    """An element-wise or row-wise pass moving `dram_per_element` off-chip bytes per element."""
     tech = arch.tech
     compute = math.ceil(op.rows * op.length / arch.vector_lanes) * op.count
-    dram = op.elements * VECTOR_DRAM_BYTES.get(op.unit, 0) * ACT_BYTES
+    dram = op.elements * dram_per_element
     cycles = max(compute, math.ceil(dram / arch.bytes_per_cycle))
     sram = 2 * op.elements * ACT_BYTES
     energy = {"vector": op.elements * _unit_pj(op.unit, tech),
@@ -155,6 +241,7 @@ def _vector(op: VectorOp, arch: Arch) -> OpResult:
         name=op.unit, unit=op.unit, count=op.count, macs=0, cycles=cycles,
         compute_cycles=compute, dram_bytes=dram, sram_bytes=sram, energy_pj=energy,
         bound="compute" if compute >= cycles else "bandwidth", utilisation=0.0,
+        schedule=schedule or "unfused",
     )
 
 
@@ -200,7 +287,7 @@ def _totals(workload: Workload, arch: Arch, results: list[OpResult]) -> Simulati
         energy_breakdown_mj=energy, area_breakdown_mm2=areas,
         matmul_area_share=areas["mac_array"] / sum(areas.values()),
         matmul_power_share=energy["mac"] / on_chip if on_chip else 0.0,
-        ops=results,
+        ops=results, fusion=list(arch.fusion),
     )
 
 
