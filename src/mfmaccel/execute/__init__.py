@@ -1,0 +1,1 @@
+"""Operation optimisation II: resolution, stride, token and prompt-length knobs, fusion."""
