@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Annotated
 
@@ -35,6 +36,9 @@ def evaluate(
     temperature: Annotated[
         float, typer.Option(help="humaneval: sampling temperature (0: greedy)")] = 0.0,
     top_p: Annotated[float, typer.Option(help="humaneval: nucleus sampling mass")] = 0.95,
+    knobs: Annotated[Path | None, typer.Option(
+        help="Execution knobs to apply: a `mfmaccel cooptimize` output (its chosen point)")
+    ] = None,
 ) -> None:
     """Measure a model on one task; print a table and write JSON."""
     quiet_libraries()
@@ -43,12 +47,18 @@ def evaluate(
 
     out = out or Path("results") / f"{Path(model).name}-{task.value}.json"
     check_replaceable_file(out)  # refuse a user's file before the evaluation, not after
+    adapt = None
+    if knobs is not None:
+        from mfmaccel.execute.settings import apply_knobs, load_knobs
+
+        adapt = partial(apply_knobs, knobs=load_knobs(knobs))
     with Bars() as bars:
         options = TaskOptions(context=context, stride=stride, max_tokens=max_tokens,
                               mode=mode.value, max_new_tokens=max_new_tokens, samples=samples,
                               temperature=temperature, top_p=top_p, seed=seed)
         record = run_evaluation(model, task.value, data=data, limit=limit, options=options,
-                                seed=seed, progress=bars.task(f"{task.value} on {model}"))
+                                seed=seed, progress=bars.task(f"{task.value} on {model}"),
+                                adapt=adapt)
     record.save(out)
     print_record(f"{task.value}: {model}", record.to_dict())
     say(f"wrote {out}")

@@ -169,9 +169,11 @@ def run_evaluation(
     options: TaskOptions | None = None,
     seed: int = 0,
     progress: Callable[[int, int], None] | None = None,
+    adapt: Callable[[LoadedModel], LoadedModel] | None = None,
 ) -> Record:
-    """Measure `task` for the model named by `model_spec`; returns the task's record."""
+    """Measure `task` for the model named by `model_spec`, changed by `adapt` once loaded (e.g.
+    the execution knobs `mfmaccel cooptimize` chose); returns the task's record."""
     check_model_fits(model_spec, task)
     task_data = load_task_data(task, data, limit, seed)
     model = load_model(model_spec, seed=seed)
-    return measure_task(model, task_data, options, progress)
+    return measure_task(adapt(model) if adapt else model, task_data, options, progress)

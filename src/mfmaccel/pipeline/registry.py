@@ -6,7 +6,15 @@ from pydantic import ValidationError
 
 from mfmaccel.errors import UserInputError
 from mfmaccel.pipeline.stage import Stage, StageParams
-from mfmaccel.pipeline.stages import decode, evaluate, finetune, hardware, prune, quantize
+from mfmaccel.pipeline.stages import (
+    cooptimize,
+    decode,
+    evaluate,
+    finetune,
+    hardware,
+    prune,
+    quantize,
+)
 
 STAGES: dict[str, Stage] = {
     stage.name: stage
@@ -16,6 +24,7 @@ STAGES: dict[str, Stage] = {
         quantize.STAGE,
         prune.STAGE,
         decode.STAGE,
+        cooptimize.STAGE,
         hardware.STAGE,
     )
 }

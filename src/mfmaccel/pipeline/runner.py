@@ -13,6 +13,7 @@ from pathlib import Path
 
 from mfmaccel.errors import UserInputError
 from mfmaccel.evaluate.run import TaskData, check_kind_fits, load_task_data
+from mfmaccel.execute.settings import apply_knobs, load_knobs
 from mfmaccel.models import LoadedModel, load_model
 from mfmaccel.models.loader import model_kind, save_model
 from mfmaccel.pipeline.measure import measure
@@ -20,6 +21,7 @@ from mfmaccel.pipeline.recipe import Recipe
 from mfmaccel.pipeline.registry import get_stage, stage_params
 from mfmaccel.pipeline.rundir import RunDirectory, RunState
 from mfmaccel.pipeline.stage import RunContext
+from mfmaccel.pipeline.stages import cooptimize
 from mfmaccel.records import StageResult
 
 Progress = Callable[[str], Callable[[int, int], None]]
@@ -30,6 +32,7 @@ def check_recipe(recipe: Recipe) -> list[TaskData]:
     kind = model_kind(recipe.model)
     for task in recipe.evaluation.tasks:
         check_kind_fits(kind, recipe.model, task)
+    knobs_set = None
     for spec in recipe.stages:
         stage = get_stage(spec.stage)
         if kind not in stage.accepts:
@@ -37,19 +40,30 @@ def check_recipe(recipe: Recipe) -> list[TaskData]:
                 f"stage '{spec.label}' cannot take '{recipe.model}' (a {kind} model); it "
                 f"accepts {', '.join(stage.accepts)}"
             )
+        if knobs_set and stage.changes_model:
+            raise UserInputError(f"stage '{spec.label}' changes weights after '{knobs_set}' "
+                                 "chose execution knobs for the model before it; move the "
+                                 "cooptimize stage after it")
+        knobs_set = spec.label if spec.stage == "cooptimize" else knobs_set
     limit, seed = recipe.evaluation.limit, recipe.seed
     return [load_task_data(task, None, limit, seed) for task in recipe.evaluation.tasks]
 
 
 def _resume_model(recipe: Recipe, run: RunDirectory, state: RunState) -> LoadedModel:
-    """The model as the last completed stage left it."""
+    """The model as the last completed stage left it: the last saved weights, with the
+    execution knobs a completed `cooptimize` stage chose re-applied."""
+    knobs = None
     for index in range(len(state.stages) - 1, -1, -1):
-        folder = run.stage_dir(index, state.stages[index].name) / "model"
-        if folder.is_dir():
-            model = load_model(str(folder))
+        stage_dir = run.stage_dir(index, state.stages[index].name)
+        if knobs is None and (stage_dir / cooptimize.RECORD).is_file():
+            knobs = load_knobs(stage_dir / cooptimize.RECORD)
+        if (stage_dir / "model").is_dir():
+            model = load_model(str(stage_dir / "model"))
             model.name = recipe.model
-            return model
-    return load_model(recipe.model, seed=recipe.seed)
+            break
+    else:
+        model = load_model(recipe.model, seed=recipe.seed)
+    return apply_knobs(model, knobs) if knobs else model
 
 
 def run_recipe(
