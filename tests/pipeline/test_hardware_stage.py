@@ -28,3 +28,17 @@ def test_hardware_stage_prices_the_pruned_model(tmp_path) -> None:
     assert "ms" in second.notes and "mm²" in second.notes
     page = write_report(tmp_path / "hw").read_text()
     assert page.count("Roofline on the accelerator") == 2
+
+
+def test_hardware_stage_takes_the_fused_schedules_asked_for(tmp_path) -> None:
+    stages = [{"stage": "hardware", "name": name, "params": {"seq_len": 256, "fusion": fusion}}
+              for name, fusion in (("none", "none"), ("all", "all"))]
+    recipe = parse_recipe({"name": "fused", "model": "tiny-llama",
+                           "evaluation": {"tasks": ["ppl"], "ppl_tokens": 200,
+                                          "speed_tokens": 4}, "stages": stages})
+    state = run_recipe(recipe, runs_dir=tmp_path, log=lambda m: None)
+    unfused, fused = (json.loads((tmp_path / "fused" / s.artifacts[0]).read_text())
+                      for s in state.stages)
+    assert unfused["fusion"] == [] and fused["fusion"] == ["activation", "norm", "attention",
+                                                           "mlp"]
+    assert fused["dram_bytes"] < unfused["dram_bytes"]

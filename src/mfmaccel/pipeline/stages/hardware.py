@@ -9,7 +9,7 @@ from dataclasses import replace
 
 from pydantic import Field
 
-from mfmaccel.hw.arch import get_arch
+from mfmaccel.hw.arch import get_arch, parse_fusion
 from mfmaccel.hw.simulate import simulate
 from mfmaccel.hw.workload import workload_for_model
 from mfmaccel.models.record import CAUSAL_LM, ENCODER, VISION, VLM, LoadedModel
@@ -22,12 +22,16 @@ class HardwareParams(StageParams):
     image_size: int | None = Field(None, ge=1, description="vision encoders: pixels per side")
     attention: str | None = Field(None, pattern="^(tiled|full)$",
                                   description="override the preset's attention scheme")
+    fusion: str | None = Field(None, description="override the fused schedules: none, epilogue, "
+                                                 "all, or a comma list of kinds")
 
 
 def run(model: LoadedModel, params: HardwareParams, ctx: RunContext):
     arch = get_arch(params.arch)
     if params.attention:
         arch = replace(arch, attention=params.attention)
+    if params.fusion is not None:
+        arch = replace(arch, fusion=parse_fusion(params.fusion))
     result = simulate(workload_for_model(model, params.seq_len, params.image_size), arch)
     result.save(ctx.stage_dir / "hardware.json")
     bound = sum(op.cycles for op in result.ops if op.bound == "bandwidth") / result.cycles
