@@ -165,3 +165,19 @@ def test_dse_takes_its_preset_by_the_same_flag_as_simulate(tmp_path) -> None:
     assert fronts["edge"] != fronts["swifttron"]
     unknown = CliRunner().invoke(app, [*args, "--arch", "nope"])
     assert unknown.exit_code == 2
+
+
+def test_dse_takes_fusion_by_the_same_flag_as_simulate(tmp_path) -> None:
+    """`--fusion` means the same in `hw simulate` and `hw dse`: fused designs move fewer bytes."""
+    args = ["hw", "dse", "--model", "roberta-base", "--seq-len", "256", "--rows", "8",
+            "--cols", "8", "--workers", "1"]
+    energy = {}
+    for fusion in ("none", "all"):
+        folder = tmp_path / fusion
+        done = CliRunner().invoke(app, [*args, "--fusion", fusion, "--out", str(folder)])
+        assert done.exit_code == 0, done.output
+        energy[fusion] = min(p["energy_mj"] for p in
+                             json.loads((folder / "front.json").read_text())["front"])
+    assert energy["all"] < energy["none"]
+    bad = CliRunner().invoke(app, [*args, "--fusion", "attn", "--out", str(tmp_path / "x")])
+    assert bad.exit_code == 2 and "use none, epilogue, all" in bad.output

@@ -149,6 +149,8 @@ def hw_dse(
     clock_mhz: Annotated[str | None, typer.Option(help="Clocks to try (MHz)")] = None,
     vector_lanes: Annotated[str | None, typer.Option(help="Non-linear unit lanes")] = None,
     weight_bits: Annotated[str | None, typer.Option(help="Weight bit-widths, e.g. 4,8")] = None,
+    fusion: Annotated[str | None, typer.Option(
+        help="Fused schedules every design has (as for `hw simulate`)")] = None,
     max_latency_ms: Annotated[float | None, typer.Option(help="Keep designs at most this")
                               ] = None,
     max_energy_mj: Annotated[float | None, typer.Option()] = None,
@@ -161,6 +163,7 @@ def hw_dse(
     """Sweep accelerator designs for MODEL; write the Pareto front of latency, energy and area
     (front.json, front.png) and every design point (points.json)."""
     quiet_libraries()
+    from mfmaccel.hw.arch import parse_fusion
     from mfmaccel.hw.dse import Constraints, DesignSpace, explore
     from mfmaccel.hw.trace import workload_for_spec
 
@@ -169,6 +172,8 @@ def hw_dse(
              "out_buffer_kib": _values(out_buffer_kib), "bandwidth_gbs": _values(bandwidth_gbs),
              "clock_mhz": _values(clock_mhz), "vector_lanes": _values(vector_lanes, int),
              "weight_bits": _values(weight_bits, int)}
+    if fusion is not None:
+        given["fusion"] = parse_fusion(fusion)
     space = DesignSpace(base=arch.value, **{k: v for k, v in given.items() if v is not None})
     if workers < 1:
         raise UserInputError(f"--workers must be at least 1, got {workers}")
