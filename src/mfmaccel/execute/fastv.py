@@ -109,13 +109,17 @@ def _own_pre_hooks(copy: nn.Module) -> nn.Module:
     return copy
 
 
-class _CutAfter(nn.Module):
-    """Layer K: runs on every token, then ranks the image tokens and drops the rest."""
+class _Wrapped(nn.Module):
+    """A decoder layer and the dropping state it shares with the other wrapped layers."""
 
     def __init__(self, block: nn.Module, state: _DropState):
         super().__init__()
         self.block = block
         self.state = state
+
+
+class _CutAfter(_Wrapped):
+    """Layer K: runs on every token, then ranks the image tokens and drops the rest."""
 
     def forward(self, hidden_states, attention_mask=None, position_embeddings=None,
                 position_ids=None, **kwargs):
@@ -138,13 +142,8 @@ class _CutAfter(nn.Module):
         return out
 
 
-class _AfterCut(nn.Module):
+class _AfterCut(_Wrapped):
     """A layer after K: sees the kept tokens only, with the mask and positions narrowed."""
-
-    def __init__(self, block: nn.Module, state: _DropState):
-        super().__init__()
-        self.block = block
-        self.state = state
 
     def forward(self, hidden_states, attention_mask=None, position_embeddings=None,
                 position_ids=None, **kwargs):
