@@ -186,3 +186,16 @@ def test_a_weight_changing_stage_after_cooptimize_is_refused(tmp_path) -> None:
                                       {"stage": "prune", "params": {"blocks": 1}}]})
     with pytest.raises(UserInputError, match="move the cooptimize stage after it"):
         run_recipe(recipe, runs_dir=tmp_path, log=lambda m: None)
+
+
+def test_the_search_starts_from_each_knob_alone() -> None:
+    from mfmaccel.execute.cooptimize import seed_points
+
+    space = SearchSpace(grids=((32, 8), (24, 8), (16, 8), (32, 16)), max_merge=2,
+                        drop_layers=(0, 1), keeps=(1.0, 0.5, 0.25))
+    points = seed_points(space, (32, 8))
+    alone = [{k: v for k, v in p.items() if v != {"grid": 0, "merge_r": 0, "keep": 1.0}.get(k)
+              and k != "drop_layer"} for p in points]
+    assert alone == [{"merge_r": 1}, {"merge_r": 2}, {"keep": 0.5}, {"keep": 0.25},
+                     {"grid": 1}, {"grid": 2}, {"grid": 3}]
+    assert all(p["drop_layer"] == 1 for p in points)

@@ -90,6 +90,25 @@ def default_space(model: LoadedModel) -> SearchSpace:
     return SearchSpace(grids=tuple(grids), drop_layers=layers)
 
 
+def seed_points(space: SearchSpace, native: tuple[int, int], *, grids: int = 4) -> list[dict]:
+    """The first trials, before the evolution takes over: each knob alone (ToMe at every r,
+    FastV at half and a quarter after its second layer choice, the `grids` smaller image grids
+    spread over the token counts), so the front starts where each single knob stands and the
+    search spends its trials on combining them."""
+    index = {grid: i for i, grid in enumerate(space.grids)}
+    home = index.get(native, 0)
+    layer = space.drop_layers[min(1, len(space.drop_layers) - 1)]
+    alone = {"grid": home, "merge_r": 0, "drop_layer": layer, "keep": 1.0}
+    points = [{**alone, "merge_r": r} for r in range(1, space.max_merge + 1)]
+    points += [{**alone, "keep": keep} for keep in (0.5, 0.25) if keep in space.keeps]
+    tokens = native[0] // native[1]
+    smaller = sorted((g for g in space.grids if g[0] // g[1] < tokens),
+                     key=lambda g: -(g[0] // g[1]))
+    step = max(1, len(smaller) // grids)
+    points += [{**alone, "grid": index[g]} for g in smaller[::step][:grids]]
+    return points
+
+
 def knobs_for(grid: tuple[int, int], *, native: tuple[int, int], merge_r: int,
               drop_layer: int, keep: float) -> Knobs:
     size, patch = grid
@@ -184,6 +203,8 @@ def cooptimize(model: LoadedModel, samples: Sequence, *, trials: int = 24,
                                             population_size=max(4, min(12, trials // 3)))
     study = optuna.create_study(directions=["maximize"] + ["minimize"] * (len(objectives) - 1),
                                 sampler=sampler)
+    for point in seed_points(space, native)[: trials // 2]:
+        study.enqueue_trial(point)
     study.optimize(objective, n_trials=trials)
     return summarise(model, samples, done, objectives, max_drop=max_drop, prefer=prefer,
                      seconds=time.perf_counter() - began)
