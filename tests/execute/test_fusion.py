@@ -173,3 +173,35 @@ def test_unknown_architecture_is_refused_by_name(name):
 def test_fusing_twice_is_refused(tiny_llama):
     with pytest.raises(UserInputError, match="already fused"):
         fuse(fuse(tiny_llama))
+
+
+def test_generate_and_eval_fuse_on_request() -> None:
+    from typer.testing import CliRunner
+
+    from mfmaccel.cli import app
+
+    runner = CliRunner()
+    args = ["generate", "--model", "tiny-llama", "--prompt", "def f(x):", "--max-new-tokens", "8"]
+    plain, fused = runner.invoke(app, args), runner.invoke(app, [*args, "--fuse"])
+    assert fused.exit_code == 0, fused.output
+    assert fused.stdout == plain.stdout
+    refused = runner.invoke(app, ["generate", "--model", "tiny-gpt2", "--prompt", "a",
+                                  "--fuse"])
+    assert refused.exit_code == 2 and "gpt2" in refused.output
+
+
+def test_eval_fuses_on_request(tmp_path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from mfmaccel.cli import app
+
+    scores = {}
+    for flags in ([], ["--fuse"]):
+        out = tmp_path / f"e{len(flags)}.json"
+        done = CliRunner().invoke(app, ["eval", "--model", "tiny-llama", "--task", "ppl",
+                                        "--max-tokens", "64", "--out", str(out), *flags])
+        assert done.exit_code == 0, done.output
+        scores[len(flags)] = json.loads(out.read_text())["perplexity"]
+    assert abs(scores[1] - scores[0]) <= 1e-3 * scores[0]

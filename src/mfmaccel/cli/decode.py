@@ -34,15 +34,18 @@ def generate(
     draft_vocab: Annotated[
         int, typer.Option(help="Narrow a model draft's head to this many frequent code tokens "
                                "(0: whole vocabulary)")] = 0,
+    fuse: Annotated[bool, typer.Option(
+        help="Fuse the model's blocks first (q/k/v, gate/up, norms; docs/execute.md)")] = False,
 ) -> None:
     """Print the completion of PROMPT alone on stdout (statistics go to stderr)."""
     quiet_libraries()
     from mfmaccel.decode.generate import generate_text
+    from mfmaccel.execute.fusion import fuse as fused
     from mfmaccel.models import load_model
     from mfmaccel.runtime.sampling import Sampling
 
     sampling = Sampling(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
-    loaded = load_model(model)
+    loaded = fused(load_model(model)) if fuse else load_model(model)
     text, out = generate_text(loaded, prompt, max_new_tokens=max_new_tokens,
                               sampling=sampling, draft=draft, gamma=gamma, chat=chat,
                               draft_vocab=draft_vocab)

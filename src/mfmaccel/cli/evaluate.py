@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from functools import partial
 from pathlib import Path
 from typing import Annotated
 
@@ -39,6 +38,8 @@ def evaluate(
     knobs: Annotated[Path | None, typer.Option(
         help="Execution knobs to apply: a `mfmaccel cooptimize` output (its chosen point)")
     ] = None,
+    fuse: Annotated[bool, typer.Option(
+        help="Fuse the model's blocks first (q/k/v, gate/up, norms; docs/execute.md)")] = False,
 ) -> None:
     """Measure a model on one task; print a table and write JSON."""
     quiet_libraries()
@@ -47,11 +48,9 @@ def evaluate(
 
     out = out or Path("results") / f"{Path(model).name}-{task.value}.json"
     check_replaceable_file(out)  # refuse a user's file before the evaluation, not after
-    adapt = None
-    if knobs is not None:
-        from mfmaccel.execute.settings import apply_knobs, load_knobs
+    from mfmaccel.execute.settings import adapter
 
-        adapt = partial(apply_knobs, knobs=load_knobs(knobs))
+    adapt = adapter(knobs=knobs, fuse=fuse)
     with Bars() as bars:
         options = TaskOptions(context=context, stride=stride, max_tokens=max_tokens,
                               mode=mode.value, max_new_tokens=max_new_tokens, samples=samples,

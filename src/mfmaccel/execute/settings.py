@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 from mfmaccel.errors import UserInputError
@@ -82,3 +83,19 @@ def load_knobs(path: Path) -> Knobs:
     if not isinstance(raw, dict):
         raise UserInputError(f"{path}: expected a JSON object of knobs")
     return knobs_from_dict(raw, str(path))
+
+
+def adapter(*, knobs: Path | None, fuse: bool) -> Callable[[LoadedModel], LoadedModel] | None:
+    """What `mfmaccel eval` does to a model once loaded: fuse its blocks (`--fuse`), then apply
+    the knobs read from `knobs` (read now, so a bad file is refused before the model loads)."""
+    chosen = load_knobs(knobs) if knobs is not None else None
+    if chosen is None and not fuse:
+        return None
+
+    def adapt(model: LoadedModel) -> LoadedModel:
+        from mfmaccel.execute.fusion import fuse as fused
+
+        model = fused(model) if fuse else model
+        return apply_knobs(model, chosen) if chosen else model
+
+    return adapt
