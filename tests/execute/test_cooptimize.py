@@ -199,3 +199,11 @@ def test_the_search_starts_from_each_knob_alone() -> None:
     assert alone == [{"merge_r": 1}, {"merge_r": 2}, {"keep": 0.5}, {"keep": 0.25},
                      {"grid": 1}, {"grid": 2}, {"grid": 3}]
     assert all(p["drop_layer"] == 1 for p in points)
+
+
+def test_prefer_flops_chooses_the_cheapest_feasible_point(llava, questions) -> None:
+    done = [trial(0.5, 5, 3), trial(0.5, 9, 2), trial(0.5, 4, 2.5)]
+    objectives = ["accuracy", "prefill_ms", "gflops"]
+    by = {prefer: summarise(llava, questions, done, objectives, max_drop=0.01, prefer=prefer,
+                            seconds=0).chosen_trial for prefer in ("cpu", "flops")}
+    assert by == {"cpu": 2, "flops": 1}

@@ -28,7 +28,8 @@ def cooptimize(
         help="Accelerator preset that prices each setting (edge, large, swifttron); "
              "'none': CPU only")] = "edge",
     prefer: Annotated[str, typer.Option(
-        help="Choose the feasible point with the lowest cpu prefill or accelerator latency")
+        help="Choose the feasible point with the lowest cpu prefill, accelerator latency, or "
+             "flops")
     ] = "cpu",
     seed: Annotated[int, typer.Option(help="The search's seed")] = 0,
     out: Annotated[Path | None, typer.Option(help="JSON output path (a PNG beside it)")] = None,

@@ -5,8 +5,9 @@ model's latency and energy. A multi-objective search (optuna's NSGA-II) under a 
 accuracy may drop by at most `max_drop` below the unchanged model's on the same questions.
 
 The unchanged model is the search's first trial; the chosen point is the feasible one with the
-lowest CPU prefill (or accelerator latency, `prefer`). The accelerator side lives above this
-layer (`hw`), so it comes in as a function of the model."""
+lowest CPU prefill (or accelerator latency, or FLOPs where CPU timings are noise: `prefer`).
+The accelerator side lives above this layer (`hw`), so it comes in as a function of the
+model."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from mfmaccel.records import Record
 
 # model -> {"latency_ms": ..., "energy_mj": ...} on the accelerator (e.g. hw.simulate)
 Price = Callable[[LoadedModel], dict[str, float]]
-PREFER = ("cpu", "accelerator")
+PREFER = ("cpu", "accelerator", "flops")  # what the chosen point is the lowest of
 
 
 @dataclasses.dataclass(frozen=True)
@@ -237,8 +238,8 @@ def summarise(model: LoadedModel, samples: Sequence, done: list[Trial],
         raise UserInputError(f"no setting tried kept accuracy within {max_drop:.3f} of the "
                              f"unchanged model's {done[0].accuracy:.3f}; raise --max-drop "
                              "(e.g. 0.02) or --trials")
-    key = "prefill_ms" if prefer == "cpu" else "latency_ms"  # the unchanged model may win
-    chosen = min([0, *changed], key=lambda i: objective_value(done[i], key))
+    key = {"cpu": "prefill_ms", "accelerator": "latency_ms", "flops": "gflops"}[prefer]
+    chosen = min([0, *changed], key=lambda i: objective_value(done[i], key))  # 0: unchanged
     return Cooptimization(model=model.name, questions=len(samples), max_drop=max_drop,
                           prefer=prefer, baseline=done[0], trials=done,
                           front=pareto_front(done, objectives), chosen=done[chosen].knobs,

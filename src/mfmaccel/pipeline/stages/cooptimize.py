@@ -25,7 +25,7 @@ class CooptimizeParams(StageParams):
     limit: int | None = Field(100, ge=1, description="questions of each split")
     max_drop: float = Field(0.01, ge=0, lt=1, description="accuracy drop allowed (share)")
     arch: str | None = Field("edge", description="accelerator preset pricing each setting")
-    prefer: str = Field("cpu", pattern="^(cpu|accelerator)$")
+    prefer: str = Field("cpu", pattern="^(cpu|accelerator|flops)$")
 
 
 def run(model: LoadedModel, params: CooptimizeParams, ctx: RunContext):
