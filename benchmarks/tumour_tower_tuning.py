@@ -31,9 +31,9 @@ os.environ.update(thread_environment())  # before torch loads OpenMP: mfmaccel/t
 
 import torch
 import torch.nn.functional as F
+from tumour_ceiling import dinov2_tokens
 
 from mfmaccel.data.medvqa import br35h
-from mfmaccel.data.medvqa.views import VIEW_SIZE
 from mfmaccel.evaluate.probe import (
     TOKEN_BATCH,
     TOKEN_LR,
@@ -44,21 +44,6 @@ from mfmaccel.evaluate.probe import (
 from mfmaccel.models import load_model
 
 SPLITS = ("train", "val", "test")
-BATCH = 16
-
-
-@torch.no_grad()
-def block_inputs(model, images: list[br35h.Br35hImage], *, size: int, first: int) -> torch.Tensor:
-    """(images, tokens, hidden): the output of the tower's first `first` blocks, every token."""
-    rows = []
-    for start in range(0, len(images), BATCH):
-        pictures = [br35h.square_image(image.name, VIEW_SIZE)
-                    for image in images[start:start + BATCH]]
-        pixels = model.processor(images=pictures, size={"height": size, "width": size},
-                                 return_tensors="pt")["pixel_values"]
-        rows.append(model.module(pixel_values=pixels, output_hidden_states=True)
-                    .hidden_states[first])
-    return torch.cat(rows)
 
 
 class TunedTop(torch.nn.Module):
@@ -138,7 +123,8 @@ def main() -> None:
         items = {s: rows[::max(1, len(rows) // args.limit)][:args.limit]
                  for s, rows in items.items()}
     began = time.perf_counter()
-    cached = {s: block_inputs(model, [image for _, image in rows], size=args.size, first=first)
+    cached = {s: dinov2_tokens(model, [image for _, image in rows], size=args.size,
+                               layer=first, half=False)  # the output of the first `first` blocks
               for s, rows in items.items()}
     features_seconds = time.perf_counter() - began
     targets = {s: torch.tensor([int(image.label == "yes") for _, image in rows])

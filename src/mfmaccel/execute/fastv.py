@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
@@ -95,18 +94,10 @@ def _dropping_copy(module: nn.Module, blocks: nn.ModuleList, state: _DropState) 
     body.layers = nn.ModuleList(wrapped)
     vlm = shallow_copy(module.model)
     vlm.language_model = body
-    _own_pre_hooks(vlm).register_forward_pre_hook(state.see_inputs, with_kwargs=True)
+    vlm.register_forward_pre_hook(state.see_inputs, with_kwargs=True)  # the copy's own table
     top = shallow_copy(module)
     top.model = vlm
     return top
-
-
-def _own_pre_hooks(copy: nn.Module) -> nn.Module:
-    """Give a shallow copy its own pre-hook tables: it shares the original's otherwise, and a
-    hook registered on it would run on the original too."""
-    copy._forward_pre_hooks = OrderedDict(copy._forward_pre_hooks)
-    copy._forward_pre_hooks_with_kwargs = OrderedDict(copy._forward_pre_hooks_with_kwargs)
-    return copy
 
 
 class _Wrapped(nn.Module):

@@ -198,7 +198,7 @@ def reshaped_tower(tower: nn.Module, *, side: int, patch: int,
                              "set them before r")
     copied = shared_tower_copy(tower)
     copied.config.image_size, copied.config.patch_size = side, patch
-    embeddings = _own_tensors(shallow_copy(tower.embeddings))
+    embeddings = shallow_copy(tower.embeddings)
     copied.embeddings = embeddings
     family = tower.config.model_type
     if family == DPT:
@@ -210,14 +210,6 @@ def reshaped_tower(tower: nn.Module, *, side: int, patch: int,
     elif family == CLIP:
         _regrid_clip(embeddings, side=side, patch=patch, conv=conv)
     return copied
-
-
-def _own_tensors(module: nn.Module) -> nn.Module:
-    """`module` (a shallow copy) with its own tables of parameters and buffers, so replacing
-    one leaves the original's in place."""
-    module._parameters = dict(module._parameters)
-    module._buffers = dict(module._buffers)
-    return module
 
 
 def _regrid_clip(embeddings: nn.Module, *, side: int, patch: int, conv: nn.Conv2d | None) -> None:

@@ -6,11 +6,18 @@ import copy
 
 from torch import nn
 
+# What a module keeps in tables a plain `copy.copy` would share with the original.
+OWN_TABLES = ("_modules", "_parameters", "_buffers", "_forward_pre_hooks",
+              "_forward_pre_hooks_with_kwargs", "_forward_hooks", "_forward_hooks_with_kwargs",
+              "_forward_hooks_always_called")
+
 
 def shallow_copy(module: nn.Module) -> nn.Module:
-    """A copy of `module` sharing every parameter and child, with its own table of children:
-    replacing a child in the copy leaves the original untouched (a plain `copy.copy` would
-    share that table and change both)."""
+    """A copy of `module` sharing every parameter, buffer and child, with its own tables of
+    them and of forward hooks: replacing a child, a parameter or a buffer in the copy, or
+    hooking it, leaves the original untouched (a plain `copy.copy` would share those tables and
+    change both)."""
     shallow = copy.copy(module)
-    shallow._modules = dict(module._modules)
+    for table in OWN_TABLES:
+        setattr(shallow, table, type(getattr(module, table))(getattr(module, table)))
     return shallow
