@@ -86,6 +86,8 @@ def main() -> None:
     parser.add_argument("--model", default="medvlm")
     parser.add_argument("--trials", type=int, default=24)
     parser.add_argument("--limit", type=int, default=100)
+    parser.add_argument("--test-limit", type=int, default=None,
+                        help="held-out test questions (default: --limit; 0: the whole split)")
     parser.add_argument("--max-drop", type=float, default=0.01)
     parser.add_argument("--arch", default="edge")
     parser.add_argument("--timing", type=int, default=16)
@@ -99,7 +101,9 @@ def main() -> None:
     began = time.perf_counter()
     result, held = cooptimize_loaded(model, task="medvqa2", trials=args.trials,
                                      limit=args.limit, max_drop=args.max_drop, arch=args.arch,
-                                     prefer=args.prefer, seed=args.seed)
+                                     prefer=args.prefer, seed=args.seed,
+                                     test_limit=args.limit if args.test_limit is None
+                                     else args.test_limit or None)
     search_seconds = time.perf_counter() - began
     val = vqa_samples(None, "val", limit=args.limit, benchmark="medvqa2")
     rows = dominated(alone(model, val, args, accelerator_price(args.arch)), result)
@@ -111,7 +115,7 @@ def main() -> None:
         "max_drop": args.max_drop, "arch": args.arch, "search_seconds": round(search_seconds),
         "chosen": result.chosen,
         "val": {"unchanged": base.accuracy, "chosen": best.accuracy},
-        "test": vars(held),
+        "test": held.to_dict(),
         "gflops": {"unchanged": round(base.gflops, 3), "chosen": round(best.gflops, 3),
                    "ratio": round(best.gflops / base.gflops, 3)},
         "accelerator": {"unchanged": base.accelerator, "chosen": best.accelerator},

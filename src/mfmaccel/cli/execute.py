@@ -49,11 +49,13 @@ def cooptimize(
                                   progress=bars.task(f"cooptimize {model}"))
     write_cooptimization_front(record, out.with_suffix(".png"))
     base, chosen = record["baseline"], record["trials"][record["chosen_trial"]]
+    held = record["held_out"]
     print_record(f"cooptimize: {model}", {
         "chosen": ", ".join(f"{k}={v}" for k, v in record["chosen"].items()),
         "val accuracy": f"{chosen['accuracy']:.3f} (unchanged {base['accuracy']:.3f})",
-        "test accuracy": f"{record['held_out']['chosen_accuracy']:.3f} (unchanged "
-                         f"{record['held_out']['baseline_accuracy']:.3f})",
+        "test accuracy": f"{held['variant_accuracy']:.3f} (unchanged "
+                         f"{held['baseline_accuracy']:.3f}; drop {held['drop']:+.3f}, paired 95% "
+                         f"interval {held['drop_low']:+.3f} to {held['drop_high']:+.3f})",
         "CPU prefill": f"{chosen['prefill_ms']:.1f} ms (unchanged {base['prefill_ms']:.1f})",
         "GFLOPs": f"{chosen['gflops']:.2f} (unchanged {base['gflops']:.2f})",
         "front": f"{len(record['front'])} of {len(record['trials'])} settings"})

@@ -115,6 +115,18 @@ def generate_answer(model: LoadedModel, sample: VQASample, max_new_tokens: int =
     return tokenizer.decode(out.tokens, skip_special_tokens=True).strip()
 
 
+def vqa_hits(model: LoadedModel, samples: Sequence[VQASample], mode: str = "rank",
+             progress: Callable[[int, int], None] | None = None) -> list[bool]:
+    """Whether each question is answered right, in order: what a paired comparison needs."""
+    hits = []
+    for i, sample in enumerate(samples):
+        answer = rank_answer(model, sample) if mode == "rank" else generate_answer(model, sample)
+        hits.append(normalize_answer(answer) == normalize_answer(sample.answer))
+        if progress:
+            progress(i + 1, len(samples))
+    return hits
+
+
 def vqa_accuracy(
     model: LoadedModel,
     samples: Sequence[VQASample],
@@ -129,14 +141,10 @@ def vqa_accuracy(
     if not samples:
         raise UserInputError("no VQA samples to evaluate; check the dataset and split")
     start = time.perf_counter()
+    every = vqa_hits(model, samples, mode, progress)
     hits: dict[str, list[bool]] = defaultdict(list)
-    for i, sample in enumerate(samples):
-        answer = rank_answer(model, sample) if mode == "rank" else generate_answer(model, sample)
-        correct = normalize_answer(answer) == normalize_answer(sample.answer)
+    for sample, correct in zip(samples, every, strict=True):
         hits[sample.question_type].append(correct)
-        if progress:
-            progress(i + 1, len(samples))
-    every = [h for group in hits.values() for h in group]
     return VQAResult(
         model=model.name, mode=mode, n=len(every), accuracy=sum(every) / len(every),
         per_type={k: sum(v) / len(v) for k, v in sorted(hits.items())},

@@ -7,10 +7,10 @@ the hw layer's pricing, which sits above it."""
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
+from mfmaccel.evaluate.paired import PairedComparison, compare_paired
 from mfmaccel.evaluate.run import vqa_samples
 from mfmaccel.execute.cooptimize import Cooptimization, Price, cooptimize
 from mfmaccel.execute.settings import Knobs, apply_knobs
@@ -34,31 +34,23 @@ def accelerator_price(arch_name: str, *, seq_len: int = QUESTION_TOKENS) -> Pric
     return price
 
 
-@dataclasses.dataclass
-class HeldOut:
-    """The chosen knobs against the unchanged model on test questions the search never saw."""
-
-    questions: int
-    baseline_accuracy: float
-    chosen_accuracy: float
-
-
 def cooptimize_loaded(model: LoadedModel, *, task: str, trials: int, limit: int | None,
                       max_drop: float, arch: str | None, prefer: str, seed: int,
+                      test_limit: int | None,
                       progress: Callable[[int, int], None] | None = None
-                      ) -> tuple[Cooptimization, HeldOut]:
-    """Search on `task`'s val split (first `limit` questions), hold out on its test split."""
-    from mfmaccel.evaluate.vqa import vqa_accuracy
+                      ) -> tuple[Cooptimization, PairedComparison]:
+    """Search on `task`'s val split (first `limit` questions), then hold the chosen knobs out
+    against the unchanged model on its test split (first `test_limit`; None: all of it),
+    paired question by question."""
+    from mfmaccel.evaluate.vqa import vqa_hits
 
     price = accelerator_price(arch) if arch else None
     search = vqa_samples(None, "val", limit=limit, benchmark=task)
     result = cooptimize(model, search, trials=trials, max_drop=max_drop, price=price,
                         prefer=prefer, seed=seed, progress=progress)
-    test = vqa_samples(None, "test", limit=limit, benchmark=task)
+    test = vqa_samples(None, "test", limit=test_limit, benchmark=task)
     chosen = apply_knobs(model, Knobs(**result.chosen))
-    held = HeldOut(questions=len(test), baseline_accuracy=vqa_accuracy(model, test).accuracy,
-                   chosen_accuracy=vqa_accuracy(chosen, test).accuracy)
-    return result, held
+    return result, compare_paired(vqa_hits(model, test), vqa_hits(chosen, test))
 
 
 def cooptimize_model(spec: str, *, out: Path, task: str = "medvqa2", trials: int = 24,
@@ -72,8 +64,8 @@ def cooptimize_model(spec: str, *, out: Path, task: str = "medvqa2", trials: int
         get_arch(arch)  # an unknown preset is refused before the model loads
     result, held = cooptimize_loaded(load_model(spec), task=task, trials=trials, limit=limit,
                                      max_drop=max_drop, arch=arch, prefer=prefer, seed=seed,
-                                     progress=progress)
+                                     test_limit=limit, progress=progress)
     record = {**result.to_dict(), "task": task, "search_split": "val", "arch": arch,
-              "held_out": dataclasses.asdict(held)}
+              "held_out": held.to_dict()}
     atomic_write_json(out, record)
     return record

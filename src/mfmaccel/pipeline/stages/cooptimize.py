@@ -32,13 +32,15 @@ def run(model: LoadedModel, params: CooptimizeParams, ctx: RunContext):
     result, held = cooptimize_loaded(model, task=params.task, trials=params.trials,
                                      limit=params.limit, max_drop=params.max_drop,
                                      arch=params.arch, prefer=params.prefer, seed=ctx.seed,
-                                     progress=ctx.progress)
+                                     test_limit=params.limit, progress=ctx.progress)
     knobs = Knobs(**result.chosen)
-    atomic_write_json(ctx.stage_dir / RECORD, {**result.to_dict(), "held_out": vars(held)})
+    atomic_write_json(ctx.stage_dir / RECORD, {**result.to_dict(), "held_out": held.to_dict()})
     chosen, base = result.trials[result.chosen_trial], result.baseline
     notes = (f"chosen {knobs.describe()}: val accuracy {chosen.accuracy:.3f} (unchanged "
-             f"{base.accuracy:.3f}), test {held.chosen_accuracy:.3f} (unchanged "
-             f"{held.baseline_accuracy:.3f}), CPU prefill {chosen.prefill_ms:.0f} ms (unchanged "
+             f"{base.accuracy:.3f}), test {held.variant_accuracy:.3f} (unchanged "
+             f"{held.baseline_accuracy:.3f}; paired 95% interval of the drop "
+             f"{held.drop_low:+.3f} to {held.drop_high:+.3f}), CPU prefill "
+             f"{chosen.prefill_ms:.0f} ms (unchanged "
              f"{base.prefill_ms:.0f}), {chosen.gflops:.1f} GFLOPs (unchanged {base.gflops:.1f})")
     return apply_knobs(model, knobs), StageReport(artifacts=[RECORD], notes=notes)
 
