@@ -1,13 +1,16 @@
-"""Few-row linear layers: MKL's `x @ W^T` against the weight-stationary `(W @ x^T)^T`, in one run.
+"""Few-row linear layers: MKL's `x @ W^T` against `FewRowsLinear`'s forms, in one run.
 
-Batched decode and speculative verification feed every linear 2-32 rows. Part one times both
-products on each distinct layer shape of a real model (and its vocabulary head) for 1-64 rows;
-part two times batched greedy decode steps on HumanEval prompts with the stock `nn.Linear`
-and with our `FewRowsLinear` (`mfmaccel.runtime.fewrows`), and says whether the greedy tokens
-agree.
+Decode feeds every linear one row; batched decode and speculative verification 2-32 rows.
+Part one times the stock product and ours (`mfmaccel.runtime.fewrows.few_rows_linear`: one
+slab per thread for one row, the weight-stationary `(W @ x^T)^T` for 2-32) on each distinct
+layer shape of a real model (and its vocabulary head) for 1-64 rows, the weight warm in cache.
+Part two runs one row through every linear layer of the model in model order, so the weights
+stream from memory as in a decode step, and reports GB/s of weight read each way. Part three
+times greedy decode steps on HumanEval prompts (batch 1 and batched) with the stock
+`nn.Linear` and with our `FewRowsLinear`, and says whether the greedy tokens agree.
 Medians of repeats; prints JSON.
 
-Usage: python benchmarks/linear_rows.py [--model qwen2.5-coder-0.5b] [--batches 4 16]
+Usage: python benchmarks/linear_rows.py [--model qwen2.5-coder-0.5b] [--batches 1 4 16]
        [--new-tokens 32] [--repeats 3]
 """
 
@@ -67,6 +70,21 @@ def time_shapes(module: nn.Module, repeats: int) -> list[dict]:
     return rows_out
 
 
+def time_model_order(module: nn.Module, repeats: int) -> dict:
+    """One row through every linear layer in model order: the weights come from memory."""
+    weights = [m.weight.detach() for m in module.modules() if isinstance(m, nn.Linear)]
+    rows = {width: torch.randn(1, width) for width in {w.shape[1] for w in weights}}
+    weight_bytes = sum(w.numel() * w.element_size() for w in weights)
+    result = {"layers": len(weights), "weight_bytes": weight_bytes}
+    for name, product in (("stock", functional.linear), ("few_rows", few_rows_linear)):
+        seconds, _ = median_seconds(lambda p=product: [p(rows[w.shape[1]], w) for w in weights],
+                                    repeats)
+        result[f"{name}_ms"] = seconds * 1e3
+        result[f"{name}_gb_per_s"] = weight_bytes / seconds / 1e9
+    result["speedup"] = result["stock_ms"] / result["few_rows_ms"]
+    return result
+
+
 def set_linear_class(module: nn.Module, cls: type) -> None:
     for child in module.modules():
         if type(child) in (nn.Linear, FewRowsLinear):
@@ -100,13 +118,14 @@ def time_batched_decode(model, batch: int, new_tokens: int, repeats: int) -> dic
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="qwen2.5-coder-0.5b")
-    parser.add_argument("--batches", type=int, nargs="+", default=[4, 16])
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     model = load_model(args.model)
     result = {"model": args.model, "threads": torch.get_num_threads(),
               "layers": time_shapes(model.module, max(9, args.repeats)),
+              "one_row_model_order": time_model_order(model.module, max(5, args.repeats)),
               "batched_decode": [time_batched_decode(model, b, args.new_tokens, args.repeats)
                                  for b in args.batches]}
     print(json.dumps(result, indent=1))

@@ -1,11 +1,18 @@
 """FewRowsLinear computes what nn.Linear computes, for any row count, and the zoo returns it."""
 
+import pytest
 import torch
 from torch import nn
 from torch.nn import functional
 
 from mfmaccel.models import load_model
-from mfmaccel.runtime.fewrows import FEW_ROWS, FewRowsLinear, few_rows_linear, use_few_rows_linear
+from mfmaccel.runtime.fewrows import (
+    FEW_ROWS,
+    FewRowsLinear,
+    few_rows_linear,
+    slab_count,
+    use_few_rows_linear,
+)
 
 
 def test_matches_linear_for_every_row_count_and_shape():
@@ -18,6 +25,44 @@ def test_matches_linear_for_every_row_count_and_shape():
         assert ours.is_contiguous()
         torch.testing.assert_close(ours, functional.linear(x, weight, bias))
         torch.testing.assert_close(few_rows_linear(x, weight), functional.linear(x, weight))
+
+
+@pytest.fixture
+def two_threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("shape", [(24,), (1, 24), (1, 1, 24)])
+def test_one_row_splits_the_weight_per_thread_and_computes_the_same(two_threads, shape):
+    torch.manual_seed(0)
+    weight, bias = torch.randn(48, 24), torch.randn(48)
+    assert slab_count(weight) == 2
+    x = torch.randn(shape)
+    ours = few_rows_linear(x, weight, bias)
+    assert ours.shape == (*shape[:-1], 48) and ours.is_contiguous()
+    torch.testing.assert_close(ours, functional.linear(x, weight, bias))
+
+
+def test_one_row_keeps_the_stock_product_where_the_rows_do_not_divide(two_threads):
+    odd, transposed = torch.randn(47, 24), torch.randn(24, 48).t()
+    assert slab_count(odd) == 1 and slab_count(transposed) == 1
+    x = torch.randn(1, 24)
+    torch.testing.assert_close(few_rows_linear(x, odd), functional.linear(x, odd))
+    torch.testing.assert_close(few_rows_linear(x, transposed), functional.linear(x, transposed))
+
+
+def test_one_row_product_carries_gradients(two_threads):
+    weight = torch.randn(48, 24, requires_grad=True)
+    x = torch.randn(1, 24, requires_grad=True)
+    few_rows_linear(x, weight).sum().backward()
+    reference_x, reference_w = x.detach().clone().requires_grad_(), weight.detach().clone()
+    reference_w.requires_grad_()
+    functional.linear(reference_x, reference_w).sum().backward()
+    torch.testing.assert_close(x.grad, reference_x.grad)
+    torch.testing.assert_close(weight.grad, reference_w.grad)
 
 
 def test_switch_keeps_parameters_and_leaves_subclasses_alone():

@@ -6,11 +6,11 @@ for a prompt of a few hundred tokens against a weight of a few MB, that pass cos
 of the product. Packing once at load time, as Inductor's frozen CPU graphs and IPEX do, fuses
 that step away; the bias add rides in the same oneDNN call. On this machine the packed product
 ran 1.2-1.9x faster than `F.linear` on prefill shapes and 2-4x faster than `FewRowsLinear`'s
-orientation trick on 2-32 rows; for one row the plain product was as fast or faster
-(`benchmarks/fusion.py` measures the whole model). The plain weight stays the parameter, so
-state dicts, quantization and the hardware model read true values; the packed copy is a
-non-persistent buffer (twice the float weight bytes in memory), rebuilt by `repack()` after the
-weight changes.
+orientation trick on 2-32 rows; one row takes `FewRowsLinear`'s slab-per-thread product, which
+streams the weight faster than either (`benchmarks/fusion.py` measures the whole model). The
+plain weight stays the parameter, so state dicts, quantization and the hardware model read
+true values; the packed copy is a non-persistent buffer (twice the float weight bytes in
+memory), rebuilt by `repack()` after the weight changes.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from torch import nn
 from torch.nn import functional
 
 from mfmaccel.execute.fusion_linear import is_float_linear
-from mfmaccel.runtime.fewrows import row_count
+from mfmaccel.runtime.fewrows import one_row_product, row_count
 
 PACK_ROWS = 128  # the row count oneDNN is told to expect when it picks the blocked layout
 
@@ -64,9 +64,12 @@ class PackedLinear(nn.Linear):
         self.register_buffer("packed", packed, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The packed product for 2+ float rows at inference; the plain one otherwise, and
-        under torch.compile (Inductor packs weights itself and cannot read oneDNN's tensor)."""
-        if row_count(x) < 2 or x.dtype != torch.float32 or torch.compiler.is_compiling() or (
+        """One row: `one_row_product` (a slab of the weight per thread). Two or more float rows
+        at inference: the packed product. Otherwise, and under torch.compile (Inductor packs
+        weights itself and cannot read oneDNN's tensor), the plain one."""
+        if row_count(x) == 1:
+            return one_row_product(x, self.weight, self.bias)
+        if x.dtype != torch.float32 or torch.compiler.is_compiling() or (
                 torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad)):
             return functional.linear(x, self.weight, self.bias)
         return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
