@@ -11,17 +11,18 @@ times greedy decode steps on HumanEval prompts (batch 1 and batched) with the st
 Medians of repeats; prints JSON.
 
 Usage: python benchmarks/linear_rows.py [--model qwen2.5-coder-0.5b] [--batches 1 4 16]
-       [--new-tokens 32] [--repeats 3]
+       [--new-tokens 32] [--repeats 3] [--record]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import time
 from functools import partial
+
+import recordfile
 
 from mfmaccel.threads import thread_environment
 
@@ -121,6 +122,7 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 4, 16])
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--record", action="store_true")
     args = parser.parse_args()
     model = load_model(args.model)
     result = {"model": args.model, "threads": torch.get_num_threads(),
@@ -128,7 +130,11 @@ def main() -> None:
               "one_row_model_order": time_model_order(model.module, max(5, args.repeats)),
               "batched_decode": [time_batched_decode(model, b, args.new_tokens, args.repeats)
                                  for b in args.batches]}
-    print(json.dumps(result, indent=1))
+    result["load_average_at_end"] = os.getloadavg()
+    result["commit"] = recordfile.commit()
+    path = (recordfile.record_path(["linear-rows", args.model], result["commit"])
+            if args.record else None)
+    recordfile.emit(result, path)
 
 
 if __name__ == "__main__":
