@@ -173,3 +173,22 @@ def test_medvlm_scores_medvqa2_questions():
         plain = answer_scores(medvlm, sample)
         assert answer_scores(exact, sample) == pytest.approx(plain, abs=1e-5)
         assert len(answer_scores(half, sample)) == len(sample.answer_set)
+
+
+@pytest.mark.parametrize("keep", [1.0, 0.5])
+def test_dropping_runs_on_fused_blocks_as_on_plain_ones(tiny_llava, keep):
+    from mfmaccel.execute.fusion import fuse
+
+    sample = make_sample()
+    plain = answer_scores(with_image_token_dropping(tiny_llava, layer=1, keep=keep), sample)
+    fused = answer_scores(with_image_token_dropping(fuse(tiny_llava), layer=1, keep=keep),
+                          sample)
+    assert fused == pytest.approx(plain, abs=1e-4)
+
+
+def test_fusing_after_dropping_is_refused_with_the_order_that_works(tiny_llava):
+    from mfmaccel.execute.fusion import fuse
+
+    dropping = with_image_token_dropping(tiny_llava, layer=1, keep=0.5)
+    with pytest.raises(UserInputError, match="image-token dropping applied: fuse first"):
+        fuse(dropping)

@@ -75,7 +75,7 @@ def with_image_token_dropping(model: LoadedModel, *, layer: int, keep: float) ->
     if not 0 <= layer < len(blocks):
         raise UserInputError(f"image-token dropping layer {layer} is outside "
                              f"0..{len(blocks) - 1} ({model.name} has {len(blocks)} blocks)")
-    if not hasattr(blocks[layer], "self_attn") or not hasattr(blocks[layer].self_attn, "q_proj"):
+    if not _ranks_attention(blocks[layer]):
         raise UserInputError(f"image-token dropping knows Llama/Qwen2-style language models; "
                              f"{model.name}'s blocks are {type(blocks[layer]).__name__}")
     state = _DropState(layer=layer, keep=keep, image_token_id=model.module.config.image_token_id)
@@ -102,6 +102,8 @@ def _dropping_copy(module: nn.Module, blocks: nn.ModuleList, state: _DropState) 
 
 class _Wrapped(nn.Module):
     """A decoder layer and the dropping state it shares with the other wrapped layers."""
+
+    knob = "image-token dropping"  # what `execute.fusion` names when it meets this layer
 
     def __init__(self, block: nn.Module, state: _DropState):
         super().__init__()
@@ -154,13 +156,7 @@ def _received_attention(block: nn.Module, hidden: torch.Tensor, position_embeddi
     positions = torch.arange(length, device=hidden.device)
     last_image = torch.where(image_mask, positions, -1).amax(1)  # (B,)
     start = min(int(last_image.min()) + 1, length - 1)
-    normed = block.input_layernorm(hidden)
-    cos, sin = position_embeddings
-    queries = attn.q_proj(normed[:, start:]).view(batch, length - start, -1, attn.head_dim)
-    keys = attn.k_proj(normed).view(batch, length, -1, attn.head_dim)
-    queries = apply_rotary_pos_emb(queries.transpose(1, 2), queries.transpose(1, 2),
-                                   cos[:, start:], sin[:, start:])[0]
-    keys = apply_rotary_pos_emb(keys.transpose(1, 2), keys.transpose(1, 2), cos, sin)[0]
+    queries, keys = _rotated_queries_keys(block, hidden, position_embeddings, start=start)
     keys = repeat_kv(keys, attn.num_key_value_groups)
     scores = (queries @ keys.transpose(2, 3)).float() * attn.scaling  # (B, H, r, q)
     visible = _visible(mask, start=start, past=past, length=length, device=hidden.device)
@@ -169,6 +165,32 @@ def _received_attention(block: nn.Module, hidden: torch.Tensor, position_embeddi
     after[:, -1] |= ~after.any(1)  # no text after the image: the last query alone
     weights = after.float() / after.sum(1, keepdim=True)
     return (weights[..., None] * probs).sum(1)
+
+
+def _ranks_attention(block: nn.Module) -> bool:
+    """Whether `block` exposes what the ranking reads: transformers' q/k projections, or a
+    fused block's one q/k/v product (`fusion_blocks.FusedAttention.rotated_qkv`)."""
+    attn = getattr(block, "self_attn", None)
+    return hasattr(attn, "q_proj") or hasattr(attn, "rotated_qkv")
+
+
+def _rotated_queries_keys(block: nn.Module, hidden: torch.Tensor, position_embeddings: tuple,
+                          *, start: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Layer K's rotated queries from position `start` on and keys of every position, as
+    (B, heads, tokens, head_dim). A fused block computes q, k and v in its one product."""
+    attn = block.self_attn
+    normed = block.input_layernorm(hidden)
+    cos, sin = position_embeddings
+    if not hasattr(attn, "q_proj"):
+        queries, keys, _ = attn.rotated_qkv(normed, cos, sin)
+        return queries[:, :, start:], keys
+    batch, length, _ = hidden.shape
+    queries = attn.q_proj(normed[:, start:]).view(batch, length - start, -1, attn.head_dim)
+    keys = attn.k_proj(normed).view(batch, length, -1, attn.head_dim)
+    queries = apply_rotary_pos_emb(queries.transpose(1, 2), queries.transpose(1, 2),
+                                   cos[:, start:], sin[:, start:])[0]
+    keys = apply_rotary_pos_emb(keys.transpose(1, 2), keys.transpose(1, 2), cos, sin)[0]
+    return queries, keys
 
 
 def _visible(mask: torch.Tensor | None, *, start: int, past: int, length: int,

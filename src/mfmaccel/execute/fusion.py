@@ -61,7 +61,9 @@ def _check_supported(model: LoadedModel) -> nn.ModuleList:
     layers = decoder_layers(model.module)
     for layer in layers:
         if type(layer).__name__ not in BLOCKS:
-            raise _refuse(model, f"has {type(layer).__name__} blocks (already fused?)")
+            knob = getattr(layer, "knob", None)
+            why = f"{knob} applied: fuse first, then apply it" if knob else "already fused?"
+            raise _refuse(model, f"has {type(layer).__name__} blocks ({why})")
         norms = (layer.input_layernorm, layer.post_attention_layernorm)
         if any(type(norm).__name__ not in NORMS for norm in norms):
             raise _refuse(model, "has norms other than RMSNorm")

@@ -66,7 +66,7 @@ class FusedAttention(nn.Module):
         self.qkv_proj = ProjectionGroup([attention.q_proj, attention.k_proj, attention.v_proj])
         self.o_proj = attention.o_proj
 
-    def _rotated_qkv(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
+    def rotated_qkv(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
         """q, k (rotated) and v as (batch, heads, tokens, head_dim)."""
         shape = (*x.shape[:-1], -1, self.head_dim)
         q_width, k_width, _ = self.qkv_proj.widths
@@ -82,7 +82,7 @@ class FusedAttention(nn.Module):
 
     def forward(self, hidden_states: torch.Tensor, position_embeddings, attention_mask,
                 cache=None, **kwargs) -> tuple[torch.Tensor, torch.Tensor | None]:
-        q, k, v = self._rotated_qkv(hidden_states, *position_embeddings)
+        q, k, v = self.rotated_qkv(hidden_states, *position_embeddings)
         if cache is not None:
             k, v = cache.update(k, v, self.layer_idx, kwargs=kwargs)
         attend = ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation,
