@@ -24,10 +24,11 @@ $(BIN)/python:
 
 # g++ builds the int8 decode kernel (runtime/csrc); without it int8 layers fall back to
 # dequantized fp32 matmuls. iverilog, verilator and yosys simulate, lint and synthesize the
-# generated RTL (hw.rtl). Where they cannot be installed the tests that need them skip, unless
+# generated RTL (hw.rtl); nextpnr-ice40 (its chip database built in) places and routes it on an
+# iCE40 FPGA (hw.rtl.fpga). Where they cannot be installed the tests that need them skip, unless
 # MFMACCEL_REQUIRE_TOOLS=1 (CI sets it): then a missing tool fails the install and the tests.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-TOOLS := g++ iverilog verilator yosys
+TOOLS := g++ iverilog verilator yosys nextpnr-ice40
 toolchain:
 	@missing=""; for tool in $(TOOLS); do command -v $$tool >/dev/null || \
 		missing="$$missing $$tool"; done; [ -z "$$missing" ] || { \

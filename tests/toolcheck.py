@@ -13,8 +13,9 @@ import shutil
 from collections.abc import Callable
 
 REQUIRE_TOOLS = "MFMACCEL_REQUIRE_TOOLS"
-# g++ builds the int8 decode kernel; iverilog simulates, verilator lints, yosys synthesizes RTL.
-REQUIRED_TOOLS = ("g++", "iverilog", "verilator", "yosys")
+# g++ builds the int8 decode kernel; iverilog simulates, verilator lints, yosys synthesizes RTL,
+# nextpnr-ice40 places and routes it on an FPGA.
+REQUIRED_TOOLS = ("g++", "iverilog", "verilator", "yosys", "nextpnr-ice40")
 
 
 def tools_required(environ: dict[str, str] | None = None) -> bool:
@@ -28,7 +29,7 @@ def missing_tools(which: Callable[[str], str | None] = shutil.which) -> list[str
 
 def missing_tools_message(missing: list[str]) -> str:
     return (f"{REQUIRE_TOOLS}=1 but {', '.join(missing)} not found on PATH; install them "
-            "(make toolchain, or apt-get install g++ iverilog verilator yosys)")
+            "(make toolchain, or apt-get install g++ iverilog verilator yosys nextpnr-ice40)")
 
 
 def skip_is_failure(reason: str) -> str:

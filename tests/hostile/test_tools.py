@@ -30,7 +30,7 @@ def _path_without(tool: str, folder: Path) -> str:
 
 
 def test_missing_tools_names_each_absent_tool() -> None:
-    present = {"g++", "iverilog", "yosys"}
+    present = {"g++", "iverilog", "yosys", "nextpnr-ice40"}
     assert missing_tools(lambda t: f"/usr/bin/{t}" if t in present else None) == ["verilator"]
     assert missing_tools(lambda t: f"/usr/bin/{t}") == []
 

@@ -66,15 +66,57 @@ def hw_rtl(
     synth: Annotated[bool, typer.Option(help="Also count cells with yosys (area proxy)")] = False,
 ) -> None:
     """Write the accelerator's Verilog units (and run_tests.py, their cocotb testbenches)."""
+    from mfmaccel.hw.rtl.catalog import STREAMING
     from mfmaccel.hw.rtl.config import RtlConfig
     from mfmaccel.hw.rtl.verify import synthesis_cells, write_rtl
+
+    def cells(source: Path) -> list[str]:
+        if not synth:
+            return []
+        return ["- (row buffer in flip-flops)" if source.stem in STREAMING
+                else str(synthesis_cells(source))]
 
     sources = write_rtl(out, RtlConfig(rows=rows, cols=cols))
     table = Table("unit", "file", *(["yosys cells"] if synth else []))
     for source in sources:
-        table.add_row(source.stem, str(source), *([str(synthesis_cells(source))] if synth else []))
+        table.add_row(source.stem, str(source), *cells(source))
     console.print(table)
     say(f"wrote {out}; check bit-exactness with: python {out / 'run_tests.py'}")
+
+
+@hw_app.command("synth")
+@user_errors
+def hw_synth(
+    unit: Annotated[str, typer.Option(help="A unit `hw rtl` writes: gemm, mac_array, requant, "
+                                           "softmax, layernorm, igelu, iexp, token_shift, "
+                                           "stream_*")] = "gemm",
+    fpga: Annotated[str, typer.Option(help="iCE40 part: up5k (5,280 LUTs, 8 DSPs, 30 block "
+                                           "RAMs) or hx8k (7,680 LUTs, no DSPs)")] = "up5k",
+    rows: Annotated[int, typer.Option(help="MAC array rows")] = 2,
+    cols: Annotated[int, typer.Option(help="MAC array columns")] = 2,
+    max_k: Annotated[int, typer.Option(help="GEMM engine: largest K its buffers hold")] = 16,
+    lanes: Annotated[int, typer.Option(help="softmax, layernorm, token_shift: values per row")
+                     ] = 2,
+    freq: Annotated[float, typer.Option(help="Target clock for place and route (MHz)")] = 100,
+    dsp_min_bits: Annotated[int, typer.Option(
+        help="Multipliers with both operands this wide go to DSPs (0: none)")] = 9,
+    out: Annotated[Path | None, typer.Option(help="JSON output path")] = None,
+) -> None:
+    """Place and route a generated unit on an iCE40 FPGA (yosys, nextpnr-ice40): LUT, flip-flop,
+    DSP and block-RAM counts and the clock it achieves."""
+    from mfmaccel.fileio import check_replaceable_file
+    from mfmaccel.hw.rtl.fpga import fpga_config, synthesize_unit
+
+    if out is not None:
+        check_replaceable_file(out)  # refuse a user's file before minutes of synthesis
+    cfg = fpga_config(rows=rows, cols=cols, max_k=max_k, lanes=lanes)
+    say(f"synthesizing {unit} for the {fpga} (minutes for a large unit)")
+    record = synthesize_unit(unit, cfg, fpga, freq_mhz=freq, dsp_min_bits=dsp_min_bits)
+    print_record(f"{unit} on the iCE40 {fpga}", {k: v for k, v in record.to_dict().items()
+                                                  if not isinstance(v, dict)})
+    if out is not None:
+        record.save(out)
+        say(f"wrote {out}")
 
 
 @hw_app.command("simulate")
@@ -201,6 +243,99 @@ def hw_dse_merge(
     from mfmaccel.hw.dse import load_exploration, merge
 
     _write_exploration(merge([load_exploration(folder) for folder in folders]), out)
+
+
+@hw_app.command("codesign")
+@user_errors
+def hw_codesign(
+    model: Annotated[str, typer.Option(
+        help="A causal LM or text encoder (smollm2-135m), a vision model (dinov2-s14) or a VLM "
+             "(medvlm: its vision tower)")],
+    arch: Annotated[ArchPreset, typer.Option(help="Preset whose technology and units are kept "
+                                                  "(as for `hw dse`)")] = ArchPreset.edge,
+    weight_bits: Annotated[str, typer.Option(help="Bit-widths each block may take")
+                           ] = "2,3,4,8",
+    seq_len: Annotated[int, typer.Option(help="Text models: tokens per priced forward pass")
+                       ] = 128,
+    calib_tokens: Annotated[int, typer.Option(help="Text: train tokens the sensitivity "
+                                                   "measures on")] = 1024,
+    tokens: Annotated[int, typer.Option(help="Text: test tokens the checks score")] = 1024,
+    calibration: Annotated[int, typer.Option(help="Vision: train images the sensitivity "
+                                                  "measures on")] = 32,
+    images: Annotated[int, typer.Option(help="Vision: test images the checks score")] = 32,
+    tier: Annotated[str, typer.Option(help="What one bit-width covers: block (all its linears) "
+                                           "or module (each linear, one step from its block)")
+                    ] = "block",
+    steps: Annotated[int, typer.Option(help="Byte budgets on the mixed-precision ladder")] = 12,
+    checks: Annotated[int, typer.Option(help="Mixed front points quantized and measured "
+                                             "(every uniform one is too)")] = 3,
+    rows: Annotated[str | None, typer.Option(help="Array rows to try (as for `hw dse`)")] = None,
+    cols: Annotated[str | None, typer.Option(help="Array columns to try")] = None,
+    a_buffer_kib: Annotated[str | None, typer.Option(help="A buffer sizes (KiB)")] = None,
+    b_buffer_kib: Annotated[str | None, typer.Option(help="B buffer sizes (KiB)")] = None,
+    out_buffer_kib: Annotated[str | None, typer.Option(help="Output buffer sizes (KiB)")
+                              ] = None,
+    bandwidth_gbs: Annotated[str | None, typer.Option(help="Off-chip GB/s to try")] = None,
+    clock_mhz: Annotated[str | None, typer.Option(help="Clocks to try (MHz)")] = None,
+    vector_lanes: Annotated[str | None, typer.Option(help="Non-linear unit lanes")] = None,
+    max_latency_ms: Annotated[float | None, typer.Option(help="Keep points at most this")
+                              ] = None,
+    max_energy_mj: Annotated[float | None, typer.Option()] = None,
+    max_area_mm2: Annotated[float | None, typer.Option()] = None,
+    max_power_mw: Annotated[float | None, typer.Option()] = None,
+    workers: Annotated[int, typer.Option(help="Processes pricing the designs")] = 2,
+    out: Annotated[Path | None, typer.Option(help="JSON output path")] = None,
+) -> None:
+    """Search weight bit-widths per block (or per linear) with accelerator designs for MODEL: the
+    front of predicted quality, latency, energy and area, which mixed points dominate the
+    uniform ones, and the predictions checked on held-out data (`hw.codesign`)."""
+    quiet_libraries()
+    from mfmaccel.fileio import check_replaceable_file
+    from mfmaccel.hw.codesign_run import codesign_for_spec
+    from mfmaccel.hw.dse import Constraints, DesignSpace
+
+    given = {"rows": _values(rows, int), "cols": _values(cols, int),
+             "a_buffer_kib": _values(a_buffer_kib), "b_buffer_kib": _values(b_buffer_kib),
+             "out_buffer_kib": _values(out_buffer_kib), "bandwidth_gbs": _values(bandwidth_gbs),
+             "clock_mhz": _values(clock_mhz), "vector_lanes": _values(vector_lanes, int)}
+    space = DesignSpace(base=arch.value, **{k: v for k, v in given.items() if v is not None})
+    bits = _values(weight_bits, int)
+    out = out or Path("results") / f"codesign-{Path(model).name}-{arch.value}.json"
+    check_replaceable_file(out)  # refuse a user's file before minutes of compute
+    with Bars() as bars:
+        record = codesign_for_spec(
+            model, space, bits=bits, seq_len=seq_len, calib_tokens=calib_tokens,
+            tokens=tokens, calibration=calibration, images=images, tier=tier, steps=steps,
+            checks=checks,
+            workers=workers, constraints=Constraints(max_latency_ms=max_latency_ms,
+                                                     max_energy_mj=max_energy_mj,
+                                                     max_area_mm2=max_area_mm2,
+                                                     max_power_mw=max_power_mw),
+            progress=bars.task)
+    record.save(out)
+    _print_codesign(record)
+    say(f"wrote {out}")
+
+
+def _print_codesign(record) -> None:
+    """Each uniform assignment's design front, how much of it mixed points dominate, and the
+    checked predictions."""
+    table = Table("uniform", "front designs", "dominated", "e.g. dominated by",
+                  title=f"{record.model}: {len(record.front)} front points of "
+                        f"{len(record.assignments)} assignments x {record.designs} designs")
+    for entry in record.uniform:
+        example = next((p["dominated_by"] for p in entry["front"] if p["dominated_by"]), None)
+        table.add_row(entry["assignment"], str(len(entry["front"])),
+                      str(entry["front_dominated"]),
+                      "" if example is None else f"{example['assignment']} on "
+                                                 f"{example['params']}")
+    console.print(table)
+    checks = Table("assignment", f"predicted {record.signal}", f"measured {record.signal}",
+                   "weight bytes", title="predictions checked on held-out data")
+    for check in record.checks:
+        checks.add_row(check["assignment"], f"{check['predicted']:.4g}",
+                       f"{check['measured']:.4g}", f"{check['weight_bytes']:,}")
+    console.print(checks)
 
 
 def _write_exploration(result, out: Path) -> None:

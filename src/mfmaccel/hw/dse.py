@@ -25,7 +25,7 @@ from pathlib import Path
 
 from mfmaccel.errors import UserInputError
 from mfmaccel.hw.arch import Arch, get_arch
-from mfmaccel.hw.fusion import schedule_units
+from mfmaccel.hw.fusion import Unit, schedule_units
 from mfmaccel.hw.simulate import area_mm2, energy_breakdown_pj, simulate_unit
 from mfmaccel.hw.workload import Gemm, Workload
 from mfmaccel.records import Record
@@ -141,6 +141,25 @@ def with_weight_bits(workload: Workload, bits: int) -> Workload:
     return Workload(workload.model, workload.description, ops)
 
 
+def with_layer_bits(workload: Workload, bits: dict[str, int]) -> Workload:
+    """The workload with each weight GEMM at the bits its module path (`Gemm.where`) is given:
+    per-layer mixed precision. Weight GEMMs not named keep their bits."""
+    ops = [replace(op, weight_bits=bits.get(op.where, op.weight_bits))
+           if isinstance(op, Gemm) and op.weight_bits else op for op in workload.ops]
+    return Workload(workload.model, workload.description, ops)
+
+
+def price(units: list[Unit], arch: Arch) -> tuple[float, float, float, float]:
+    """(latency ms, energy mJ, area mm², on-chip power mW) of scheduled units on one design;
+    UserInputError when its buffers cannot hold one array tile."""
+    results = [r for unit in units for r in simulate_unit(unit, arch)]
+    seconds = sum(r.cycles for r in results) / (arch.clock_mhz * 1e6)
+    energy = energy_breakdown_pj(results)
+    on_chip = sum(energy.values()) - energy["dram"]
+    return (seconds * 1e3, sum(energy.values()) * 1e-9, sum(area_mm2(arch).values()),
+            on_chip * 1e-9 / seconds)
+
+
 def evaluate_range(workload: Workload, space: DesignSpace, start: int, stop: int
                    ) -> tuple[list[DesignPoint], int]:
     """Design points start..stop-1 (and how many of them were infeasible)."""
@@ -149,17 +168,11 @@ def evaluate_range(workload: Workload, space: DesignSpace, start: int, stop: int
     for index in range(start, stop):
         params = space.values(index)
         try:
-            arch = design(space, params)
-            results = [r for unit in units[params["weight_bits"]]
-                       for r in simulate_unit(unit, arch)]
+            cost = price(units[params["weight_bits"]], design(space, params))
         except UserInputError:
             infeasible += 1
             continue
-        seconds = sum(r.cycles for r in results) / (arch.clock_mhz * 1e6)
-        energy = energy_breakdown_pj(results)
-        on_chip = sum(energy.values()) - energy["dram"]
-        points.append(DesignPoint(index, params, seconds * 1e3, sum(energy.values()) * 1e-9,
-                                  sum(area_mm2(arch).values()), on_chip * 1e-9 / seconds))
+        points.append(DesignPoint(index, params, *cost))
     return points, infeasible
 
 

@@ -171,6 +171,8 @@ class _Recorder(TorchDispatchMode):
         batch = a.shape[0] if a.dim() == 3 else 1
         m, k, n = a.shape[-2], a.shape[-1], b.shape[-1]
         if kind == "linear":
+            if _holds_weight(a, module):  # the host ran W @ x^T (few rows, a slab per thread)
+                m, n, batch = n, m * batch, 1  # the accelerator's x @ W^T: weights are B
             self.ops.append(Gemm(_role(path), m, n, k, batch, _weight_bits(module), where=path))
             return
         call = id(module)
@@ -193,6 +195,14 @@ class _Recorder(TorchDispatchMode):
                      VectorOp("softmax", heads * length, keys, where=path),
                      Gemm("attention-context", length, v.shape[-1], keys, heads, None,
                           where=path)]
+
+
+def _holds_weight(operand: torch.Tensor, module: nn.Module) -> bool:
+    """Whether `operand` is the layer's weight or a view of it: the CPU runtime multiplies
+    few rows as W @ x^T (`runtime.fewrows`), in slabs as many as it has threads, and the trace
+    must not depend on the host's orientation or thread count."""
+    weight = getattr(module, "weight", None)
+    return weight is not None and (operand is weight or operand._base is weight)
 
 
 def _elementwise(packet, kind: str | None, args) -> bool:

@@ -37,8 +37,8 @@ def quantizable_parts(module: nn.Module) -> dict[str, tuple[Part, nn.Module]]:
     """Every linear of every block, plus the head, plus untied token embeddings (in Qwen2.5
     0.5B they are a fifth of the model), with the module holding each weight."""
     parts: dict[str, tuple[Part, nn.Module]] = {}
-    if not embeddings_tied(module):
-        embed = module.get_input_embeddings()
+    embed = None if embeddings_tied(module) else module.get_input_embeddings()
+    if embed is not None:  # None: blocks fed by something else (a vision tower's patches)
         vocab, hidden = weight_matrix(embed).shape
         parts[EMBED] = (Part(EMBED, EMBED, vocab, hidden), embed)
     for index, block in enumerate(decoder_layers(module)):

@@ -38,8 +38,10 @@ def test_units_are_lint_clean(sources, unit: str) -> None:
 
 
 @needs_icarus
-@pytest.mark.parametrize("unit", sorted(UNITS))
+@pytest.mark.parametrize("unit", sorted(name for name in UNITS if not name.startswith("stream_")))
 def test_unit_matches_the_golden_model_bit_for_bit(sources, unit: str, tmp_path) -> None:
+    """10,000 vectors each; the streaming units' rows (up to 1,024 values each) are checked in
+    tests/hw/rtl/test_stream.py on hundreds of rows and by benchmarks/rtl_stream.py on 10,000."""
     assert simulate(sources[unit], tmp_path / "build", vectors=10_000, cfg=CONFIG) == (1, 0)
 
 

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from mfmaccel.errors import UserInputError
 from mfmaccel.hw.intops.activations import PROBABILITY_BITS
 
+SIGMOID_BITS = 15  # the SiLU unit's sigmoid: unsigned, scale 2^-15 (as intexec's Llama MLP)
+
 
 @dataclass(frozen=True)
 class RtlConfig:
@@ -26,11 +28,22 @@ class RtlConfig:
     max_m: int = 16  # GEMM engine buffers: A holds max_m x max_k, B max_k x max_n
     max_n: int = 16
     max_k: int = 64
+    # streaming units (hw.rtl.stream_*): `stream_lanes` elements per beat, rows of 1..max_row
+    stream_lanes: int = 8
+    max_row: int = 1024  # longest row (softmax, norms, SiLU) and most keys (attention tile)
+    rmsnorm_out_bits: int = 32  # Llama's RMSNorm feeds per-token GEMMs in int32 (intexec)
+    silu_input_scale: float = 1 / 2048  # scale of the SiLU unit's input (Llama's int16 gate)
+    silu_bits: int = 16  # signed input bits of the SiLU unit
+    silu_shift: int = 0  # the sigmoid sees the input this many bits coarser (i_silu)
+    rotary_dim: int = 64  # head dimension of the rotary unit (its row length)
+    attn_head_dim: int = 64  # D of the attention tile unit (values of v per key)
+    attn_tile: int = 32  # keys per tile of the attention tile unit
 
     def __post_init__(self) -> None:
         for name in ("rows", "cols", "in_bits", "acc_bits", "out_bits", "multiplier_bits",
                      "shift_bits", "max_m", "max_n", "max_k", "softmax_len", "softmax_bits",
-                     "norm_len", "token_len"):
+                     "norm_len", "token_len", "stream_lanes", "max_row", "rmsnorm_out_bits",
+                     "silu_bits", "rotary_dim", "attn_head_dim", "attn_tile"):
             if getattr(self, name) < 1:
                 raise UserInputError(f"RTL parameter {name} must be a positive integer, got "
                                      f"{getattr(self, name)}")
@@ -45,3 +58,21 @@ class RtlConfig:
         if self.acc_bits < 2 * self.in_bits:
             raise UserInputError(f"accumulators of {self.acc_bits} bits cannot hold one "
                                  f"{self.in_bits}-bit product; use at least {2 * self.in_bits}")
+        self._check_streaming()
+
+    def _check_streaming(self) -> None:
+        """The streaming units' parameters (`hw.rtl.stream_*`)."""
+        lanes = self.stream_lanes
+        if self.rotary_dim % (2 * lanes):
+            raise UserInputError(f"rotary_dim ({self.rotary_dim}) must be a multiple of 2 x "
+                                 f"stream_lanes ({2 * lanes}); e.g. rotary_dim="
+                                 f"{2 * lanes * max(1, round(self.rotary_dim / (2 * lanes)))}")
+        if self.attn_head_dim % lanes:
+            raise UserInputError(f"attn_head_dim ({self.attn_head_dim}) must be a multiple of "
+                                 f"stream_lanes ({lanes})")
+        if not 0 <= self.silu_shift < self.silu_bits or self.silu_bits + SIGMOID_BITS > 32:
+            raise UserInputError(f"silu_bits must be 1..{32 - SIGMOID_BITS} and silu_shift "
+                                 f"0..silu_bits-1, got {self.silu_bits} and {self.silu_shift}")
+        if not self.silu_input_scale > 0:
+            raise UserInputError(f"silu_input_scale must be positive, got "
+                                 f"{self.silu_input_scale}")

@@ -73,6 +73,11 @@ def simulate(source: Path, build_dir: Path, *, vectors: int = 10_000, seed: int 
     unit = source.stem
     if unit not in UNITS:
         raise UserInputError(f"no testbench for unit '{unit}'; units: {', '.join(UNITS)}")
+    if unit.startswith("stream_"):  # file-driven Verilog bench: 10,000s of rows, no cocotb
+        from mfmaccel.hw.rtl.stream_verify import simulate_stream
+
+        return simulate_stream(source, build_dir, vectors=vectors, seed=seed,
+                               cfg=cfg or RtlConfig())
     runner = get_runner("icarus")
     runner.build(sources=unit_files(source), hdl_toplevel=unit, build_dir=build_dir,
                  timescale=("1ns", "1ps"))
