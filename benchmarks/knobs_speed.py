@@ -109,8 +109,9 @@ def main() -> None:
         report["held_out"] = held_out(models, settings, args.accuracy or None)
     report["load_average_at_end"] = os.getloadavg()
     report["commit"] = recordfile.commit()
-    path = (recordfile.record_path(["knobs-speed", args.model], report["commit"])
-            if args.record else None)
+    parts = ["knobs-speed", args.model, *settings,
+             *(["heldout"] if args.accuracy is not None else [])]  # options name the record
+    path = recordfile.record_path(parts, report["commit"]) if args.record else None
     recordfile.emit(report, path)
 
 
