@@ -19,19 +19,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import time
 
 import recordfile
+from knobs_speed import prefill_medians
 
 from mfmaccel.threads import thread_environment
 
 os.environ.update(thread_environment())  # before torch loads OpenMP: mfmaccel/threads.py
 
-import torch
 
 from mfmaccel.evaluate.run import vqa_samples
-from mfmaccel.evaluate.vqa import prompt_inputs
 from mfmaccel.execute.cooptimize import measure
 from mfmaccel.execute.settings import Knobs, apply_knobs
 from mfmaccel.models import load_model
@@ -64,20 +62,12 @@ def dominated(rows: list[dict], result) -> list[dict]:
     return rows
 
 
-@torch.inference_mode()
 def speedup(model, chosen, samples, *, repeats: int) -> dict:
-    """Medians of the prefill (processor + forward) per prompt, the order flipping each round."""
-    times = {"unchanged": [], "chosen": []}
-    pair = [("unchanged", model), ("chosen", chosen)]
-    for round_ in range(repeats):
-        for name, variant in pair if round_ % 2 == 0 else pair[::-1]:
-            for sample in samples:
-                start = time.perf_counter()
-                variant.module(**prompt_inputs(variant, sample), logits_to_keep=1)
-                times[name].append(time.perf_counter() - start)
-    medians = {name: statistics.median(t) * 1e3 for name, t in times.items()}
-    return {"unchanged_ms": round(medians["unchanged"], 1),
-            "chosen_ms": round(medians["chosen"], 1),
+    """Medians of the prefill (processor + forward) per prompt, the order flipping each round
+    (`knobs_speed.prefill_medians`)."""
+    medians = prefill_medians({"unchanged": model, "chosen": chosen}, samples, repeats=repeats)
+    return {"unchanged_ms": round(medians["unchanged"] * 1e3, 1),
+            "chosen_ms": round(medians["chosen"] * 1e3, 1),
             "speedup": round(medians["unchanged"] / medians["chosen"], 3)}
 
 

@@ -31,11 +31,11 @@ from mfmaccel.threads import thread_environment
 os.environ.update(thread_environment())  # before torch loads OpenMP: mfmaccel/threads.py
 
 import torch  # noqa: E402
-from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from mfmaccel.evaluate.paired import compare_paired  # noqa: E402
 from mfmaccel.evaluate.run import vqa_samples  # noqa: E402
 from mfmaccel.evaluate.vqa import prompt_inputs, vqa_hits  # noqa: E402
+from mfmaccel.execute.cooptimize import prefill_gflops  # noqa: E402
 from mfmaccel.execute.fusion import fuse  # noqa: E402
 from mfmaccel.execute.settings import apply_knobs, load_knobs  # noqa: E402
 from mfmaccel.models import load_model  # noqa: E402
@@ -63,13 +63,6 @@ def prefill_medians(models: dict, samples, *, repeats: int) -> dict[str, float]:
                 models[name].module(**prompt_inputs(models[name], sample), logits_to_keep=1)
                 times[name].append(time.perf_counter() - start)
     return {name: statistics.median(t) for name, t in times.items()}
-
-
-@torch.inference_mode()
-def gflops(model, sample) -> float:
-    with FlopCounterMode(display=False) as counter:
-        model.module(**prompt_inputs(model, sample), logits_to_keep=1)
-    return counter.get_total_flops() / 1e9
 
 
 def held_out(models: dict, settings: dict, limit: int | None) -> dict:
@@ -102,7 +95,8 @@ def main() -> None:
         "prefill_ms": {name: round(s * 1e3, 1) for name, s in seconds.items()},
         "speedup": {name: round(seconds["unchanged"] / s, 3) for name, s in seconds.items()},
         # fused variants do the same arithmetic; torch's counter cannot see oneDNN's packed ops
-        "gflops": {name: round(gflops(models[name], samples[0]), 3)
+        "gflops": {name: round(prefill_gflops(models[name],
+                                              prompt_inputs(models[name], samples[0])), 3)
                    for name in ("unchanged", *settings)},
     }
     if args.accuracy is not None:

@@ -21,6 +21,16 @@ from mfmaccel.cli.root import (
 from mfmaccel.errors import UserInputError
 from mfmaccel.hw.arch import ArchPreset, Attention
 
+# The design grid's flags, shared by `hw dse` and `hw codesign`: comma lists of values to try.
+GridRows = Annotated[str | None, typer.Option(help="Array rows to try, e.g. 8,16,32")]
+GridCols = Annotated[str | None, typer.Option(help="Array columns to try")]
+GridABuffer = Annotated[str | None, typer.Option(help="A buffer sizes (KiB)")]
+GridBBuffer = Annotated[str | None, typer.Option(help="B buffer sizes (KiB)")]
+GridOutBuffer = Annotated[str | None, typer.Option(help="Output buffer sizes (KiB)")]
+GridBandwidth = Annotated[str | None, typer.Option(help="Off-chip GB/s to try")]
+GridClock = Annotated[str | None, typer.Option(help="Clocks to try (MHz)")]
+GridLanes = Annotated[str | None, typer.Option(help="Non-linear unit lanes")]
+
 
 @hw_app.command("intexec")
 @user_errors
@@ -181,15 +191,14 @@ def hw_dse(
                           ] = None,
     arch: Annotated[ArchPreset, typer.Option(help="Preset whose technology and units are kept "
                                                   "(as for `hw simulate`)")] = ArchPreset.edge,
-    rows: Annotated[str | None, typer.Option(help="Array rows to try, e.g. 8,16,32")] = None,
-    cols: Annotated[str | None, typer.Option(help="Array columns to try")] = None,
-    a_buffer_kib: Annotated[str | None, typer.Option(help="A buffer sizes (KiB)")] = None,
-    b_buffer_kib: Annotated[str | None, typer.Option(help="B buffer sizes (KiB)")] = None,
-    out_buffer_kib: Annotated[str | None, typer.Option(help="Output buffer sizes (KiB)")
-                              ] = None,
-    bandwidth_gbs: Annotated[str | None, typer.Option(help="Off-chip GB/s to try")] = None,
-    clock_mhz: Annotated[str | None, typer.Option(help="Clocks to try (MHz)")] = None,
-    vector_lanes: Annotated[str | None, typer.Option(help="Non-linear unit lanes")] = None,
+    rows: GridRows = None,
+    cols: GridCols = None,
+    a_buffer_kib: GridABuffer = None,
+    b_buffer_kib: GridBBuffer = None,
+    out_buffer_kib: GridOutBuffer = None,
+    bandwidth_gbs: GridBandwidth = None,
+    clock_mhz: GridClock = None,
+    vector_lanes: GridLanes = None,
     weight_bits: Annotated[str | None, typer.Option(help="Weight bit-widths, e.g. 4,8")] = None,
     fusion: Annotated[str | None, typer.Option(
         help="Fused schedules every design has (as for `hw simulate`)")] = None,
@@ -269,15 +278,14 @@ def hw_codesign(
     steps: Annotated[int, typer.Option(help="Byte budgets on the mixed-precision ladder")] = 12,
     checks: Annotated[int, typer.Option(help="Mixed front points quantized and measured "
                                              "(every uniform one is too)")] = 3,
-    rows: Annotated[str | None, typer.Option(help="Array rows to try (as for `hw dse`)")] = None,
-    cols: Annotated[str | None, typer.Option(help="Array columns to try")] = None,
-    a_buffer_kib: Annotated[str | None, typer.Option(help="A buffer sizes (KiB)")] = None,
-    b_buffer_kib: Annotated[str | None, typer.Option(help="B buffer sizes (KiB)")] = None,
-    out_buffer_kib: Annotated[str | None, typer.Option(help="Output buffer sizes (KiB)")
-                              ] = None,
-    bandwidth_gbs: Annotated[str | None, typer.Option(help="Off-chip GB/s to try")] = None,
-    clock_mhz: Annotated[str | None, typer.Option(help="Clocks to try (MHz)")] = None,
-    vector_lanes: Annotated[str | None, typer.Option(help="Non-linear unit lanes")] = None,
+    rows: GridRows = None,
+    cols: GridCols = None,
+    a_buffer_kib: GridABuffer = None,
+    b_buffer_kib: GridBBuffer = None,
+    out_buffer_kib: GridOutBuffer = None,
+    bandwidth_gbs: GridBandwidth = None,
+    clock_mhz: GridClock = None,
+    vector_lanes: GridLanes = None,
     max_latency_ms: Annotated[float | None, typer.Option(help="Keep points at most this")
                               ] = None,
     max_energy_mj: Annotated[float | None, typer.Option()] = None,

@@ -249,3 +249,25 @@ def lane_mask(name: str, *, last: str, count: str, lanes: int) -> str:
         end
     endgenerate
 """
+
+
+def drain_output(data: str) -> str:
+    """The end of a row-buffered unit's output pass, shared by the norm and softmax units: one
+    beat of `data` out per read of the buffer, then, after the row's last beat is taken, back
+    to accepting input."""
+    return f"""                        if (read) next_read <= next_read + 1'b1;
+                        fetched <= read; fetched_beat <= next_read;
+                        out_valid <= fetched;
+                        out_data <= {data};
+                        out_last <= fetched_last;
+                        out_count <= fetched_last ? last_count : FULL;
+                    end
+                    if (out_valid && out_ready && out_last) begin
+                        state <= S_IN; taken <= {{BW{{1'b0}}}};
+                    end
+                end
+            endcase
+        end
+    end
+endmodule
+"""

@@ -22,6 +22,7 @@ from mfmaccel.hw.rtl.stream_common import (
     beats,
     bits_for,
     divider_verilog,
+    drain_output,
     even,
     isqrt_verilog,
     lane_mask,
@@ -299,19 +300,5 @@ module {name} (
                             results[k*OUT_W +: OUT_W] = out_used[k]
                                 ? requantize(acc, rq_m, rq_shift) : {{OUT_W{{1'b0}}}};
                         end
-                        if (read) next_read <= next_read + 1'b1;
-                        fetched <= read; fetched_beat <= next_read;
-                        out_valid <= fetched;
-                        out_data <= results;
-                        out_last <= fetched_last;
-                        out_count <= fetched_last ? last_count : FULL;
-                    end
-                    if (out_valid && out_ready && out_last) begin
-                        state <= S_IN; taken <= {{BW{{1'b0}}}};
-                    end
-                end
-            endcase
-        end
-    end
-endmodule
-""" + rowbuf_verilog(name) + divider_verilog(name) + isqrt_verilog(name)
+{drain_output('results')}""" + (rowbuf_verilog(name) + divider_verilog(name)
+                                        + isqrt_verilog(name))

@@ -17,6 +17,7 @@ from mfmaccel.hw.rtl.config import RtlConfig
 from mfmaccel.hw.rtl.stream_common import (
     beats,
     bits_for,
+    drain_output,
     iexp_function,
     lane_mask,
     rowbuf_verilog,
@@ -127,19 +128,4 @@ module stream_softmax (
                                 (quotient > LARGEST) ? {{OUT_W{{1'b1}}}}
                                                                           : quotient[OUT_W-1:0];
                         end
-                        if (read) next_read <= next_read + 1'b1;
-                        fetched <= read; fetched_beat <= next_read;
-                        out_valid <= fetched;
-                        out_data <= probabilities;
-                        out_last <= fetched_last;
-                        out_count <= fetched_last ? last_count : FULL;
-                    end
-                    if (out_valid && out_ready && out_last) begin
-                        state <= S_IN; taken <= {{BW{{1'b0}}}};
-                    end
-                end
-            endcase
-        end
-    end
-endmodule
-""" + rowbuf_verilog(prefix)
+{drain_output('probabilities')}""" + rowbuf_verilog(prefix)
