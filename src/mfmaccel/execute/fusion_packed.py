@@ -4,10 +4,11 @@ once, for inputs of two rows or more; one row keeps the plain matrix-vector prod
 Why: a GEMM library reorders (packs) its weight operand into cache-sized panels on every call;
 for a prompt of a few hundred tokens against a weight of a few MB, that pass costs a good share
 of the product. Packing once at load time, as Inductor's frozen CPU graphs and IPEX do, fuses
-that step away; the bias add rides in the same oneDNN call. On this machine the packed product
-ran 1.2-1.9x faster than `F.linear` on prefill shapes and 2-4x faster than `FewRowsLinear`'s
-orientation trick on 2-32 rows; one row takes `FewRowsLinear`'s slab-per-thread product, which
-streams the weight faster than either (`benchmarks/fusion.py` measures the whole model). The
+that step away; the bias add rides in the same oneDNN call. On smollm2-135m's 512-token
+prefill, fused blocks with packed weights ran 1.43x the unfused model and 1.13x the same
+blocks without packing (`benchmarks/fusion.py`,
+`2026-12-07-fusion-smollm2-135m-r5-at-65feed1.json`); one row takes `FewRowsLinear`'s
+slab-per-thread product, as every loaded model's decode does. The
 plain weight stays the parameter, so state dicts, quantization and the hardware model read
 true values; the packed copy is a non-persistent buffer (twice the float weight bytes in
 memory), rebuilt by `repack()` after the weight changes.
