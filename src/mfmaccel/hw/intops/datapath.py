@@ -169,17 +169,23 @@ def token_shifts(x: torch.Tensor, out: IntRange = INT8) -> tuple[torch.Tensor, t
     return out.clamp(rounding_shift(x, shift)), shift
 
 
-def residual_add(a: torch.Tensor, scale_a: float, b: torch.Tensor, scale_b: float,
-                 scale_out: float, *, out: IntRange = INT8) -> torch.Tensor:
-    """a * scale_a + b * scale_b, requantized to `scale_out`: both operands are aligned to the
-    output scale by integer multipliers sharing one shift (the largest that keeps both below
-    2^31), added, rounded once, saturated. Operands are at most 32-bit."""
+def residual_factors(scale_a: float, scale_b: float, scale_out: float) -> tuple[int, int, int]:
+    """`residual_add`'s integers (m_a, m_b, shift): both operands' multipliers to the output
+    scale, sharing the largest shift that keeps both below 2^31."""
     ratio = max(scale_a, scale_b) / scale_out
     if not ratio > 0 or ratio >= 2**30:
         raise UserInputError(f"residual scales {scale_a}, {scale_b} are not representable "
                              f"against the output scale {scale_out}")
     shift = min(62, 30 - math.ceil(math.log2(ratio)))
-    m_a, m_b = round(scale_a / scale_out * 2**shift), round(scale_b / scale_out * 2**shift)
+    return round(scale_a / scale_out * 2**shift), round(scale_b / scale_out * 2**shift), shift
+
+
+def residual_add(a: torch.Tensor, scale_a: float, b: torch.Tensor, scale_b: float,
+                 scale_out: float, *, out: IntRange = INT8) -> torch.Tensor:
+    """a * scale_a + b * scale_b, requantized to `scale_out`: both operands are aligned to the
+    output scale by integer multipliers sharing one shift (the largest that keeps both below
+    2^31), added, rounded once, saturated. Operands are at most 32-bit."""
+    m_a, m_b, shift = residual_factors(scale_a, scale_b, scale_out)
     total = check_range(a.long(), INT32, "residual operand") * m_a + \
         check_range(b.long(), INT32, "residual operand") * m_b
     return out.clamp(rounding_shift(total, shift))

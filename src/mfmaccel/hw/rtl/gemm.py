@@ -1,9 +1,10 @@
 """The GEMM engine: a controller that runs a whole tiled int8 GEMM + bias + requantization out of
 on-chip buffers, on the `mac_array` and `requant` units.
 
-The host writes A (M x K, row-major), B (K x N, row-major), the int32 bias (N) and a shift
-per row of A (M) through one write port, sets M, N, K and the dyadic (m, shift), and pulses
-`start`. The row shifts are the per-token power-of-two scales of A (`intops.token_shifts`;
+The host writes A (M x K, row-major), B (K x N, row-major), the int32 bias (N), the dyadic
+multiplier of each output channel (N: per-channel weight scales, `intops.DyadicVector`) and a
+shift per row of A (M) through one write port, sets M, N, K and the shared requantization
+shift, and pulses `start`. The row shifts are the per-token power-of-two scales of A (`intops.token_shifts`;
 all zero for a static scale): row i's bias loads shifted right by s_i, and its outputs are
 requantized with the shift lowered by s_i (`intops.int_gemm` and `intops.requantize` with
 `row_shift`); the host keeps every s_i below the requantization shift, as the conversion
@@ -21,7 +22,7 @@ from mfmaccel.hw.arch import KIB, Arch
 from mfmaccel.hw.dataflow import PSUM_BYTES, os_cycles
 from mfmaccel.hw.rtl.config import RtlConfig
 
-BUFFER_A, BUFFER_B, BUFFER_BIAS, BUFFER_SHIFT = 0, 1, 2, 3  # `wr_sel` values
+BUFFER_A, BUFFER_B, BUFFER_BIAS, BUFFER_SHIFT, BUFFER_M = 0, 1, 2, 3, 4  # `wr_sel` values
 
 
 def gemm_arch(cfg: RtlConfig, clock_mhz: float = 100) -> Arch:
@@ -76,14 +77,13 @@ module gemm (
     input  wire clk,
     input  wire rst,
     input  wire wr_en,
-    input  wire [1:0] wr_sel,  // 0: A at i*{cfg.max_k}+k, 1: B at k*{cfg.max_n}+j, 2: bias at j,
-                               // 3: row i's shift at i
+    input  wire [2:0] wr_sel,  // 0: A at i*{cfg.max_k}+k, 1: B at k*{cfg.max_n}+j, 2: bias at j,
+                               // 3: row i's shift at i, 4: channel j's multiplier at j
     input  wire [{addr - 1}:0] wr_addr,
     input  wire [{cfg.acc_bits - 1}:0] wr_data,       // int8 operands in the low {cfg.in_bits} bits
     input  wire [{dim - 1}:0] dim_m,          // 1..{cfg.max_m}
     input  wire [{dim - 1}:0] dim_n,          // 1..{cfg.max_n}
     input  wire [{dim - 1}:0] dim_k,          // 1..{cfg.max_k}
-    input  wire [{cfg.multiplier_bits - 1}:0] rq_m,
     input  wire [{cfg.shift_bits - 1}:0] rq_shift,
     input  wire start,
     output wire busy,
@@ -100,6 +100,7 @@ module gemm (
     reg signed [IN_W-1:0] a_mem [0:{cfg.max_m * cfg.max_k - 1}];
     reg signed [IN_W-1:0] b_mem [0:{cfg.max_k * cfg.max_n - 1}];
     reg signed [ACC_W-1:0] bias_mem [0:{cfg.max_n - 1}];
+    reg [{cfg.multiplier_bits - 1}:0] m_mem [0:{cfg.max_n - 1}];
     reg [SHIFT_W-1:0] shift_mem [0:{cfg.max_m - 1}];
     reg signed [OUT_W-1:0] out_mem [0:{cfg.max_m * cfg.max_n - 1}];
     reg [{dim - 1}:0] tile_i, tile_j, step;  // tile origin, k
@@ -108,9 +109,11 @@ module gemm (
     /* verilator lint_off UNUSEDSIGNAL */  // operands use the low bits of wr_data and wr_addr
     always @(posedge clk) begin
         if (wr_en && state == IDLE) begin
-            if (wr_sel == 2'd0) a_mem[wr_addr[{a_aw - 1}:0]] <= wr_data[IN_W-1:0];
-            else if (wr_sel == 2'd1) b_mem[wr_addr[{b_aw - 1}:0]] <= wr_data[IN_W-1:0];
-            else if (wr_sel == 2'd2) bias_mem[wr_addr[{n_aw - 1}:0]] <= wr_data;
+            if (wr_sel == 3'd0) a_mem[wr_addr[{a_aw - 1}:0]] <= wr_data[IN_W-1:0];
+            else if (wr_sel == 3'd1) b_mem[wr_addr[{b_aw - 1}:0]] <= wr_data[IN_W-1:0];
+            else if (wr_sel == 3'd2) bias_mem[wr_addr[{n_aw - 1}:0]] <= wr_data;
+            else if (wr_sel == 3'd4)
+                m_mem[wr_addr[{n_aw - 1}:0]] <= wr_data[{cfg.multiplier_bits - 1}:0];
             else shift_mem[wr_addr[{m_aw - 1}:0]] <= wr_data[SHIFT_W-1:0];
         end
     end
@@ -155,12 +158,14 @@ module gemm (
     generate
         for (c = 0; c < COLS; c = c + 1) begin : requant_lane
             wire [OUT_W-1:0] q;
+            wire [WIDE-1:0] j = {w("tile_j", dim)} + c;
+            wire [{cfg.multiplier_bits - 1}:0] m = (j < n_wide) ? m_mem[j[{n_aw - 1}:0]]
+                                                           : {{{cfg.multiplier_bits}{{1'b0}}}};
             requant #(.ACC_W(ACC_W), .M_W({cfg.multiplier_bits}), .SHIFT_W({cfg.shift_bits}),
                       .OUT_W(OUT_W)) unit (
-                .acc(acc[({w("row", lane)} * COLS + c) * ACC_W +: ACC_W]), .m(rq_m),
+                .acc(acc[({w("row", lane)} * COLS + c) * ACC_W +: ACC_W]), .m(m),
                 .shift(out_shift), .q(q)
             );
-            wire [WIDE-1:0] j = {w("tile_j", dim)} + c;
             wire [WIDE-1:0] addr = out_i * STRIDE_N + j;
             always @(posedge clk) begin
                 if (state == WRITE && out_i < m_wide && j < n_wide)

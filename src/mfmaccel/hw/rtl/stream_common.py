@@ -187,23 +187,36 @@ endmodule
 
 
 
-def iexp_function(name: str, in_w: int, exp: IExp) -> str:
+def iexp_function(name: str, in_w: int, exp: IExp | None) -> str:
     """A Verilog function `name` computing the catalogue's `iexp` unit (`units.iexp_verilog`,
     `intops.IExp`) on a signed `in_w`-bit q <= 0: z = -q / q_ln2, p = q + z q_ln2,
     ((p + q_b)^2 + q_c) >> min(z, 31). The units call it inside their clocked blocks, so
-    Icarus evaluates it once per cycle and lane (not once per intermediate net)."""
+    Icarus evaluates it once per cycle and lane (not once per intermediate net). With `exp`
+    None the constants are the function's last three inputs (unsigned q_ln2, q_b, q_c of 32
+    bits: a unit whose input scale changes per layer, as attention's does)."""
     w = in_w + 2
+    if exp is None:
+        header = "as hw.intops.IExp, its constants q_ln2, q_b, q_c given"
+        inputs = ("        input [31:0] q_ln2;\n        input [31:0] q_b;\n"
+                  "        input [31:0] q_c;\n")
+        ln2 = f"{{{{{w - 32}{{1'b0}}}}, q_ln2}}"
+        q_b = f"$signed({{{{{2 * w - 32}{{1'b0}}}}, q_b}})"
+        q_c = f"$signed({{{{{2 * w - 32}{{1'b0}}}}, q_c}})"
+    else:
+        header = f"as hw.intops.IExp: q_ln2 {exp.q_ln2}, q_b {exp.q_b}, q_c {exp.q_c}"
+        inputs, ln2 = "", f"{w}'d{exp.q_ln2}"
+        q_b, q_c = f"{2 * w}'sd{exp.q_b}", f"{2 * w}'sd{exp.q_c}"
     return f"""    /* verilator lint_off UNUSEDSIGNAL */  // the peak fits 32 bits (IExp.build)
-    function [31:0] {name};  // as hw.intops.IExp: q_ln2 {exp.q_ln2}, q_b {exp.q_b}, q_c {exp.q_c}
+    function [31:0] {name};  // {header}
         input signed [{in_w - 1}:0] q;
-        reg [{w - 1}:0] z;
+{inputs}        reg [{w - 1}:0] z;
         reg signed [{w - 1}:0] p;
         reg signed [{2 * w - 1}:0] base, poly, shifted;
         begin
-            z = (-{{{{2{{q[{in_w - 1}]}}}}, q}}) / {w}'d{exp.q_ln2};
-            p = {{{{2{{q[{in_w - 1}]}}}}, q}} + $signed(z * {w}'d{exp.q_ln2});
-            base = {{{{{w}{{p[{w - 1}]}}}}, p}} + {2 * w}'sd{exp.q_b};
-            poly = base * base + {2 * w}'sd{exp.q_c};
+            z = (-{{{{2{{q[{in_w - 1}]}}}}, q}}) / {ln2};
+            p = {{{{2{{q[{in_w - 1}]}}}}, q}} + $signed(z * {ln2});
+            base = {{{{{w}{{p[{w - 1}]}}}}, p}} + {q_b};
+            poly = base * base + {q_c};
             shifted = poly >>> ((z > {w}'d{MAX_EXP_SHIFT}) ? 6'd{MAX_EXP_SHIFT} : z[5:0]);
             {name} = shifted[31:0];
         end

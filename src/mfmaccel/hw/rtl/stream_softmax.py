@@ -34,21 +34,33 @@ def stream_softmax_cycles(cfg: RtlConfig, length: int) -> int:
     return 3 * beats(length, cfg.stream_lanes) + 3
 
 
-def stream_softmax_verilog(cfg: RtlConfig) -> str:
-    """The module `stream_softmax` with its row buffer and its i-exp lanes."""
-    prefix, exp = "stream_softmax", IExp.build(cfg.exp_input_scale)
+def stream_softmax_verilog(cfg: RtlConfig, *, runtime_exp: bool = False) -> str:
+    """The module `stream_softmax` with its row buffer and its i-exp lanes. With
+    `runtime_exp` the i-exp constants are ports (`exp_ln2`, `exp_b`, `exp_c`: an
+    `intops.IExp`'s q_ln2, q_b, q_c, held while a row is in the unit), so one unit serves
+    every layer's score scale (the accelerator top, `hw.rtl.top`); else they are built in
+    from `cfg.exp_input_scale`."""
+    prefix = "stream_softmax"
+    exp = None if runtime_exp else IExp.build(cfg.exp_input_scale)
     lanes, in_w, out_w = cfg.stream_lanes, cfg.acc_bits, cfg.softmax_bits
     depth = beats(cfg.max_row, lanes)
     aw, bw, cw = bits_for(depth - 1), bits_for(depth), bits_for(lanes)
     sum_w = 31 + bits_for(cfg.max_row)
     masks = (lane_mask("in_used", last="in_last", count="in_count", lanes=lanes)
              + lane_mask("out_used", last="fetched_last", count="last_count", lanes=lanes))
+    scale = (f"input scale {cfg.exp_input_scale!r}" if exp is not None
+             else "the input scale its exp_* ports give")
+    constants = ("" if exp is not None else """,
+    input  wire [31:0] exp_ln2,  // hw.intops.IExp's q_ln2, q_b, q_c
+    input  wire [31:0] exp_b,
+    input  wire [31:0] exp_c""")
+    arguments = "" if exp is not None else ", exp_ln2, exp_b, exp_c"
     return f"""// stream_softmax: p_i = min(floor(iexp(q_i - max) * 2^{out_w} / sum), 2^{out_w} - 1)
 // over rows of 1..{cfg.max_row} int{in_w} scores, {lanes} per beat; as hw.intops.i_softmax at
-// input scale {cfg.exp_input_scale!r}. Three passes over the row buffer:
+// {scale}. Three passes over the row buffer:
 // 3 ceil(n / {lanes}) + 3 cycles per row.
 module stream_softmax (
-{stream_ports("LANES*IN_W", "LANES*OUT_W", cw)}
+{stream_ports("LANES*IN_W", "LANES*OUT_W", cw)}{constants}
 );
     localparam LANES = {lanes}, IN_W = {in_w}, OUT_W = {out_w}, SUM_W = {sum_w};
     localparam DEPTH = {depth}, AW = {aw}, BW = {bw}, CW = {cw};
@@ -89,7 +101,7 @@ module stream_softmax (
         for (k = 0; k < LANES; k = k + 1) begin
             x = stored[k*IN_W +: IN_W];
             e = (state != S_IN && out_used[k])
-              ? iexp({{x[IN_W-1], x}} - {{row_max[IN_W-1], row_max}}) : 32'd0;
+              ? iexp({{x[IN_W-1], x}} - {{row_max[IN_W-1], row_max}}{arguments}) : 32'd0;
             exps[k*32 +: 32] = e;
             beat_sum = beat_sum + {{{{(SUM_W-32){{1'b0}}}}, e}};
         end

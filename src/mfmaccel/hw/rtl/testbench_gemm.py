@@ -1,6 +1,6 @@
 """cocotb testbench of the GEMM engine (`hw.rtl.gemm`): whole tiled GEMMs through the host
-ports against `intops.int_gemm` + `intops.requantize`, bit for bit, with and without
-per-row (per-token) shifts, and the cycles from `start` to `done` against `gemm_cycles`,
+ports against `intops.int_gemm` + `intops.requantize` (one multiplier per output channel), bit for
+bit, with and without per-row (per-token) shifts, and the cycles from `start` to `done` against `gemm_cycles`,
 exactly."""
 
 from __future__ import annotations
@@ -14,9 +14,16 @@ import torch
 from cocotb.clock import Clock
 from cocotb.triggers import RisingEdge, Timer
 
-from mfmaccel.hw.intops import Dyadic, IntRange, int_gemm, requantize
+from mfmaccel.hw.intops import Dyadic, DyadicVector, IntRange, int_gemm, requantize
 from mfmaccel.hw.rtl.config import RtlConfig
-from mfmaccel.hw.rtl.gemm import BUFFER_A, BUFFER_B, BUFFER_BIAS, BUFFER_SHIFT, gemm_cycles
+from mfmaccel.hw.rtl.gemm import (
+    BUFFER_A,
+    BUFFER_B,
+    BUFFER_BIAS,
+    BUFFER_M,
+    BUFFER_SHIFT,
+    gemm_cycles,
+)
 from mfmaccel.hw.rtl.signals import SEED, VECTORS, config_from_env
 
 
@@ -27,7 +34,7 @@ async def _write(dut, sel: int, addr: int, value: int, bits: int) -> None:
 
 
 async def run_gemm(dut, cfg: RtlConfig, a: torch.Tensor, b: torch.Tensor, *, bias: torch.Tensor,
-                   factor: Dyadic, shifts: torch.Tensor) -> tuple[torch.Tensor, int, int]:
+                   factor: DyadicVector, shifts: torch.Tensor) -> tuple[torch.Tensor, int, int]:
     """Load the buffers, run, read back: (outputs, edges counted here, the `cycles` port)."""
     (m, k), n = a.shape, b.shape[1]
     for i in range(m):
@@ -40,9 +47,10 @@ async def run_gemm(dut, cfg: RtlConfig, a: torch.Tensor, b: torch.Tensor, *, bia
             await _write(dut, BUFFER_B, kk * cfg.max_n + j, int(b[kk, j]), cfg.acc_bits)
     for j in range(n):
         await _write(dut, BUFFER_BIAS, j, int(bias[j]), cfg.acc_bits)
+        await _write(dut, BUFFER_M, j, int(factor.m[j]), cfg.acc_bits)
     dut.wr_en.value = 0
     dut.dim_m.value, dut.dim_n.value, dut.dim_k.value = m, n, k
-    dut.rq_m.value, dut.rq_shift.value = factor.m, factor.shift
+    dut.rq_shift.value = factor.shift
     dut.start.value = 1
     await RisingEdge(dut.clk)
     dut.start.value = 0
@@ -91,9 +99,9 @@ def _cases(cfg: RtlConfig, generator: torch.Generator):
         a = torch.randint(-128, 128, (dims[0], dims[2]), generator=generator)
         b = torch.randint(-128, 128, (dims[2], dims[1]), generator=generator)
         bias = torch.randint(-(1 << 30), 1 << 30, (dims[1],), generator=generator)
-        multiplier = int(torch.randint(1 << 20, 1 << cfg.multiplier_bits, (1,),
-                                       generator=generator))
-        factor = Dyadic(multiplier, int(torch.randint(30, 46, (1,), generator=generator)))
+        multipliers = torch.randint(1 << 20, 1 << cfg.multiplier_bits, (dims[1],),
+                                    generator=generator)
+        factor = DyadicVector(multipliers, int(torch.randint(30, 46, (1,), generator=generator)))
         shifts = torch.randint(0, 25, (dims[0], 1), generator=generator) if count % 2 else None
         yield a, b, bias, factor, shifts
         covered, count = covered + dims[0] * dims[1], count + 1
@@ -110,6 +118,8 @@ async def gemm_matches_golden(dut) -> None:
     out_range = IntRange(cfg.out_bits)
     timings = []
     for a, b, bias, factor, shifts in _cases(cfg, generator):
+        if isinstance(factor, Dyadic):  # one multiplier for every channel
+            factor = DyadicVector(torch.full((b.shape[1],), factor.m), factor.shift)
         expected = requantize(int_gemm(a, b.t(), bias, shifts), factor, out_range, shifts)
         rows = torch.zeros(a.shape[0], dtype=torch.long) if shifts is None else shifts[:, 0]
         got, edges, cycles = await run_gemm(dut, cfg, a, b, bias=bias, factor=factor, shifts=rows)

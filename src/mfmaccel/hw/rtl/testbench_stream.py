@@ -260,7 +260,7 @@ def require_simulator(simulator: str) -> None:
                              f"it (Debian's {tools[simulator][0]} package)")
 
 
-def _run(command: list[str], work: Path, what: str) -> None:
+def run_tool(command: list[str], work: Path, what: str) -> None:
     done = subprocess.run(command, cwd=work, capture_output=True, text=True, check=False,
                           stdin=subprocess.DEVNULL)
     if done.returncode:
@@ -270,10 +270,10 @@ def _run(command: list[str], work: Path, what: str) -> None:
 def _simulation(simulator: str, sources: list[str], work: Path) -> list[str]:
     """Compile the bench and return the command that runs it."""
     if simulator == "icarus":
-        _run(["iverilog", "-g2005", "-o", "sim.vvp", "-s", "stream_tb", "stream_tb.v",
+        run_tool(["iverilog", "-g2005", "-o", "sim.vvp", "-s", "stream_tb", "stream_tb.v",
               *sources], work, "iverilog")
         return ["vvp", "-n", "sim.vvp"]
-    _run(["verilator", "--binary", "--timing", "-Wno-fatal", "-Wno-lint", "-Wno-style",
+    run_tool(["verilator", "--binary", "--timing", "-Wno-fatal", "-Wno-lint", "-Wno-style",
           "--top-module", "stream_tb", "--Mdir", "obj", "-o", "simv", "-j", "2",
           "stream_tb.v", *sources], work, "verilator")
     return [str(work / "obj" / "simv")]
@@ -293,7 +293,7 @@ def run_bench(harness: Harness, stimulus: Stimulus, sources: Sequence[Path], wor
                                                          seed=seed))
     (work / "out.txt").unlink(missing_ok=True)
     command = _simulation(simulator, [str(Path(s).resolve()) for s in sources], work)
-    _run(command, work, simulator)
+    run_tool(command, work, simulator)
     if not (work / "out.txt").is_file():
         raise RuntimeError(f"{simulator} wrote no output")
     rows = _parse((work / "out.txt").read_text())

@@ -1,0 +1,108 @@
+"""The accelerator top's program: its instruction set, how an instruction is laid out in
+off-chip memory, and the cycles each one takes (`hw.rtl.top`).
+
+An instruction is `WORDS` 32-bit words in off-chip memory; the controller fetches them one
+per cycle and runs the instruction before fetching the next. Word 0 is the opcode, the rest
+its fields in the order of each record below:
+
+- `Copy`: a 2-D strided copy, element (r, c) from `src_base + r src_row + c src_col` in
+  off-chip memory or the scratchpad to `dst_base + r dst_row + c` in a target: the
+  scratchpad, off-chip memory, one of the GEMM engine's buffers (A, B, bias, row shifts,
+  channel multipliers), or the LayerNorm unit's parameters (gamma into a staging buffer, then
+  beta, which writes the (gamma, beta) pair). One element per cycle.
+- `Gemm`: run the engine on what its buffers hold (M x K by K x N, the requantization shift),
+  then copy its M x N outputs into the scratchpad, saturated to `width` bits.
+- `Vector`: a row operation over `rows` rows of `length` elements in the scratchpad: the
+  residual add (two operands, aligned by multipliers, one rounding shift), i-GELU followed by
+  a requantization to int32, the per-token shift (int8 rows and one shift per row), the
+  softmax (its i-exp constants given) and the LayerNorm (eps, the requantization, the width).
+- `End`: stop; `done` rises.
+
+Every element in either memory is one 32-bit word, sign-extended: int8 weights take a word
+each (a packed layout would move 4 per word; the model prices what this one moves).
+"""
+
+from __future__ import annotations
+
+from dataclasses import astuple, dataclass
+
+from mfmaccel.errors import UserInputError
+
+WORDS = 16  # per instruction
+OP_END, OP_COPY, OP_GEMM, OP_VECTOR = 0, 1, 2, 3
+DRAM, SPAD = 0, 1  # copy sources (and the first two targets)
+TARGETS = ("spad", "dram", "gemm_a", "gemm_b", "gemm_bias", "gemm_shift", "gemm_m",
+           "norm_gamma", "norm_beta")
+KINDS = ("add", "gelu", "token_shift", "softmax", "layernorm")
+FETCH_CYCLES = WORDS + 1  # one read per word, the last word lands a cycle later
+
+
+@dataclass(frozen=True)
+class Copy:
+    source: int  # DRAM or SPAD
+    target: str  # one of TARGETS
+    rows: int
+    cols: int
+    src_base: int
+    src_row: int
+    src_col: int
+    dst_base: int
+    dst_row: int
+
+
+@dataclass(frozen=True)
+class Gemm:
+    m: int
+    n: int
+    k: int
+    shift: int  # the requantization shift shared by the channels
+    width: int  # outputs saturated to this many signed bits (8, 16 or 32)
+    dst_base: int
+    dst_row: int
+
+
+@dataclass(frozen=True)
+class Vector:
+    kind: str  # one of KINDS
+    rows: int
+    length: int
+    a_base: int
+    a_row: int
+    dst_base: int
+    dst_row: int
+    b_base: int = 0  # the residual add's second operand
+    b_row: int = 0
+    constants: tuple[int, int, int, int] = (0, 0, 0, 0)
+    aux_base: int = 0  # the per-token shifts, one word per row
+
+
+@dataclass(frozen=True)
+class End:
+    pass
+
+
+Instruction = Copy | Gemm | Vector | End
+
+
+def _word(value: int) -> int:
+    if not -(1 << 31) <= value < (1 << 32):
+        raise UserInputError(f"program field {value} does not fit a 32-bit word")
+    return value & 0xFFFF_FFFF
+
+
+def encode(instruction: Instruction) -> list[int]:
+    """The instruction's WORDS words."""
+    if isinstance(instruction, Copy):
+        head = [OP_COPY, instruction.source | TARGETS.index(instruction.target) << 4]
+        fields = list(astuple(instruction)[2:])
+    elif isinstance(instruction, Gemm):
+        head, fields = [OP_GEMM], list(astuple(instruction))
+    elif isinstance(instruction, Vector):
+        head = [OP_VECTOR, KINDS.index(instruction.kind)]
+        v = instruction
+        fields = [v.rows, v.length, v.a_base, v.a_row, v.b_base, v.b_row, v.dst_base,
+                  v.dst_row, *v.constants, v.aux_base]
+    else:
+        head, fields = [OP_END], []
+    words = [_word(x) for x in head + fields]
+    return words + [0] * (WORDS - len(words))

@@ -1,0 +1,136 @@
+"""An integer BERT layer (`hw.intexec.bert.IntBertLayer`) compiled to the accelerator top's
+program (`hw.rtl.program`), operation for operation as the layer computes it: q, k and v;
+per head the scores (with the layer's coarsening), the softmax and the context; the
+context's per-token shifts; the output projection in int16; the residual add; the LayerNorm's
+two outputs (int8 for the GEMM after it, int16 for the residual); the FFN with i-GELU and
+per-token shifts; the second residual and LayerNorm. One sequence, every token valid (no
+padding), context and GELU output with per-token scales (`convert_bert`'s default).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from mfmaccel.errors import UserInputError
+from mfmaccel.hw.intexec.bert import IntBertLayer, SplitNorm
+from mfmaccel.hw.intops import ILayerNorm
+from mfmaccel.hw.intops.datapath import residual_factors
+from mfmaccel.hw.rtl.program import DRAM, SPAD, Copy, Vector
+from mfmaccel.hw.rtl.top import TopConfig
+from mfmaccel.hw.rtl.top_compile import Compiled, Plan, Region, linear, product
+
+
+def _norm(plan: Plan, norm: ILayerNorm, *, x: Region, rows: int, width: int,
+          what: str) -> Region:
+    """One affine output of a LayerNorm: its gamma and beta into the unit, then the rows."""
+    length = norm.gamma.numel()
+    if length > plan.cfg.engine.max_row:
+        raise UserInputError(f"{what}: rows of {length} exceed the LayerNorm unit's max_row; "
+                             f"use max_row of at least {length}")
+    gamma, beta = plan.dram(norm.gamma), plan.dram(norm.beta)
+    out = plan.spad(rows * length, what)
+    plan.emit(Copy(DRAM, "norm_gamma", 1, length, gamma.base, 0, 1, 0, 0),
+              Copy(DRAM, "norm_beta", 1, length, beta.base, 0, 1, 0, 0),
+              Vector("layernorm", rows, length, x.base, length, out.base, length,
+                     constants=(norm.eps, norm.requant.m, norm.requant.shift, width)))
+    return out
+
+
+def _split_norm(plan: Plan, norm: SplitNorm, x: Region, rows: int, what: str
+                ) -> tuple[Region, Region]:
+    return (_norm(plan, norm.to_gemm, x=x, rows=rows, width=norm.to_gemm.out.bits,
+                  what=f"{what} (int8)"),
+            _norm(plan, norm.to_residual, x=x, rows=rows, width=norm.to_residual.out.bits,
+                  what=f"{what} (int16)"))
+
+
+def _token_shift(plan: Plan, x: Region, rows: int, length: int, what: str
+                 ) -> tuple[Region, Region]:
+    out, shifts = plan.spad(rows * length, what), plan.spad(rows, f"{what} shifts")
+    plan.emit(Vector("token_shift", rows, length, x.base, length, out.base, length,
+                     aux_base=shifts.base))
+    return out, shifts
+
+
+def _residual(plan: Plan, a: Region, scale_a: float, b: Region, scale_b: float,
+              scale_out: float, *, rows: int, length: int, what: str) -> Region:
+    out = plan.spad(rows * length, what)
+    m_a, m_b, shift = residual_factors(scale_a, scale_b, scale_out)
+    plan.emit(Vector("add", rows, length, a.base, length, out.base, length, b.base, length,
+                     constants=(m_a, m_b, shift, 16)))
+    return out
+
+
+def _attention(plan: Plan, layer: IntBertLayer, h8: Region, tokens: int) -> Region:
+    """Per head: scores, softmax, context; the int32 context of every head, row-major."""
+    attention = layer.attention
+    hidden = attention.query.weight.shape[0]
+    d = hidden // attention.heads
+    if tokens > plan.cfg.engine.max_row:
+        raise UserInputError(f"{tokens} tokens exceed the softmax unit's max_row; use "
+                             f"max_row of at least {tokens}")
+    q, k, v = (linear(plan, lin, x=h8, rows=tokens, shifts=None, what=name)
+               for lin, name in ((attention.query, "q"), (attention.key, "k"),
+                                 (attention.value, "v")))
+    scores, probs = plan.spad(tokens * tokens, "scores"), plan.spad(tokens * tokens, "probs")
+    context = plan.spad(tokens * hidden, "context")
+    exp = attention.exp
+    for head in range(attention.heads):
+        product(plan, a=Region(q.base + head * d, 0), a_row=hidden, rows=tokens, depth=d,
+                b=Region(k.base + head * d, 0), b_row=1, b_col=hidden, n=tokens,
+                factor=attention.coarsen, dst=scores.base, dst_row=tokens,
+                what="attention scores")
+        plan.emit(Vector("softmax", tokens, tokens, scores.base, tokens, probs.base, tokens,
+                         constants=(exp.q_ln2, exp.q_b, exp.q_c, 0)))
+        product(plan, a=probs, a_row=tokens, rows=tokens, depth=tokens,
+                b=Region(v.base + head * d, 0), b_row=hidden, b_col=1, n=d,
+                factor=attention.context, dst=context.base + head * d, dst_row=hidden,
+                what="attention context")
+    return context
+
+
+def compile_bert_layer(cfg: TopConfig, layer: IntBertLayer, h8: torch.Tensor,
+                       h16: torch.Tensor) -> Compiled:
+    """The program running `layer` on one sequence's int8 and int16 hidden states
+    (tokens x hidden each), and its outputs `h8` and `h16` (the next layer's inputs)."""
+    if not layer.per_token:
+        raise UserInputError("the top runs BERT layers converted with per_token=True "
+                             "(convert_bert's default)")
+    if h8.dim() != 2 or h8.shape != h16.shape:
+        raise UserInputError("give one sequence's hidden states, tokens x hidden, int8 and "
+                             "int16 alike")
+    tokens, hidden = h8.shape
+    ffn = layer.intermediate.weight.shape[0]
+    plan = Plan(cfg)
+    inputs = {name: (plan.dram(x), plan.spad(x.numel(), name)) for name, x in
+              (("h8", h8), ("h16", h16))}
+    for source, region in inputs.values():
+        plan.emit(Copy(DRAM, "spad", 1, source.size, source.base, 0, 1, region.base, 0))
+    h8_in, h16_in = inputs["h8"][1], inputs["h16"][1]
+    s = layer.scales
+
+    context = _attention(plan, layer, h8_in, tokens)
+    ctx8, ctx_shifts = _token_shift(plan, context, tokens, hidden, "context int8")
+    attended = linear(plan, layer.attention_out, x=ctx8, rows=tokens, shifts=ctx_shifts,
+                      what="attention output")
+    res1 = _residual(plan, attended, s["res1"], h16_in, s["in16"], s["res1"], rows=tokens,
+                     length=hidden, what="first residual")
+    g8, g16 = _split_norm(plan, layer.norm1, res1, tokens, "first LayerNorm")
+
+    up = linear(plan, layer.intermediate, x=g8, rows=tokens, shifts=None, what="FFN up")
+    gelu = plan.spad(tokens * ffn, "GELU")
+    plan.emit(Vector("gelu", tokens, ffn, up.base, ffn, gelu.base, ffn,
+                     constants=(layer.gelu.q_b, layer.gelu.q_c, layer.gelu_out.m,
+                                layer.gelu_out.shift)))
+    f8, f_shifts = _token_shift(plan, gelu, tokens, ffn, "GELU int8")
+    down = linear(plan, layer.output, x=f8, rows=tokens, shifts=f_shifts, what="FFN down")
+    res2 = _residual(plan, down, s["res2"], g16, s["h1_16"], s["res2"], rows=tokens,
+                     length=hidden, what="second residual")
+    out8, out16 = _split_norm(plan, layer.norm2, res2, tokens, "second LayerNorm")
+
+    outputs = {}
+    for name, region in (("h8", out8), ("h16", out16)):
+        target = plan.dram([0] * region.size)
+        plan.emit(Copy(SPAD, "dram", 1, region.size, region.base, 0, 1, target.base, 0))
+        outputs[name] = (target, (tokens, hidden))
+    return plan.finish(outputs)
