@@ -93,8 +93,11 @@ UNIT_OPS: dict[str, tuple[int, int]] = {
     "add": (1, 2),  # align one operand (dyadic multiply), add, saturate
     "requant": (1, 1),  # dyadic multiply and rounding shift, per GEMM output
     "rotary": (2, 1),  # x cos + rotate(x) sin
+    "token_shift": (0, 3),  # the integer programs' per-token scale: row maximum, shift, round
 }
 ALL_UNITS = tuple(UNIT_OPS)
+# the units a float model's workload names (token_shift only appears in integer programs)
+MODEL_UNITS = tuple(unit for unit in ALL_UNITS if unit != "token_shift")
 
 
 class Attention(StrEnum):
@@ -152,12 +155,20 @@ class Arch:
     clock_mhz: float
     tech: Technology = TECH_45NM
     vector_lanes: int = 16  # elements per cycle of each non-linear unit
-    units: tuple[str, ...] = ALL_UNITS
+    units: tuple[str, ...] = MODEL_UNITS
     interconnect: str = "broadcast"  # "broadcast" (our RTL, SwiftTron) or "systolic"
     dataflows: tuple[str, ...] = ("os", "ws")
     attention: str = "tiled"  # an `Attention`
     fusion: tuple[str, ...] = DEFAULT_FUSION  # `Fusion` kinds the schedules may use
     bank_kib: float = 32  # buffers are banks of this size: an access costs one bank's energy
+    # None: GEMM operands stream through double-buffered tiles from off-chip memory, overlapped
+    # with compute. A number: activations live in an on-chip scratchpad and every GEMM's
+    # operands and outputs are copied in and out of the engine's buffers at this many elements
+    # per cycle, before and after it computes (the RTL top, `hw.rtl.top`)
+    operand_fill: float | None = None
+    # units that pass over a row several times (a streaming unit: softmax's max, sum, divide;
+    # a norm's statistics): (unit, passes, extra cycles per row); others take one pass
+    unit_rows: tuple[tuple[str, int, int], ...] = ()
     notes: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
@@ -171,6 +182,9 @@ class Arch:
                 raise UserInputError(f"arch {self.name}: {name} must be positive, got "
                                      f"{getattr(self, name)}; the smallest that works is any "
                                      f"value above 0")
+        if self.operand_fill is not None and not self.operand_fill > 0:
+            raise UserInputError(f"arch {self.name}: operand_fill must be positive (elements "
+                                 f"per cycle), got {self.operand_fill}")
         unknown = set(self.units) - set(ALL_UNITS)
         if unknown:
             raise UserInputError(f"arch {self.name}: unknown unit(s) {sorted(unknown)}; "

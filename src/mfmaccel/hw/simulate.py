@@ -2,7 +2,10 @@
 
 Each operation runs alone (no overlap between operations); within one, off-chip loads overlap
 compute (double buffering), so its time is the larger of its compute cycles and its off-chip
-bytes over the link's bytes per cycle, and it is compute- or bandwidth-bound accordingly.
+bytes over the link's bytes per cycle, and it is compute- or bandwidth-bound accordingly. An
+architecture that copies operands through its engine's buffers instead (`Arch.operand_fill`,
+the RTL top) adds the copies' cycles to the compute's; units that pass over a row several
+times cost each pass (`Arch.unit_rows`).
 What stays on chip between operations is the architecture's `fusion` (`hw.fusion`): attention
 and MLP blocks are priced fused and unfused and the form with fewer off-chip bytes (then fewer
 cycles) is kept, per block; element-wise operations cost a pass over off-chip memory unless
@@ -198,6 +201,10 @@ def _gemm(op: Gemm, arch: Arch, shape: GemmShape | None, *, spill: float = 0.0,
         extra_mults = plan.extra_mults * op.count if index == 0 else 0
         schedule = plan.detail
     cycles = max(compute, math.ceil(dram / arch.bytes_per_cycle))
+    bound = "compute" if compute >= cycles else "bandwidth"
+    if arch.operand_fill is not None:  # copied in and out around the compute, not overlapped
+        fill = math.ceil(_filled_elements(op) / arch.operand_fill)
+        cycles, bound = compute + fill, "compute" if compute >= fill else "fill"
     outputs = op.m * op.n * times
     energy = {"mac": op.macs * tech.mac_pj,
               "requant": outputs * _unit_pj("requant", tech) + extra_mults * tech.mult32_pj,
@@ -205,9 +212,16 @@ def _gemm(op: Gemm, arch: Arch, shape: GemmShape | None, *, spill: float = 0.0,
     return OpResult(
         name=op.role, unit="gemm", count=op.count, macs=op.macs, cycles=cycles,
         compute_cycles=compute, dram_bytes=dram, sram_bytes=sram, energy_pj=energy,
-        bound="compute" if compute >= cycles else "bandwidth",
-        utilisation=op.macs / (compute * arch.macs), mapping=flow, schedule=schedule,
+        bound=bound, utilisation=op.macs / (compute * arch.macs), mapping=flow,
+        schedule=schedule,
     )
+
+
+def _filled_elements(op: Gemm) -> int:
+    """Elements copied through the engine's buffers for one GEMM under `Arch.operand_fill`:
+    A, B and the outputs, and per output channel its bias and requantization multiplier."""
+    per_product = op.m * op.k + op.k * op.n + op.m * op.n + 2 * op.n
+    return per_product * op.batch * op.count
 
 
 def _attention_extra(op: Gemm, arch: Arch) -> tuple[float, int]:
@@ -231,7 +245,9 @@ def _attention_extra(op: Gemm, arch: Arch) -> tuple[float, int]:
 def _vector(op: VectorOp, arch: Arch, dram_per_element: float, schedule: str = "") -> OpResult:
     """An element-wise or row-wise pass moving `dram_per_element` off-chip bytes per element."""
     tech = arch.tech
-    compute = math.ceil(op.rows * op.length / arch.vector_lanes) * op.count
+    compute = _vector_cycles(op, arch)
+    if arch.operand_fill is not None:  # activations stay in the scratchpad
+        dram_per_element = 0.0
     dram = op.elements * dram_per_element
     cycles = max(compute, math.ceil(dram / arch.bytes_per_cycle))
     sram = 2 * op.elements * ACT_BYTES
@@ -243,6 +259,16 @@ def _vector(op: VectorOp, arch: Arch, dram_per_element: float, schedule: str = "
         bound="compute" if compute >= cycles else "bandwidth", utilisation=0.0,
         schedule=schedule or "unfused",
     )
+
+
+def _vector_cycles(op: VectorOp, arch: Arch) -> int:
+    """`vector_lanes` elements per cycle, times the unit's passes over each row plus its
+    per-row cycles where `Arch.unit_rows` names them."""
+    passes, extra = next(((p, e) for unit, p, e in arch.unit_rows if unit == op.unit), (1, 0))
+    if passes == 1 and extra == 0:
+        return math.ceil(op.rows * op.length / arch.vector_lanes) * op.count
+    beats = math.ceil(op.length / arch.vector_lanes)
+    return op.rows * op.count * (passes * beats + extra)
 
 
 def _unit_pj(unit: str, tech) -> float:

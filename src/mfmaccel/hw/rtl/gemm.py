@@ -4,16 +4,17 @@ on-chip buffers, on the `mac_array` and `requant` units.
 The host writes A (M x K, row-major), B (K x N, row-major), the int32 bias (N), the dyadic
 multiplier of each output channel (N: per-channel weight scales, `intops.DyadicVector`) and a
 shift per row of A (M) through one write port, sets M, N, K and the shared requantization
-shift, and pulses `start`. The row shifts are the per-token power-of-two scales of A (`intops.token_shifts`;
-all zero for a static scale): row i's bias loads shifted right by s_i, and its outputs are
-requantized with the shift lowered by s_i (`intops.int_gemm` and `intops.requantize` with
-`row_shift`); the host keeps every s_i below the requantization shift, as the conversion
-does. For every output tile of ROWS x COLS the controller spends 1 cycle loading the bias into
-the accumulators, K cycles of rank-1 updates, and ROWS cycles requantizing one accumulator row
-per cycle (COLS `requant` units) into the output buffer; edge tiles are padded with zeros and
-their extra outputs dropped. No cycle depends on the data: the latency is the performance model's
-output-stationary count (`hw.dataflow.os_cycles`) on this engine's architecture (`gemm_arch`),
-and the testbench holds the simulation to it exactly.
+shift, and pulses `start`. The row shifts are the per-token power-of-two scales of A
+(`intops.token_shifts`; all zero for a static scale): row i's bias loads shifted right by
+s_i, and its outputs are requantized with the shift lowered by s_i (`intops.int_gemm` and
+`intops.requantize` with `row_shift`); the host keeps every s_i below the requantization
+shift, as the conversion does. For every output tile of ROWS x COLS the controller spends 1
+cycle loading the bias into the accumulators, K cycles of rank-1 updates, and ROWS cycles
+requantizing one accumulator row per cycle (COLS `requant` units) into the output buffer;
+edge tiles are padded with zeros and their extra outputs dropped. No cycle depends on the
+data: the latency is the performance model's output-stationary count
+(`hw.dataflow.os_cycles`) on this engine's architecture (`gemm_arch`), and the testbench
+holds the simulation to it exactly.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """cocotb testbench of the GEMM engine (`hw.rtl.gemm`): whole tiled GEMMs through the host
-ports against `intops.int_gemm` + `intops.requantize` (one multiplier per output channel), bit for
-bit, with and without per-row (per-token) shifts, and the cycles from `start` to `done` against `gemm_cycles`,
-exactly."""
+ports against `intops.int_gemm` + `intops.requantize` (one multiplier per output channel),
+bit for bit, with and without per-row (per-token) shifts, and the cycles from `start` to
+`done` against `gemm_cycles`, exactly."""
 
 from __future__ import annotations
 

@@ -76,7 +76,8 @@ def top_files(cfg: TopConfig) -> dict[str, str]:
             "stream_layernorm.v": stream_layernorm_verilog(e)}
 
 
-SPAD = """// accel_spad: the scratchpad, an inferred memory (two registered read ports, one write port)
+SPAD = """// accel_spad: the scratchpad, an inferred memory
+// (two registered read ports, one write port)
 /* verilator lint_off DECLFILENAME */
 module accel_spad #(parameter WORDS = 2, parameter AW = 1) (
     input  wire clk,
@@ -178,8 +179,8 @@ def top_verilog(cfg: TopConfig) -> str:
     return text + SPAD
 
 
-TOP = """// accel_top: the GEMM engine, streaming softmax and LayerNorm, and a vector unit around one
-// scratchpad, run by a controller that fetches its program from off-chip memory
+TOP = """// accel_top: the GEMM engine, streaming softmax and LayerNorm, and a vector unit around
+// one scratchpad, run by a controller that fetches its program from off-chip memory
 // (mfmaccel.hw.rtl.top; instruction set: mfmaccel.hw.rtl.program).
 module accel_top (
     input  wire clk,

@@ -1,0 +1,79 @@
+"""The accelerator top's cycles, instruction by instruction, worked out from its controller
+(`hw.rtl.top`): no cycle depends on the data, so a program's count is known before it runs,
+and the testbench holds the RTL to it exactly.
+
+Every instruction is fetched (17 cycles: a read per word, the last word a cycle later) and
+decoded (1); then
+- a copy, residual add or i-GELU: one element per cycle, plus 2 (the last write, the end);
+- a GEMM: 1 to start the engine, its own count (`gemm_cycles`), then M x N to copy the
+  outputs into the scratchpad;
+- the per-token shift: per row 2 n + 5 (two passes of n + 2, the shift's write);
+- softmax and LayerNorm: per row the unit's own count (`stream_softmax_cycles`,
+  `stream_layernorm_cycles` at one element per beat) plus 1: the row goes in while the unit
+  takes it, and the next row starts the cycle after its last result.
+The count starts with the edge that takes `start` (1) and ends with the one raising `done`
+(the end instruction's decode).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+
+from mfmaccel.hw.rtl.gemm import gemm_cycles
+from mfmaccel.hw.rtl.program import FETCH_CYCLES, Copy, Gemm, Instruction, Vector
+from mfmaccel.hw.rtl.stream_norm import stream_layernorm_cycles
+from mfmaccel.hw.rtl.stream_softmax import stream_softmax_cycles
+from mfmaccel.hw.rtl.top import TopConfig
+
+DECODE_CYCLES = 1
+
+
+def execute_cycles(cfg: TopConfig, instruction: Instruction) -> int:
+    """Cycles from the one after its decode to the one before the next fetch."""
+    if isinstance(instruction, Copy):
+        return instruction.rows * instruction.cols + 2
+    if isinstance(instruction, Gemm):
+        i = instruction
+        return 1 + gemm_cycles(cfg.engine, i.m, i.n, i.k) + i.m * i.n
+    if isinstance(instruction, Vector):
+        v = instruction
+        if v.kind in ("add", "gelu"):
+            return v.rows * v.length + 2
+        if v.kind == "token_shift":
+            return v.rows * (2 * v.length + 5)
+        unit = stream_softmax_cycles if v.kind == "softmax" else stream_layernorm_cycles
+        return v.rows * (unit(cfg.engine, v.length) + 1)
+    return 0
+
+
+def instruction_class(instruction: Instruction) -> str:
+    """What an instruction's cycles are spent on, for breakdowns."""
+    if isinstance(instruction, Copy):
+        return f"copy to {instruction.target}"
+    if isinstance(instruction, Gemm):
+        return "gemm"
+    if isinstance(instruction, Vector):
+        return instruction.kind
+    return "end"
+
+
+def program_cycles(cfg: TopConfig, program: Sequence[Instruction]) -> int:
+    """The top's `cycles` after running `program` (ending with End)."""
+    return 1 + sum(FETCH_CYCLES + DECODE_CYCLES + execute_cycles(cfg, i) for i in program)
+
+
+def cycle_breakdown(cfg: TopConfig, program: Sequence[Instruction]) -> dict[str, int]:
+    """`program_cycles` by what they are spent on: instruction fetch and decode, each class
+    of instruction, and within GEMMs the engine apart from the copy-out of its outputs."""
+    out: Counter[str] = Counter()
+    out["fetch and decode"] = 1 + len(program) * (FETCH_CYCLES + DECODE_CYCLES)
+    for instruction in program:
+        cycles = execute_cycles(cfg, instruction)
+        if isinstance(instruction, Gemm):
+            copy_out = instruction.m * instruction.n
+            out["gemm engine"] += cycles - copy_out
+            out["gemm output copy"] += copy_out
+        elif cycles:
+            out[instruction_class(instruction)] += cycles
+    return dict(out)
