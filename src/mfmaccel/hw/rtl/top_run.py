@@ -93,21 +93,23 @@ def run_top(cfg: TopConfig, compiled: Compiled, work: Path, *,
     cycles and outputs; a program that faults or never ends is an error."""
     require_simulator(simulator)
     work.mkdir(parents=True, exist_ok=True)
-    sources = []
-    for name, text in top_files(cfg).items():
+    files = top_files(cfg) | {"accel_tb.v": _bench(cfg, compiled)}
+    unchanged = all((work / name).is_file() and (work / name).read_text() == text
+                    for name, text in files.items())
+    for name, text in files.items():
         (work / name).write_text(text)
-        sources.append(name)
-    (work / "accel_tb.v").write_text(_bench(cfg, compiled))
     (work / "dram.hex").write_text(_image_hex(compiled))
     (work / "result.txt").unlink(missing_ok=True)
+    sources = list(files)
     if simulator == "icarus":
-        run_tool(["iverilog", "-g2005", "-o", "top.vvp", "-s", "accel_tb", "accel_tb.v",
-                  *sources], work, "iverilog")
+        run_tool(["iverilog", "-g2005", "-o", "top.vvp", "-s", "accel_tb", *sources], work,
+                 "iverilog")
         run_tool(["vvp", "-n", "top.vvp"], work, "vvp")
-    else:
-        run_tool(["verilator", "--binary", "--timing", "-Wno-fatal", "-Wno-lint", "-Wno-style",
-                  "--top-module", "accel_tb", "--Mdir", "obj", "-o", "simv", "-j", "2",
-                  "accel_tb.v", *sources], work, "verilator")
+    else:  # a build of the same sources in `work` is reused: the program is in dram.hex
+        if not (unchanged and (work / "obj" / "simv").is_file()):
+            run_tool(["verilator", "--binary", "--timing", "-Wno-fatal", "-Wno-lint",
+                      "-Wno-style", "--top-module", "accel_tb", "--Mdir", "obj", "-o", "simv",
+                      "-j", "2", *sources], work, "verilator")
         run_tool([str(work / "obj" / "simv")], work, "the verilated top")
     cycles, fault, done = (int(x) for x in (work / "result.txt").read_text().split())
     if fault or not done:
