@@ -16,7 +16,7 @@ from mfmaccel.hw.intexec.quality import corpus_sentences, sentence_batches
 from mfmaccel.hw.intops import INT32, IntRange, residual_add, token_shifts
 from mfmaccel.hw.intops.datapath import residual_factors
 from mfmaccel.hw.rtl.config import RtlConfig
-from mfmaccel.hw.rtl.program import DRAM, SPAD, Copy, Vector, encode
+from mfmaccel.hw.rtl.program import DRAM, SPAD, WORDS, Copy, Vector, encode
 from mfmaccel.hw.rtl.top import TopConfig, top_config
 from mfmaccel.hw.rtl.top_bert import compile_bert_layer
 from mfmaccel.hw.rtl.top_compile import Compiled, Plan
@@ -125,8 +125,8 @@ def test_vector_instructions_match_the_golden_model_on_edge_rows(tmp_path) -> No
 @needs_verilator
 def test_an_unknown_opcode_faults_in_one_line(tmp_path) -> None:
     cfg = top_config(max_tokens=8, max_k=8, max_row=8, max_n=8, spad_words=64, dram_words=256)
-    words = [7] + [0] * 15  # no such opcode
-    compiled = Compiled([], {0: words}, 0, {}, len(words))
+    words = [7] + [0] * (WORDS - 1)  # no such opcode
+    compiled = Compiled([], {0: words}, 0, {}, len(words), 0)
     with pytest.raises(RuntimeError, match="faulted"):
         run_top(cfg, compiled, tmp_path / "top", simulator="verilator")
 
@@ -149,9 +149,10 @@ def test_programs_that_do_not_fit_name_the_size_that_works(tiny_bert) -> None:
         TopConfig(RtlConfig(in_bits=8))
 
 
-def test_instructions_encode_to_sixteen_words_and_refuse_wide_fields() -> None:
+def test_instructions_encode_to_their_words_and_refuse_wide_fields() -> None:
     words = encode(Copy(DRAM, "gemm_b", 3, 4, 5, 6, 7, 8, 9))
-    assert words == [1, 3 << 4, 3, 4, 5, 6, 7, 8, 9] + [0] * 7
-    assert encode(Vector("add", 1, 2, 3, 4, 5, 6, 7, 8, (-1, 2, 3, 4), 9))[10] == 0xFFFF_FFFF
+    assert words == [1, 3 << 4, 3, 4, 5, 6, 7, 8, 9] + [0] * (WORDS - 9)
+    vector = encode(Vector("add", 1, 2, 3, 4, 5, 6, 7, 8, (-1, 2, 3, 4), 9))
+    assert vector[10:12] == [9, 0xFFFF_FFFF]  # the shifts' address, then the constants
     with pytest.raises(UserInputError, match="32-bit word"):
         encode(Copy(DRAM, "spad", 1 << 33, 1, 0, 0, 0, 0, 0))

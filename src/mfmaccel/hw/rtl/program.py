@@ -12,10 +12,17 @@ its fields in the order of each record below:
   beta, which writes the (gamma, beta) pair). One element per cycle.
 - `Gemm`: run the engine on what its buffers hold (M x K by K x N, the requantization shift),
   then copy its M x N outputs into the scratchpad, saturated to `width` bits.
-- `Vector`: a row operation over `rows` rows of `length` elements in the scratchpad: the
-  residual add (two operands, aligned by multipliers, one rounding shift), i-GELU followed by
-  a requantization to int32, the per-token shift (int8 rows and one shift per row), the
-  softmax (its i-exp constants given) and the LayerNorm (eps, the requantization, the width).
+- `Vector`: a row operation over `rows` rows of `length` elements in the scratchpad, its
+  constants by kind:
+  - element by element: `add` (the residual add: m_a, m_b, shift, width), `gelu` (i-GELU's
+    q_b, q_c, then the requantization to int32: m, shift), `silu` (i-SiLU: the sigmoid's
+    i-exp q_ln2, q_b, q_c, its q_one as low and high words, the bits it sees the input
+    coarser), `requant` (m,
+    shift, width), `mul` (a x b requantized: m, shift, width);
+  - by rows: `token_shift` (int8 rows and one shift per row at `aux_base`), `softmax` and
+    `causal_softmax` (row r of r + 1 keys; i-exp's q_ln2, q_b, q_c), `layernorm` and
+    `rmsnorm` (eps's low word, m, shift, width, eps's high word), `rotary` (head vectors of
+    one position, its cos and sin copied in first; the width).
 - `End`: stop; `done` rises.
 
 Every element in either memory is one 32-bit word, sign-extended: int8 weights take a word
@@ -28,12 +35,15 @@ from dataclasses import astuple, dataclass
 
 from mfmaccel.errors import UserInputError
 
-WORDS = 16  # per instruction
+WORDS = 20  # per instruction
 OP_END, OP_COPY, OP_GEMM, OP_VECTOR = 0, 1, 2, 3
 DRAM, SPAD = 0, 1  # copy sources (and the first two targets)
 TARGETS = ("spad", "dram", "gemm_a", "gemm_b", "gemm_bias", "gemm_shift", "gemm_m",
-           "norm_gamma", "norm_beta")
-KINDS = ("add", "gelu", "token_shift", "softmax", "layernorm")
+           "norm_gamma", "norm_beta", "rotary_cos", "rotary_sin")
+KINDS = ("add", "gelu", "token_shift", "softmax", "layernorm", "rmsnorm", "rotary",
+         "causal_softmax", "silu", "requant", "mul")
+UNIT_KINDS = ("softmax", "layernorm", "rmsnorm", "rotary", "causal_softmax")  # streaming units
+ELEMENT_KINDS = ("add", "gelu", "silu", "requant", "mul")  # one element per cycle
 FETCH_CYCLES = WORDS + 1  # one read per word, the last word lands a cycle later
 
 
@@ -72,7 +82,7 @@ class Vector:
     dst_row: int
     b_base: int = 0  # the residual add's second operand
     b_row: int = 0
-    constants: tuple[int, int, int, int] = (0, 0, 0, 0)
+    constants: tuple[int, ...] = ()  # up to 9, by kind (see the module docstring)
     aux_base: int = 0  # the per-token shifts, one word per row
 
 
@@ -100,8 +110,11 @@ def encode(instruction: Instruction) -> list[int]:
     elif isinstance(instruction, Vector):
         head = [OP_VECTOR, KINDS.index(instruction.kind)]
         v = instruction
+        if len(v.constants) > WORDS - 11:
+            raise UserInputError(f"a vector instruction holds {WORDS - 11} constants, got "
+                                 f"{v.constants}")
         fields = [v.rows, v.length, v.a_base, v.a_row, v.b_base, v.b_row, v.dst_base,
-                  v.dst_row, *v.constants, v.aux_base]
+                  v.dst_row, v.aux_base, *v.constants]
     else:
         head, fields = [OP_END], []
     words = [_word(x) for x in head + fields]

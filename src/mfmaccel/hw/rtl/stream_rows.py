@@ -19,6 +19,7 @@ from mfmaccel.hw.rtl.config import SIGMOID_BITS, RtlConfig
 from mfmaccel.hw.rtl.signals import pack
 from mfmaccel.hw.rtl.stream_cases import Batch, OutputShape, add_row, refuse_long_rows
 from mfmaccel.hw.rtl.stream_common import beats, bits_for
+from mfmaccel.hw.rtl.stream_norm import EPS_BITS
 from mfmaccel.hw.rtl.testbench_stream import Field, Harness
 
 Rows = list[list[int]]
@@ -114,7 +115,7 @@ def norm_harness(cfg: RtlConfig, *, centred: bool) -> Harness:
     params = [Field("par_addr", bits_for(beats(cfg.max_row, lanes) - 1)),
               Field("par_gamma", lanes * GAMMA_BITS)]
     params += [Field("par_beta", lanes * 32)] if centred else []
-    params += [Field("eps", 32), Field("rq_m", cfg.multiplier_bits),
+    params += [Field("eps", EPS_BITS), Field("rq_m", cfg.multiplier_bits),
                Field("rq_shift", cfg.shift_bits)]
     out_bits = cfg.out_bits if centred else cfg.rmsnorm_out_bits
     return Harness("stream_layernorm" if centred else "stream_rmsnorm",
@@ -166,7 +167,8 @@ def _norm_unit(cfg: RtlConfig, length: int, rng: random.Random, *, centred: bool
     g_top = (1 << (GAMMA_BITS - 1)) - 1
     gamma_q = torch.randint(-g_top, g_top + 1, (length,), generator=gen)
     requant = Dyadic(rng.randint(1 << 29, (1 << 31) - 1), rng.randint(38, 52))
-    eps = rng.choice((0, rng.randint(0, 1 << 20), (1 << 32) - 1))
+    eps = rng.choice((0, rng.randint(0, 1 << 20), (1 << 32) - 1, rng.randint(1 << 32, 1 << 40),
+                      (1 << EPS_BITS) - 1))
     if not centred:
         return IRMSNorm(gamma_q, eps, requant, out)
     beta_q = torch.randint(-(1 << 28), 1 << 28, (length,), generator=gen)

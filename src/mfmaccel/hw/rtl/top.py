@@ -27,8 +27,10 @@ from mfmaccel.hw.intops.activations import PROBABILITY_BITS
 from mfmaccel.hw.intops.norms import GAMMA_BITS, NORM_INPUT
 from mfmaccel.hw.rtl.config import RtlConfig
 from mfmaccel.hw.rtl.gemm import gemm_verilog
-from mfmaccel.hw.rtl.stream_common import bits_for
-from mfmaccel.hw.rtl.stream_norm import stream_layernorm_verilog
+from mfmaccel.hw.rtl.program import WORDS
+from mfmaccel.hw.rtl.stream_common import bits_for, iexp_function
+from mfmaccel.hw.rtl.stream_elementwise import TABLE_BITS, stream_rotary_verilog
+from mfmaccel.hw.rtl.stream_norm import stream_layernorm_verilog, stream_rmsnorm_verilog
 from mfmaccel.hw.rtl.stream_softmax import stream_softmax_verilog
 from mfmaccel.hw.rtl.units import mac_array_verilog, requant_verilog
 
@@ -57,13 +59,14 @@ class TopConfig:
 
 
 def top_config(*, max_tokens: int, max_k: int, max_row: int, rows: int = 8, cols: int = 8,
-               max_n: int = 64, spad_words: int = 1 << 17, dram_words: int = 1 << 22
-               ) -> TopConfig:
-    """A top sized for sequences of `max_tokens`, GEMMs of depth up to `max_k` and rows up to
-    `max_row` (the widest LayerNorm or softmax row); GEMM outputs go `max_n` columns at a
-    time."""
+               max_n: int = 64, head_dim: int = 64, spad_words: int = 1 << 17,
+               dram_words: int = 1 << 22) -> TopConfig:
+    """A top sized for sequences of `max_tokens`, GEMMs of depth up to `max_k`, rows up to
+    `max_row` (the widest norm or softmax row) and rotary head vectors of `head_dim`; GEMM
+    outputs go `max_n` columns at a time."""
     engine = RtlConfig(rows=rows, cols=cols, in_bits=16, out_bits=32, max_m=max_tokens,
-                       max_n=max_n, max_k=max_k, stream_lanes=1, max_row=max_row)
+                       max_n=max_n, max_k=max_k, stream_lanes=1, max_row=max_row,
+                       rotary_dim=head_dim)
     return TopConfig(engine, spad_words, dram_words)
 
 
@@ -73,7 +76,9 @@ def top_files(cfg: TopConfig) -> dict[str, str]:
     return {"accel_top.v": top_verilog(cfg), "gemm.v": gemm_verilog(e),
             "mac_array.v": mac_array_verilog(e), "requant.v": requant_verilog(e),
             "stream_softmax.v": stream_softmax_verilog(e, runtime_exp=True),
-            "stream_layernorm.v": stream_layernorm_verilog(e)}
+            "stream_layernorm.v": stream_layernorm_verilog(e),
+            "stream_rmsnorm.v": stream_rmsnorm_verilog(e),
+            "stream_rotary.v": stream_rotary_verilog(e)}
 
 
 SPAD = """// accel_spad: the scratchpad, an inferred memory
@@ -146,6 +151,23 @@ FUNCTIONS = """
         end
     endfunction
 
+    function [31:0] silu;  // hw.intops.i_silu: x sigmoid(x), the sigmoid from i-exp
+        input [31:0] x, q_ln2, q_b, q_c;
+        input [63:0] q_one;
+        input [31:0] coarser;
+        reg signed [71:0] coarse;
+        reg [31:0] e;
+        reg [71:0] low;
+        reg signed [71:0] sigmoid;
+        begin
+            coarse = round_shift($signed({{40{x[31]}}, x}), coarser[5:0]);
+            e = iexp(coarse < 0 ? coarse[33:0] : -coarse[33:0], q_ln2, q_b, q_c);
+            low = {25'd0, e, 15'd0} / ({40'd0, e} + {8'd0, q_one});
+            sigmoid = (coarse > 0) ? 72'sd32768 - $signed(low) : $signed(low);
+            silu = saturate($signed({{40{x[31]}}, x}) * sigmoid, 32'd32);
+        end
+    endfunction
+
     function [5:0] token_shift;  // hw.intops.token_shifts: bits of the largest magnitude - 7
         input [32:0] largest;
         integer i;
@@ -169,12 +191,15 @@ def top_verilog(cfg: TopConfig) -> str:
     oaw = bits_for(e.max_m * e.max_n - 1)
     dim = bits_for(max(e.max_m, e.max_n, e.max_k))
     naw = bits_for(e.max_row - 1)
-    text = TOP.replace("@FUNCTIONS@", FUNCTIONS)
+    text = TOP.replace("@FUNCTIONS@", FUNCTIONS + iexp_function("iexp", 34, None))
     for key, value in {"DAW": daw, "SAW": saw, "EAW": eaw, "OAW": oaw, "DIM": dim,
                        "NAW": naw, "SPAD_WORDS": cfg.spad_words, "MAX_N": e.max_n,
                        "MAX_ROW": e.max_row, "GAMMA_W": GAMMA_BITS, "NORM_IN": NORM_INPUT.bits,
                        "M_W": e.multiplier_bits, "SHIFT_W": e.shift_bits,
-                       "PROB_W": e.softmax_bits, "IN_W": e.in_bits}.items():
+                       "WORDS": WORDS, "PROB_W": e.softmax_bits, "IN_W": e.in_bits,
+                       "ROT_OUT": e.in_bits + 2,
+                       "TABLE_W": TABLE_BITS, "ROT_DIM": e.rotary_dim,
+                       "ROT_AW": bits_for(e.rotary_dim - 1)}.items():
         text = text.replace(f"@{key}@", str(value))
     return text + SPAD
 
@@ -202,14 +227,16 @@ module accel_top (
                      S_DRAIN = 4'd8, S_TS_MAX = 4'd9, S_TS_OUT = 4'd10, S_TS_AUX = 4'd11;
     localparam [31:0] OP_END = 0, OP_COPY = 1, OP_GEMM = 2, OP_VECTOR = 3;
     localparam [3:0] T_SPAD = 0, T_DRAM = 1, T_A = 2, T_B = 3, T_BIAS = 4, T_SHIFT = 5, T_M = 6,
-                     T_GAMMA = 7, T_BETA = 8;
-    localparam [31:0] K_ADD = 0, K_GELU = 1, K_TOKEN = 2, K_SOFTMAX = 3, K_NORM = 4;
+                     T_GAMMA = 7, T_BETA = 8, T_COS = 9, T_SIN = 10;
+    localparam [31:0] K_ADD = 0, K_GELU = 1, K_TOKEN = 2, K_SOFTMAX = 3, K_NORM = 4, K_RMS = 5,
+                      K_ROTARY = 6, K_CAUSAL = 7, K_SILU = 8, K_REQUANT = 9, K_MUL = 10;
     localparam [31:0] MAX_N = @MAX_N@;
+    localparam [4:0] WORDS = @WORDS@;
 
     reg [3:0] state;
     reg [@DAW@-1:0] pc;
     reg [4:0] fetched;                     // words of the instruction read so far
-    reg [31:0] w [0:15];                   // the instruction
+    reg [31:0] w [0:WORDS-1];              // the instruction
     reg [31:0] r, c;                       // row and column being issued
     reg [31:0] a_row, a_addr, b_row, b_addr, d_row, d_addr;
     reg pending;                           // a read issued last cycle: write it this cycle
@@ -227,9 +254,11 @@ module accel_top (
     // a base/row, b base/row, dst base/row, constants, aux base), gemm (m, n, k, shift,
     // width, dst base/row)
     wire [31:0] rows = w[2];
-    wire [31:0] cols = w[3];
+    // a causal softmax's row r holds r + 1 scores (the keys at or before its token)
+    wire [31:0] cols = (op == OP_VECTOR && kind == K_CAUSAL) ? r + 32'd1 : w[3];
     wire [31:0] a_col = copying ? w[6] : 32'd1;
-    wire [31:0] c0 = w[10], c1 = w[11], c2 = w[12], c3 = w[13];
+    wire [31:0] aux = w[10], c0 = w[11], c1 = w[12], c2 = w[13], c3 = w[14], c4 = w[15];
+    wire [31:0] c5 = w[16];
 
     // --- memories ---
     wire issue = (state == S_STREAM || state == S_FEED || state == S_TS_MAX
@@ -241,12 +270,12 @@ module accel_top (
         .clk(clk), .we(spad_we), .waddr(spad_waddr[@SAW@-1:0]), .wdata(spad_wdata),
         .re0(issue && !(copying && from_dram)), .raddr0(a_addr[@SAW@-1:0]),
         .rdata0(spad_rdata0),
-        .re1(issue && state == S_STREAM && op == OP_VECTOR && kind == K_ADD),
+        .re1(issue && state == S_STREAM && op == OP_VECTOR && (kind == K_ADD || kind == K_MUL)),
         .raddr1(b_addr[@SAW@-1:0]), .rdata1(spad_rdata1)
     );
     reg dram_we;
     reg [31:0] dram_waddr, dram_wdata;
-    wire fetch_read = state == S_FETCH && fetched < 5'd16;
+    wire fetch_read = state == S_FETCH && fetched < WORDS;
     wire [31:0] fetch_addr = {{(32-@DAW@){1'b0}}, pc} + {27'd0, fetched};
     assign mem_re = fetch_read || (issue && copying && from_dram);
     assign mem_we = dram_we;
@@ -273,10 +302,12 @@ module accel_top (
 
     // --- the streaming units: rows in one element per beat, results out ---
     wire sm_in_ready, ln_in_ready, sm_out_valid, ln_out_valid, sm_out_last, ln_out_last;
-    wire sm_out_count, ln_out_count;
+    wire rms_in_ready, rot_in_ready, rms_out_valid, rot_out_valid, rms_out_last, rot_out_last;
+    wire sm_out_count, ln_out_count, rms_out_count, rot_out_count;
     wire [@PROB_W@-1:0] sm_out_data;
-    wire [31:0] ln_out_data;
-    wire to_softmax = kind == K_SOFTMAX;
+    wire [31:0] ln_out_data, rms_out_data;
+    wire [@ROT_OUT@-1:0] rot_out_data;
+    wire to_softmax = kind == K_SOFTMAX || kind == K_CAUSAL;
     wire unit_in_valid = state == S_FEED && pending;
     stream_softmax softmax (
         .clk(clk), .rst(rst), .in_valid(unit_in_valid && to_softmax), .in_ready(sm_in_ready),
@@ -291,22 +322,52 @@ module accel_top (
     reg [@GAMMA_W@-1:0] par_gamma;
     reg [31:0] par_beta;
     stream_layernorm norm (
-        .clk(clk), .rst(rst), .in_valid(unit_in_valid && !to_softmax), .in_ready(ln_in_ready),
+        .clk(clk), .rst(rst), .in_valid(unit_in_valid && kind == K_NORM),
+        .in_ready(ln_in_ready),
         .in_data(spad_rdata0[@NORM_IN@-1:0]), .in_count(1'b1), .in_last(pending_last),
         .out_valid(ln_out_valid), .out_ready(state == S_DRAIN), .out_data(ln_out_data),
         .out_count(ln_out_count), .out_last(ln_out_last),
         .par_we(par_we), .par_addr(par_addr), .par_gamma(par_gamma), .par_beta(par_beta),
-        .eps(c0), .rq_m(c1[@M_W@-1:0]), .rq_shift(c2[@SHIFT_W@-1:0])
+        .eps({c4[15:0], c0}), .rq_m(c1[@M_W@-1:0]), .rq_shift(c2[@SHIFT_W@-1:0])
     );
-    wire out_valid = to_softmax ? sm_out_valid : ln_out_valid;
-    wire out_last = to_softmax ? sm_out_last : ln_out_last;
+    stream_rmsnorm rms (
+        .clk(clk), .rst(rst), .in_valid(unit_in_valid && kind == K_RMS), .in_ready(rms_in_ready),
+        .in_data(spad_rdata0[@NORM_IN@-1:0]), .in_count(1'b1), .in_last(pending_last),
+        .out_valid(rms_out_valid), .out_ready(state == S_DRAIN), .out_data(rms_out_data),
+        .out_count(rms_out_count), .out_last(rms_out_last),
+        .par_we(par_we), .par_addr(par_addr), .par_gamma(par_gamma),
+        .eps({c4[15:0], c0}), .rq_m(c1[@M_W@-1:0]), .rq_shift(c2[@SHIFT_W@-1:0])
+    );
+    reg [@TABLE_W@-1:0] cos_stage [0:@ROT_DIM@-1];
+    reg rot_we;
+    reg [@ROT_AW@-1:0] rot_addr;
+    reg [@TABLE_W@-1:0] rot_cos, rot_sin;
+    stream_rotary rotary (
+        .clk(clk), .rst(rst), .in_valid(unit_in_valid && kind == K_ROTARY),
+        .in_ready(rot_in_ready), .in_data(spad_rdata0[@IN_W@-1:0]), .in_count(1'b1),
+        .in_last(pending_last), .out_valid(rot_out_valid), .out_ready(state == S_DRAIN),
+        .out_data(rot_out_data), .out_count(rot_out_count), .out_last(rot_out_last),
+        .par_we(rot_we), .par_addr(rot_addr), .par_cos(rot_cos), .par_sin(rot_sin)
+    );
+    wire out_valid = to_softmax ? sm_out_valid : kind == K_NORM ? ln_out_valid
+                   : kind == K_RMS ? rms_out_valid : rot_out_valid;
+    wire out_last = to_softmax ? sm_out_last : kind == K_NORM ? ln_out_last
+                  : kind == K_RMS ? rms_out_last : rot_out_last;
+    wire [31:0] unit_word = kind == K_NORM ? ln_out_data : kind == K_RMS ? rms_out_data
+                          : {{(32-@ROT_OUT@){rot_out_data[@ROT_OUT@-1]}}, rot_out_data};
     wire [31:0] out_word = to_softmax ? {{(32-@PROB_W@){1'b0}}, sm_out_data}
-                                      : saturate({{40{ln_out_data[31]}}, ln_out_data}, c3);
+                                      : saturate({{40{unit_word[31]}}, unit_word}, c3);
 @FUNCTIONS@
     // the element written this cycle by the stream (copy, add, gelu) and the token shift
     wire [31:0] stream_value = copying ? a_data
         : kind == K_ADD ? residual(a_data, spad_rdata1, c0, c1, c2, c3)
-        : gelu(a_data, c0, c1, c2, c3);
+        : kind == K_GELU ? gelu(a_data, c0, c1, c2, c3)
+        : kind == K_SILU ? silu(a_data, c0, c1, c2, {c4, c3}, c5)
+        : kind == K_REQUANT ? saturate(round_shift($signed({{40{a_data[31]}}, a_data})
+                                                   * $signed({40'd0, c0}), c1[5:0]), c2)
+        : saturate(round_shift($signed({{40{a_data[31]}}, a_data})
+                               * $signed({{40{spad_rdata1[31]}}, spad_rdata1})
+                               * $signed({40'd0, c0}), c1[5:0]), c2);  // K_MUL
     wire [31:0] shifted = saturate(round_shift($signed({{40{a_data[31]}}, a_data}), row_shift),
                                    32'd8);
     wire [32:0] magnitude = a_data[31] ? -{1'b1, a_data} : {1'b0, a_data};
@@ -319,7 +380,8 @@ module accel_top (
     assign busy = state != S_IDLE;
 
     always @(posedge clk) begin
-        spad_we <= 1'b0; dram_we <= 1'b0; eng_wr_en <= 1'b0; par_we <= 1'b0; done <= 1'b0;
+        spad_we <= 1'b0; dram_we <= 1'b0; eng_wr_en <= 1'b0; par_we <= 1'b0; rot_we <= 1'b0;
+        done <= 1'b0;
         if (rst) begin
             state <= S_IDLE; fault <= 1'b0; cycles <= 32'd0; pending <= 1'b0;
         end else begin
@@ -346,7 +408,7 @@ module accel_top (
                 end
                 S_FETCH: begin
                     if (fetched != 5'd0) w[fetched - 5'd1] <= mem_rdata;
-                    if (fetched == 5'd16) state <= S_DECODE;
+                    if (fetched == WORDS) state <= S_DECODE;
                     fetched <= fetched + 5'd1;
                 end
                 S_DECODE: begin
@@ -357,12 +419,16 @@ module accel_top (
                     if (op == OP_END) begin state <= S_IDLE; done <= 1'b1; end
                     else if (op == OP_COPY) state <= S_STREAM;
                     else if (op == OP_GEMM) state <= S_GEMM_GO;
-                    else if (op == OP_VECTOR && (kind == K_ADD || kind == K_GELU))
+                    else if (op == OP_VECTOR && (kind == K_ADD || kind == K_GELU
+                                                 || kind == K_SILU || kind == K_REQUANT
+                                                 || kind == K_MUL))
                         state <= S_STREAM;
                     else if (op == OP_VECTOR && kind == K_TOKEN) begin
                         state <= S_TS_MAX; largest <= 33'd0;
                     end
-                    else if (op == OP_VECTOR && (kind == K_SOFTMAX || kind == K_NORM))
+                    else if (op == OP_VECTOR && (kind == K_SOFTMAX || kind == K_NORM
+                                                 || kind == K_RMS || kind == K_ROTARY
+                                                 || kind == K_CAUSAL))
                         state <= S_FEED;
                     else begin state <= S_IDLE; fault <= 1'b1; done <= 1'b1; end
                 end
@@ -374,6 +440,12 @@ module accel_top (
                             dram_we <= 1'b1; dram_waddr <= pending_addr; dram_wdata <= a_data;
                         end else if (target == T_GAMMA) begin
                             gamma_stage[pending_addr[@NAW@-1:0]] <= a_data[@GAMMA_W@-1:0];
+                        end else if (target == T_COS) begin
+                            cos_stage[pending_addr[@ROT_AW@-1:0]] <= a_data[@TABLE_W@-1:0];
+                        end else if (target == T_SIN) begin
+                            rot_we <= 1'b1; rot_addr <= pending_addr[@ROT_AW@-1:0];
+                            rot_cos <= cos_stage[pending_addr[@ROT_AW@-1:0]];
+                            rot_sin <= a_data[@TABLE_W@-1:0];
                         end else if (target == T_BETA) begin
                             par_we <= 1'b1; par_addr <= pending_addr[@NAW@-1:0];
                             par_gamma <= gamma_stage[pending_addr[@NAW@-1:0]];
@@ -383,7 +455,7 @@ module accel_top (
                             eng_wr_addr <= pending_addr; eng_wr_data <= a_data;
                         end
                     end
-                    if (stream_done) begin state <= S_FETCH; pc <= pc + 16; fetched <= 5'd0; end
+                    if (stream_done) begin state <= S_FETCH; pc <= pc + WORDS; fetched <= 5'd0; end
                 end
                 S_GEMM_GO: begin state <= S_GEMM_WAIT; r <= 32'd0; c <= 32'd0; out_addr <= 0; end
                 S_GEMM_WAIT: if (eng_done) state <= S_GEMM_OUT;
@@ -394,7 +466,7 @@ module accel_top (
                         c <= 32'd0; r <= r + 32'd1; out_addr <= (r + 32'd1) * MAX_N;
                         d_row <= d_row + w[7]; d_addr <= d_row + w[7];
                         if (r + 32'd1 == w[1]) begin
-                            state <= S_FETCH; pc <= pc + 16; fetched <= 5'd0;
+                            state <= S_FETCH; pc <= pc + WORDS; fetched <= 5'd0;
                         end
                     end else begin
                         c <= c + 32'd1; out_addr <= out_addr + 32'd1; d_addr <= d_addr + 32'd1;
@@ -410,7 +482,7 @@ module accel_top (
                         r <= r + 32'd1; c <= 32'd0;
                         a_row <= a_row + w[5]; a_addr <= a_row + w[5];
                         d_row <= d_row + w[9]; d_addr <= d_row + w[9];
-                        if (last_row) begin state <= S_FETCH; pc <= pc + 16; fetched <= 5'd0; end
+                        if (last_row) begin state <= S_FETCH; pc <= pc + WORDS; fetched <= 5'd0; end
                         else state <= S_FEED;
                     end
                 end
@@ -428,11 +500,11 @@ module accel_top (
                     if (!issue && !pending) state <= S_TS_AUX;
                 end
                 default: begin  // S_TS_AUX: the row's shift, then the next row
-                    spad_we <= 1'b1; spad_waddr <= w[14] + r; spad_wdata <= {26'd0, row_shift};
+                    spad_we <= 1'b1; spad_waddr <= aux + r; spad_wdata <= {26'd0, row_shift};
                     largest <= 33'd0; r <= r + 32'd1; c <= 32'd0;
                     a_row <= a_row + w[5]; a_addr <= a_row + w[5];
                     d_row <= d_row + w[9]; d_addr <= d_row + w[9];
-                    if (last_row) begin state <= S_FETCH; pc <= pc + 16; fetched <= 5'd0; end
+                    if (last_row) begin state <= S_FETCH; pc <= pc + WORDS; fetched <= 5'd0; end
                     else state <= S_TS_MAX;
                 end
             endcase

@@ -14,10 +14,17 @@ import torch
 from mfmaccel.errors import UserInputError
 from mfmaccel.hw.intexec.bert import IntBertLayer, SplitNorm
 from mfmaccel.hw.intops import ILayerNorm
-from mfmaccel.hw.intops.datapath import residual_factors
 from mfmaccel.hw.rtl.program import DRAM, SPAD, Copy, Vector
 from mfmaccel.hw.rtl.top import TopConfig
-from mfmaccel.hw.rtl.top_compile import Compiled, Plan, Region, linear, product
+from mfmaccel.hw.rtl.top_compile import (
+    Compiled,
+    Plan,
+    Region,
+    linear,
+    product,
+    residual,
+    token_shift,
+)
 
 
 def _norm(plan: Plan, norm: ILayerNorm, *, x: Region, rows: int, width: int,
@@ -32,7 +39,8 @@ def _norm(plan: Plan, norm: ILayerNorm, *, x: Region, rows: int, width: int,
     plan.emit(Copy(DRAM, "norm_gamma", 1, length, gamma.base, 0, 1, 0, 0),
               Copy(DRAM, "norm_beta", 1, length, beta.base, 0, 1, 0, 0),
               Vector("layernorm", rows, length, x.base, length, out.base, length,
-                     constants=(norm.eps, norm.requant.m, norm.requant.shift, width)))
+                     constants=(norm.eps & 0xFFFF_FFFF, norm.requant.m, norm.requant.shift, width,
+                                norm.eps >> 32)))
     return out
 
 
@@ -42,23 +50,6 @@ def _split_norm(plan: Plan, norm: SplitNorm, x: Region, rows: int, what: str
                   what=f"{what} (int8)"),
             _norm(plan, norm.to_residual, x=x, rows=rows, width=norm.to_residual.out.bits,
                   what=f"{what} (int16)"))
-
-
-def _token_shift(plan: Plan, x: Region, rows: int, length: int, what: str
-                 ) -> tuple[Region, Region]:
-    out, shifts = plan.spad(rows * length, what), plan.spad(rows, f"{what} shifts")
-    plan.emit(Vector("token_shift", rows, length, x.base, length, out.base, length,
-                     aux_base=shifts.base))
-    return out, shifts
-
-
-def _residual(plan: Plan, a: Region, scale_a: float, b: Region, scale_b: float,
-              scale_out: float, *, rows: int, length: int, what: str) -> Region:
-    out = plan.spad(rows * length, what)
-    m_a, m_b, shift = residual_factors(scale_a, scale_b, scale_out)
-    plan.emit(Vector("add", rows, length, a.base, length, out.base, length, b.base, length,
-                     constants=(m_a, m_b, shift, 16)))
-    return out
 
 
 def _attention(plan: Plan, layer: IntBertLayer, h8: Region, tokens: int) -> Region:
@@ -86,6 +77,7 @@ def _attention(plan: Plan, layer: IntBertLayer, h8: Region, tokens: int) -> Regi
                 b=Region(v.base + head * d, 0), b_row=hidden, b_col=1, n=d,
                 factor=attention.context, dst=context.base + head * d, dst_row=hidden,
                 what="attention context")
+    plan.release(q, k, v, scores, probs)
     return context
 
 
@@ -110,22 +102,32 @@ def compile_bert_layer(cfg: TopConfig, layer: IntBertLayer, h8: torch.Tensor,
     s = layer.scales
 
     context = _attention(plan, layer, h8_in, tokens)
-    ctx8, ctx_shifts = _token_shift(plan, context, tokens, hidden, "context int8")
+    plan.release(h8_in)
+    ctx8, ctx_shifts = token_shift(plan, context, tokens, hidden, "context int8")
+    plan.release(context)
     attended = linear(plan, layer.attention_out, x=ctx8, rows=tokens, shifts=ctx_shifts,
                       what="attention output")
-    res1 = _residual(plan, attended, s["res1"], h16_in, s["in16"], s["res1"], rows=tokens,
-                     length=hidden, what="first residual")
+    plan.release(ctx8, ctx_shifts)
+    res1 = residual(plan, attended, s["res1"], h16_in, s["in16"], s["res1"], rows=tokens,
+                    length=hidden, width=16, what="first residual")
+    plan.release(attended, h16_in)
     g8, g16 = _split_norm(plan, layer.norm1, res1, tokens, "first LayerNorm")
+    plan.release(res1)
 
     up = linear(plan, layer.intermediate, x=g8, rows=tokens, shifts=None, what="FFN up")
+    plan.release(g8)
     gelu = plan.spad(tokens * ffn, "GELU")
     plan.emit(Vector("gelu", tokens, ffn, up.base, ffn, gelu.base, ffn,
                      constants=(layer.gelu.q_b, layer.gelu.q_c, layer.gelu_out.m,
                                 layer.gelu_out.shift)))
-    f8, f_shifts = _token_shift(plan, gelu, tokens, ffn, "GELU int8")
+    plan.release(up)
+    f8, f_shifts = token_shift(plan, gelu, tokens, ffn, "GELU int8")
+    plan.release(gelu)
     down = linear(plan, layer.output, x=f8, rows=tokens, shifts=f_shifts, what="FFN down")
-    res2 = _residual(plan, down, s["res2"], g16, s["h1_16"], s["res2"], rows=tokens,
-                     length=hidden, what="second residual")
+    plan.release(f8, f_shifts)
+    res2 = residual(plan, down, s["res2"], g16, s["h1_16"], s["res2"], rows=tokens,
+                    length=hidden, width=16, what="second residual")
+    plan.release(down, g16)
     out8, out16 = _split_norm(plan, layer.norm2, res2, tokens, "second LayerNorm")
 
     outputs = {}

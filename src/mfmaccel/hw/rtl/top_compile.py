@@ -16,7 +16,18 @@ import torch
 from mfmaccel.errors import UserInputError
 from mfmaccel.hw.intexec.linear import IntLinear
 from mfmaccel.hw.intops import Dyadic
-from mfmaccel.hw.rtl.program import DRAM, SPAD, WORDS, Copy, End, Gemm, Instruction, encode
+from mfmaccel.hw.intops.datapath import residual_factors
+from mfmaccel.hw.rtl.program import (
+    DRAM,
+    SPAD,
+    WORDS,
+    Copy,
+    End,
+    Gemm,
+    Instruction,
+    Vector,
+    encode,
+)
 from mfmaccel.hw.rtl.top import TopConfig
 
 
@@ -35,6 +46,7 @@ class Compiled:
     program_base: int
     outputs: dict[str, tuple[Region, tuple[int, ...]]]  # name -> (where, tensor shape)
     dram_words: int  # off-chip words the image reaches
+    spad_words: int  # scratchpad words the program uses (its high-water mark)
 
 
 @dataclass
@@ -45,7 +57,8 @@ class Plan:
     image: dict[int, list[int]] = field(default_factory=dict)
     program: list[Instruction] = field(default_factory=list)
     dram_next: int = 0
-    spad_next: int = 0
+    spad_next: int = 0  # the scratchpad's high-water mark
+    spad_free: list[Region] = field(default_factory=list)  # released, by address
     constants: dict[tuple[int, int], Region] = field(default_factory=dict)
 
     def dram(self, values: torch.Tensor | list[int]) -> Region:
@@ -67,6 +80,13 @@ class Plan:
         return region
 
     def spad(self, size: int, what: str) -> Region:
+        """`size` words of the scratchpad: the first released gap that holds them, else
+        above everything allocated so far."""
+        for i, gap in enumerate(self.spad_free):
+            if gap.size >= size:
+                rest = Region(gap.base + size, gap.size - size)
+                self.spad_free[i:i + 1] = [rest] if rest.size else []
+                return Region(gap.base, size)
         region = Region(self.spad_next, size)
         self.spad_next += size
         if self.spad_next > self.cfg.spad_words:
@@ -74,6 +94,18 @@ class Plan:
                                  f"words ({what} does not fit); raise spad_words (now "
                                  f"{self.cfg.spad_words})")
         return region
+
+    def release(self, *regions: Region) -> None:
+        """Scratchpad regions no later instruction reads: free for the next allocations
+        (adjacent gaps merged)."""
+        gaps = sorted([*self.spad_free, *regions], key=lambda r: r.base)
+        merged: list[Region] = []
+        for gap in gaps:
+            if merged and merged[-1].base + merged[-1].size == gap.base:
+                merged[-1] = Region(merged[-1].base, merged[-1].size + gap.size)
+            else:
+                merged.append(gap)
+        self.spad_free = merged
 
     def emit(self, *instructions: Instruction) -> None:
         self.program.extend(instructions)
@@ -88,7 +120,8 @@ class Plan:
         if self.dram_next > self.cfg.dram_words:
             raise UserInputError(f"the program and its data need {self.dram_next} off-chip "
                                  f"words; raise dram_words (now {self.cfg.dram_words})")
-        return Compiled(self.program, self.image, base, outputs, self.dram_next)
+        return Compiled(self.program, self.image, base, outputs, self.dram_next,
+                        self.spad_next)
 
 
 def check_gemm_fits(cfg: TopConfig, m: int, k: int, what: str) -> None:
@@ -159,4 +192,24 @@ def product(plan: Plan, *, a: Region, a_row: int, rows: int, depth: int, b: Regi
                 weights_from=SPAD)
 
 
-__all__ = ["WORDS", "Compiled", "Plan", "Region", "linear", "product"]
+def token_shift(plan: Plan, x: Region, rows: int, length: int, what: str
+                ) -> tuple[Region, Region]:
+    """Per-token shifts of rows x length int32 values: the int8 rows and one shift per row."""
+    out, shifts = plan.spad(rows * length, what), plan.spad(rows, f"{what} shifts")
+    plan.emit(Vector("token_shift", rows, length, x.base, length, out.base, length,
+                     aux_base=shifts.base))
+    return out, shifts
+
+
+def residual(plan: Plan, a: Region, scale_a: float, b: Region, scale_b: float,
+             scale_out: float, *, rows: int, length: int, width: int, what: str) -> Region:
+    """`intops.residual_add` of two rows x length regions into a new one of `width` bits."""
+    out = plan.spad(rows * length, what)
+    m_a, m_b, shift = residual_factors(scale_a, scale_b, scale_out)
+    plan.emit(Vector("add", rows, length, a.base, length, out.base, length, b.base, length,
+                     constants=(m_a, m_b, shift, width)))
+    return out
+
+
+__all__ = ["WORDS", "Compiled", "Plan", "Region", "linear", "product", "residual",
+           "token_shift"]

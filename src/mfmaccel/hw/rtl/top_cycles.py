@@ -4,13 +4,16 @@ and the testbench holds the RTL to it exactly.
 
 Every instruction is fetched (17 cycles: a read per word, the last word a cycle later) and
 decoded (1); then
-- a copy, residual add or i-GELU: one element per cycle, plus 2 (the last write, the end);
+- a copy or an element-by-element vector instruction (add, gelu, silu, requant, mul): one
+  element per cycle, plus 2 (the last write, the end);
 - a GEMM: 1 to start the engine, its own count (`gemm_cycles`), then M x N to copy the
   outputs into the scratchpad;
 - the per-token shift: per row 2 n + 5 (two passes of n + 2, the shift's write);
-- softmax and LayerNorm: per row the unit's own count (`stream_softmax_cycles`,
-  `stream_layernorm_cycles` at one element per beat) plus 1: the row goes in while the unit
-  takes it, and the next row starts the cycle after its last result.
+- softmax, LayerNorm, RMSNorm and rotary: per row the unit's own count
+  (`stream_softmax_cycles`, `stream_layernorm_cycles`, `stream_rmsnorm_cycles`,
+  `stream_rotary_cycles` at one element per beat) plus 1: the row goes in while the unit
+  takes it, and the next row starts the cycle after its last result; a causal softmax's row
+  r has r + 1 elements.
 The count starts with the edge that takes `start` (1) and ends with the one raising `done`
 (the end instruction's decode).
 """
@@ -21,12 +24,15 @@ from collections import Counter
 from collections.abc import Sequence
 
 from mfmaccel.hw.rtl.gemm import gemm_cycles
-from mfmaccel.hw.rtl.program import FETCH_CYCLES, Copy, Gemm, Instruction, Vector
-from mfmaccel.hw.rtl.stream_norm import stream_layernorm_cycles
+from mfmaccel.hw.rtl.program import ELEMENT_KINDS, FETCH_CYCLES, Copy, Gemm, Instruction, Vector
+from mfmaccel.hw.rtl.stream_elementwise import stream_rotary_cycles
+from mfmaccel.hw.rtl.stream_norm import stream_layernorm_cycles, stream_rmsnorm_cycles
 from mfmaccel.hw.rtl.stream_softmax import stream_softmax_cycles
 from mfmaccel.hw.rtl.top import TopConfig
 
 DECODE_CYCLES = 1
+UNIT_CYCLES = {"softmax": stream_softmax_cycles, "layernorm": stream_layernorm_cycles,
+               "rmsnorm": stream_rmsnorm_cycles, "rotary": stream_rotary_cycles}
 
 
 def execute_cycles(cfg: TopConfig, instruction: Instruction) -> int:
@@ -38,12 +44,13 @@ def execute_cycles(cfg: TopConfig, instruction: Instruction) -> int:
         return 1 + gemm_cycles(cfg.engine, i.m, i.n, i.k) + i.m * i.n
     if isinstance(instruction, Vector):
         v = instruction
-        if v.kind in ("add", "gelu"):
+        if v.kind in ELEMENT_KINDS:
             return v.rows * v.length + 2
         if v.kind == "token_shift":
             return v.rows * (2 * v.length + 5)
-        unit = stream_softmax_cycles if v.kind == "softmax" else stream_layernorm_cycles
-        return v.rows * (unit(cfg.engine, v.length) + 1)
+        if v.kind == "causal_softmax":
+            return sum(stream_softmax_cycles(cfg.engine, r + 1) + 1 for r in range(v.rows))
+        return v.rows * (UNIT_CYCLES[v.kind](cfg.engine, v.length) + 1)
     return 0
 
 
