@@ -10,9 +10,11 @@ import shutil
 import pytest
 import torch
 
+from mfmaccel.compress.calibration import calibration_batches
 from mfmaccel.errors import UserInputError
 from mfmaccel.hw.intexec.bert import convert_bert
-from mfmaccel.hw.intexec.quality import corpus_sentences, sentence_batches
+from mfmaccel.hw.intexec.llama import convert_llama
+from mfmaccel.hw.intexec.quality import corpus_sentences, scored_ids, sentence_batches
 from mfmaccel.hw.intops import INT32, IntRange, residual_add, token_shifts
 from mfmaccel.hw.intops.datapath import residual_factors
 from mfmaccel.hw.rtl.config import RtlConfig
@@ -21,6 +23,7 @@ from mfmaccel.hw.rtl.top import TopConfig, top_config
 from mfmaccel.hw.rtl.top_bert import compile_bert_layer
 from mfmaccel.hw.rtl.top_compile import Compiled, Plan
 from mfmaccel.hw.rtl.top_cycles import program_cycles
+from mfmaccel.hw.rtl.top_llama import compile_llama_block
 from mfmaccel.hw.rtl.top_model import layer_workload, top_arch
 from mfmaccel.hw.rtl.top_run import run_top
 from mfmaccel.hw.simulate import simulate
@@ -46,6 +49,16 @@ def tiny_bert():
     return model, program.layers[1], h8[0], h16[0]
 
 
+@pytest.fixture(scope="module")
+def tiny_llama():
+    model = load_model("tiny-llama")
+    program = convert_llama(model.module, calibration_batches(model.tokenizer, 512, 64),
+                            max_length=64)
+    ids = scored_ids(model.tokenizer, "test", TOKENS)[None, :TOKENS]
+    h = program.blocks[0](program.table[ids])  # block 1 gets real activations
+    return model, program.blocks[1], h[0]
+
+
 def _config(model, **overrides) -> TopConfig:
     config = model.module.config
     sizes = {"max_tokens": TOKENS, "max_k": config.intermediate_size,
@@ -63,6 +76,18 @@ def test_bert_layer_is_bit_exact_in_rtl_in_the_counted_cycles(tiny_bert, tmp_pat
     run = run_top(cfg, compiled, tmp_path / "top", simulator="verilator")
     assert torch.equal(run.outputs["h8"], expected8[0])
     assert torch.equal(run.outputs["h16"], expected16[0])
+    assert run.cycles == program_cycles(cfg, compiled.program)
+
+
+@needs_verilator
+def test_llama_block_is_bit_exact_in_rtl_in_the_counted_cycles(tiny_llama, tmp_path) -> None:
+    """RMSNorm, rotary, grouped causal attention, SiLU: every Llama operation on the top."""
+    model, block, h = tiny_llama
+    config = model.module.config
+    cfg = _config(model, head_dim=config.hidden_size // config.num_attention_heads)
+    compiled = compile_llama_block(cfg, block, h)
+    run = run_top(cfg, compiled, tmp_path / "top", simulator="verilator")
+    assert torch.equal(run.outputs["h"], block(h[None])[0])
     assert run.cycles == program_cycles(cfg, compiled.program)
 
 
@@ -156,3 +181,15 @@ def test_instructions_encode_to_their_words_and_refuse_wide_fields() -> None:
     assert vector[10:12] == [9, 0xFFFF_FFFF]  # the shifts' address, then the constants
     with pytest.raises(UserInputError, match="32-bit word"):
         encode(Copy(DRAM, "spad", 1 << 33, 1, 0, 0, 0, 0, 0))
+
+
+def test_released_scratchpad_is_reused_first_fit_with_gaps_merged() -> None:
+    plan = Plan(top_config(max_tokens=8, max_k=8, max_row=8, spad_words=100))
+    a, b, c = plan.spad(10, "a"), plan.spad(20, "b"), plan.spad(5, "c")
+    plan.release(a, b)  # adjacent: one gap of 30
+    d = plan.spad(25, "d")
+    assert d.base == a.base and plan.spad(5, "e").base == 25 and plan.spad_next == 35
+    plan.release(c)
+    assert plan.spad(6, "f").base == 35  # c's gap is too small: above the high-water mark
+    with pytest.raises(UserInputError, match=r"at least 106 words \(g does not fit\)"):
+        plan.spad(65, "g")
