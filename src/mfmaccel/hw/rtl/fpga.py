@@ -231,8 +231,10 @@ def overflow(counts: dict[str, int], part: FpgaPart) -> dict[str, tuple[int, int
 class DeviceFull(UserInputError):
     """The design needs more of a resource than the part has."""
 
-    def __init__(self, top: str, part: FpgaPart, over: dict[str, tuple[int, int]]) -> None:
+    def __init__(self, top: str, part: FpgaPart, over: dict[str, tuple[int, int]],
+                 counts: dict[str, int] | None = None) -> None:
         self.over = over
+        self.counts = counts or {}  # every resource's count after synthesis
         needs = ", ".join(f"{need:,} {RESOURCES[name]} (has {have:,})"
                           for name, (need, have) in over.items())
         super().__init__(f"{top} does not fit the {part.name}: needs {needs}")
@@ -278,7 +280,7 @@ def synthesize(files: list[Path], top: str, part: str = "up5k", *, freq_mhz: flo
     synth_seconds = time.perf_counter() - start
     counts = resource_counts(cells)
     if over := overflow(counts, fpga):
-        raise DeviceFull(top, fpga, over)
+        raise DeviceFull(top, fpga, over, counts)
     start = time.perf_counter()
     report = place_and_route(fpga, freq_mhz=freq_mhz, work=work, timeout_s=timeout_s)
     used = report["utilization"]["ICESTORM_LC"]
