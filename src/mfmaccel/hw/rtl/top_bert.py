@@ -103,8 +103,7 @@ def compile_bert_layer(cfg: TopConfig, layer: IntBertLayer, h8: torch.Tensor,
 
     context = _attention(plan, layer, h8_in, tokens)
     plan.release(h8_in)
-    ctx8, ctx_shifts = token_shift(plan, context, tokens, hidden, "context int8")
-    plan.release(context)
+    ctx8, ctx_shifts = token_shift(plan, context, tokens, hidden, "context int8", in_place=True)
     attended = linear(plan, layer.attention_out, x=ctx8, rows=tokens, shifts=ctx_shifts,
                       what="attention output")
     plan.release(ctx8, ctx_shifts)
@@ -116,13 +115,11 @@ def compile_bert_layer(cfg: TopConfig, layer: IntBertLayer, h8: torch.Tensor,
 
     up = linear(plan, layer.intermediate, x=g8, rows=tokens, shifts=None, what="FFN up")
     plan.release(g8)
-    gelu = plan.spad(tokens * ffn, "GELU")
-    plan.emit(Vector("gelu", tokens, ffn, up.base, ffn, gelu.base, ffn,
+    # element-wise and per-token passes write each element after reading it: in place
+    plan.emit(Vector("gelu", tokens, ffn, up.base, ffn, up.base, ffn,
                      constants=(layer.gelu.q_b, layer.gelu.q_c, layer.gelu_out.m,
                                 layer.gelu_out.shift)))
-    plan.release(up)
-    f8, f_shifts = token_shift(plan, gelu, tokens, ffn, "GELU int8")
-    plan.release(gelu)
+    f8, f_shifts = token_shift(plan, up, tokens, ffn, "GELU int8", in_place=True)
     down = linear(plan, layer.output, x=f8, rows=tokens, shifts=f_shifts, what="FFN down")
     plan.release(f8, f_shifts)
     res2 = residual(plan, down, s["res2"], g16, s["h1_16"], s["res2"], rows=tokens,

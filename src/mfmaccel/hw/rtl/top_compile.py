@@ -192,10 +192,13 @@ def product(plan: Plan, *, a: Region, a_row: int, rows: int, depth: int, b: Regi
                 weights_from=SPAD)
 
 
-def token_shift(plan: Plan, x: Region, rows: int, length: int, what: str
-                ) -> tuple[Region, Region]:
-    """Per-token shifts of rows x length int32 values: the int8 rows and one shift per row."""
-    out, shifts = plan.spad(rows * length, what), plan.spad(rows, f"{what} shifts")
+def token_shift(plan: Plan, x: Region, rows: int, length: int, what: str, *,
+                in_place: bool = False) -> tuple[Region, Region]:
+    """Per-token shifts of rows x length int32 values: the int8 rows and one shift per row;
+    `in_place` writes the rows over `x` (each element is written after it is read, and read
+    once by the second pass)."""
+    out = x if in_place else plan.spad(rows * length, what)
+    shifts = plan.spad(rows, f"{what} shifts")
     plan.emit(Vector("token_shift", rows, length, x.base, length, out.base, length,
                      aux_base=shifts.base))
     return out, shifts

@@ -117,20 +117,18 @@ def _mlp(plan: Plan, block: IntLlamaBlock, x8: Region, shifts: Region, tokens: i
     width = mlp.gate.weight.shape[0]
     gate = linear(plan, mlp.gate, x=x8, rows=tokens, shifts=shifts, what="gate")
     up = linear(plan, mlp.up, x=x8, rows=tokens, shifts=shifts, what="up")
-    silu, silu16 = plan.spad(tokens * width, "SiLU"), plan.spad(tokens * width, "SiLU int16")
-    activated = plan.spad(tokens * width, "SiLU(gate) x up")
     exp = mlp.sigmoid.exp
+    # element-wise and per-token passes write each element after reading it: in place
     plan.emit(
-        Vector("silu", tokens, width, gate.base, width, silu.base, width,
+        Vector("silu", tokens, width, gate.base, width, gate.base, width,
                constants=(exp.q_ln2, exp.q_b, exp.q_c, mlp.sigmoid.q_one & 0xFFFF_FFFF,
                           mlp.sigmoid.q_one >> 32, mlp.sigmoid_shift)),
-        Vector("requant", tokens, width, silu.base, width, silu16.base, width,
+        Vector("requant", tokens, width, gate.base, width, gate.base, width,
                constants=(mlp.silu_out.m, mlp.silu_out.shift, 16)),
-        Vector("mul", tokens, width, silu16.base, width, activated.base, width, up.base, width,
+        Vector("mul", tokens, width, gate.base, width, gate.base, width, up.base, width,
                constants=(mlp.product.m, mlp.product.shift, 32)))
-    plan.release(gate, up, silu, silu16)
-    act8, act_shifts = token_shift(plan, activated, tokens, width, "down input")
-    plan.release(activated)
+    plan.release(up)
+    act8, act_shifts = token_shift(plan, gate, tokens, width, "down input", in_place=True)
     down = linear(plan, mlp.down, x=act8, rows=tokens, shifts=act_shifts, what="down")
     plan.release(act8, act_shifts)
     return down
@@ -153,12 +151,12 @@ def compile_llama_block(cfg: TopConfig, block: IntLlamaBlock, h: torch.Tensor) -
     context = _attention(plan, block, x8, shifts, tokens)
     plan.release(x8, shifts)
     ctx8, ctx_shifts = token_shift(plan, context, tokens, context.size // tokens,
-                                   "context int8")
+                                   "context int8", in_place=True)
     attended = linear(plan, block.attention.output, x=ctx8, rows=tokens, shifts=ctx_shifts,
                       what="o_proj")
     mid = residual(plan, attended, s["mid"], h_in, s["in"], s["mid"], rows=tokens,
                    length=hidden, width=RESIDUAL.bits, what="first residual")
-    plan.release(context, ctx8, ctx_shifts, attended, h_in)
+    plan.release(ctx8, ctx_shifts, attended, h_in)
     y8, y_shifts = _rmsnorm(plan, block.mlp_norm, mid, tokens, "MLP norm")
     down = _mlp(plan, block, y8, y_shifts, tokens)
     plan.release(y8, y_shifts)
