@@ -6,6 +6,7 @@ layer close to the RTL; programs that do not fit, and faults, are reported in on
 from __future__ import annotations
 
 import shutil
+import subprocess
 
 import pytest
 import torch
@@ -19,7 +20,7 @@ from mfmaccel.hw.intops import INT32, IntRange, residual_add, token_shifts
 from mfmaccel.hw.intops.datapath import residual_factors
 from mfmaccel.hw.rtl.config import RtlConfig
 from mfmaccel.hw.rtl.program import DRAM, SPAD, WORDS, Copy, Vector, encode
-from mfmaccel.hw.rtl.top import TopConfig, top_config
+from mfmaccel.hw.rtl.top import TopConfig, top_config, top_files
 from mfmaccel.hw.rtl.top_bert import compile_bert_layer
 from mfmaccel.hw.rtl.top_compile import Compiled, Plan
 from mfmaccel.hw.rtl.top_cycles import program_cycles
@@ -89,6 +90,18 @@ def test_llama_block_is_bit_exact_in_rtl_in_the_counted_cycles(tiny_llama, tmp_p
     run = run_top(cfg, compiled, tmp_path / "top", simulator="verilator")
     assert torch.equal(run.outputs["h"], block(h[None])[0])
     assert run.cycles == program_cycles(cfg, compiled.program)
+
+
+@needs_verilator
+def test_top_is_lint_clean(tmp_path) -> None:
+    cfg = top_config(max_tokens=16, max_k=128, max_row=64, max_n=16, head_dim=16,
+                     spad_words=1 << 12, dram_words=1 << 16)
+    for name, text in top_files(cfg).items():
+        (tmp_path / name).write_text(text)
+    result = subprocess.run(["verilator", "--lint-only", "-Wall", "--top-module", "accel_top",
+                             *sorted(str(f) for f in tmp_path.glob("*.v"))],
+                            capture_output=True, text=True)
+    assert result.returncode == 0 and not result.stderr.strip(), result.stderr
 
 
 def test_performance_model_prices_the_layer_near_the_rtl_count(tiny_bert) -> None:

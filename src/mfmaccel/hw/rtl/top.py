@@ -110,11 +110,15 @@ FUNCTIONS = """
     function [31:0] saturate;  // a signed value to `width` signed bits, sign-extended
         input signed [71:0] value;
         input [31:0] width;
-        reg signed [71:0] top;
+        reg signed [71:0] top, bottom;
+        /* verilator lint_off UNUSEDSIGNAL */  // within `width` <= 32 bits once saturated
+        reg signed [71:0] kept;
+        /* verilator lint_on UNUSEDSIGNAL */
         begin
             top = (72'sd1 <<< (width - 1)) - 72'sd1;
-            saturate = (value > top) ? top[31:0] : (value < -top - 72'sd1) ? (-top - 72'sd1)
-                     : value[31:0];
+            bottom = -top - 72'sd1;
+            kept = (value > top) ? top : (value < bottom) ? bottom : value;
+            saturate = kept[31:0];
         end
     endfunction
 
@@ -127,7 +131,11 @@ FUNCTIONS = """
     endfunction
 
     function [31:0] residual;  // hw.intops.residual_add: a m_a + b m_b, one rounding shift
-        input [31:0] a, b, m_a, m_b, shift, width;
+        input [31:0] a, b, m_a, m_b;
+        /* verilator lint_off UNUSEDSIGNAL */  // shifts are 0..63
+        input [31:0] shift;
+        /* verilator lint_on UNUSEDSIGNAL */
+        input [31:0] width;
         begin
             residual = saturate(round_shift($signed({{40{a[31]}}, a}) * $signed({40'd0, m_a})
                                             + $signed({{40{b[31]}}, b}) * $signed({40'd0, m_b}),
@@ -136,17 +144,20 @@ FUNCTIONS = """
     endfunction
 
     function [31:0] gelu;  // hw.intops.IGelu, then the requantization to int32
-        input [31:0] x, q_b, q_c, m, shift;
-        reg signed [71:0] q, b, c, magnitude, clipped, erf, g;
+        input [31:0] x, q_b, q_c, m;
+        /* verilator lint_off UNUSEDSIGNAL */  // shifts are 0..63
+        input [31:0] shift;
+        /* verilator lint_on UNUSEDSIGNAL */
+        reg signed [71:0] q, b, one, magnitude, clipped, erf, g;
         begin
             q = $signed({{40{x[31]}}, x});
             b = $signed({{40{q_b[31]}}, q_b});
-            c = $signed({{40{q_c[31]}}, q_c});
+            one = $signed({{40{q_c[31]}}, q_c});
             magnitude = (q < 0) ? -q : q;
             clipped = (magnitude < -b) ? magnitude : -b;
-            erf = (clipped + b) * (clipped + b) + c;
+            erf = (clipped + b) * (clipped + b) + one;
             erf = (q > 0) ? erf : (q < 0) ? -erf : 72'sd0;
-            g = -q * (erf + c);
+            g = -q * (erf + one);
             gelu = saturate(round_shift(g * $signed({40'd0, m}), shift[5:0]), 32'd32);
         end
     endfunction
@@ -154,7 +165,9 @@ FUNCTIONS = """
     function [31:0] silu;  // hw.intops.i_silu: x sigmoid(x), the sigmoid from i-exp
         input [31:0] x, q_ln2, q_b, q_c;
         input [63:0] q_one;
+        /* verilator lint_off UNUSEDSIGNAL */  // shifts are 0..63
         input [31:0] coarser;
+        /* verilator lint_on UNUSEDSIGNAL */
         reg signed [71:0] coarse;
         reg [31:0] e;
         reg [71:0] low;
@@ -169,12 +182,12 @@ FUNCTIONS = """
     endfunction
 
     function [5:0] token_shift;  // hw.intops.token_shifts: bits of the largest magnitude - 7
-        input [32:0] largest;
+        input [32:0] magnitude_max;
         integer i;
         reg [5:0] length;
         begin
             length = 6'd1;  // a row of zeros counts as 1
-            for (i = 0; i < 33; i = i + 1) if (largest[i]) length = i[5:0] + 6'd1;
+            for (i = 0; i < 33; i = i + 1) if (magnitude_max[i]) length = i[5:0] + 6'd1;
             token_shift = (length > 6'd7) ? length - 6'd7 : 6'd0;
         end
     endfunction
@@ -226,12 +239,13 @@ module accel_top (
                      S_GEMM_GO = 4'd4, S_GEMM_WAIT = 4'd5, S_GEMM_OUT = 4'd6, S_FEED = 4'd7,
                      S_DRAIN = 4'd8, S_TS_MAX = 4'd9, S_TS_OUT = 4'd10, S_TS_AUX = 4'd11;
     localparam [31:0] OP_END = 0, OP_COPY = 1, OP_GEMM = 2, OP_VECTOR = 3;
-    localparam [3:0] T_SPAD = 0, T_DRAM = 1, T_A = 2, T_B = 3, T_BIAS = 4, T_SHIFT = 5, T_M = 6,
-                     T_GAMMA = 7, T_BETA = 8, T_COS = 9, T_SIN = 10;
+    // targets 2..6 are the engine's buffers: A, B, bias, row shifts, channel multipliers
+    localparam [3:0] T_SPAD = 0, T_DRAM = 1, T_GAMMA = 7, T_BETA = 8, T_COS = 9, T_SIN = 10;
     localparam [31:0] K_ADD = 0, K_GELU = 1, K_TOKEN = 2, K_SOFTMAX = 3, K_NORM = 4, K_RMS = 5,
                       K_ROTARY = 6, K_CAUSAL = 7, K_SILU = 8, K_REQUANT = 9, K_MUL = 10;
     localparam [31:0] MAX_N = @MAX_N@;
     localparam [4:0] WORDS = @WORDS@;
+    localparam [@DAW@-1:0] STEP = {{(@DAW@-5){1'b0}}, WORDS};  // the next instruction
 
     reg [3:0] state;
     reg [@DAW@-1:0] pc;
@@ -265,6 +279,8 @@ module accel_top (
                   || state == S_TS_OUT) && r < rows && c < cols;
     wire [31:0] spad_rdata0, spad_rdata1;
     reg spad_we;
+    /* verilator lint_off UNUSEDSIGNAL */  // addresses are 32-bit fields; the memories use the
+                                           // low bits (a program's addresses fit them)
     reg [31:0] spad_waddr, spad_wdata;
     accel_spad #(.WORDS(@SPAD_WORDS@), .AW(@SAW@)) spad (
         .clk(clk), .we(spad_we), .waddr(spad_waddr[@SAW@-1:0]), .wdata(spad_wdata),
@@ -277,6 +293,8 @@ module accel_top (
     reg [31:0] dram_waddr, dram_wdata;
     wire fetch_read = state == S_FETCH && fetched < WORDS;
     wire [31:0] fetch_addr = {{(32-@DAW@){1'b0}}, pc} + {27'd0, fetched};
+    reg [31:0] eng_wr_addr;
+    /* verilator lint_on UNUSEDSIGNAL */
     assign mem_re = fetch_read || (issue && copying && from_dram);
     assign mem_we = dram_we;
     assign mem_addr = dram_we ? dram_waddr[@DAW@-1:0]
@@ -287,9 +305,17 @@ module accel_top (
     // --- the GEMM engine ---
     reg eng_wr_en;
     reg [2:0] eng_wr_sel;
-    reg [31:0] eng_wr_addr, eng_wr_data;
-    wire eng_busy, eng_done;
-    wire [31:0] eng_cycles, eng_rd_data;
+    reg [31:0] eng_wr_data;
+    wire eng_done;
+    wire [31:0] eng_rd_data;
+    /* verilator lint_off UNUSEDSIGNAL */  // the controller waits for done and counts itself;
+    // a unit takes every beat of a row (in_ready stays high while it takes one) and each
+    // beat holds one element
+    wire eng_busy;
+    wire [31:0] eng_cycles;
+    wire sm_in_ready, ln_in_ready, rms_in_ready, rot_in_ready;
+    wire sm_out_count, ln_out_count, rms_out_count, rot_out_count;
+    /* verilator lint_on UNUSEDSIGNAL */
     reg [31:0] out_addr;                   // the engine's output buffer: i * MAX_N + j
     gemm engine (
         .clk(clk), .rst(rst), .wr_en(eng_wr_en), .wr_sel(eng_wr_sel),
@@ -301,9 +327,8 @@ module accel_top (
     );
 
     // --- the streaming units: rows in one element per beat, results out ---
-    wire sm_in_ready, ln_in_ready, sm_out_valid, ln_out_valid, sm_out_last, ln_out_last;
-    wire rms_in_ready, rot_in_ready, rms_out_valid, rot_out_valid, rms_out_last, rot_out_last;
-    wire sm_out_count, ln_out_count, rms_out_count, rot_out_count;
+    wire sm_out_valid, ln_out_valid, sm_out_last, ln_out_last;
+    wire rms_out_valid, rot_out_valid, rms_out_last, rot_out_last;
     wire [@PROB_W@-1:0] sm_out_data;
     wire [31:0] ln_out_data, rms_out_data;
     wire [@ROT_OUT@-1:0] rot_out_data;
@@ -455,7 +480,7 @@ module accel_top (
                             eng_wr_addr <= pending_addr; eng_wr_data <= a_data;
                         end
                     end
-                    if (stream_done) begin state <= S_FETCH; pc <= pc + WORDS; fetched <= 5'd0; end
+                    if (stream_done) begin state <= S_FETCH; pc <= pc + STEP; fetched <= 5'd0; end
                 end
                 S_GEMM_GO: begin state <= S_GEMM_WAIT; r <= 32'd0; c <= 32'd0; out_addr <= 0; end
                 S_GEMM_WAIT: if (eng_done) state <= S_GEMM_OUT;
@@ -466,7 +491,7 @@ module accel_top (
                         c <= 32'd0; r <= r + 32'd1; out_addr <= (r + 32'd1) * MAX_N;
                         d_row <= d_row + w[7]; d_addr <= d_row + w[7];
                         if (r + 32'd1 == w[1]) begin
-                            state <= S_FETCH; pc <= pc + WORDS; fetched <= 5'd0;
+                            state <= S_FETCH; pc <= pc + STEP; fetched <= 5'd0;
                         end
                     end else begin
                         c <= c + 32'd1; out_addr <= out_addr + 32'd1; d_addr <= d_addr + 32'd1;
@@ -482,7 +507,7 @@ module accel_top (
                         r <= r + 32'd1; c <= 32'd0;
                         a_row <= a_row + w[5]; a_addr <= a_row + w[5];
                         d_row <= d_row + w[9]; d_addr <= d_row + w[9];
-                        if (last_row) begin state <= S_FETCH; pc <= pc + WORDS; fetched <= 5'd0; end
+                        if (last_row) begin state <= S_FETCH; pc <= pc + STEP; fetched <= 5'd0; end
                         else state <= S_FEED;
                     end
                 end
@@ -504,7 +529,7 @@ module accel_top (
                     largest <= 33'd0; r <= r + 32'd1; c <= 32'd0;
                     a_row <= a_row + w[5]; a_addr <= a_row + w[5];
                     d_row <= d_row + w[9]; d_addr <= d_row + w[9];
-                    if (last_row) begin state <= S_FETCH; pc <= pc + WORDS; fetched <= 5'd0; end
+                    if (last_row) begin state <= S_FETCH; pc <= pc + STEP; fetched <= 5'd0; end
                     else state <= S_TS_MAX;
                 end
             endcase
