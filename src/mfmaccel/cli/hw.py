@@ -129,6 +129,45 @@ def hw_synth(
         say(f"wrote {out}")
 
 
+@hw_app.command("top")
+@user_errors
+def hw_top(
+    model: Annotated[str, typer.Option(
+        help="A BERT encoder (minilm-l6) or a Llama-family decoder (smollm2-135m)")],
+    tokens: Annotated[int, typer.Option(help="Test tokens the layers run on")] = 32,
+    layers: Annotated[str | None, typer.Option(
+        help="Layers to run in RTL, e.g. 0,1 (default: all)")] = None,
+    simulator: Annotated[str, typer.Option(help="verilator (fast once built) or icarus")
+                         ] = "verilator",
+    out: Annotated[Path | None, typer.Option(help="JSON output path")] = None,
+) -> None:
+    """Run MODEL's layers through the accelerator top in RTL: bit-exact against the integer
+    program, cycles against the count and against the performance model."""
+    import tempfile
+
+    from mfmaccel.fileio import check_replaceable_file
+    from mfmaccel.hw.rtl.testbench_stream import require_simulator
+    from mfmaccel.hw.rtl.top_layers import run_layers
+
+    out = out or Path("results") / f"{Path(model).name}-top.json"
+    check_replaceable_file(out)  # refuse a user's file before minutes of simulation
+    require_simulator(simulator)
+    chosen = [int(x) for x in _values(layers, int)] if layers else None
+    with Bars() as bars, tempfile.TemporaryDirectory(prefix="mfmaccel-top-") as tmp:
+        record = run_layers(model, Path(tmp), tokens=tokens, layers=chosen,
+                            simulator=simulator, progress=bars.task("layers in RTL"))
+    table = Table("layer", "bit-exact", "RTL cycles", "counted", "model", "model vs RTL")
+    for layer in record.layers:
+        table.add_row(str(layer.index), str(layer.bit_exact), f"{layer.rtl_cycles:,}",
+                      f"{layer.counted_cycles:,}", f"{layer.model_cycles:,}",
+                      f"{layer.model_vs_rtl:+.2%}")
+    console.print(table)
+    record.save(out)
+    say(f"wrote {out}")
+    if not (record.all_bit_exact and record.all_counted_exactly):
+        raise typer.Exit(1)
+
+
 @hw_app.command("simulate")
 @user_errors
 def hw_simulate(

@@ -5,6 +5,7 @@ layer close to the RTL; programs that do not fit, and faults, are reported in on
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 
@@ -206,3 +207,26 @@ def test_released_scratchpad_is_reused_first_fit_with_gaps_merged() -> None:
     assert plan.spad(6, "f").base == 35  # c's gap is too small: above the high-water mark
     with pytest.raises(UserInputError, match=r"at least 106 words \(g does not fit\)"):
         plan.spad(65, "g")
+
+
+@needs_verilator
+def test_cli_runs_a_layer_and_refuses_bad_input_in_one_line(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from mfmaccel.cli import app
+
+    out = tmp_path / "top.json"
+    result = CliRunner().invoke(app, ["hw", "top", "--model", "tiny-bert", "--tokens", "8",
+                                      "--layers", "1", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    record = json.loads(out.read_text())
+    assert record["all_bit_exact"] and record["all_counted_exactly"]
+    assert [layer["index"] for layer in record["layers"]] == [1]
+    for args, reason in ((["--model", "tiny-vit"], "neither a BERT encoder"),
+                         (["--model", "tiny-bert", "--layers", "7"], "--layers must lie in 0..1"),
+                         (["--model", "tiny-bert", "--tokens", "0"], "at least 1"),
+                         (["--model", "tiny-bert", "--simulator", "xsim"], "simulator must be")):
+        result = CliRunner().invoke(app, ["hw", "top", *args, "--out", str(tmp_path / "x.json")])
+        assert result.exit_code == 2 and reason in result.output, result.output
+        assert len(result.output.strip().splitlines()) == 1
+        assert not (tmp_path / "x.json").exists()
