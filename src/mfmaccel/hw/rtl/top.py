@@ -404,6 +404,17 @@ module accel_top (
     wire stream_done = !issue && !pending;
     assign busy = state != S_IDLE;
 
+    task next_row;  // a row operation's row is done: the next one from `first`, or the end
+        input [3:0] first;
+        begin
+            r <= r + 32'd1; c <= 32'd0;
+            a_row <= a_row + w[5]; a_addr <= a_row + w[5];
+            d_row <= d_row + w[9]; d_addr <= d_row + w[9];
+            if (last_row) begin state <= S_FETCH; pc <= pc + STEP; fetched <= 5'd0; end
+            else state <= first;
+        end
+    endtask
+
     always @(posedge clk) begin
         spad_we <= 1'b0; dram_we <= 1'b0; eng_wr_en <= 1'b0; par_we <= 1'b0; rot_we <= 1'b0;
         done <= 1'b0;
@@ -503,13 +514,7 @@ module accel_top (
                 S_DRAIN: if (out_valid) begin
                     spad_we <= 1'b1; spad_waddr <= d_addr; spad_wdata <= out_word;
                     d_addr <= d_addr + 32'd1;
-                    if (out_last) begin
-                        r <= r + 32'd1; c <= 32'd0;
-                        a_row <= a_row + w[5]; a_addr <= a_row + w[5];
-                        d_row <= d_row + w[9]; d_addr <= d_row + w[9];
-                        if (last_row) begin state <= S_FETCH; pc <= pc + STEP; fetched <= 5'd0; end
-                        else state <= S_FEED;
-                    end
+                    if (out_last) next_row(S_FEED);
                 end
                 S_TS_MAX: begin  // pass 1: the row's largest magnitude
                     if (pending && magnitude > largest) largest <= magnitude;
@@ -526,11 +531,8 @@ module accel_top (
                 end
                 default: begin  // S_TS_AUX: the row's shift, then the next row
                     spad_we <= 1'b1; spad_waddr <= aux + r; spad_wdata <= {26'd0, row_shift};
-                    largest <= 33'd0; r <= r + 32'd1; c <= 32'd0;
-                    a_row <= a_row + w[5]; a_addr <= a_row + w[5];
-                    d_row <= d_row + w[9]; d_addr <= d_row + w[9];
-                    if (last_row) begin state <= S_FETCH; pc <= pc + STEP; fetched <= 5'd0; end
-                    else state <= S_TS_MAX;
+                    largest <= 33'd0;
+                    next_row(S_TS_MAX);
                 end
             endcase
         end

@@ -13,7 +13,6 @@ import torch
 
 from mfmaccel.errors import UserInputError
 from mfmaccel.hw.intexec.bert import IntBertLayer, SplitNorm
-from mfmaccel.hw.intops import ILayerNorm
 from mfmaccel.hw.rtl.program import DRAM, SPAD, Copy, Vector
 from mfmaccel.hw.rtl.top import TopConfig
 from mfmaccel.hw.rtl.top_compile import (
@@ -21,35 +20,19 @@ from mfmaccel.hw.rtl.top_compile import (
     Plan,
     Region,
     linear,
+    norm_rows,
     product,
     residual,
     token_shift,
 )
 
 
-def _norm(plan: Plan, norm: ILayerNorm, *, x: Region, rows: int, width: int,
-          what: str) -> Region:
-    """One affine output of a LayerNorm: its gamma and beta into the unit, then the rows."""
-    length = norm.gamma.numel()
-    if length > plan.cfg.engine.max_row:
-        raise UserInputError(f"{what}: rows of {length} exceed the LayerNorm unit's max_row; "
-                             f"use max_row of at least {length}")
-    gamma, beta = plan.dram(norm.gamma), plan.dram(norm.beta)
-    out = plan.spad(rows * length, what)
-    plan.emit(Copy(DRAM, "norm_gamma", 1, length, gamma.base, 0, 1, 0, 0),
-              Copy(DRAM, "norm_beta", 1, length, beta.base, 0, 1, 0, 0),
-              Vector("layernorm", rows, length, x.base, length, out.base, length,
-                     constants=(norm.eps & 0xFFFF_FFFF, norm.requant.m, norm.requant.shift, width,
-                                norm.eps >> 32)))
-    return out
-
-
 def _split_norm(plan: Plan, norm: SplitNorm, x: Region, rows: int, what: str
                 ) -> tuple[Region, Region]:
-    return (_norm(plan, norm.to_gemm, x=x, rows=rows, width=norm.to_gemm.out.bits,
-                  what=f"{what} (int8)"),
-            _norm(plan, norm.to_residual, x=x, rows=rows, width=norm.to_residual.out.bits,
-                  what=f"{what} (int16)"))
+    return (norm_rows(plan, "layernorm", norm.to_gemm, x=x, rows=rows,
+                      width=norm.to_gemm.out.bits, what=f"{what} (int8)"),
+            norm_rows(plan, "layernorm", norm.to_residual, x=x, rows=rows,
+                      width=norm.to_residual.out.bits, what=f"{what} (int16)"))
 
 
 def _attention(plan: Plan, layer: IntBertLayer, h8: Region, tokens: int) -> Region:

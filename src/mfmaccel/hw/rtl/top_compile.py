@@ -192,6 +192,24 @@ def product(plan: Plan, *, a: Region, a_row: int, rows: int, depth: int, b: Regi
                 weights_from=SPAD)
 
 
+def norm_rows(plan: Plan, kind: str, norm, *, x: Region, rows: int, width: int,
+              what: str) -> Region:
+    """A LayerNorm or RMSNorm (`kind`) over rows x its width at `x`: its gamma (and beta; an
+    RMSNorm's are zeros) into the unit, then the rows, saturated to `width` bits."""
+    length = norm.gamma.numel()
+    if length > plan.cfg.engine.max_row:
+        raise UserInputError(f"{what}: rows of {length} exceed the {kind} unit's max_row; use "
+                             f"max_row of at least {length}")
+    beta = plan.dram(norm.beta) if hasattr(norm, "beta") else plan.constant(0, length)
+    out = plan.spad(rows * length, what)
+    plan.emit(Copy(DRAM, "norm_gamma", 1, length, plan.dram(norm.gamma).base, 0, 1, 0, 0),
+              Copy(DRAM, "norm_beta", 1, length, beta.base, 0, 1, 0, 0),
+              Vector(kind, rows, length, x.base, length, out.base, length,
+                     constants=(norm.eps & 0xFFFF_FFFF, norm.requant.m, norm.requant.shift,
+                                width, norm.eps >> 32)))
+    return out
+
+
 def token_shift(plan: Plan, x: Region, rows: int, length: int, what: str, *,
                 in_place: bool = False) -> tuple[Region, Region]:
     """Per-token shifts of rows x length int32 values: the int8 rows and one shift per row;
@@ -214,5 +232,5 @@ def residual(plan: Plan, a: Region, scale_a: float, b: Region, scale_b: float,
     return out
 
 
-__all__ = ["WORDS", "Compiled", "Plan", "Region", "linear", "product", "residual",
-           "token_shift"]
+__all__ = ["WORDS", "Compiled", "Plan", "Region", "linear", "norm_rows", "product",
+           "residual", "token_shift"]

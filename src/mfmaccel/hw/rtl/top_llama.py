@@ -24,6 +24,7 @@ from mfmaccel.hw.rtl.top_compile import (
     Plan,
     Region,
     linear,
+    norm_rows,
     product,
     residual,
     token_shift,
@@ -33,20 +34,11 @@ from mfmaccel.hw.rtl.top_compile import (
 def _rmsnorm(plan: Plan, norm: IRMSNorm, x: Region, rows: int, what: str
              ) -> tuple[Region, Region]:
     """The norm to int32 and its per-token shift: int8 rows and their shifts."""
-    length = norm.gamma.numel()
-    if length > plan.cfg.engine.max_row:
-        raise UserInputError(f"{what}: rows of {length} exceed the RMSNorm unit's max_row; use "
-                             f"max_row of at least {length}")
     if norm.out is not INT32:
         raise UserInputError("the top runs Llama blocks converted with per_token=True "
                              "(convert_llama's default)")
-    gamma = plan.dram(norm.gamma)
-    normed = plan.spad(rows * length, what)
-    plan.emit(Copy(DRAM, "norm_gamma", 1, length, gamma.base, 0, 1, 0, 0),
-              Copy(DRAM, "norm_beta", 1, length, plan.constant(0, length).base, 0, 1, 0, 0),
-              Vector("rmsnorm", rows, length, x.base, length, normed.base, length,
-                     constants=(norm.eps & 0xFFFF_FFFF, norm.requant.m, norm.requant.shift, 32,
-                                norm.eps >> 32)))
+    normed = norm_rows(plan, "rmsnorm", norm, x=x, rows=rows, width=32, what=what)
+    length = norm.gamma.numel()
     shifted = token_shift(plan, normed, rows, length, f"{what} int8")
     plan.release(normed)
     return shifted
