@@ -94,10 +94,11 @@ UNIT_OPS: dict[str, tuple[int, int]] = {
     "requant": (1, 1),  # dyadic multiply and rounding shift, per GEMM output
     "rotary": (2, 1),  # x cos + rotate(x) sin
     "token_shift": (0, 3),  # the integer programs' per-token scale: row maximum, shift, round
+    "copy": (0, 0),  # a layer's inputs loaded or outputs stored by a program of its own
 }
 ALL_UNITS = tuple(UNIT_OPS)
-# the units a float model's workload names (token_shift only appears in integer programs)
-MODEL_UNITS = tuple(unit for unit in ALL_UNITS if unit != "token_shift")
+# the units a float model's workload names (the others only appear in integer programs)
+MODEL_UNITS = tuple(unit for unit in ALL_UNITS if unit not in ("token_shift", "copy"))
 
 
 class Attention(StrEnum):
@@ -166,6 +167,9 @@ class Arch:
     # operands and outputs are copied in and out of the engine's buffers at this many elements
     # per cycle, before and after it computes (the RTL top, `hw.rtl.top`)
     operand_fill: float | None = None
+    # with operand_fill: B goes through the engine this many output columns at a time, in two
+    # banks, so a chunk's copies overlap the previous chunk's compute (None: no overlap)
+    fill_chunk: int | None = None
     # units that pass over a row several times (a streaming unit: softmax's max, sum, divide;
     # a norm's statistics): (unit, passes, extra cycles per row); others take one pass
     unit_rows: tuple[tuple[str, int, int], ...] = ()

@@ -4,8 +4,9 @@ Each operation runs alone (no overlap between operations); within one, off-chip 
 compute (double buffering), so its time is the larger of its compute cycles and its off-chip
 bytes over the link's bytes per cycle, and it is compute- or bandwidth-bound accordingly. An
 architecture that copies operands through its engine's buffers instead (`Arch.operand_fill`,
-the RTL top) adds the copies' cycles to the compute's; units that pass over a row several
-times cost each pass (`Arch.unit_rows`).
+the RTL top) adds the copies' cycles to the compute's, less what two banks hide
+(`Arch.fill_chunk`: the next chunk of weights copied while the engine computes this one);
+units that pass over a row several times cost each pass (`Arch.unit_rows`).
 What stays on chip between operations is the architecture's `fusion` (`hw.fusion`): attention
 and MLP blocks are priced fused and unfused and the form with fewer off-chip bytes (then fewer
 cycles) is kept, per block; element-wise operations cost a pass over off-chip memory unless
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field, replace
 
 from mfmaccel.errors import UserInputError
 from mfmaccel.hw.arch import UNIT_OPS, Arch
-from mfmaccel.hw.dataflow import ACT_BYTES, PSUM_BYTES, GemmShape, map_gemm
+from mfmaccel.hw.dataflow import ACT_BYTES, PSUM_BYTES, GemmShape, map_gemm, os_cycles
 from mfmaccel.hw.fusion import (
     PROBABILITY_BYTES,
     SCORE_BYTES,
@@ -202,9 +203,8 @@ def _gemm(op: Gemm, arch: Arch, shape: GemmShape | None, *, spill: float = 0.0,
         schedule = plan.detail
     cycles = max(compute, math.ceil(dram / arch.bytes_per_cycle))
     bound = "compute" if compute >= cycles else "bandwidth"
-    if arch.operand_fill is not None:  # copied in and out around the compute, not overlapped
-        fill = math.ceil(_filled_elements(op) / arch.operand_fill)
-        cycles, bound = compute + fill, "compute" if compute >= fill else "fill"
+    if arch.operand_fill is not None:  # copied in and out around the compute
+        cycles, bound = _with_copies(op, arch, compute)
     outputs = op.m * op.n * times
     energy = {"mac": op.macs * tech.mac_pj,
               "requant": outputs * _unit_pj("requant", tech) + extra_mults * tech.mult32_pj,
@@ -215,6 +215,24 @@ def _gemm(op: Gemm, arch: Arch, shape: GemmShape | None, *, spill: float = 0.0,
         bound=bound, utilisation=op.macs / (compute * arch.macs), mapping=flow,
         schedule=schedule,
     )
+
+
+def _with_copies(op: Gemm, arch: Arch, compute: int) -> tuple[int, str]:
+    """(cycles, bound) of a GEMM whose operands are copied through the engine's buffers
+    (`Arch.operand_fill`): the copies before and after the compute; with `Arch.fill_chunk`,
+    B, its bias and multipliers `fill_chunk` columns at a time, each chunk's copies beside the
+    previous chunk's compute (two banks), then that chunk's outputs."""
+    rate, chunk = arch.operand_fill, arch.fill_chunk
+    fill = math.ceil(_filled_elements(op) / rate)
+    if not chunk or op.n <= chunk:
+        return compute + fill, "compute" if compute >= fill else "fill"
+    widths = [min(chunk, op.n - start) for start in range(0, op.n, chunk)]
+    engine = [os_cycles(arch, op.m, width, op.k) for width in widths]
+    copies = [math.ceil((op.k + 2) * width / rate) for width in widths]
+    behind = sum(max(e, c) for e, c in zip(engine[:-1], copies[1:], strict=True))
+    per_product = (math.ceil(op.m * (op.k + op.n) / rate) + copies[0] + behind + engine[-1])
+    bound = "fill" if sum(copies[1:]) > sum(engine[:-1]) else "compute"
+    return per_product * op.batch * op.count, bound
 
 
 def _filled_elements(op: Gemm) -> int:

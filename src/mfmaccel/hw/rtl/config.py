@@ -28,6 +28,7 @@ class RtlConfig:
     max_m: int = 16  # GEMM engine buffers: A holds max_m x max_k, B max_k x max_n
     max_n: int = 16
     max_k: int = 64
+    b_banks: int = 1  # GEMM engine: banks of B, bias and multipliers (2: loads behind a run)
     # streaming units (hw.rtl.stream_*): `stream_lanes` elements per beat, rows of 1..max_row
     stream_lanes: int = 8
     max_row: int = 1024  # longest row (softmax, norms, SiLU) and most keys (attention tile)
@@ -55,6 +56,8 @@ class RtlConfig:
         if self.rows > self.max_m or self.cols > self.max_n:
             raise UserInputError(f"a {self.rows} x {self.cols} MAC array needs buffers at least "
                                  f"as large; raise max_m/max_n (now {self.max_m}/{self.max_n})")
+        if self.b_banks not in (1, 2):
+            raise UserInputError(f"b_banks must be 1 or 2, got {self.b_banks}")
         if self.acc_bits < 2 * self.in_bits:
             raise UserInputError(f"accumulators of {self.acc_bits} bits cannot hold one "
                                  f"{self.in_bits}-bit product; use at least {2 * self.in_bits}")

@@ -11,8 +11,11 @@ s_i, and its outputs are requantized with the shift lowered by s_i (`intops.int_
 shift, as the conversion does. For every output tile of ROWS x COLS the controller spends 1
 cycle loading the bias into the accumulators, K cycles of rank-1 updates, and ROWS cycles
 requantizing one accumulator row per cycle (COLS `requant` units) into the output buffer;
-edge tiles are padded with zeros and their extra outputs dropped. No cycle depends on the
-data: the latency is the performance model's output-stationary count
+edge tiles are padded with zeros and their extra outputs dropped. With `b_banks` = 2 (the
+accelerator top) B, the bias and the multipliers are kept in two banks: a run reads the bank
+`run_bank` names at its start, and the host may write the other bank (`wr_bank`) while it
+runs, so the next output chunk's weights load behind the current chunk's compute. No cycle
+depends on the data: the latency is the performance model's output-stationary count
 (`hw.dataflow.os_cycles`) on this engine's architecture (`gemm_arch`), and the testbench
 holds the simulation to it exactly.
 """
@@ -71,6 +74,16 @@ def gemm_verilog(cfg: RtlConfig) -> str:
     def w(expr: str, width: int) -> str:  # to the common arithmetic width
         return _fit(expr, width, wide)
 
+    banked = cfg.b_banks == 2  # B, bias and multipliers in two banks (see the docstring)
+    bank_dim, wr_bank, rd_bank = ("[0:1]", "[wr_bank]", "[bank]") if banked else ("", "", "")
+    bank_ports = ("    input  wire run_bank,   // the bank of B, bias and multipliers a run reads\n"
+                  "    input  wire wr_bank,    // the bank they are written into, at any time\n"
+                  if banked else "")
+    writable = ("state == IDLE || wr_sel == 3'd1 || wr_sel == 3'd2 || wr_sel == 3'd4"
+                if banked else "state == IDLE")
+    bank_reg = "    reg bank;\n" if banked else ""
+    bank_latch = "bank <= run_bank;" if banked else "// one bank"
+
     return f"""// gemm: out = requant(A @ B + bias), A (M x K) and B (K x N) in on-chip buffers;
 // tiles of ROWS x COLS on mac_array; latency (1 + K + ROWS) cycles per tile, data-independent.
 // Generated for one configuration (mfmaccel.hw.rtl.gemm): the constants are localparams.
@@ -82,7 +95,7 @@ module gemm (
                                // 3: row i's shift at i, 4: channel j's multiplier at j
     input  wire [{addr - 1}:0] wr_addr,
     input  wire [{cfg.acc_bits - 1}:0] wr_data,       // int8 operands in the low {cfg.in_bits} bits
-    input  wire [{dim - 1}:0] dim_m,          // 1..{cfg.max_m}
+{bank_ports}    input  wire [{dim - 1}:0] dim_m,          // 1..{cfg.max_m}
     input  wire [{dim - 1}:0] dim_n,          // 1..{cfg.max_n}
     input  wire [{dim - 1}:0] dim_k,          // 1..{cfg.max_k}
     input  wire [{cfg.shift_bits - 1}:0] rq_shift,
@@ -99,22 +112,22 @@ module gemm (
     localparam [WIDE-1:0] STRIDE_K = {cfg.max_k}, STRIDE_N = {cfg.max_n};
     reg [1:0] state;
     reg signed [IN_W-1:0] a_mem [0:{cfg.max_m * cfg.max_k - 1}];
-    reg signed [IN_W-1:0] b_mem [0:{cfg.max_k * cfg.max_n - 1}];
-    reg signed [ACC_W-1:0] bias_mem [0:{cfg.max_n - 1}];
-    reg [{cfg.multiplier_bits - 1}:0] m_mem [0:{cfg.max_n - 1}];
-    reg [SHIFT_W-1:0] shift_mem [0:{cfg.max_m - 1}];
+    reg signed [IN_W-1:0] b_mem {bank_dim}[0:{cfg.max_k * cfg.max_n - 1}];
+    reg signed [ACC_W-1:0] bias_mem {bank_dim}[0:{cfg.max_n - 1}];
+    reg [{cfg.multiplier_bits - 1}:0] m_mem {bank_dim}[0:{cfg.max_n - 1}];
+{bank_reg}    reg [SHIFT_W-1:0] shift_mem [0:{cfg.max_m - 1}];
     reg signed [OUT_W-1:0] out_mem [0:{cfg.max_m * cfg.max_n - 1}];
     reg [{dim - 1}:0] tile_i, tile_j, step;  // tile origin, k
     reg [{lane - 1}:0] row;                  // accumulator row being requantized
 
     /* verilator lint_off UNUSEDSIGNAL */  // operands use the low bits of wr_data and wr_addr
     always @(posedge clk) begin
-        if (wr_en && state == IDLE) begin
+        if (wr_en && ({writable})) begin
             if (wr_sel == 3'd0) a_mem[wr_addr[{a_aw - 1}:0]] <= wr_data[IN_W-1:0];
-            else if (wr_sel == 3'd1) b_mem[wr_addr[{b_aw - 1}:0]] <= wr_data[IN_W-1:0];
-            else if (wr_sel == 3'd2) bias_mem[wr_addr[{n_aw - 1}:0]] <= wr_data;
+            else if (wr_sel == 3'd1) b_mem{wr_bank}[wr_addr[{b_aw - 1}:0]] <= wr_data[IN_W-1:0];
+            else if (wr_sel == 3'd2) bias_mem{wr_bank}[wr_addr[{n_aw - 1}:0]] <= wr_data;
             else if (wr_sel == 3'd4)
-                m_mem[wr_addr[{n_aw - 1}:0]] <= wr_data[{cfg.multiplier_bits - 1}:0];
+                m_mem{wr_bank}[wr_addr[{n_aw - 1}:0]] <= wr_data[{cfg.multiplier_bits - 1}:0];
             else shift_mem[wr_addr[{m_aw - 1}:0]] <= wr_data[SHIFT_W-1:0];
         end
     end
@@ -140,8 +153,9 @@ module gemm (
             wire [WIDE-1:0] j = {w("tile_j", dim)} + c;
             wire [WIDE-1:0] addr = k_wide * STRIDE_N + j;
             wire in_n = j < n_wide;
-            assign b_bus[c*IN_W +: IN_W] = in_n ? b_mem[addr[{b_aw - 1}:0]] : {{IN_W{{1'b0}}}};
-            assign bias_bus[c*ACC_W +: ACC_W] = in_n ? bias_mem[j[{n_aw - 1}:0]]
+            assign b_bus[c*IN_W +: IN_W] = in_n ? b_mem{rd_bank}[addr[{b_aw - 1}:0]]
+                                                : {{IN_W{{1'b0}}}};
+            assign bias_bus[c*ACC_W +: ACC_W] = in_n ? bias_mem{rd_bank}[j[{n_aw - 1}:0]]
                                                      : {{ACC_W{{1'b0}}}};
         end
     endgenerate
@@ -160,7 +174,7 @@ module gemm (
         for (c = 0; c < COLS; c = c + 1) begin : requant_lane
             wire [OUT_W-1:0] q;
             wire [WIDE-1:0] j = {w("tile_j", dim)} + c;
-            wire [{cfg.multiplier_bits - 1}:0] m = (j < n_wide) ? m_mem[j[{n_aw - 1}:0]]
+            wire [{cfg.multiplier_bits - 1}:0] m = (j < n_wide) ? m_mem{rd_bank}[j[{n_aw - 1}:0]]
                                                            : {{{cfg.multiplier_bits}{{1'b0}}}};
             requant #(.ACC_W(ACC_W), .M_W({cfg.multiplier_bits}), .SHIFT_W({cfg.shift_bits}),
                       .OUT_W(OUT_W)) unit (
@@ -192,6 +206,7 @@ module gemm (
             case (state)
                 IDLE: if (start) begin
                     state <= LOAD; cycles <= 32'd1; tile_i <= {dim}'d0; tile_j <= {dim}'d0;
+                    {bank_latch}
                 end
                 LOAD: begin state <= MAC; step <= {dim}'d0; end
                 MAC: if (last_step) begin state <= WRITE; row <= {lane}'d0; end

@@ -11,7 +11,10 @@ its fields in the order of each record below:
   channel multipliers), or the LayerNorm unit's parameters (gamma into a staging buffer, then
   beta, which writes the (gamma, beta) pair). One element per cycle.
 - `Gemm`: run the engine on what its buffers hold (M x K by K x N, the requantization shift),
-  then copy its M x N outputs into the scratchpad, saturated to `width` bits.
+  then copy its M x N outputs into the scratchpad, saturated to `width` bits. Its `mode`
+  splits that in two around the copies of the next output chunk's weights: `start` starts
+  the engine and goes on to the next instruction (later copies into B, the bias and the
+  multipliers fill the other bank); `finish` waits for the engine and copies the outputs.
 - `Vector`: a row operation over `rows` rows of `length` elements in the scratchpad, its
   constants by kind:
   - element by element: `add` (the residual add: m_a, m_b, shift, width), `gelu` (i-GELU's
@@ -45,6 +48,7 @@ KINDS = ("add", "gelu", "token_shift", "softmax", "layernorm", "rmsnorm", "rotar
 UNIT_KINDS = ("softmax", "layernorm", "rmsnorm", "rotary", "causal_softmax")  # streaming units
 ELEMENT_KINDS = ("add", "gelu", "silu", "requant", "mul")  # one element per cycle
 FETCH_CYCLES = WORDS + 1  # one read per word, the last word lands a cycle later
+GEMM_MODES = ("run", "start", "finish")  # see `Gemm` in the module docstring
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,7 @@ class Gemm:
     width: int  # outputs saturated to this many signed bits (8, 16 or 32)
     dst_base: int
     dst_row: int
+    mode: str = "run"  # one of GEMM_MODES
 
 
 @dataclass(frozen=True)
@@ -106,7 +111,8 @@ def encode(instruction: Instruction) -> list[int]:
         head = [OP_COPY, instruction.source | TARGETS.index(instruction.target) << 4]
         fields = list(astuple(instruction)[2:])
     elif isinstance(instruction, Gemm):
-        head, fields = [OP_GEMM], list(astuple(instruction))
+        head = [OP_GEMM]
+        fields = [*astuple(instruction)[:-1], GEMM_MODES.index(instruction.mode)]
     elif isinstance(instruction, Vector):
         head = [OP_VECTOR, KINDS.index(instruction.kind)]
         v = instruction

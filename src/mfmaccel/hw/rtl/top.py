@@ -50,9 +50,9 @@ class TopConfig:
         if e.in_bits < PROBABILITY_BITS + 1:
             raise UserInputError(f"the top's GEMM operands need in_bits of at least "
                                  f"{PROBABILITY_BITS + 1} (probabilities), got {e.in_bits}")
-        if e.out_bits != 32 or e.acc_bits != 32 or e.stream_lanes != 1:
-            raise UserInputError("the top's engine needs out_bits=32, acc_bits=32 and "
-                                 "stream_lanes=1 (see TopConfig)")
+        if e.out_bits != 32 or e.acc_bits != 32 or e.stream_lanes != 1 or e.b_banks != 2:
+            raise UserInputError("the top's engine needs out_bits=32, acc_bits=32, "
+                                 "stream_lanes=1 and b_banks=2 (see TopConfig)")
         for name in ("spad_words", "dram_words"):
             if getattr(self, name) < 2:
                 raise UserInputError(f"{name} must be at least 2, got {getattr(self, name)}")
@@ -66,7 +66,7 @@ def top_config(*, max_tokens: int, max_k: int, max_row: int, rows: int = 8, cols
     outputs go `max_n` columns at a time."""
     engine = RtlConfig(rows=rows, cols=cols, in_bits=16, out_bits=32, max_m=max_tokens,
                        max_n=max_n, max_k=max_k, stream_lanes=1, max_row=max_row,
-                       rotary_dim=head_dim)
+                       rotary_dim=head_dim, b_banks=2)
     return TopConfig(engine, spad_words, dram_words)
 
 
@@ -306,22 +306,27 @@ module accel_top (
     reg eng_wr_en;
     reg [2:0] eng_wr_sel;
     reg [31:0] eng_wr_data;
-    wire eng_done;
     wire [31:0] eng_rd_data;
     /* verilator lint_off UNUSEDSIGNAL */  // the controller waits for done and counts itself;
     // a unit takes every beat of a row (in_ready stays high while it takes one) and each
     // beat holds one element
+    wire eng_done;                         // the controller waits for !busy instead
     wire eng_busy;
     wire [31:0] eng_cycles;
     wire sm_in_ready, ln_in_ready, rms_in_ready, rot_in_ready;
     wire sm_out_count, ln_out_count, rms_out_count, rot_out_count;
     /* verilator lint_on UNUSEDSIGNAL */
     reg [31:0] out_addr;                   // the engine's output buffer: i * MAX_N + j
+    // a run's shape, latched at its start: the instructions after a `start` change w
+    reg [@DIM@-1:0] eng_m, eng_n, eng_k;
+    reg [@SHIFT_W@-1:0] eng_shift;
+    reg fill_bank;                         // the bank copies into B, bias and m write
     gemm engine (
         .clk(clk), .rst(rst), .wr_en(eng_wr_en), .wr_sel(eng_wr_sel),
         .wr_addr(eng_wr_addr[@EAW@-1:0]), .wr_data(eng_wr_data),
-        .dim_m(w[1][@DIM@-1:0]), .dim_n(w[2][@DIM@-1:0]), .dim_k(w[3][@DIM@-1:0]),
-        .rq_shift(w[4][@SHIFT_W@-1:0]), .start(state == S_GEMM_GO), .busy(eng_busy),
+        .run_bank(fill_bank), .wr_bank(fill_bank),
+        .dim_m(eng_m), .dim_n(eng_n), .dim_k(eng_k),
+        .rq_shift(eng_shift), .start(state == S_GEMM_GO), .busy(eng_busy),
         .done(eng_done), .cycles(eng_cycles), .rd_addr(out_addr[@OAW@-1:0]),
         .rd_data(eng_rd_data)
     );
@@ -419,7 +424,7 @@ module accel_top (
         spad_we <= 1'b0; dram_we <= 1'b0; eng_wr_en <= 1'b0; par_we <= 1'b0; rot_we <= 1'b0;
         done <= 1'b0;
         if (rst) begin
-            state <= S_IDLE; fault <= 1'b0; cycles <= 32'd0; pending <= 1'b0;
+            state <= S_IDLE; fault <= 1'b0; cycles <= 32'd0; pending <= 1'b0; fill_bank <= 1'b0;
         end else begin
             if (state != S_IDLE) cycles <= cycles + 32'd1;
             // the element pipeline: a read issued now is written next cycle
@@ -454,7 +459,9 @@ module accel_top (
                     d_row <= dst_base; d_addr <= dst_base;
                     if (op == OP_END) begin state <= S_IDLE; done <= 1'b1; end
                     else if (op == OP_COPY) state <= S_STREAM;
-                    else if (op == OP_GEMM) state <= S_GEMM_GO;
+                    else if (op == OP_GEMM) begin  // mode 2 (finish) waits for a started run
+                        state <= (w[8] == 32'd2) ? S_GEMM_WAIT : S_GEMM_GO; out_addr <= 32'd0;
+                    end
                     else if (op == OP_VECTOR && (kind == K_ADD || kind == K_GELU
                                                  || kind == K_SILU || kind == K_REQUANT
                                                  || kind == K_MUL))
@@ -493,8 +500,13 @@ module accel_top (
                     end
                     if (stream_done) begin state <= S_FETCH; pc <= pc + STEP; fetched <= 5'd0; end
                 end
-                S_GEMM_GO: begin state <= S_GEMM_WAIT; r <= 32'd0; c <= 32'd0; out_addr <= 0; end
-                S_GEMM_WAIT: if (eng_done) state <= S_GEMM_OUT;
+                S_GEMM_GO: begin  // the engine starts on this edge; copies go to the other bank
+                    eng_m <= w[1][@DIM@-1:0]; eng_n <= w[2][@DIM@-1:0]; eng_k <= w[3][@DIM@-1:0];
+                    eng_shift <= w[4][@SHIFT_W@-1:0]; fill_bank <= !fill_bank;
+                    if (w[8] == 32'd1) begin state <= S_FETCH; pc <= pc + STEP; fetched <= 5'd0; end
+                    else state <= S_GEMM_WAIT;
+                end
+                S_GEMM_WAIT: if (!eng_busy) state <= S_GEMM_OUT;
                 S_GEMM_OUT: begin  // one output per cycle into the scratchpad
                     spad_we <= 1'b1; spad_waddr <= d_addr;
                     spad_wdata <= saturate({{40{eng_rd_data[31]}}, eng_rd_data}, w[5]);

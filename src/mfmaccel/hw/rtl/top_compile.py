@@ -139,16 +139,32 @@ def gemm_chunks(plan: Plan, *, n: int, k: int, weights: Region, w_row: int, w_co
                 dst: int, dst_row: int, weights_from: int = DRAM) -> None:
     """B (K x N, element (kk, j) at weights.base + kk w_row + j w_col) through the engine
     `max_n` columns at a time, A already in its buffer: per chunk, B, the bias and the
-    multipliers copied in, the GEMM run, its outputs written to dst + i dst_row + j."""
+    multipliers copied in, the GEMM run, its outputs written to dst + i dst_row + j. With
+    several chunks the engine's two banks overlap them: chunk j + 1's copies run while the
+    engine computes chunk j (`start`), whose outputs are copied after (`finish`)."""
     max_n = plan.cfg.engine.max_n
-    for j0 in range(0, n, max_n):
-        cols = min(max_n, n - j0)
+    chunks = [(j0, min(max_n, n - j0)) for j0 in range(0, n, max_n)]
+
+    def fill(j0: int, cols: int) -> None:
         plan.emit(
             Copy(weights_from, "gemm_b", k, cols, weights.base + j0 * w_col, w_row, w_col, 0,
                  max_n),
             Copy(DRAM, "gemm_bias", 1, cols, bias.base + j0, 0, 1, 0, 0),
-            Copy(DRAM, "gemm_m", 1, cols, multipliers.base + j0, 0, 1, 0, 0),
-            Gemm(m, cols, k, shift, width, dst + j0, dst_row))
+            Copy(DRAM, "gemm_m", 1, cols, multipliers.base + j0, 0, 1, 0, 0))
+
+    def run(j0: int, cols: int, mode: str) -> Gemm:
+        return Gemm(m, cols, k, shift, width, dst + j0, dst_row, mode)
+
+    if len(chunks) == 1:
+        fill(*chunks[0])
+        plan.emit(run(*chunks[0], "run"))
+        return
+    fill(*chunks[0])
+    plan.emit(run(*chunks[0], "start"))
+    for previous, chunk in zip(chunks, chunks[1:], strict=False):
+        fill(*chunk)
+        plan.emit(run(*previous, "finish"), run(*chunk, "start"))
+    plan.emit(run(*chunks[-1], "finish"))
 
 
 def load_a(plan: Plan, *, rows: int, cols: int, src: int, src_row: int,

@@ -7,7 +7,8 @@ decoded (1); then
 - a copy or an element-by-element vector instruction (add, gelu, silu, requant, mul): one
   element per cycle, plus 2 (the last write, the end);
 - a GEMM: 1 to start the engine, its own count (`gemm_cycles`), then M x N to copy the
-  outputs into the scratchpad;
+  outputs into the scratchpad; split in two (`start`, `finish`), the copies between them run
+  beside the engine and `finish` waits only for what is left of its run;
 - the per-token shift: per row 2 n + 5 (two passes of n + 2, the shift's write);
 - softmax, LayerNorm, RMSNorm and rotary: per row the unit's own count
   (`stream_softmax_cycles`, `stream_layernorm_cycles`, `stream_rmsnorm_cycles`,
@@ -36,7 +37,8 @@ UNIT_CYCLES = {"softmax": stream_softmax_cycles, "layernorm": stream_layernorm_c
 
 
 def execute_cycles(cfg: TopConfig, instruction: Instruction) -> int:
-    """Cycles from the one after its decode to the one before the next fetch."""
+    """Cycles from the one after its decode to the one before the next fetch, for an
+    instruction that does not wait on a started run (see `timeline`)."""
     if isinstance(instruction, Copy):
         return instruction.rows * instruction.cols + 2
     if isinstance(instruction, Gemm):
@@ -54,6 +56,25 @@ def execute_cycles(cfg: TopConfig, instruction: Instruction) -> int:
     return 0
 
 
+def timeline(cfg: TopConfig, program: Sequence[Instruction]) -> list[int]:
+    """Each instruction's execution cycles in order. A `start` takes one cycle and the engine
+    runs on (idle `gemm_cycles` later); a `finish` waits until then, at least one cycle, and
+    copies the outputs; everything else is `execute_cycles`."""
+    now, engine_idle, cycles = 1, 0, []  # `now`: the cycle about to run (0 took start)
+    for instruction in program:
+        now += FETCH_CYCLES + DECODE_CYCLES
+        if isinstance(instruction, Gemm) and instruction.mode == "start":
+            i = instruction
+            engine_idle, spent = now + gemm_cycles(cfg.engine, i.m, i.n, i.k), 1
+        elif isinstance(instruction, Gemm) and instruction.mode == "finish":
+            spent = max(engine_idle, now) - now + 1 + instruction.m * instruction.n
+        else:
+            spent = execute_cycles(cfg, instruction)
+        cycles.append(spent)
+        now += spent
+    return cycles
+
+
 def instruction_class(instruction: Instruction) -> str:
     """What an instruction's cycles are spent on, for breakdowns."""
     if isinstance(instruction, Copy):
@@ -67,19 +88,19 @@ def instruction_class(instruction: Instruction) -> str:
 
 def program_cycles(cfg: TopConfig, program: Sequence[Instruction]) -> int:
     """The top's `cycles` after running `program` (ending with End)."""
-    return 1 + sum(FETCH_CYCLES + DECODE_CYCLES + execute_cycles(cfg, i) for i in program)
+    return 1 + len(program) * (FETCH_CYCLES + DECODE_CYCLES) + sum(timeline(cfg, program))
 
 
 def cycle_breakdown(cfg: TopConfig, program: Sequence[Instruction]) -> dict[str, int]:
     """`program_cycles` by what they are spent on: instruction fetch and decode, each class
-    of instruction, and within GEMMs the engine apart from the copy-out of its outputs."""
+    of instruction, and within GEMMs the engine (or the wait for it) apart from the copy-out of
+    its outputs."""
     out: Counter[str] = Counter()
     out["fetch and decode"] = 1 + len(program) * (FETCH_CYCLES + DECODE_CYCLES)
-    for instruction in program:
-        cycles = execute_cycles(cfg, instruction)
+    for instruction, cycles in zip(program, timeline(cfg, program), strict=True):
         if isinstance(instruction, Gemm):
-            copy_out = instruction.m * instruction.n
-            out["gemm engine"] += cycles - copy_out
+            copy_out = 0 if instruction.mode == "start" else instruction.m * instruction.n
+            out["gemm engine (or waiting for it)"] += cycles - copy_out
             out["gemm output copy"] += copy_out
         elif cycles:
             out[instruction_class(instruction)] += cycles

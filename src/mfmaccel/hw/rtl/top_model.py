@@ -1,15 +1,18 @@
 """The accelerator top as the performance model sees it (`top_arch`), and the operations of
-an integer BERT layer as the top runs them (`integer_bert_ops`), so `hw.simulate` can price
-a traced layer on the top and be checked against the RTL's cycle counter.
+a traced layer as the top's integer program runs them (`layer_workload`), so `hw.simulate`
+can price a layer on the top and be checked against the RTL's cycle counter.
 
 `top_arch` says what the top does that a double-buffered accelerator does not: activations
 stay in the scratchpad, and every GEMM's operands and outputs are copied one element per cycle
-through the engine's buffers, before and after it computes (`Arch.operand_fill`); the softmax
-passes over each row three times and the LayerNorm twice with its statistics between
-(`Arch.unit_rows`, from the streaming units' cycle formulas); vector units take one element
-per cycle. What the model still leaves out: instruction fetch and decode (18 cycles per
-instruction), 2 cycles closing each copy and 1 starting each GEMM, the engine started once
-per `max_n` output columns, and the copies of the LayerNorm's parameters.
+through the engine's buffers, before and after it computes, B `max_n` columns at a time with
+the next chunk's copies beside this chunk's compute (`Arch.operand_fill`, `Arch.fill_chunk`);
+the softmax passes over each row three times, the norms and rotary twice, the norms with their
+statistics between (`Arch.unit_rows`, from the streaming units' cycle formulas); vector units
+take one element per cycle. A layer run as a program of its own loads its inputs and stores
+its outputs (`copy` operations). What the model leaves out (`top_layers.unmodelled` counts
+each): instruction fetch and decode, the norm and rotary parameters' copies, the GEMM row
+shifts' copies, zeroing the causal probabilities, and 2 cycles closing each copy and 1
+starting each GEMM.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from mfmaccel.hw.rtl.top import TopConfig
 from mfmaccel.hw.workload import Gemm, Op, VectorOp, Workload
 
 TOP_UNITS = ("softmax", "layernorm", "rmsnorm", "gelu", "silu", "rotary", "add", "requant",
-             "token_shift")
+             "token_shift", "copy")
 # per-token scales reach these GEMMs' inputs from a row operation (`hw.intexec.bert` and
 # `hw.intexec.llama`, per_token=True); the other GEMMs' inputs come from a norm
 PER_TOKEN_INPUTS = (".attention.output.dense", ".output.dense", ".o_proj", ".down_proj")
@@ -41,7 +44,7 @@ def top_arch(cfg: TopConfig, clock_mhz: float = 100) -> Arch:
     rms_extra = stream_rmsnorm_cycles(e, 1) + 1 - 2
     rotary_extra = stream_rotary_cycles(e) + 1 - 2 * e.rotary_dim
     return replace(gemm_arch(e, clock_mhz), name="rtl-top", vector_lanes=1, units=TOP_UNITS,
-                   attention="full", fusion=(), operand_fill=1.0,
+                   attention="full", fusion=(), operand_fill=1.0, fill_chunk=e.max_n,
                    bandwidth_gbs=4 * clock_mhz / 1e3,  # one 32-bit word per cycle
                    unit_rows=(("softmax", 3, softmax_extra), ("layernorm", 2, norm_extra),
                               ("rmsnorm", 2, rms_extra), ("rotary", 2, rotary_extra),
@@ -100,5 +103,10 @@ def layer_workload(workload: Workload, layer: int) -> Workload:
         raise UserInputError(f"{workload.model} has no layer {layer} the top's model knows "
                              "(BERT encoder or Llama-family decoder layers)")
     ops = integer_bert_ops(bert) if bert else integer_llama_ops(llama)
+    # run as a program of its own, the layer loads its inputs and stores its outputs: BERT's
+    # int8 and int16 hidden states, Llama's residual stream
+    first = next(op for op in ops if isinstance(op, Gemm))
+    moved = VectorOp("copy", first.m, first.k, 2 if bert else 1, f"encoder.layer.{layer}")
+    ops = [moved, *ops, moved]
     return replace(workload, ops=ops,
                    description=f"{workload.description}, layer {layer} (integer program)")
