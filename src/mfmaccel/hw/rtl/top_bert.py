@@ -65,7 +65,7 @@ def _attention(plan: Plan, layer: IntBertLayer, h8: Region, tokens: int) -> Regi
 
 
 def compile_bert_layer(cfg: TopConfig, layer: IntBertLayer, h8: torch.Tensor,
-                       h16: torch.Tensor) -> Compiled:
+                       h16: torch.Tensor, *, overlap: bool = True) -> Compiled:
     """The program running `layer` on one sequence's int8 and int16 hidden states
     (tokens x hidden each), and its outputs `h8` and `h16` (the next layer's inputs)."""
     if not layer.per_token:
@@ -76,7 +76,7 @@ def compile_bert_layer(cfg: TopConfig, layer: IntBertLayer, h8: torch.Tensor,
                              "int16 alike")
     tokens, hidden = h8.shape
     ffn = layer.intermediate.weight.shape[0]
-    plan = Plan(cfg)
+    plan = Plan(cfg, overlap)
     inputs = {name: (plan.dram(x), plan.spad(x.numel(), name)) for name, x in
               (("h8", h8), ("h16", h16))}
     for source, region in inputs.values():

@@ -54,6 +54,7 @@ class Plan:
     """Bump allocation of off-chip memory and the scratchpad, and the program being built."""
 
     cfg: TopConfig
+    overlap: bool = True  # chunks' weight copies beside the engine (else one chunk at a time)
     image: dict[int, list[int]] = field(default_factory=dict)
     program: list[Instruction] = field(default_factory=list)
     dram_next: int = 0
@@ -155,9 +156,10 @@ def gemm_chunks(plan: Plan, *, n: int, k: int, weights: Region, w_row: int, w_co
     def run(j0: int, cols: int, mode: str) -> Gemm:
         return Gemm(m, cols, k, shift, width, dst + j0, dst_row, mode)
 
-    if len(chunks) == 1:
-        fill(*chunks[0])
-        plan.emit(run(*chunks[0], "run"))
+    if len(chunks) == 1 or not plan.overlap:
+        for chunk in chunks:
+            fill(*chunk)
+            plan.emit(run(*chunk, "run"))
         return
     fill(*chunks[0])
     plan.emit(run(*chunks[0], "start"))

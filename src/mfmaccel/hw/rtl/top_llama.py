@@ -126,7 +126,8 @@ def _mlp(plan: Plan, block: IntLlamaBlock, x8: Region, shifts: Region, tokens: i
     return down
 
 
-def compile_llama_block(cfg: TopConfig, block: IntLlamaBlock, h: torch.Tensor) -> Compiled:
+def compile_llama_block(cfg: TopConfig, block: IntLlamaBlock, h: torch.Tensor, *,
+                        overlap: bool = True) -> Compiled:
     """The program running `block` on one sequence's int24 residual stream (tokens x hidden,
     positions from 0), and its output `h`."""
     if h.dim() != 2:
@@ -135,7 +136,7 @@ def compile_llama_block(cfg: TopConfig, block: IntLlamaBlock, h: torch.Tensor) -
     if tokens > cfg.engine.max_row:
         raise UserInputError(f"{tokens} tokens exceed the softmax unit's max_row; use max_row "
                              f"of at least {tokens}")
-    plan = Plan(cfg)
+    plan = Plan(cfg, overlap)
     source, h_in = plan.dram(h), plan.spad(h.numel(), "h")
     plan.emit(Copy(DRAM, "spad", 1, source.size, source.base, 0, 1, h_in.base, 0))
     s = block.scales
