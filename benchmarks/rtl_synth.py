@@ -13,7 +13,7 @@ MAC array and GEMM engine, run beside all that and stopped after --full-timeout 
 An FPGA synthesis that runs past --unit-timeout is stopped and reported as such. Prints JSON.
 
 Usage: python benchmarks/rtl_synth.py [--part up5k] [--freq 100] [--unit-timeout 180]
-       [--full-timeout 600] [--record]
+       [--full-timeout 600] [--generic-only] [--record]
 """
 
 from __future__ import annotations
@@ -242,21 +242,27 @@ def main() -> None:
                         help="seconds each FPGA synthesis may take")
     parser.add_argument("--full-timeout", type=float, default=600,
                         help="seconds each generic synthesis of the edge-size units may take")
+    parser.add_argument("--generic-only", action="store_true",
+                        help="only the generic cells at the edge preset's size")
     parser.add_argument("--record", action="store_true")
     args = parser.parse_args()
     start = time.perf_counter()
     generic = start_generic_cells(args.full_timeout)  # runs beside the FPGA flow
     report = {"part": args.part, "target_mhz": args.freq, "dsp_min_bits": DSP_MIN_BITS,
-              "fpga_max_k": FPGA_MAX_K, "commit": recordfile.commit(), "units": {}}
-    report["units"]["gemm"] = gemm_section(args.part, args.freq, args.unit_timeout)
-    for unit in ("softmax", "layernorm"):
-        report["units"][unit] = lanes_section(unit, args.part, args.freq, args.unit_timeout)
-    for unit in ("igelu", "requant"):  # the requantizer: the GEMM engine's longest path
-        report["units"][unit] = one_size_section(unit, args.part, args.freq, args.unit_timeout)
+              "fpga_max_k": FPGA_MAX_K, "commit": recordfile.commit(),
+              "full_timeout_s": args.full_timeout, "units": {}}
+    if not args.generic_only:
+        report["units"]["gemm"] = gemm_section(args.part, args.freq, args.unit_timeout)
+        for unit in ("softmax", "layernorm"):
+            report["units"][unit] = lanes_section(unit, args.part, args.freq, args.unit_timeout)
+        for unit in ("igelu", "requant"):  # the requantizer: the GEMM engine's longest path
+            report["units"][unit] = one_size_section(unit, args.part, args.freq,
+                                                     args.unit_timeout)
     log("generic cells at the edge preset's size (started with the run)")
     report["generic_cells_edge"] = finish_generic_cells(generic)
     report["seconds"] = round(time.perf_counter() - start, 1)
-    path = recordfile.record_path(["rtl-synth", args.part], report["commit"])
+    parts = ["rtl-synth", "generic" if args.generic_only else args.part]
+    path = recordfile.record_path(parts, report["commit"])
     recordfile.emit(report, path if args.record else None)
 
 
