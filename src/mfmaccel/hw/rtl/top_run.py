@@ -1,8 +1,9 @@
 """Running a compiled program (`hw.rtl.top_compile.Compiled`) on the accelerator top in a
 simulator: the testbench holds off-chip memory (loaded from the image with `$readmemh`),
 starts the top at the program, waits for `done`, and writes back the top's cycle count, its
-fault flag and the output regions. Icarus Verilog by default; Verilator builds for a minute
-and then runs a whole encoder layer in seconds.
+fault flag and the output regions. Icarus Verilog by default, or Verilator: built once per
+folder and rerun on each program's image, and far faster on a whole layer
+(`benchmarks/rtl_top.py` records both).
 """
 
 from __future__ import annotations
