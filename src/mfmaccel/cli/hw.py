@@ -152,7 +152,7 @@ def hw_top(
     out = out or Path("results") / f"{Path(model).name}-top.json"
     check_replaceable_file(out)  # refuse a user's file before minutes of simulation
     require_simulator(simulator)
-    chosen = [int(x) for x in _values(layers, int)] if layers else None
+    chosen = list(_values(layers, int)) if layers else None
     with Bars() as bars, tempfile.TemporaryDirectory(prefix="mfmaccel-top-") as tmp:
         record = run_layers(model, Path(tmp), tokens=tokens, layers=chosen,
                             simulator=simulator, progress=bars.task("layers in RTL"))

@@ -223,8 +223,8 @@ def _with_copies(op: Gemm, arch: Arch, compute: int) -> tuple[int, str]:
     B, its bias and multipliers `fill_chunk` columns at a time, each chunk's copies beside the
     previous chunk's compute (two banks), then that chunk's outputs."""
     rate, chunk = arch.operand_fill, arch.fill_chunk
-    fill = math.ceil(_filled_elements(op) / rate)
     if not chunk or op.n <= chunk:
+        fill = math.ceil(_filled_elements(op) / rate)
         return compute + fill, "compute" if compute >= fill else "fill"
     widths = [min(chunk, op.n - start) for start in range(0, op.n, chunk)]
     engine = [os_cycles(arch, op.m, width, op.k) for width in widths]

@@ -1,5 +1,5 @@
-"""The accelerator top's program: its instruction set, how an instruction is laid out in
-off-chip memory, and the cycles each one takes (`hw.rtl.top`).
+"""The accelerator top's program (`hw.rtl.top`): its instruction set and how an instruction
+is laid out in off-chip memory (the cycles each takes: `top_cycles`).
 
 An instruction is `WORDS` 32-bit words in off-chip memory; the controller fetches them one
 per cycle and runs the instruction before fetching the next. Word 0 is the opcode, the rest

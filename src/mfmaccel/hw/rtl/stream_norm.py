@@ -33,8 +33,8 @@ from mfmaccel.hw.rtl.stream_common import (
     zext,
 )
 
-# epsilon at the input's squared scale: an int24 input at a fine scale makes it exceed 2^32
-# (tiny-llama's RMSNorms: 6.2e9); the variance register is 50 bits anyway
+# epsilon at the input's squared scale: an int24 input at a fine scale takes it past 2^32
+# (tiny-llama's RMSNorms do); the variance register is 50 bits anyway
 EPS_BITS = 48
 RECIPROCAL_STEPS = 32  # 2^31 has 32 bits
 

@@ -12,10 +12,11 @@ gamma and beta.
 Datapath. Copies, the residual add and i-GELU run one element per cycle: a read issued in one
 cycle is written, transformed, the next. The per-token shift reads each row twice (its
 largest magnitude, then the shifted values) and writes the row's shift after it. The
-softmax and LayerNorm rows go through the streaming units one element per beat
+softmax, norm and rotary rows go through the streaming units one element per beat
 (`stream_lanes` = 1): the row in, then the results out. A GEMM starts the engine on what its
-buffers hold and then copies its M x N outputs into the scratchpad, one per cycle. Nothing
-overlaps: one instruction at a time, each using one unit; `top_cycles` counts them.
+buffers hold and then copies its M x N outputs into the scratchpad, one per cycle; split into
+`start` and `finish`, the copies of the next chunk's weights run between them, into the
+engine's other bank. Apart from that, one instruction at a time; `top_cycles` counts them.
 """
 
 from __future__ import annotations

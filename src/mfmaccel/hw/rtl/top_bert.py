@@ -29,10 +29,10 @@ from mfmaccel.hw.rtl.top_compile import (
 
 def _split_norm(plan: Plan, norm: SplitNorm, x: Region, rows: int, what: str
                 ) -> tuple[Region, Region]:
-    return (norm_rows(plan, "layernorm", norm.to_gemm, x=x, rows=rows,
-                      width=norm.to_gemm.out.bits, what=f"{what} (int8)"),
-            norm_rows(plan, "layernorm", norm.to_residual, x=x, rows=rows,
-                      width=norm.to_residual.out.bits, what=f"{what} (int16)"))
+    return (norm_rows(plan, norm.to_gemm, x=x, rows=rows, width=norm.to_gemm.out.bits,
+                      what=f"{what} (int8)"),
+            norm_rows(plan, norm.to_residual, x=x, rows=rows, width=norm.to_residual.out.bits,
+                      what=f"{what} (int16)"))
 
 
 def _attention(plan: Plan, layer: IntBertLayer, h8: Region, tokens: int) -> Region:
@@ -65,7 +65,7 @@ def _attention(plan: Plan, layer: IntBertLayer, h8: Region, tokens: int) -> Regi
 
 
 def compile_bert_layer(cfg: TopConfig, layer: IntBertLayer, h8: torch.Tensor,
-                       h16: torch.Tensor, *, overlap: bool = True) -> Compiled:
+                       h16: torch.Tensor) -> Compiled:
     """The program running `layer` on one sequence's int8 and int16 hidden states
     (tokens x hidden each), and its outputs `h8` and `h16` (the next layer's inputs)."""
     if not layer.per_token:
@@ -76,7 +76,7 @@ def compile_bert_layer(cfg: TopConfig, layer: IntBertLayer, h8: torch.Tensor,
                              "int16 alike")
     tokens, hidden = h8.shape
     ffn = layer.intermediate.weight.shape[0]
-    plan = Plan(cfg, overlap)
+    plan = Plan(cfg)
     inputs = {name: (plan.dram(x), plan.spad(x.numel(), name)) for name, x in
               (("h8", h8), ("h16", h16))}
     for source, region in inputs.values():

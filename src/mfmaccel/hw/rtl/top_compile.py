@@ -15,7 +15,7 @@ import torch
 
 from mfmaccel.errors import UserInputError
 from mfmaccel.hw.intexec.linear import IntLinear
-from mfmaccel.hw.intops import Dyadic
+from mfmaccel.hw.intops import Dyadic, ILayerNorm, IRMSNorm
 from mfmaccel.hw.intops.datapath import residual_factors
 from mfmaccel.hw.rtl.program import (
     DRAM,
@@ -54,7 +54,6 @@ class Plan:
     """Bump allocation of off-chip memory and the scratchpad, and the program being built."""
 
     cfg: TopConfig
-    overlap: bool = True  # chunks' weight copies beside the engine (else one chunk at a time)
     image: dict[int, list[int]] = field(default_factory=dict)
     program: list[Instruction] = field(default_factory=list)
     dram_next: int = 0
@@ -156,10 +155,9 @@ def gemm_chunks(plan: Plan, *, n: int, k: int, weights: Region, w_row: int, w_co
     def run(j0: int, cols: int, mode: str) -> Gemm:
         return Gemm(m, cols, k, shift, width, dst + j0, dst_row, mode)
 
-    if len(chunks) == 1 or not plan.overlap:
-        for chunk in chunks:
-            fill(*chunk)
-            plan.emit(run(*chunk, "run"))
+    if len(chunks) == 1:
+        fill(*chunks[0])
+        plan.emit(run(*chunks[0], "run"))
         return
     fill(*chunks[0])
     plan.emit(run(*chunks[0], "start"))
@@ -210,15 +208,17 @@ def product(plan: Plan, *, a: Region, a_row: int, rows: int, depth: int, b: Regi
                 weights_from=SPAD)
 
 
-def norm_rows(plan: Plan, kind: str, norm, *, x: Region, rows: int, width: int,
+def norm_rows(plan: Plan, norm: ILayerNorm | IRMSNorm, *, x: Region, rows: int, width: int,
               what: str) -> Region:
-    """A LayerNorm or RMSNorm (`kind`) over rows x its width at `x`: its gamma (and beta; an
-    RMSNorm's are zeros) into the unit, then the rows, saturated to `width` bits."""
+    """A LayerNorm or RMSNorm over rows x its width at `x`: its gamma (and beta; an RMSNorm's
+    are zeros) into its unit, then the rows, saturated to `width` bits."""
+    layer_norm = isinstance(norm, ILayerNorm)
+    kind = "layernorm" if layer_norm else "rmsnorm"
     length = norm.gamma.numel()
     if length > plan.cfg.engine.max_row:
         raise UserInputError(f"{what}: rows of {length} exceed the {kind} unit's max_row; use "
                              f"max_row of at least {length}")
-    beta = plan.dram(norm.beta) if hasattr(norm, "beta") else plan.constant(0, length)
+    beta = plan.dram(norm.beta) if layer_norm else plan.constant(0, length)
     out = plan.spad(rows * length, what)
     plan.emit(Copy(DRAM, "norm_gamma", 1, length, plan.dram(norm.gamma).base, 0, 1, 0, 0),
               Copy(DRAM, "norm_beta", 1, length, beta.base, 0, 1, 0, 0),

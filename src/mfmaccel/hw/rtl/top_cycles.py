@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import replace
 
 from mfmaccel.hw.rtl.gemm import gemm_cycles
 from mfmaccel.hw.rtl.program import ELEMENT_KINDS, FETCH_CYCLES, Copy, Gemm, Instruction, Vector
@@ -89,6 +90,15 @@ def instruction_class(instruction: Instruction) -> str:
 def program_cycles(cfg: TopConfig, program: Sequence[Instruction]) -> int:
     """The top's `cycles` after running `program` (ending with End)."""
     return 1 + len(program) * (FETCH_CYCLES + DECODE_CYCLES) + sum(timeline(cfg, program))
+
+
+def serial_cycles(cfg: TopConfig, program: Sequence[Instruction]) -> int:
+    """`program_cycles` of the same program with nothing beside the engine: each `start` and
+    `finish` pair run as one GEMM after its chunk's copies (the order of instructions that do
+    not overlap does not change their sum)."""
+    serial = [replace(i, mode="run") if isinstance(i, Gemm) and i.mode == "finish" else i
+              for i in program if not (isinstance(i, Gemm) and i.mode == "start")]
+    return program_cycles(cfg, serial)
 
 
 def cycle_breakdown(cfg: TopConfig, program: Sequence[Instruction]) -> dict[str, int]:

@@ -20,7 +20,7 @@ from mfmaccel.errors import UserInputError
 from mfmaccel.hw.rtl.program import Copy, Gemm, Instruction, Vector
 from mfmaccel.hw.rtl.top import TopConfig, top_config
 from mfmaccel.hw.rtl.top_compile import Compiled
-from mfmaccel.hw.rtl.top_cycles import cycle_breakdown, program_cycles
+from mfmaccel.hw.rtl.top_cycles import cycle_breakdown, program_cycles, serial_cycles
 from mfmaccel.hw.rtl.top_model import layer_workload, top_arch
 from mfmaccel.hw.rtl.top_run import TopRun, run_top
 from mfmaccel.hw.simulate import simulate
@@ -41,7 +41,7 @@ class LayerRun(Record):
     off_chip_words: int
     rtl_cycles: int  # the top's counter
     counted_cycles: int  # `top_cycles.program_cycles`
-    counted_cycles_serial: int  # the same layer compiled with no copy beside the engine
+    counted_cycles_serial: int  # the same program with no copy beside the engine
     model_cycles: int  # `hw.simulate` on `top_arch`
     model_vs_rtl: float
     left_out_of_model: dict[str, int]
@@ -70,7 +70,7 @@ class Family:
     layers: list
     first: tuple  # the first layer's inputs (batch of one)
     step: Callable  # (layer, inputs) -> outputs, the integer program
-    compile: Callable[..., Compiled]  # (cfg, layer, inputs without the batch, overlap=)
+    compile: Callable[[TopConfig, object, tuple], Compiled]  # inputs without the batch
     outputs: Callable[[TopRun], tuple]  # the next layer's inputs (batch of one)
     sizes: dict  # top_config's sizes
 
@@ -90,8 +90,7 @@ def _bert_family(model, tokens: int) -> Family:
     config = model.module.config
     return Family(program.layers, program.embed_norm(summed),
                   lambda layer, x: layer(*x, torch.ones(1, tokens)),
-                  lambda cfg, layer, x, **kw: compile_bert_layer(cfg, layer, x[0][0], x[1][0],
-                                                                 **kw),
+                  lambda cfg, layer, x: compile_bert_layer(cfg, layer, x[0][0], x[1][0]),
                   lambda run: (run.outputs["h8"][None], run.outputs["h16"][None]),
                   {"max_k": config.intermediate_size,
                    "max_row": max(config.hidden_size, tokens)})
@@ -110,7 +109,7 @@ def _llama_family(model, tokens: int) -> Family:
     head_dim = getattr(config, "head_dim", None) or (config.hidden_size
                                                      // config.num_attention_heads)
     return Family(program.blocks, (program.table[ids],), lambda block, x: (block(x[0]),),
-                  lambda cfg, block, x, **kw: compile_llama_block(cfg, block, x[0][0], **kw),
+                  lambda cfg, block, x: compile_llama_block(cfg, block, x[0][0]),
                   lambda run: (run.outputs["h"][None],),
                   {"max_k": config.intermediate_size,
                    "max_row": max(config.hidden_size, tokens), "head_dim": head_dim})
@@ -204,8 +203,7 @@ def _run_layer(cfg: TopConfig, family: Family, layer, inputs: tuple, outputs: tu
         instructions=len(compiled.program), scratchpad_words=compiled.spad_words,
         off_chip_words=compiled.dram_words, rtl_cycles=run.cycles,
         counted_cycles=program_cycles(cfg, compiled.program),
-        counted_cycles_serial=program_cycles(cfg, family.compile(cfg, layer, inputs,
-                                                                 overlap=False).program),
+        counted_cycles_serial=serial_cycles(cfg, compiled.program),
         model_cycles=simulation.cycles,
         model_vs_rtl=round(simulation.cycles / run.cycles - 1, 4),
         left_out_of_model=left_out,

@@ -37,7 +37,7 @@ def _rmsnorm(plan: Plan, norm: IRMSNorm, x: Region, rows: int, what: str
     if norm.out is not INT32:
         raise UserInputError("the top runs Llama blocks converted with per_token=True "
                              "(convert_llama's default)")
-    normed = norm_rows(plan, "rmsnorm", norm, x=x, rows=rows, width=32, what=what)
+    normed = norm_rows(plan, norm, x=x, rows=rows, width=32, what=what)
     length = norm.gamma.numel()
     shifted = token_shift(plan, normed, rows, length, f"{what} int8")
     plan.release(normed)
@@ -126,8 +126,7 @@ def _mlp(plan: Plan, block: IntLlamaBlock, x8: Region, shifts: Region, tokens: i
     return down
 
 
-def compile_llama_block(cfg: TopConfig, block: IntLlamaBlock, h: torch.Tensor, *,
-                        overlap: bool = True) -> Compiled:
+def compile_llama_block(cfg: TopConfig, block: IntLlamaBlock, h: torch.Tensor) -> Compiled:
     """The program running `block` on one sequence's int24 residual stream (tokens x hidden,
     positions from 0), and its output `h`."""
     if h.dim() != 2:
@@ -136,7 +135,7 @@ def compile_llama_block(cfg: TopConfig, block: IntLlamaBlock, h: torch.Tensor, *
     if tokens > cfg.engine.max_row:
         raise UserInputError(f"{tokens} tokens exceed the softmax unit's max_row; use max_row "
                              f"of at least {tokens}")
-    plan = Plan(cfg, overlap)
+    plan = Plan(cfg)
     source, h_in = plan.dram(h), plan.spad(h.numel(), "h")
     plan.emit(Copy(DRAM, "spad", 1, source.size, source.base, 0, 1, h_in.base, 0))
     s = block.scales

@@ -106,7 +106,7 @@ def layer_workload(workload: Workload, layer: int) -> Workload:
     # run as a program of its own, the layer loads its inputs and stores its outputs: BERT's
     # int8 and int16 hidden states, Llama's residual stream
     first = next(op for op in ops if isinstance(op, Gemm))
-    moved = VectorOp("copy", first.m, first.k, 2 if bert else 1, f"encoder.layer.{layer}")
+    moved = VectorOp("copy", first.m, first.k, 2 if bert else 1, first.where)
     ops = [moved, *ops, moved]
     return replace(workload, ops=ops,
                    description=f"{workload.description}, layer {layer} (integer program)")
