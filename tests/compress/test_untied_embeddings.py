@@ -115,15 +115,15 @@ def test_an_encoder_without_a_head_is_measured_by_cosine_and_reloads(tmp_path):
 def test_an_untied_head_is_probed_from_the_cached_block_outputs():
     """Untied, the head's probe needs no rerun of the blocks and gives the same KL; tied, the
     embeddings read the quantized head, so the whole model must rerun."""
-    from mfmaccel.compress.sensitivity import Prober, _first_block_to_rerun
+    from mfmaccel.compress.sensitivity import Prober, first_block_to_rerun
 
     spec = QuantSpec(3, 16)
     untied = Prober(_untied_qwen2().module, _batches())
-    start = _first_block_to_rerun("head", untied)
+    start = first_block_to_rerun("head", untied)
     assert start == untied.cache.blocks
     assert untied.probe(["head"], spec, start) == pytest.approx(
         untied.probe(["head"], spec, None), rel=1e-5)
-    assert _first_block_to_rerun("head", Prober(load_model("tiny-qwen2").module,
+    assert first_block_to_rerun("head", Prober(load_model("tiny-qwen2").module,
                                                  _batches())) is None
 
 

@@ -46,7 +46,8 @@ def part_bytes(part: Part, label: str, specs: dict[str, QuantSpec]) -> int:
     return specs[label].nbytes(part.out_features, part.in_features)
 
 
-def _solve(costs: np.ndarray, kls: np.ndarray, groups: list[list[int]], budget: float) -> list[int]:
+def solve_knapsack(costs: np.ndarray, kls: np.ndarray, groups: list[list[int]],
+                   budget: float) -> list[int]:
     """Exact: pick one option per group, minimising total KL with total cost <= budget."""
     count = len(costs)
     constraints = [LinearConstraint(costs[None, :], -np.inf, budget)]
@@ -114,7 +115,7 @@ class MixedSearch:
                               self.blocks[block]) for block, lab in options], dtype=float)
         kls = np.array([self.kl(self.sensitivity.blocks, block, lab) for block, lab in options])
         groups = [[i for i, (b, _) in enumerate(options) if b == block] for block in self.blocks]
-        picked = [options[i] for i in _solve(costs, kls, groups, budget)]
+        picked = [options[i] for i in solve_knapsack(costs, kls, groups, budget)]
         choice = {n: lab for block, lab in picked for n in self.blocks[block]}
         return self._assignment(choice, "block")
 
@@ -132,7 +133,7 @@ class MixedSearch:
         index: dict[str, list[int]] = {}
         for i, (name, _) in enumerate(options):
             index.setdefault(name, []).append(i)
-        picked = [options[i] for i in _solve(costs, kls, list(index.values()), budget)]
+        picked = [options[i] for i in solve_knapsack(costs, kls, list(index.values()), budget)]
         return self._assignment(dict(picked), "module")
 
     def front(self, budgets: Sequence[float]) -> list[Assignment]:

@@ -89,6 +89,11 @@ class Prober:
             total += self.distance(reference, self.output(hidden))
         return total / self.tokens
 
+    def recapture(self) -> None:
+        """Block inputs from the module as it computes now (other weights swapped in), so a
+        probe of one block runs among the others as they are; the reference stays as it was."""
+        self.cache = capture_blocks(self.module, self.cache.input_ids)
+
     def output(self, hidden: torch.Tensor) -> torch.Tensor:
         """What probes compare: next-token log-probabilities, or unit hidden states."""
         if self.signal == "kl":
@@ -151,7 +156,7 @@ def measure_sensitivity(
         tick()
         for block in blocks:
             block_kl[block][spec.label] = prober.probe(by_block[block], spec,
-                                                       _first_block_to_rerun(block, prober))
+                                                       first_block_to_rerun(block, prober))
             tick()
     seconds["network_and_blocks"] = time.perf_counter() - t
     t = time.perf_counter()
@@ -179,7 +184,7 @@ def measure_sensitivity(
     )
 
 
-def _first_block_to_rerun(block: str, prober: Prober) -> int | None:
+def first_block_to_rerun(block: str, prober: Prober) -> int | None:
     """Where a probe of `block` starts. The embeddings feed every block (None: rerun the whole
     model), and so does a head tied to them, whose quantized weight the embeddings then read;
     an untied head follows the blocks (their cached outputs); a block reruns itself and the
