@@ -19,6 +19,7 @@ rate-coded approximation, whose error shrinks as the steps grow.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -52,6 +53,21 @@ class SpikingRun(Record):
         names = [population] if population else list(self.spikes)
         fired = sum(sum(self.spikes[n]) for n in names)
         return fired / max(1, sum(self.neurons[n] for n in names) * self.steps)
+
+
+@dataclass
+class Step:
+    """One step of a spiking run."""
+
+    hidden: torch.Tensor  # the final int16 hidden states so far
+    fired: dict[str, int]  # population -> unit spikes this step
+    accumulates: int  # ACs this step
+    neurons: dict[str, int]  # population -> neurons
+
+    @property
+    def silent(self) -> bool:
+        """No neuron fired: nothing can change any more (the run has settled)."""
+        return not any(self.fired.values())
 
 
 class _Gemm:
@@ -165,12 +181,9 @@ class SpikingBert:
         self.program = program
         self.levels = levels
 
-    def run(self, input_ids: torch.Tensor, mask: torch.Tensor, *, steps: int | None = None,
-            max_steps: int = 4096) -> tuple[torch.Tensor, SpikingRun]:
-        """The final int16 hidden states after `steps` steps (None: until no neuron fires,
-        at most `max_steps`), and what the run did."""
-        if steps is not None and steps < 1:
-            raise UserInputError(f"--steps must be at least 1, got {steps}")
+    def steps(self, input_ids: torch.Tensor, mask: torch.Tensor) -> Iterator[Step]:
+        """Step after step, for ever: the int16 hidden states so far, each population's unit
+        spikes and the ACs of that step."""
         program = self.program
         positions = torch.arange(input_ids.shape[1])
         summed = (program.tables["word"][input_ids] + program.tables["position"][positions]
@@ -181,33 +194,45 @@ class SpikingBert:
                        self.levels)
         h16_in = program.embed_norm.to_residual.affine(normalised)
         layers = [_Layer(layer, self.levels) for layer in program.layers]
-        fired_per_step: list[dict[str, int]] = []
-        accumulates: list[int] = []
-        settled, limit = None, steps or max_steps
-        h16 = h16_in
-        for _ in range(limit):
-            fired = {"embed": 0}
+        sizes: dict[str, int] = {}
+        while True:
             spikes = embed.step(embed_input)
-            fired["embed"] = int(spikes.abs().sum())
+            fired = {"embed": int(spikes.abs().sum())}
             h16, acs = h16_in, 0
             for index, layer in enumerate(layers):
                 counts: dict[str, int] = {}
                 spikes, h16, cost = layer.step(spikes, h16, mask, counts)
                 acs += cost
                 fired.update({f"{index}.{k}": v for k, v in counts.items()})
-            fired_per_step.append(fired)
-            accumulates.append(acs)
-            if sum(fired.values()) == 0:
-                settled = len(fired_per_step)
+            if not sizes:
+                sizes["embed"] = embed.count.numel()
+                for index, layer in enumerate(layers):
+                    sizes.update({f"{index}.{k}": nrn.count.numel()
+                                  for k, nrn in layer.neurons.items()})
+            yield Step(h16, fired, acs, sizes)
+
+    def run(self, input_ids: torch.Tensor, mask: torch.Tensor, *, steps: int | None = None,
+            max_steps: int = 4096) -> tuple[torch.Tensor, SpikingRun]:
+        """The final int16 hidden states after `steps` steps (None: until no neuron fires,
+        at most `max_steps`), and what the run did."""
+        if steps is not None and steps < 1:
+            raise UserInputError(f"--steps must be at least 1, got {steps}")
+        fired: list[dict[str, int]] = []
+        accumulates: list[int] = []
+        settled = None
+        for step in self.steps(input_ids, mask):
+            fired.append(step.fired)
+            accumulates.append(step.accumulates)
+            if step.silent:
+                settled = len(fired)
+            if settled or len(fired) == (steps or max_steps):
                 break
-        sizes = {"embed": embed.count.numel()}
-        for index, layer in enumerate(layers):
-            sizes.update({f"{index}.{k}": nrn.count.numel() for k, nrn in layer.neurons.items()})
         record = SpikingRun(
-            steps=len(fired_per_step), settled_at=settled,
-            spikes={name: [f[name] for f in fired_per_step] for name in sizes},
-            neurons=sizes, accumulates=accumulates, macs=program_macs(program, input_ids))
-        return h16, record
+            steps=len(fired), settled_at=settled,
+            spikes={name: [f[name] for f in fired] for name in step.neurons},
+            neurons=step.neurons, accumulates=accumulates,
+            macs=program_macs(self.program, input_ids))
+        return step.hidden, record
 
 
 def program_macs(program: IntBert, input_ids: torch.Tensor) -> int:
@@ -223,4 +248,4 @@ def program_macs(program: IntBert, input_ids: torch.Tensor) -> int:
     return total
 
 
-__all__ = ["SpikingBert", "SpikingRun", "program_macs"]
+__all__ = ["SpikingBert", "SpikingRun", "Step", "program_macs"]

@@ -1,0 +1,71 @@
+"""Spiking minilm-l6 (issue 25, item 1): its static-scale integer program run as a spiking
+network on real text. Prints JSON.
+
+Per `--levels` (unit spikes a neuron may fire in one step; "none": any number, a graded
+message), the run goes until no neuron fires (at most `--max-steps`) and records: the steps it
+took to settle, whether the settled hidden states equal the integer program's bit for bit, the
+sentence embeddings' mean cosine to float after each of `--steps` (the rate-coded
+approximation) beside the integer program's own, the spike rate, and the ACs the spikes cost
+against the integer program's MACs on the same sentences.
+
+Usage: python benchmarks/spiking.py [--model minilm-l6] [--levels none 16 4]
+       [--sentences 16] [--calibration 64] [--max-steps 1024] [--max-length 64]
+       [--steps 8 16 32 64 128 256] [--record]
+`--record` also writes benchmarks/results/<date>-spiking[-options]-at-<commit>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import recordfile
+
+from mfmaccel.threads import thread_environment
+
+os.environ.update(thread_environment())  # before torch loads OpenMP: mfmaccel/threads.py
+
+from mfmaccel.models import load_model
+from mfmaccel.spiking.quality import spiking_agreement
+
+DEFAULTS = {"sentences": 16, "calibration": 64, "max_steps": 1024, "max_length": 64}
+LEVELS = ("none", "16", "4")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="minilm-l6")
+    parser.add_argument("--levels", nargs="+", default=list(LEVELS))
+    parser.add_argument("--steps", nargs="+", type=int, default=[8, 16, 32, 64, 128, 256])
+    for name, value in DEFAULTS.items():
+        parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=value)
+    parser.add_argument("--record", action="store_true")
+    args = parser.parse_args()
+    model = load_model(args.model)
+    runs = []
+    for text in args.levels:
+        levels = None if text == "none" else int(text)
+        started = time.perf_counter()
+        print(f"{args.model}: levels {text}", file=sys.stderr)
+        found = spiking_agreement(model, levels=levels, sentences=args.sentences,
+                                  calibration=args.calibration, steps=args.steps,
+                                  max_steps=args.max_steps, max_length=args.max_length)
+        runs.append({**found.to_dict(), "seconds": time.perf_counter() - started,
+                     "accumulates_per_mac": found.accumulates / found.macs})
+    report = {"model": args.model, "settings": {k: getattr(args, k) for k in DEFAULTS},
+              "runs": runs}
+    options = [f"{k.replace('_', '')}{getattr(args, k)}" for k, v in DEFAULTS.items()
+               if getattr(args, k) != v]
+    if tuple(args.levels) != LEVELS:
+        options.insert(0, "levels" + "-".join(args.levels))
+    if args.model != "minilm-l6":
+        options.insert(0, args.model)
+    path = recordfile.record_path(["spiking", *options], recordfile.commit()) \
+        if args.record else None
+    recordfile.emit(report, path)
+
+
+if __name__ == "__main__":
+    main()

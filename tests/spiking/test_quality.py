@@ -1,0 +1,23 @@
+"""A spiking encoder against its integer program and float on real text (tiny BERT)."""
+
+from __future__ import annotations
+
+import pytest
+
+from mfmaccel.errors import UserInputError
+from mfmaccel.models import load_model
+from mfmaccel.spiking.quality import spiking_agreement
+
+
+def test_a_settled_spiking_encoder_matches_and_fewer_steps_approximate():
+    found = spiking_agreement(load_model("tiny-bert"), levels=4, sentences=3, calibration=4,
+                              steps=(2, 8, 200), max_steps=200, max_length=16, batch_size=2)
+    assert found.batches == 2 and found.settled == 2 and found.bit_exact is True
+    assert found.cosine_at[200] == pytest.approx(found.integer_cosine)
+    assert found.cosine_at[2] < found.cosine_at[8] <= found.cosine_at[200]
+    assert found.accumulates > 0 and found.macs > 0 and 0 < found.spike_rate <= 4
+
+
+def test_a_decoder_is_refused():
+    with pytest.raises(UserInputError, match="not an encoder"):
+        spiking_agreement(load_model("tiny-llama"))
