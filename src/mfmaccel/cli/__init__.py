@@ -8,7 +8,8 @@ configures the threads before any command imports torch.
 # isort: off
 # The order of the command modules is the order `mfmaccel --help` lists their commands in.
 from mfmaccel.cli.root import app, main
-from mfmaccel.cli import models, evaluate, finetune, compress, pipeline, decode, execute, report, hw  # noqa: F401
+from mfmaccel.cli import models, evaluate, finetune, compress, pipeline, decode, execute  # noqa: F401
+from mfmaccel.cli import report, hw, spiking  # noqa: F401
 
 # isort: on
 

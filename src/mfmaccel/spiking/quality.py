@@ -17,7 +17,11 @@ from mfmaccel.hw.intexec.quality import (
     reported,
     sentence_batches,
 )
+from mfmaccel.models import load_model
+from mfmaccel.models.loader import model_kind
 from mfmaccel.models.record import ENCODER, LoadedModel
+from mfmaccel.progress import Steps
+from mfmaccel.progress import step as progress_step
 from mfmaccel.records import Record
 from mfmaccel.spiking.bert import SpikingBert, program_macs
 
@@ -40,6 +44,38 @@ class SpikingAgreement(Record):
     accumulates: int  # ACs of every batch's steps
     macs: int  # the integer program's multiply-accumulates on the same sentences
     extra: dict = field(default_factory=dict)
+
+
+def parse_steps(text: str) -> list[int]:
+    """"8,16,32" -> [8, 16, 32]; anything else is refused in one line."""
+    try:
+        chosen = sorted({int(piece) for piece in text.split(",") if piece.strip()})
+    except ValueError:
+        raise UserInputError(f"--steps {text!r}: give step counts separated by commas, "
+                             "e.g. 8,16,32") from None
+    if not chosen or chosen[0] < 1:
+        raise UserInputError(f"--steps {text!r}: every step count must be at least 1, "
+                             "e.g. 8,16,32")
+    return chosen
+
+
+def spiking_for_spec(spec: str, *, levels: int | None = 1, steps: Sequence[int] = (8, 64),
+                     max_steps: int = 1024, sentences: int = 16, calibration: int = 64,
+                     progress: Steps | None = None) -> SpikingAgreement:
+    """`spiking_agreement` for a model named by spec, its settings checked before it loads."""
+    for flag, value in {"--max-steps": max_steps, "--sentences": sentences,
+                        "--calibration": calibration}.items():
+        if value < 1:
+            raise UserInputError(f"{flag} must be at least 1, got {value}")
+    if levels is not None and levels < 1:
+        raise UserInputError(f"--levels must be at least 1 (0: any number), got {levels}")
+    if model_kind(spec) != ENCODER:
+        raise UserInputError(f"{spec} is not an encoder; spiking conversion covers BERT "
+                             "encoders so far, e.g. minilm-l6")
+    return spiking_agreement(load_model(spec), levels=levels, sentences=sentences,
+                             calibration=calibration, steps=steps, max_steps=max_steps,
+                             calibration_progress=progress_step(progress, "calibration"),
+                             progress=progress_step(progress, "spiking runs"))
 
 
 @torch.inference_mode()

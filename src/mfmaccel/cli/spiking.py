@@ -1,0 +1,43 @@
+"""`mfmaccel spiking`: a model's integer program run as a spiking network (`spiking`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mfmaccel.cli.root import Bars, app, print_record, quiet_libraries, say, user_errors
+
+
+@app.command("spiking")
+@user_errors
+def spiking(
+    model: Annotated[str, typer.Option(help="A BERT-family encoder, e.g. minilm-l6")],
+    steps: Annotated[str, typer.Option(
+        help="Steps after which to score the embeddings, comma-separated (the rate-coded "
+             "approximation); the run goes on until no neuron fires or --max-steps")
+    ] = "8,16,32,64,128,256",
+    levels: Annotated[int, typer.Option(
+        help="Unit spikes a neuron may fire in one step (0: any number, graded)")] = 1,
+    max_steps: Annotated[int, typer.Option(help="Stop a run that has not settled here")] = 1024,
+    sentences: Annotated[int, typer.Option(help="Test paragraphs to compare on")] = 16,
+    calibration: Annotated[int, typer.Option(help="Train paragraphs to calibrate on")] = 64,
+    out: Annotated[Path | None, typer.Option(help="JSON output path")] = None,
+) -> None:
+    """Run MODEL as a spiking network: bit equality with its integer program once it settles,
+    cosine to float after each of --steps, spike rate, ACs against MACs."""
+    quiet_libraries()
+    from mfmaccel.fileio import check_replaceable_file
+    from mfmaccel.spiking.quality import parse_steps, spiking_for_spec
+
+    chosen = parse_steps(steps)
+    out = out or Path("results") / f"{Path(model).name}-spiking.json"
+    check_replaceable_file(out)  # refuse a user's file before minutes of compute
+    with Bars() as bars:
+        record = spiking_for_spec(model, levels=levels or None, steps=chosen,
+                                  max_steps=max_steps, sentences=sentences,
+                                  calibration=calibration, progress=bars.task)
+    record.save(out)
+    print_record(f"spiking {model} against its integer program and float", record.to_dict())
+    say(f"wrote {out}")

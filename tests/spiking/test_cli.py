@@ -1,0 +1,48 @@
+"""`mfmaccel spiking` end to end on tiny BERT, and its answers to bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from mfmaccel.cli import app
+
+runner = CliRunner()
+
+
+def test_spiking_writes_its_record(tmp_path):
+    out = tmp_path / "spiking.json"
+    result = runner.invoke(app, ["spiking", "--model", "tiny-bert", "--levels", "8",
+                                 "--sentences", "2", "--calibration", "4", "--steps", "4,300",
+                                 "--max-steps", "300", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    record = json.loads(out.read_text())
+    assert record["bit_exact"] is True and record["settled"] == record["batches"] == 1
+    assert set(record["cosine_at"]) == {"4", "300"}
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--steps", "8,x"], "give step counts separated by commas"),
+    (["--steps", "0,8"], "every step count must be at least 1"),
+    (["--levels", "-2"], "--levels must be at least 1"),
+    (["--max-steps", "0"], "--max-steps must be at least 1"),
+    (["--model", "tiny-llama"], "tiny-llama is not an encoder"),
+    (["--model", "no-such-model"], "no-such-model"),
+])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
+    options = {"--model": "tiny-bert", "--out": str(tmp_path / "s.json")}
+    for flag, value in zip(args[::2], args[1::2], strict=True):
+        options[flag] = value
+    result = runner.invoke(app, ["spiking", *[x for kv in options.items() for x in kv]])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "s.json").exists()
+
+
+def test_a_file_it_did_not_write_is_never_replaced(tmp_path):
+    mine = tmp_path / "notes.json"
+    mine.write_text("my notes")
+    result = runner.invoke(app, ["spiking", "--model", "tiny-bert", "--out", str(mine)])
+    assert result.exit_code == 2 and mine.read_text() == "my notes"
