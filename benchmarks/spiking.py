@@ -8,8 +8,8 @@ sentence embeddings' mean cosine to float after each of `--steps` (the rate-code
 approximation) beside the integer program's own, the spike rate, and the ACs the spikes cost
 against the integer program's MACs on the same sentences.
 
-Usage: python benchmarks/spiking.py [--model minilm-l6] [--levels none 16 4]
-       [--sentences 16] [--calibration 64] [--max-steps 1024] [--max-length 64]
+Usage: python benchmarks/spiking.py [--model minilm-l6] [--levels none 16 4 1]
+       [--sentences 8] [--calibration 64] [--max-steps 8192] [--max-length 64]
        [--steps 8 16 32 64 128 256] [--record]
 `--record` also writes benchmarks/results/<date>-spiking[-options]-at-<commit>.json.
 """
@@ -30,8 +30,8 @@ os.environ.update(thread_environment())  # before torch loads OpenMP: mfmaccel/t
 from mfmaccel.models import load_model
 from mfmaccel.spiking.quality import spiking_agreement
 
-DEFAULTS = {"sentences": 16, "calibration": 64, "max_steps": 1024, "max_length": 64}
-LEVELS = ("none", "16", "4")
+DEFAULTS = {"sentences": 8, "calibration": 64, "max_steps": 8192, "max_length": 64}
+LEVELS = ("none", "16", "4", "1")
 
 
 def main() -> None:

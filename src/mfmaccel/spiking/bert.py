@@ -1,13 +1,13 @@
 """A BERT-family encoder's integer program (`hw.intexec.bert`, static scales) as a spiking
 program, step by step (SpikeZIP-TF's construction on our integers).
 
-Every int8 (and uint8) tensor the integer program requantizes becomes a population of
-`Neuron`s whose spikes stand for it: the q, k, v projections, the softmax's probabilities, the
-attention context, both LayerNorms' int8 outputs, the intermediate projection and the GELU's
-requantized output. A GEMM fed by spikes only accumulates: each unit spike adds a weight
-column (an AC, not a MAC). The attention's two products grow by the new spikes of either
-operand against the other's count so far. Everything else (the int16 residual stream, the
-softmax, the LayerNorms' statistics, GELU) is a spike-equivalent operator: the integer
+Every int8 (and uint8) tensor that a product reads becomes a population of `Neuron`s whose
+spikes stand for it: the q, k, v projections, the softmax's probabilities, the attention
+context, both LayerNorms' int8 outputs and the GELU's requantized output. A GEMM fed by spikes
+only accumulates: each unit spike adds a weight column (an AC, not a MAC). The attention's two
+products grow by the new spikes of either operand against the other's count so far.
+Everything else (the int16 residual stream, the softmax, the LayerNorms' statistics, the
+intermediate projection's requantization and GELU) is a spike-equivalent operator: the integer
 function of its inputs so far, recomputed each step, its change fed to the next neurons.
 
 Neurons fire within the step their input changes, so a spike crosses the whole network in one
@@ -106,7 +106,6 @@ class _Layer:
             "probs": Neuron(None, PROBABILITIES, levels),
             "context": Neuron(attention.context, INT8, levels),
             "norm1": Neuron(layer.norm1.to_gemm.requant, layer.norm1.to_gemm.out, levels),
-            "ff": Neuron(layer.intermediate.requant, INT8, levels),
             "gelu": Neuron(layer.gelu_out, INT8, levels),
             "norm2": Neuron(layer.norm2.to_gemm.requant, layer.norm2.to_gemm.out, levels),
         }
@@ -149,8 +148,9 @@ class _Layer:
         spikes["norm1"] = n["norm1"].step(_affine(layer.norm1.to_gemm, normalised))
         g16 = layer.norm1.to_residual.affine(normalised)
         acc, cost = self.gemms["intermediate"].step(spikes["norm1"])
-        spikes["ff"], acs = n["ff"].step(acc), acs + cost
-        spikes["gelu"] = n["gelu"].step(layer.gelu(n["ff"].count))
+        acs += cost
+        ff = requantize(acc, layer.intermediate.requant, layer.intermediate.out)
+        spikes["gelu"] = n["gelu"].step(layer.gelu(ff))
         out, cost = self.gemms["output"].step(spikes["gelu"])
         acs += cost
         residual = residual_add(requantize(out, layer.output.requant, INT16), s["res2"], g16,
