@@ -1,0 +1,164 @@
+"""What the spiking programs share: spike-fed GEMMs, the spiking attention, the record of a
+run, and the loop that steps a program until it settles.
+
+A GEMM fed by spikes only accumulates: each unit spike adds a weight column (an AC, not a
+MAC). The attention's two products grow by the new spikes of either operand against the
+other's count so far; the softmax between them is a spike-equivalent operator (the integer
+softmax of the scores so far), its probabilities re-encoded by neurons.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import torch
+
+from mfmaccel.hw.intexec.bert import IntAttention
+from mfmaccel.hw.intexec.linear import MASKED, IntLinear
+from mfmaccel.hw.intops import INT8, exact_matmul, i_softmax, rounding_shift
+from mfmaccel.hw.intops.activations import PROBABILITY_BITS
+from mfmaccel.hw.intops.datapath import IntRange
+from mfmaccel.hw.intops.norms import ILayerNorm
+from mfmaccel.records import Record
+from mfmaccel.spiking.neuron import Neuron
+
+PROBABILITIES = IntRange(PROBABILITY_BITS, signed=False)
+
+
+@dataclass
+class SpikingRun(Record):
+    """What one spiking run did, step by step."""
+
+    steps: int  # steps run
+    settled_at: int | None  # the first step that fired no spike (None: still firing)
+    spikes: dict[str, list[int]]  # population -> unit spikes per step
+    neurons: dict[str, int]  # population -> neurons
+    accumulates: list[int]  # ACs per step (one per unit spike per weight it meets)
+    macs: int  # the integer program's multiply-accumulates for the same input
+    extra: dict = field(default_factory=dict)
+
+    def spike_rate(self, population: str | None = None) -> float:
+        """Unit spikes per neuron per step (all populations when None)."""
+        names = [population] if population else list(self.spikes)
+        fired = sum(sum(self.spikes[n]) for n in names)
+        return fired / max(1, sum(self.neurons[n] for n in names) * self.steps)
+
+
+@dataclass
+class Step:
+    """One step of a spiking run."""
+
+    hidden: torch.Tensor  # the final int16 hidden states so far
+    fired: dict[str, int]  # population -> unit spikes this step
+    accumulates: int  # ACs this step
+    neurons: dict[str, int]  # population -> neurons
+
+    @property
+    def silent(self) -> bool:
+        """No neuron fired: nothing can change any more (the run has settled)."""
+        return not any(self.fired.values())
+
+
+def run_until_settled(steps: Iterator[Step], *, limit: int, macs: int
+                      ) -> tuple[torch.Tensor, SpikingRun]:
+    """Take `steps` until one is silent or `limit` are taken: the last hidden states and the
+    run's record."""
+    fired: list[dict[str, int]] = []
+    accumulates: list[int] = []
+    settled = None
+    for step in steps:
+        fired.append(step.fired)
+        accumulates.append(step.accumulates)
+        if step.silent:
+            settled = len(fired)
+        if settled or len(fired) == limit:
+            break
+    record = SpikingRun(
+        steps=len(fired), settled_at=settled,
+        spikes={name: [f[name] for f in fired] for name in step.neurons},
+        neurons=step.neurons, accumulates=accumulates, macs=macs)
+    return step.hidden, record
+
+
+class Gemm:
+    """An int8 GEMM fed by spikes: an int32 accumulator that starts at the bias."""
+
+    def __init__(self, linear: IntLinear) -> None:
+        self.linear = linear
+        self.acc: torch.Tensor | None = None
+
+    def step(self, spikes: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """The accumulator after this step's spikes, and the ACs they cost."""
+        w = self.linear.weight
+        if self.acc is None:
+            shape = (*spikes.shape[:-1], w.shape[0])
+            bias = self.linear.bias if self.linear.bias is not None else torch.zeros(w.shape[0])
+            self.acc = bias.long().expand(shape).clone()
+        flat = spikes.reshape(-1, spikes.shape[-1])
+        self.acc += exact_matmul(flat, w.T).view(self.acc.shape)
+        return self.acc, int(spikes.abs().sum()) * w.shape[0]
+
+
+def norm_neuron(norm: ILayerNorm, levels: int | None) -> Neuron:
+    """The neurons that re-encode a LayerNorm's output (they integrate its value before the
+    requantization: `norm_value`)."""
+    return Neuron(norm.requant, norm.out, levels)
+
+
+def norm_value(norm: ILayerNorm, normalised: torch.Tensor) -> torch.Tensor:
+    """A LayerNorm's int32 value before its requantization (what its neurons integrate)."""
+    return normalised * norm.gamma + norm.beta
+
+
+class SpikingAttention:
+    """The integer program's attention (`IntAttention`) fed by spikes, up to the context's
+    int8 spikes."""
+
+    def __init__(self, attention: IntAttention, levels: int | None) -> None:
+        self.attention = attention
+        self.gemms = {name: Gemm(getattr(attention, field_name)) for name, field_name in
+                      (("q", "query"), ("k", "key"), ("v", "value"))}
+        self.neurons = {
+            "q": Neuron(attention.query.requant, INT8, levels),
+            "k": Neuron(attention.key.requant, INT8, levels),
+            "v": Neuron(attention.value.requant, INT8, levels),
+            "probs": Neuron(None, PROBABILITIES, levels),
+            "context": Neuron(attention.context, INT8, levels),
+        }
+
+    def step(self, spikes_in: torch.Tensor, mask: torch.Tensor
+             ) -> tuple[dict[str, torch.Tensor], int]:
+        """Each population's spikes this step (the context's feed the output projection), and
+        the ACs they cost."""
+        attention, n, acs, spikes = self.attention, self.neurons, 0, {}
+        for name in ("q", "k", "v"):
+            acc, cost = self.gemms[name].step(spikes_in)
+            spikes[name], acs = n[name].step(acc), acs + cost
+        heads = attention.heads
+
+        def split(x: torch.Tensor) -> torch.Tensor:
+            return x.view(x.shape[0], x.shape[1], heads, -1).transpose(1, 2)
+
+        q, k, v = (split(n[name].count) for name in ("q", "k", "v"))
+        length, width = q.shape[2], q.shape[3]
+        # new q spikes meet every k so far, new k spikes every q so far
+        acs += (int(spikes["q"].abs().sum()) + int(spikes["k"].abs().sum())) * length
+        scores = exact_matmul(q, k.transpose(-1, -2))
+        if attention.coarsen is not None:
+            scores = rounding_shift(scores * attention.coarsen.m, attention.coarsen.shift)
+        scores = scores.masked_fill(~mask[:, None, None, :].bool(), MASKED)
+        spikes["probs"] = n["probs"].step(i_softmax(scores, attention.exp, PROBABILITY_BITS))
+        acs += int(spikes["probs"].abs().sum()) * width + int(spikes["v"].abs().sum()) * length
+        context = exact_matmul(n["probs"].count, v).transpose(1, 2).reshape(
+            q.shape[0], length, -1)
+        spikes["context"] = n["context"].step(context)
+        return spikes, acs
+
+
+def attention_macs(attention: IntAttention, batch: int, length: int) -> int:
+    """Multiply-accumulates of the integer attention: q, k, v and both products."""
+    projections = sum(lin.weight.numel() for lin in (attention.query, attention.key,
+                                                      attention.value))
+    return batch * length * projections + 2 * batch * length * length * \
+        attention.query.weight.shape[0]

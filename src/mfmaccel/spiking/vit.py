@@ -1,0 +1,147 @@
+"""A DINOv2 vision tower's integer program (`hw.intexec.dinov2`, static scales; medvlm's
+tower) as a spiking program, step by step, built like the BERT one (`bert`).
+
+The quantized pixels enter as spikes (follower neurons: each pixel's int8 value, at most
+`levels` a step), so the patch embedding is a spike-fed GEMM; its int16 output, the class
+token and position table, the residual stream, both LayerNorms' statistics, the MLP's first
+requantization and GELU are spike-equivalent operators; the tensors a product reads spike
+(the LayerNorms' int8 outputs, q, k, v, the probabilities, the context, the GELU's
+requantized output). Once no neuron fires, every layer's int16 output equals the integer
+program's, bit for bit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch.nn import functional
+
+from mfmaccel.errors import UserInputError
+from mfmaccel.hw.intexec.dinov2 import IntDinov2
+from mfmaccel.hw.intexec.linear import INT16
+from mfmaccel.hw.intexec.vit import IntViTLayer
+from mfmaccel.hw.intops import INT8, residual_add
+from mfmaccel.hw.intops.datapath import requantize
+from mfmaccel.spiking.layers import (
+    Gemm,
+    SpikingAttention,
+    SpikingRun,
+    Step,
+    attention_macs,
+    norm_neuron,
+    norm_value,
+    run_until_settled,
+)
+from mfmaccel.spiking.neuron import Neuron
+
+
+class _Layer:
+    """One pre-norm encoder layer's neurons and accumulators."""
+
+    def __init__(self, layer: IntViTLayer, levels: int | None) -> None:
+        self.layer = layer
+        self.attention = SpikingAttention(layer.attention, levels)
+        self.gemms = {name: Gemm(getattr(layer, name))
+                      for name in ("attention_out", "intermediate", "output")}
+        self.norm1 = norm_neuron(layer.norm1, levels)
+        self.norm2 = norm_neuron(layer.norm2, levels)
+        self.gelu = Neuron(layer.gelu_out, INT8, levels)
+
+    @property
+    def neurons(self) -> dict[str, Neuron]:
+        return {"norm1": self.norm1, **self.attention.neurons, "norm2": self.norm2,
+                "gelu": self.gelu}
+
+    def step(self, h: torch.Tensor, mask: torch.Tensor,
+             fired: dict[str, int]) -> tuple[torch.Tensor, int]:
+        """One step: the residual stream so far in, this layer's out, and the ACs."""
+        layer, s = self.layer, self.layer.scales
+        spikes = {"norm1": self.norm1.step(norm_value(layer.norm1, layer.norm1.normalised(h)))}
+        attention, acs = self.attention.step(spikes["norm1"], mask)
+        spikes.update(attention)
+        attended, cost = self.gemms["attention_out"].step(spikes["context"])
+        acs += cost
+        h1 = residual_add(requantize(attended, layer.attention_out.requant, INT16), s["res1"],
+                          h, s["in"], s["h1"], out=INT16)
+        spikes["norm2"] = self.norm2.step(norm_value(layer.norm2, layer.norm2.normalised(h1)))
+        acc, cost = self.gemms["intermediate"].step(spikes["norm2"])
+        acs += cost
+        ff = requantize(acc, layer.intermediate.requant, layer.intermediate.out)
+        spikes["gelu"] = self.gelu.step(layer.gelu(ff))
+        out, cost = self.gemms["output"].step(spikes["gelu"])
+        acs += cost
+        for name, now in spikes.items():
+            fired[name] = int(now.abs().sum())
+        return residual_add(requantize(out, layer.output.requant, INT16), s["res2"], h1,
+                            s["h1"], s["out"], out=INT16), acs
+
+
+class SpikingDinov2:
+    """Runs `program` (built with static scales: `convert_dinov2(..., per_token=False)`) as a
+    spiking network; `levels`: unit spikes a neuron may fire in one step (None: any)."""
+
+    def __init__(self, program: IntDinov2, levels: int | None = 1) -> None:
+        if any(layer.per_token for layer in program.layers):
+            raise UserInputError("per-token scales choose each token's scale from all of its "
+                                 "values at once, which spikes cannot; convert with static "
+                                 "scales (per_token=False)")
+        if levels is not None and levels < 1:
+            raise UserInputError(f"--levels must be at least 1, got {levels}")
+        self.program = program
+        self.levels = levels
+
+    def steps(self, pixel_values: torch.Tensor) -> Iterator[Step]:
+        """Step after step, for ever: the last layer's int16 output so far, each population's
+        unit spikes and the ACs of that step."""
+        program = self.program
+        patches = program.patches
+        pixels = program.quantize_pixels(pixel_values)
+        unfolded = functional.unfold(pixels.double(), patches.kernel, padding=patches.padding,
+                                     stride=patches.stride).long().transpose(1, 2)
+        inputs = Neuron(None, INT8, self.levels)
+        embed = Gemm(patches.linear)
+        layers = [_Layer(layer, self.levels) for layer in program.layers]
+        cls_position = program.cls_position
+        mask = torch.ones(unfolded.shape[0], unfolded.shape[1] + 1, dtype=torch.long)
+        sizes: dict[str, int] = {}
+        while True:
+            spikes = inputs.step(unfolded)
+            fired = {"pixels": int(spikes.abs().sum())}
+            acc, acs = embed.step(spikes)
+            tokens = requantize(acc, patches.linear.requant, patches.linear.out)
+            cls = cls_position[:1].expand(len(tokens), 1, -1)
+            h = INT16.clamp(torch.cat([cls, tokens + cls_position[None, 1:]], dim=1))
+            for index, layer in enumerate(layers):
+                counts: dict[str, int] = {}
+                h, cost = layer.step(h, mask, counts)
+                acs += cost
+                fired.update({f"{index}.{k}": v for k, v in counts.items()})
+            if not sizes:
+                sizes["pixels"] = inputs.count.numel()
+                for index, layer in enumerate(layers):
+                    sizes.update({f"{index}.{k}": nrn.count.numel()
+                                  for k, nrn in layer.neurons.items()})
+            yield Step(h, fired, acs, sizes)
+
+    def run(self, pixel_values: torch.Tensor, *, steps: int | None = None,
+            max_steps: int = 4096) -> tuple[torch.Tensor, SpikingRun]:
+        """The last layer's int16 output after `steps` steps (None: until no neuron fires, at
+        most `max_steps`), and what the run did."""
+        if steps is not None and steps < 1:
+            raise UserInputError(f"--steps must be at least 1, got {steps}")
+        return run_until_settled(self.steps(pixel_values), limit=steps or max_steps,
+                                 macs=tower_macs(self.program, len(pixel_values)))
+
+
+def tower_macs(program: IntDinov2, images: int) -> int:
+    """Multiply-accumulates of the integer program on `images` images (the patch GEMM, every
+    layer's GEMMs and both attention products)."""
+    length = program.cls_position.shape[0]
+    patches = (length - 1) * images * program.patches.linear.weight.numel()
+    return patches + sum(attention_macs(layer.attention, images, length) + images * length * sum(
+        lin.weight.numel() for lin in (layer.attention_out, layer.intermediate, layer.output))
+        for layer in program.layers)
+
+
+__all__ = ["SpikingDinov2", "tower_macs"]
