@@ -1,15 +1,16 @@
-"""Spiking minilm-l6 (issue 25, item 1): its static-scale integer program run as a spiking
-network on real text. Prints JSON.
+"""Spiking minilm-l6 or medvlm's DINOv2 tower (issue 25, item 1): the static-scale integer
+program run as a spiking network on real text or images. Prints JSON.
 
 Per `--levels` (unit spikes a neuron may fire in one step; "none": any number, a graded
 message), the run goes until no neuron fires (at most `--max-steps`) and records: the steps it
 took to settle, whether the settled hidden states equal the integer program's bit for bit, the
-sentence embeddings' mean cosine to float after each of `--steps` (the rate-coded
-approximation) beside the integer program's own, the spike rate, and the ACs the spikes cost
-against the integer program's MACs on the same sentences.
+cosine to float after each of `--steps` (the rate-coded approximation; minilm-l6: sentence
+embeddings, medvlm: the tower's last hidden states per token) beside the integer program's
+own, the spike rate, and the ACs the spikes cost against the integer program's MACs on the
+same inputs (`--sentences` test paragraphs or `--images` test images).
 
 Usage: python benchmarks/spiking.py [--model minilm-l6] [--levels none 16 4 1]
-       [--sentences 8] [--calibration 64] [--max-steps 8192] [--max-length 64]
+       [--sentences 8] [--images 8] [--calibration 64] [--max-steps 8192]
        [--steps 8 16 32 64 128 256] [--record]
 `--record` also writes benchmarks/results/<date>-spiking[-options]-at-<commit>.json.
 """
@@ -27,10 +28,9 @@ from mfmaccel.threads import thread_environment
 
 os.environ.update(thread_environment())  # before torch loads OpenMP: mfmaccel/threads.py
 
-from mfmaccel.models import load_model
-from mfmaccel.spiking.quality import spiking_agreement
+from mfmaccel.spiking.quality import spiking_for_spec
 
-DEFAULTS = {"sentences": 8, "calibration": 64, "max_steps": 8192, "max_length": 64}
+DEFAULTS = {"sentences": 8, "images": 8, "calibration": 64, "max_steps": 8192}
 LEVELS = ("none", "16", "4", "1")
 
 
@@ -43,15 +43,14 @@ def main() -> None:
         parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=value)
     parser.add_argument("--record", action="store_true")
     args = parser.parse_args()
-    model = load_model(args.model)
     runs = []
     for text in args.levels:
         levels = None if text == "none" else int(text)
         started = time.perf_counter()
         print(f"{args.model}: levels {text}", file=sys.stderr)
-        found = spiking_agreement(model, levels=levels, sentences=args.sentences,
-                                  calibration=args.calibration, steps=args.steps,
-                                  max_steps=args.max_steps, max_length=args.max_length)
+        found = spiking_for_spec(args.model, levels=levels, steps=args.steps,
+                                 max_steps=args.max_steps, sentences=args.sentences,
+                                 images=args.images, calibration=args.calibration)
         runs.append({**found.to_dict(), "seconds": time.perf_counter() - started,
                      "accumulates_per_mac": found.accumulates / found.macs})
     report = {"model": args.model, "settings": {k: getattr(args, k) for k in DEFAULTS},

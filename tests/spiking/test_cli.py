@@ -28,7 +28,7 @@ def test_spiking_writes_its_record(tmp_path):
     (["--steps", "0,8"], "every step count must be at least 1"),
     (["--levels", "-2"], "--levels must be at least 1"),
     (["--max-steps", "0"], "--max-steps must be at least 1"),
-    (["--model", "tiny-llama"], "tiny-llama is not an encoder"),
+    (["--model", "tiny-llama"], "tiny-llama is neither an encoder nor a VLM"),
     (["--model", "no-such-model"], "no-such-model"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):

@@ -13,7 +13,8 @@ from mfmaccel.cli.root import Bars, app, print_record, quiet_libraries, say, use
 @app.command("spiking")
 @user_errors
 def spiking(
-    model: Annotated[str, typer.Option(help="A BERT-family encoder, e.g. minilm-l6")],
+    model: Annotated[str, typer.Option(
+        help="A BERT-family encoder (minilm-l6) or a VLM with a DINOv2 tower (medvlm)")],
     steps: Annotated[str, typer.Option(
         help="Steps after which to score the embeddings, comma-separated (the rate-coded "
              "approximation); the run goes on until no neuron fires or --max-steps")
@@ -21,8 +22,10 @@ def spiking(
     levels: Annotated[int, typer.Option(
         help="Unit spikes a neuron may fire in one step (0: any number, graded)")] = 1,
     max_steps: Annotated[int, typer.Option(help="Stop a run that has not settled here")] = 1024,
-    sentences: Annotated[int, typer.Option(help="Test paragraphs to compare on")] = 16,
-    calibration: Annotated[int, typer.Option(help="Train paragraphs to calibrate on")] = 64,
+    sentences: Annotated[int, typer.Option(help="Encoder: test paragraphs to compare on")] = 16,
+    images: Annotated[int, typer.Option(help="VLM: test images to compare on")] = 8,
+    calibration: Annotated[int, typer.Option(
+        help="Encoder: train paragraphs to calibrate on; VLM: train images")] = 64,
     out: Annotated[Path | None, typer.Option(help="JSON output path")] = None,
 ) -> None:
     """Run MODEL as a spiking network: bit equality with its integer program once it settles,
@@ -36,7 +39,7 @@ def spiking(
     check_replaceable_file(out)  # refuse a user's file before minutes of compute
     with Bars() as bars:
         record = spiking_for_spec(model, levels=levels or None, steps=chosen,
-                                  max_steps=max_steps, sentences=sentences,
+                                  max_steps=max_steps, sentences=sentences, images=images,
                                   calibration=calibration, progress=bars.task)
     record.save(out)
     print_record(f"spiking {model} against its integer program and float", record.to_dict())

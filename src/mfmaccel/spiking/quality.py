@@ -1,10 +1,15 @@
-"""How a spiking encoder compares with its integer program and with float, on real text: bit
-equality once it settles, the sentence embeddings' cosine to float after each of a few step
-counts (the rate-coded approximation), spikes, and ACs against the integer program's MACs."""
+"""How a spiking program compares with its integer program and with float on real data: bit
+equality once it settles, the cosine to float after each of a few step counts (the rate-coded
+approximation), spikes, and ACs against the integer program's MACs.
+
+An encoder (minilm-l6) is scored on the corpus's test paragraphs by the cosine of its sentence
+embeddings (masked mean pooling, as sentence-transformers does); a VLM's DINOv2 tower (medvlm)
+on the test images of the benchmark it was adapted on, by the cosine of its last hidden
+states token by token (what its projector reads)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -12,6 +17,7 @@ import torch
 from mfmaccel.errors import UserInputError
 from mfmaccel.hw.intexec.quality import (
     Progress,
+    benchmark_splits,
     corpus_sentences,
     mean_pooled,
     reported,
@@ -19,31 +25,45 @@ from mfmaccel.hw.intexec.quality import (
 )
 from mfmaccel.models import load_model
 from mfmaccel.models.loader import model_kind
-from mfmaccel.models.record import ENCODER, LoadedModel
+from mfmaccel.models.record import ENCODER, VLM, LoadedModel
 from mfmaccel.progress import Steps
 from mfmaccel.progress import step as progress_step
 from mfmaccel.records import Record
 from mfmaccel.spiking.bert import SpikingBert, program_macs
+from mfmaccel.spiking.layers import Step
+from mfmaccel.spiking.vit import SpikingDinov2, tower_macs
 
 
 @dataclass
 class SpikingAgreement(Record):
     model: str
-    sentences: int
-    calibration_sentences: int
+    measure: str  # what the cosines compare
+    inputs: int  # test paragraphs or images
+    calibration_inputs: int  # train paragraphs or images the integer program was built on
     levels: int | None  # unit spikes a neuron may fire in one step (None: any)
     max_steps: int
-    settled: int  # sentences' batches that settled within max_steps
+    settled: int  # batches that settled within max_steps
     batches: int
     settle_steps: list[int | None]  # per batch: the first silent step
-    bit_exact: bool | None  # every settled batch equals the integer program (None: none settled)
-    integer_cosine: float  # mean cosine of the integer program's embeddings to float
-    cosine_at: dict[int, float]  # steps -> mean cosine of the spiking embeddings to float
+    bit_exact: bool | None  # every settled batch equals the integer program (None: none did)
+    integer_cosine: float  # mean cosine of the integer program to float
+    cosine_at: dict[int, float]  # steps -> mean cosine of the spiking program to float
     min_cosine_at: dict[int, float]
     spike_rate: float  # unit spikes per neuron per step, over every batch's steps
     accumulates: int  # ACs of every batch's steps
-    macs: int  # the integer program's multiply-accumulates on the same sentences
+    macs: int  # the integer program's multiply-accumulates on the same inputs
     extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class _Batch:
+    """One batch to run: its steps (not started until read), the integer program's output,
+    how to score an output against float, and the integer program's MACs on it."""
+
+    steps: Iterator[Step]
+    expected: torch.Tensor
+    cosine: Callable[[torch.Tensor], torch.Tensor]
+    macs: int
 
 
 def parse_steps(text: str) -> list[int]:
@@ -60,81 +80,134 @@ def parse_steps(text: str) -> list[int]:
 
 
 def spiking_for_spec(spec: str, *, levels: int | None = 1, steps: Sequence[int] = (8, 64),
-                     max_steps: int = 1024, sentences: int = 16, calibration: int = 64,
-                     progress: Steps | None = None) -> SpikingAgreement:
-    """`spiking_agreement` for a model named by spec, its settings checked before it loads."""
-    for flag, value in {"--max-steps": max_steps, "--sentences": sentences,
+                     max_steps: int = 1024, sentences: int = 16, images: int = 8,
+                     calibration: int = 64, progress: Steps | None = None) -> SpikingAgreement:
+    """The agreement of a model named by spec (an encoder on `sentences` test paragraphs, a
+    VLM's tower on `images` test images), its settings checked before it loads."""
+    for flag, value in {"--max-steps": max_steps, "--sentences": sentences, "--images": images,
                         "--calibration": calibration}.items():
         if value < 1:
             raise UserInputError(f"{flag} must be at least 1, got {value}")
     if levels is not None and levels < 1:
         raise UserInputError(f"--levels must be at least 1 (0: any number), got {levels}")
-    if model_kind(spec) != ENCODER:
-        raise UserInputError(f"{spec} is not an encoder; spiking conversion covers BERT "
-                             "encoders so far, e.g. minilm-l6")
-    return spiking_agreement(load_model(spec), levels=levels, sentences=sentences,
-                             calibration=calibration, steps=steps, max_steps=max_steps,
-                             calibration_progress=progress_step(progress, "calibration"),
-                             progress=progress_step(progress, "spiking runs"))
+    kind = model_kind(spec)
+    if kind not in (ENCODER, VLM):
+        raise UserInputError(f"{spec} is neither an encoder nor a VLM; spiking conversion "
+                             "covers BERT encoders (minilm-l6) and DINOv2 towers (medvlm)")
+    measure, inputs = (spiking_agreement, sentences) if kind == ENCODER else \
+        (tower_agreement, images)
+    return measure(load_model(spec), levels=levels, inputs=inputs, calibration=calibration,
+                   steps=steps, max_steps=max_steps,
+                   calibration_progress=progress_step(progress, "calibration"),
+                   progress=progress_step(progress, "spiking runs"))
 
 
 @torch.inference_mode()
-def spiking_agreement(model: LoadedModel, *, levels: int | None = 1, sentences: int = 16,
+def spiking_agreement(model: LoadedModel, *, levels: int | None = 1, inputs: int = 16,
                       calibration: int = 64, steps: Sequence[int] = (8, 16, 32, 64, 128, 256),
                       max_steps: int = 1024, max_length: int = 64, batch_size: int = 8,
                       calibration_progress: Progress = None,
                       progress: Progress = None) -> SpikingAgreement:
-    """The spiking program of `model`'s static-scale integer program on the corpus's test
-    half (calibrated on its train half), run until it settles or `max_steps`."""
+    """An encoder's spiking program (its static-scale integer program, calibrated on the
+    corpus's train half) on `inputs` test paragraphs."""
     from mfmaccel.hw.intexec.bert import convert_bert
 
     if model.kind != ENCODER:
-        raise UserInputError(f"{model.name} is not an encoder; spiking conversion covers BERT "
-                             "encoders so far, e.g. minilm-l6")
+        raise UserInputError(f"{model.name} is not an encoder; try minilm-l6")
     program = convert_bert(model.module, reported(
         sentence_batches(model.tokenizer, corpus_sentences("train", calibration)),
         calibration_progress), per_token=False)
     spiking = SpikingBert(program, levels)
+
+    def batches() -> Iterator[_Batch]:
+        for batch in sentence_batches(model.tokenizer, corpus_sentences("test", inputs),
+                                      size=batch_size, max_length=max_length):
+            ids, mask = batch["input_ids"], batch["attention_mask"]
+            reference = mean_pooled(model.module(**batch).last_hidden_state.double(), mask)
+
+            def cosine(hidden, reference=reference, mask=mask):
+                pooled = mean_pooled(hidden.double() * program.scale_out, mask)
+                return (reference * pooled).sum(-1)
+
+            yield _Batch(spiking.steps(ids, mask), program(ids, mask), cosine,
+                         program_macs(program, ids))
+
+    return _agreement(model.name, "sentence embeddings (mean pooled)", inputs, calibration,
+                      levels, steps, max_steps, reported(list(batches()), progress))
+
+
+@torch.inference_mode()
+def tower_agreement(model: LoadedModel, *, levels: int | None = 1, inputs: int = 8,
+                    calibration: int = 64, steps: Sequence[int] = (8, 16, 32, 64, 128, 256),
+                    max_steps: int = 1024, batch_size: int = 4,
+                    calibration_progress: Progress = None,
+                    progress: Progress = None) -> SpikingAgreement:
+    """A VLM's DINOv2 tower as a spiking program (its static-scale integer program, calibrated
+    on `calibration` train images of its benchmark) on its first `inputs` test images."""
+    from transformers import Dinov2Model
+
+    from mfmaccel.finetune.data import pixel_tensor
+    from mfmaccel.hw.intexec.dinov2 import convert_dinov2
+
+    tower = model.module.model.vision_tower if model.kind == VLM else None
+    if not isinstance(tower, Dinov2Model):
+        raise UserInputError(f"{model.name} has no DINOv2 vision tower; spiking towers cover "
+                             "DINOv2 (medvlm)")
+    _, chosen, test = benchmark_splits(model, calibration)
+    pixels = pixel_tensor(model.processor, [s.image for s in chosen])
+    program = convert_dinov2(tower, reported(list(pixels.split(16)), calibration_progress),
+                             per_token=False)
+    spiking = SpikingDinov2(program, levels)
+    scale = program.layers[-1].scales["out"]
+    images = pixel_tensor(model.processor, [s.image for s in test[:inputs]])
+
+    def batches() -> Iterator[_Batch]:
+        for batch in images.split(batch_size):
+            reference = tower(batch, output_hidden_states=True).hidden_states[-1].double()
+
+            def cosine(hidden, reference=reference):
+                return torch.nn.functional.cosine_similarity(
+                    reference, hidden.double() * scale, dim=-1).mean(-1)
+
+            yield _Batch(spiking.steps(batch), program.hidden_states(batch)[-1][0], cosine,
+                         tower_macs(program, len(batch)))
+
+    return _agreement(model.name, "last hidden states (per token)", len(images), len(chosen),
+                      levels, steps, max_steps, reported(list(batches()), progress))
+
+
+def _agreement(name: str, measure: str, inputs: int, calibration: int, levels: int | None,
+               steps: Sequence[int], max_steps: int, batches) -> SpikingAgreement:
+    """Run every batch until it settles or `max_steps`, scoring it after each of `steps`."""
     wanted = sorted({s for s in steps if s <= max_steps})
     cosines: dict[int, list[torch.Tensor]] = {s: [] for s in wanted}
     integer, settle, exact = [], [], True
-    fired = neurons_steps = accumulates = macs = 0
-    batches = sentence_batches(model.tokenizer, corpus_sentences("test", sentences),
-                               size=batch_size, max_length=max_length)
-    for batch in reported(batches, progress):
-        ids, mask = batch["input_ids"], batch["attention_mask"]
-        reference = mean_pooled(model.module(**batch).last_hidden_state.double(), mask)
-        expected = program(ids, mask)
-        integer.append(_cosine(reference, expected, mask, program.scale_out))
+    fired = neuron_steps = accumulates = macs = 0
+    for batch in batches:
+        integer.append(batch.cosine(batch.expected))
         settled_at, count = None, 0
-        for count, step in enumerate(spiking.steps(ids, mask), 1):
+        for count, step in enumerate(batch.steps, 1):
             fired += sum(step.fired.values())
-            neurons_steps += sum(step.neurons.values())
+            neuron_steps += sum(step.neurons.values())
             accumulates += step.accumulates
             if count in cosines:
-                cosines[count].append(_cosine(reference, step.hidden, mask, program.scale_out))
+                cosines[count].append(batch.cosine(step.hidden))
             if step.silent:
                 settled_at = count
             if settled_at or count == max_steps:
                 break
         for later in (s for s in wanted if s > count):  # a settled run stays as it is
-            cosines[later].append(_cosine(reference, step.hidden, mask, program.scale_out))
+            cosines[later].append(batch.cosine(step.hidden))
         settle.append(settled_at)
         if settled_at is not None:
-            exact = exact and torch.equal(step.hidden, expected)
-        macs += program_macs(program, ids)
+            exact = exact and torch.equal(step.hidden, batch.expected)
+        macs += batch.macs
     return SpikingAgreement(
-        model=model.name, sentences=sentences, calibration_sentences=calibration,
+        model=name, measure=measure, inputs=inputs, calibration_inputs=calibration,
         levels=levels, max_steps=max_steps, settled=sum(s is not None for s in settle),
         batches=len(settle), settle_steps=settle,
         bit_exact=exact if any(s is not None for s in settle) else None,
         integer_cosine=float(torch.cat(integer).mean()),
         cosine_at={s: float(torch.cat(c).mean()) for s, c in cosines.items()},
         min_cosine_at={s: float(torch.cat(c).min()) for s, c in cosines.items()},
-        spike_rate=fired / max(1, neurons_steps), accumulates=accumulates, macs=macs)
-
-
-def _cosine(reference: torch.Tensor, hidden: torch.Tensor, mask: torch.Tensor,
-            scale: float) -> torch.Tensor:
-    """Per sentence: the cosine of int16 hidden states' embedding to float's."""
-    return (reference * mean_pooled(hidden.double() * scale, mask)).sum(-1)
+        spike_rate=fired / max(1, neuron_steps), accumulates=accumulates, macs=macs)
