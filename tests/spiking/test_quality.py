@@ -40,3 +40,12 @@ def test_a_tower_other_than_dinov2_is_refused():
 
     with pytest.raises(UserInputError, match="has no DINOv2 vision tower"):
         tower_agreement(load_model("medvlm-tiny"))
+
+
+def test_compute_energy_prices_macs_against_accumulates():
+    from mfmaccel.spiking.quality import compute_energy
+
+    energy = compute_energy(macs=1_000_000, accumulates=3_000_000, membrane_updates=0)
+    assert energy["integer"] == pytest.approx(0.3) and energy["spiking"] == pytest.approx(0.3)
+    assert energy["ratio"] == pytest.approx(1.0)
+    assert energy["break_even_accumulates_per_mac"] == pytest.approx(3.0)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import torch
 
 from mfmaccel.errors import UserInputError
+from mfmaccel.hw.arch import TECH_45NM
 from mfmaccel.hw.intexec.quality import (
     Progress,
     benchmark_splits,
@@ -52,7 +53,20 @@ class SpikingAgreement(Record):
     spike_rate: float  # unit spikes per neuron per step, over every batch's steps
     accumulates: int  # ACs of every batch's steps
     macs: int  # the integer program's multiply-accumulates on the same inputs
+    membrane_updates: int  # neurons x steps: each integrates its input once a step
+    compute_uj_45nm: dict[str, float]  # arithmetic only (no memory traffic), Horowitz 45 nm
     extra: dict = field(default_factory=dict)
+
+
+def compute_energy(*, macs: int, accumulates: int, membrane_updates: int) -> dict[str, float]:
+    """Arithmetic energy (uJ, 45 nm, Horowitz): the integer program's int8 MACs against the
+    spiking program's 32-bit ACs and membrane updates (one 32-bit add each). Memory traffic,
+    the graded operators and the firing logic are not in it."""
+    to_uj = 1e-6
+    integer = macs * TECH_45NM.mac_pj * to_uj
+    spiking = (accumulates + membrane_updates) * TECH_45NM.add32_pj * to_uj
+    return {"integer": integer, "spiking": spiking, "ratio": spiking / integer if integer else 0,
+            "break_even_accumulates_per_mac": TECH_45NM.mac_pj / TECH_45NM.add32_pj}
 
 
 @dataclass
@@ -210,4 +224,7 @@ def _agreement(name: str, measure: str, inputs: int, calibration: int, levels: i
         integer_cosine=float(torch.cat(integer).mean()),
         cosine_at={s: float(torch.cat(c).mean()) for s, c in cosines.items()},
         min_cosine_at={s: float(torch.cat(c).min()) for s, c in cosines.items()},
-        spike_rate=fired / max(1, neuron_steps), accumulates=accumulates, macs=macs)
+        spike_rate=fired / max(1, neuron_steps), accumulates=accumulates, macs=macs,
+        membrane_updates=neuron_steps,
+        compute_uj_45nm=compute_energy(macs=macs, accumulates=accumulates,
+                                       membrane_updates=neuron_steps))
