@@ -89,6 +89,20 @@ def codesign_model(model: str, args) -> dict:
     return out
 
 
+def record_options(args, defaults: dict[str, int]) -> list[str]:
+    """The record name's parts for the options not at their default (models, bits, tiers,
+    then `defaults`' counts); benchmarks/codesign_context.py names its records the same way."""
+    options = [f"{SHORT[k]}{getattr(args, k)}" for k, v in defaults.items()
+               if getattr(args, k) != v]
+    if tuple(args.tiers) != TIERS:
+        options.insert(0, "-".join(args.tiers))
+    if tuple(args.weight_bits) != BITS:
+        options.insert(0, "bits" + "".join(map(str, args.weight_bits)))
+    if tuple(args.models) != MODELS:
+        options.insert(0, "-".join(args.models))
+    return options
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=list(MODELS))
@@ -102,15 +116,8 @@ def main() -> None:
               "settings": {**{k: getattr(args, k) for k in DEFAULTS},
                            "weight_bits": args.weight_bits, "seq_len": 1},
               "models": {model: codesign_model(model, args) for model in args.models}}
-    options = [f"{SHORT[k]}{getattr(args, k)}" for k, v in DEFAULTS.items()
-               if getattr(args, k) != v]
-    if tuple(args.tiers) != TIERS:
-        options.insert(0, "-".join(args.tiers))
-    if tuple(args.weight_bits) != BITS:
-        options.insert(0, "bits" + "".join(map(str, args.weight_bits)))
-    if tuple(args.models) != MODELS:
-        options.insert(0, "-".join(args.models))
-    path = recordfile.record_path(["codesign", *options], recordfile.commit()) \
+    path = recordfile.record_path(["codesign", *record_options(args, DEFAULTS)],
+                                  recordfile.commit()) \
         if args.record else None
     recordfile.emit(report, path)
 

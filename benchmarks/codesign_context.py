@@ -32,6 +32,7 @@ import sys
 import time
 
 import recordfile
+from codesign import BITS, MODELS, record_options
 
 from mfmaccel.threads import thread_environment
 
@@ -44,11 +45,7 @@ from mfmaccel.hw.codesign_ladder import TIERS
 from mfmaccel.hw.codesign_run import subject_for_spec
 from mfmaccel.runtime.plan import QuantPlan
 
-MODELS = ("smollm2-135m", "medvlm")
-BITS = (2, 3, 4, 6, 8)
 DEFAULTS = {"calib_tokens": 512, "tokens": 1024, "calibration": 16, "images": 32}
-SHORT = {"calib_tokens": "calib", "tokens": "tokens", "calibration": "calimages",
-         "images": "images"}
 
 
 def around(subject, specs, bits: int, tier: str, args) -> dict:
@@ -104,16 +101,9 @@ def main() -> None:
     report["found"] = sum(p is not None for p in pairs)
     report["held"] = sum(p is not None and p["holds"] for p in pairs)
     report["searched"] = len(pairs)
-    options = [f"{SHORT[k]}{getattr(args, k)}" for k, v in DEFAULTS.items()
-               if getattr(args, k) != v]
+    options = record_options(args, DEFAULTS)
     if args.margin != 0.02:
         options.insert(0, f"margin{args.margin:g}")
-    if tuple(args.tiers) != TIERS:
-        options.insert(0, "-".join(args.tiers))
-    if tuple(args.weight_bits) != BITS:
-        options.insert(0, "bits" + "".join(map(str, args.weight_bits)))
-    if tuple(args.models) != MODELS:
-        options.insert(0, "-".join(args.models))
     path = recordfile.record_path(["codesign-context", *options], recordfile.commit()) \
         if args.record else None
     recordfile.emit(report, path)

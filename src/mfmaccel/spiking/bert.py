@@ -32,8 +32,10 @@ from mfmaccel.spiking.layers import (
     SpikingRun,
     Step,
     attention_macs,
+    check_spikable,
     norm_neuron,
     norm_value,
+    population_sizes,
     run_until_settled,
 )
 from mfmaccel.spiking.neuron import Neuron
@@ -85,12 +87,7 @@ class SpikingBert:
     spiking network; `levels`: unit spikes a neuron may fire in one step (None: any)."""
 
     def __init__(self, program: IntBert, levels: int | None = 1) -> None:
-        if any(layer.per_token for layer in program.layers):
-            raise UserInputError("per-token scales choose each token's scale from all of its "
-                                 "values at once, which spikes cannot; convert with static "
-                                 "scales (per_token=False)")
-        if levels is not None and levels < 1:
-            raise UserInputError(f"--levels must be at least 1, got {levels}")
+        check_spikable(program.layers, levels)
         self.program = program
         self.levels = levels
 
@@ -116,11 +113,7 @@ class SpikingBert:
                 spikes, h16, cost = layer.step(spikes, h16, mask, counts)
                 acs += cost
                 fired.update({f"{index}.{k}": v for k, v in counts.items()})
-            if not sizes:
-                sizes["embed"] = embed.count.numel()
-                for index, layer in enumerate(layers):
-                    sizes.update({f"{index}.{k}": nrn.count.numel()
-                                  for k, nrn in layer.neurons.items()})
+            sizes = sizes or population_sizes("embed", embed, layers)
             yield Step(h16, fired, acs, sizes)
 
     def run(self, input_ids: torch.Tensor, mask: torch.Tensor, *, steps: int | None = None,

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from mfmaccel.errors import UserInputError
 from mfmaccel.hw.intexec.bert import IntAttention
 from mfmaccel.hw.intexec.linear import MASKED, IntLinear
 from mfmaccel.hw.intops import INT8, exact_matmul, i_softmax, rounding_shift
@@ -79,6 +80,24 @@ def run_until_settled(steps: Iterator[Step], *, limit: int, macs: int
         spikes={name: [f[name] for f in fired] for name in step.neurons},
         neurons=step.neurons, accumulates=accumulates, macs=macs)
     return step.hidden, record
+
+
+def check_spikable(layers: list, levels: int | None) -> None:
+    """Refuse a program whose layers choose per-token scales, and fewer than one level."""
+    if any(layer.per_token for layer in layers):
+        raise UserInputError("per-token scales choose each token's scale from all of its "
+                             "values at once, which spikes cannot; convert with static "
+                             "scales (per_token=False)")
+    if levels is not None and levels < 1:
+        raise UserInputError(f"--levels must be at least 1, got {levels}")
+
+
+def population_sizes(first: str, neuron: Neuron, layers: list) -> dict[str, int]:
+    """Neurons per population: the input's (`first`), then each layer's by index."""
+    sizes = {first: neuron.count.numel()}
+    for index, layer in enumerate(layers):
+        sizes.update({f"{index}.{k}": nrn.count.numel() for k, nrn in layer.neurons.items()})
+    return sizes
 
 
 class Gemm:

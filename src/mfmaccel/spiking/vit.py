@@ -29,8 +29,10 @@ from mfmaccel.spiking.layers import (
     SpikingRun,
     Step,
     attention_macs,
+    check_spikable,
     norm_neuron,
     norm_value,
+    population_sizes,
     run_until_settled,
 )
 from mfmaccel.spiking.neuron import Neuron
@@ -82,12 +84,7 @@ class SpikingDinov2:
     spiking network; `levels`: unit spikes a neuron may fire in one step (None: any)."""
 
     def __init__(self, program: IntDinov2, levels: int | None = 1) -> None:
-        if any(layer.per_token for layer in program.layers):
-            raise UserInputError("per-token scales choose each token's scale from all of its "
-                                 "values at once, which spikes cannot; convert with static "
-                                 "scales (per_token=False)")
-        if levels is not None and levels < 1:
-            raise UserInputError(f"--levels must be at least 1, got {levels}")
+        check_spikable(program.layers, levels)
         self.program = program
         self.levels = levels
 
@@ -117,11 +114,7 @@ class SpikingDinov2:
                 h, cost = layer.step(h, mask, counts)
                 acs += cost
                 fired.update({f"{index}.{k}": v for k, v in counts.items()})
-            if not sizes:
-                sizes["pixels"] = inputs.count.numel()
-                for index, layer in enumerate(layers):
-                    sizes.update({f"{index}.{k}": nrn.count.numel()
-                                  for k, nrn in layer.neurons.items()})
+            sizes = sizes or population_sizes("pixels", inputs, layers)
             yield Step(h, fired, acs, sizes)
 
     def run(self, pixel_values: torch.Tensor, *, steps: int | None = None,
