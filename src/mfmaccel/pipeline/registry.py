@@ -14,6 +14,7 @@ from mfmaccel.pipeline.stages import (
     hardware,
     prune,
     quantize,
+    spiking,
 )
 
 STAGES: dict[str, Stage] = {
@@ -26,6 +27,7 @@ STAGES: dict[str, Stage] = {
         decode.STAGE,
         cooptimize.STAGE,
         hardware.STAGE,
+        spiking.STAGE,
     )
 }
 

@@ -1,0 +1,47 @@
+"""`spiking`: the run's current model as a spiking network (the method's spiking extension):
+its static-scale integer program converted to integrate-and-fire neurons, run until no neuron
+fires. The model is unchanged. Artifact: `spiking.json` (`spiking.quality.SpikingAgreement`:
+steps to settle, bit equality with the integer program, cosine to float after given steps,
+spike rate, ACs against MACs, arithmetic energy)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from mfmaccel.models.record import ENCODER, VLM, LoadedModel
+from mfmaccel.pipeline.stage import RunContext, Stage, StageParams, StageReport
+from mfmaccel.spiking.quality import spiking_agreement, tower_agreement
+
+
+class SpikingParams(StageParams):
+    levels: int | None = Field(16, ge=1, description="unit spikes a neuron may fire in one "
+                                                     "step (null: any number)")
+    steps: list[int] = Field([8, 16, 32, 64, 128, 256],
+                             description="steps after which to score the output")
+    max_steps: int = Field(4096, ge=1, description="stop a run that has not settled here")
+    inputs: int = Field(8, ge=1, description="test paragraphs (encoder) or images (VLM)")
+    calibration: int = Field(64, ge=1, description="train paragraphs or images")
+
+
+def run(model: LoadedModel, params: SpikingParams, ctx: RunContext):
+    measure = spiking_agreement if model.kind == ENCODER else tower_agreement
+    found = measure(model, levels=params.levels, inputs=params.inputs,
+                    calibration=params.calibration, steps=params.steps,
+                    max_steps=params.max_steps, progress=ctx.progress)
+    found.save(ctx.stage_dir / "spiking.json")
+    last = max(found.cosine_at) if found.cosine_at else None
+    settled = [s for s in found.settle_steps if s is not None]
+    notes = (f"{found.settled}/{found.batches} batches settled"
+             + (f" (by step {max(settled)}), bit-exact: {found.bit_exact}" if settled else "")
+             + f"; cosine to float {found.integer_cosine:.4f} integer"
+             + (f", {found.cosine_at[last]:.4f} spiking at {last} steps" if last else "")
+             + f"; {found.accumulates / max(1, found.macs):.1f} ACs per integer MAC, "
+             f"arithmetic energy x{found.compute_uj_45nm['ratio']:.1f} at 45 nm")
+    return model, StageReport(artifacts=["spiking.json"], notes=notes)
+
+
+STAGE = Stage(
+    name="spiking", run=run, params=SpikingParams, accepts=(ENCODER, VLM),
+    changes_model=False, measure_after=False,
+    summary="the model as a spiking network: steps, spikes, ACs against its integer program",
+)

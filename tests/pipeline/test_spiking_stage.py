@@ -1,0 +1,32 @@
+"""The `spiking` stage: the run's encoder as a spiking network, its record kept."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mfmaccel.errors import UserInputError
+from mfmaccel.pipeline.recipe import parse_recipe
+from mfmaccel.pipeline.runner import run_recipe
+
+
+def test_spiking_stage_settles_the_encoder_bit_exact(tmp_path) -> None:
+    recipe = parse_recipe({
+        "name": "spk", "model": "tiny-bert",
+        "evaluation": {"tasks": [], "speed_tokens": 4},
+        "stages": [{"stage": "spiking", "params": {"levels": 16, "inputs": 2,
+                                                   "calibration": 4, "steps": [2, 500],
+                                                   "max_steps": 500}}],
+    })
+    state = run_recipe(recipe, runs_dir=tmp_path, log=lambda m: None)
+    stage = state.stages[0]
+    record = json.loads((tmp_path / "spk" / stage.artifacts[0]).read_text())
+    assert record["bit_exact"] is True and record["settled"] == record["batches"]
+    assert "bit-exact: True" in stage.notes and "ACs per integer MAC" in stage.notes
+
+
+def test_a_wrong_spiking_key_is_refused() -> None:
+    with pytest.raises(UserInputError, match="unknown key 'level' for stage 'spiking'"):
+        parse_recipe({"name": "x", "model": "tiny-bert",
+                      "stages": [{"stage": "spiking", "params": {"level": 4}}]})
