@@ -20,8 +20,9 @@ def spiking(
              "approximation); the run goes on until no neuron fires or --max-steps")
     ] = "8,16,32,64,128,256",
     levels: Annotated[int, typer.Option(
-        help="Unit spikes a neuron may fire in one step (0: any number, graded)")] = 1,
-    max_steps: Annotated[int, typer.Option(help="Stop a run that has not settled here")] = 1024,
+        help="Unit spikes a neuron may fire in one step (1: binary spikes; 0: any number, "
+             "graded)")] = 16,
+    max_steps: Annotated[int, typer.Option(help="Stop a run that has not settled here")] = 4096,
     sentences: Annotated[int, typer.Option(help="Encoder: test paragraphs to compare on")] = 16,
     images: Annotated[int, typer.Option(help="VLM: test images to compare on")] = 8,
     calibration: Annotated[int, typer.Option(

@@ -93,8 +93,8 @@ def parse_steps(text: str) -> list[int]:
     return chosen
 
 
-def spiking_for_spec(spec: str, *, levels: int | None = 1, steps: Sequence[int] = (8, 64),
-                     max_steps: int = 1024, sentences: int = 16, images: int = 8,
+def spiking_for_spec(spec: str, *, levels: int | None = 16, steps: Sequence[int] = (8, 64),
+                     max_steps: int = 4096, sentences: int = 16, images: int = 8,
                      calibration: int = 64, progress: Steps | None = None) -> SpikingAgreement:
     """The agreement of a model named by spec (an encoder on `sentences` test paragraphs, a
     VLM's tower on `images` test images), its settings checked before it loads."""
@@ -117,9 +117,9 @@ def spiking_for_spec(spec: str, *, levels: int | None = 1, steps: Sequence[int] 
 
 
 @torch.inference_mode()
-def spiking_agreement(model: LoadedModel, *, levels: int | None = 1, inputs: int = 16,
+def spiking_agreement(model: LoadedModel, *, levels: int | None = 16, inputs: int = 16,
                       calibration: int = 64, steps: Sequence[int] = (8, 16, 32, 64, 128, 256),
-                      max_steps: int = 1024, max_length: int = 64, batch_size: int = 8,
+                      max_steps: int = 4096, max_length: int = 64, batch_size: int = 8,
                       calibration_progress: Progress = None,
                       progress: Progress = None) -> SpikingAgreement:
     """An encoder's spiking program (its static-scale integer program, calibrated on the
@@ -151,9 +151,9 @@ def spiking_agreement(model: LoadedModel, *, levels: int | None = 1, inputs: int
 
 
 @torch.inference_mode()
-def tower_agreement(model: LoadedModel, *, levels: int | None = 1, inputs: int = 8,
+def tower_agreement(model: LoadedModel, *, levels: int | None = 16, inputs: int = 8,
                     calibration: int = 64, steps: Sequence[int] = (8, 16, 32, 64, 128, 256),
-                    max_steps: int = 1024, batch_size: int = 4,
+                    max_steps: int = 4096, batch_size: int = 4,
                     calibration_progress: Progress = None,
                     progress: Progress = None) -> SpikingAgreement:
     """A VLM's DINOv2 tower as a spiking program (its static-scale integer program, calibrated
