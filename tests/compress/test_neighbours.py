@@ -38,21 +38,14 @@ def test_a_nested_swap_rounds_the_original_weight_and_everything_comes_back(tiny
     name = next(n for n in parts if n.endswith("mlp.down_proj"))
     layer = parts[name][1]
     original = layer.weight.data.clone()
+    expected = {spec.label: rtn_weight(layer, spec) for spec in SPECS[:2]}  # from the original
     weights = SwappedWeights(parts, {s.label: s for s in SPECS})
     low, middle = SPECS[0].label, SPECS[1].label
     with weights.applied(dict.fromkeys(parts, middle)):
         with weights.applied({name: low}):
-            assert torch.equal(layer.weight.data, rtn_weight(layer_with(layer, original),
-                                                             SPECS[0]))
-        assert torch.equal(layer.weight.data, rtn_weight(layer_with(layer, original), SPECS[1]))
+            assert torch.equal(layer.weight.data, expected[low])
+        assert torch.equal(layer.weight.data, expected[middle])
     assert torch.equal(layer.weight.data, original)
-
-
-def layer_with(layer, weight):
-    """A stand-in holding `weight` as `layer` would (rtn_weight reads `.weight`)."""
-    clone = torch.nn.Linear(layer.in_features, layer.out_features, bias=False)
-    clone.weight.data = weight.clone()
-    return clone
 
 
 def test_each_move_equals_the_whole_model_run_with_that_block_moved(tiny, batches, around_four):

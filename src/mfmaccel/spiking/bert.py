@@ -24,11 +24,9 @@ import torch
 from mfmaccel.errors import UserInputError
 from mfmaccel.hw.intexec.bert import IntBert, IntBertLayer
 from mfmaccel.hw.intexec.linear import INT16
-from mfmaccel.hw.intops import INT8, residual_add
-from mfmaccel.hw.intops.datapath import requantize
+from mfmaccel.hw.intops import residual_add
 from mfmaccel.spiking.layers import (
-    Gemm,
-    SpikingAttention,
+    SpikingBlock,
     SpikingRun,
     Step,
     attention_macs,
@@ -37,49 +35,32 @@ from mfmaccel.spiking.layers import (
     norm_value,
     population_sizes,
     run_until_settled,
+    unit_spikes,
 )
-from mfmaccel.spiking.neuron import Neuron
 
 
-class _Layer:
-    """One encoder layer's neurons and accumulators."""
+class _Layer(SpikingBlock):
+    """One post-norm encoder layer: the residual added before each LayerNorm."""
 
     def __init__(self, layer: IntBertLayer, levels: int | None) -> None:
-        self.layer = layer
-        self.attention = SpikingAttention(layer.attention, levels)
-        self.gemms = {name: Gemm(getattr(layer, name))
-                      for name in ("attention_out", "intermediate", "output")}
-        self.neurons = {**self.attention.neurons,
-                        "norm1": norm_neuron(layer.norm1.to_gemm, levels),
-                        "gelu": Neuron(layer.gelu_out, INT8, levels),
-                        "norm2": norm_neuron(layer.norm2.to_gemm, levels)}
+        super().__init__(layer, levels, (layer.norm1.to_gemm, layer.norm2.to_gemm))
 
-    def step(self, spikes_in: torch.Tensor, h16: torch.Tensor, mask: torch.Tensor,
-             fired: dict[str, int]) -> tuple[torch.Tensor, torch.Tensor, int]:
+    def step(self, spikes_in: torch.Tensor, h16: torch.Tensor, mask: torch.Tensor
+             ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor], int]:
         """One step: this layer's input spikes and residual so far in; its output spikes,
-        residual so far and ACs out. `fired` collects each population's unit spikes."""
+        residual so far, every population's spikes and the ACs out."""
         layer, n, s = self.layer, self.neurons, self.layer.scales
-        spikes, acs = self.attention.step(spikes_in, mask)
-        attended, cost = self.gemms["attention_out"].step(spikes["context"])
-        acs += cost
-        residual = residual_add(requantize(attended, layer.attention_out.requant, INT16),
-                                s["res1"], h16, s["in16"], s["res1"], out=INT16)
+        spikes, attended, acs = self.attend(spikes_in, mask)
+        residual = residual_add(attended, s["res1"], h16, s["in16"], s["res1"], out=INT16)
         normalised = layer.norm1.to_gemm.normalised(residual)
         spikes["norm1"] = n["norm1"].step(norm_value(layer.norm1.to_gemm, normalised))
         g16 = layer.norm1.to_residual.affine(normalised)
-        acc, cost = self.gemms["intermediate"].step(spikes["norm1"])
-        acs += cost
-        ff = requantize(acc, layer.intermediate.requant, layer.intermediate.out)
-        spikes["gelu"] = n["gelu"].step(layer.gelu(ff))
-        out, cost = self.gemms["output"].step(spikes["gelu"])
-        acs += cost
-        residual = residual_add(requantize(out, layer.output.requant, INT16), s["res2"], g16,
-                                s["h1_16"], s["res2"], out=INT16)
+        spikes["gelu"], out, cost = self.mlp(spikes["norm1"])
+        residual = residual_add(out, s["res2"], g16, s["h1_16"], s["res2"], out=INT16)
         normalised = layer.norm2.to_gemm.normalised(residual)
         spikes["norm2"] = n["norm2"].step(norm_value(layer.norm2.to_gemm, normalised))
-        for name, fired_now in spikes.items():
-            fired[name] = fired.get(name, 0) + int(fired_now.abs().sum())
-        return spikes["norm2"], layer.norm2.to_residual.affine(normalised), acs
+        return (spikes["norm2"], layer.norm2.to_residual.affine(normalised), spikes,
+                acs + cost)
 
 
 class SpikingBert:
@@ -109,10 +90,9 @@ class SpikingBert:
             fired = {"embed": int(spikes.abs().sum())}
             h16, acs = h16_in, 0
             for index, layer in enumerate(layers):
-                counts: dict[str, int] = {}
-                spikes, h16, cost = layer.step(spikes, h16, mask, counts)
+                spikes, h16, populations, cost = layer.step(spikes, h16, mask)
                 acs += cost
-                fired.update({f"{index}.{k}": v for k, v in counts.items()})
+                fired.update(unit_spikes(populations, f"{index}."))
             sizes = sizes or population_sizes("embed", embed, layers)
             yield Step(h16, fired, acs, sizes)
 

@@ -16,10 +16,10 @@ import torch
 
 from mfmaccel.errors import UserInputError
 from mfmaccel.hw.intexec.bert import IntAttention
-from mfmaccel.hw.intexec.linear import MASKED, IntLinear
+from mfmaccel.hw.intexec.linear import INT16, MASKED, IntLinear
 from mfmaccel.hw.intops import INT8, exact_matmul, i_softmax, rounding_shift
 from mfmaccel.hw.intops.activations import PROBABILITY_BITS
-from mfmaccel.hw.intops.datapath import IntRange
+from mfmaccel.hw.intops.datapath import IntRange, requantize
 from mfmaccel.hw.intops.norms import ILayerNorm
 from mfmaccel.records import Record
 from mfmaccel.spiking.neuron import Neuron
@@ -173,6 +173,44 @@ class SpikingAttention:
             q.shape[0], length, -1)
         spikes["context"] = n["context"].step(context)
         return spikes, acs
+
+
+class SpikingBlock:
+    """What both encoder layers (post-norm BERT, pre-norm ViT) run the same way: the attention
+    up to its int16 output projection, and the MLP from its input spikes to its int16 output
+    (the intermediate projection's requantization and GELU graded, the GELU's requantized
+    output spiking). A layer adds its two LayerNorms' neurons (`norm1`, `norm2`)."""
+
+    def __init__(self, layer, levels: int | None, norms: tuple) -> None:
+        self.layer = layer
+        self.attention = SpikingAttention(layer.attention, levels)
+        self.gemms = {name: Gemm(getattr(layer, name))
+                      for name in ("attention_out", "intermediate", "output")}
+        self.neurons = {**self.attention.neurons,
+                        "norm1": norm_neuron(norms[0], levels),
+                        "gelu": Neuron(layer.gelu_out, INT8, levels),
+                        "norm2": norm_neuron(norms[1], levels)}
+
+    def attend(self, spikes_in: torch.Tensor, mask: torch.Tensor
+               ) -> tuple[dict[str, torch.Tensor], torch.Tensor, int]:
+        """The attention's spikes this step, its int16 output so far, and the ACs."""
+        spikes, acs = self.attention.step(spikes_in, mask)
+        attended, cost = self.gemms["attention_out"].step(spikes["context"])
+        return spikes, requantize(attended, self.layer.attention_out.requant, INT16), acs + cost
+
+    def mlp(self, spikes_in: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """The GELU output's spikes this step, the MLP's int16 output so far, and the ACs."""
+        layer = self.layer
+        acc, acs = self.gemms["intermediate"].step(spikes_in)
+        ff = requantize(acc, layer.intermediate.requant, layer.intermediate.out)
+        gelu = self.neurons["gelu"].step(layer.gelu(ff))
+        out, cost = self.gemms["output"].step(gelu)
+        return gelu, requantize(out, layer.output.requant, INT16), acs + cost
+
+
+def unit_spikes(spikes: dict[str, torch.Tensor], prefix: str) -> dict[str, int]:
+    """Each population's unit spikes this step, named `prefix` + population."""
+    return {f"{prefix}{name}": int(now.abs().sum()) for name, now in spikes.items()}
 
 
 def attention_macs(attention: IntAttention, batch: int, length: int) -> int:

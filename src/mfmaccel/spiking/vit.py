@@ -25,58 +25,38 @@ from mfmaccel.hw.intops import INT8, residual_add
 from mfmaccel.hw.intops.datapath import requantize
 from mfmaccel.spiking.layers import (
     Gemm,
-    SpikingAttention,
+    SpikingBlock,
     SpikingRun,
     Step,
     attention_macs,
     check_spikable,
-    norm_neuron,
     norm_value,
     population_sizes,
     run_until_settled,
+    unit_spikes,
 )
 from mfmaccel.spiking.neuron import Neuron
 
 
-class _Layer:
-    """One pre-norm encoder layer's neurons and accumulators."""
+class _Layer(SpikingBlock):
+    """One pre-norm encoder layer: each LayerNorm reads the residual stream so far."""
 
     def __init__(self, layer: IntViTLayer, levels: int | None) -> None:
-        self.layer = layer
-        self.attention = SpikingAttention(layer.attention, levels)
-        self.gemms = {name: Gemm(getattr(layer, name))
-                      for name in ("attention_out", "intermediate", "output")}
-        self.norm1 = norm_neuron(layer.norm1, levels)
-        self.norm2 = norm_neuron(layer.norm2, levels)
-        self.gelu = Neuron(layer.gelu_out, INT8, levels)
+        super().__init__(layer, levels, (layer.norm1, layer.norm2))
 
-    @property
-    def neurons(self) -> dict[str, Neuron]:
-        return {"norm1": self.norm1, **self.attention.neurons, "norm2": self.norm2,
-                "gelu": self.gelu}
-
-    def step(self, h: torch.Tensor, mask: torch.Tensor,
-             fired: dict[str, int]) -> tuple[torch.Tensor, int]:
-        """One step: the residual stream so far in, this layer's out, and the ACs."""
-        layer, s = self.layer, self.layer.scales
-        spikes = {"norm1": self.norm1.step(norm_value(layer.norm1, layer.norm1.normalised(h)))}
-        attention, acs = self.attention.step(spikes["norm1"], mask)
-        spikes.update(attention)
-        attended, cost = self.gemms["attention_out"].step(spikes["context"])
-        acs += cost
-        h1 = residual_add(requantize(attended, layer.attention_out.requant, INT16), s["res1"],
-                          h, s["in"], s["h1"], out=INT16)
-        spikes["norm2"] = self.norm2.step(norm_value(layer.norm2, layer.norm2.normalised(h1)))
-        acc, cost = self.gemms["intermediate"].step(spikes["norm2"])
-        acs += cost
-        ff = requantize(acc, layer.intermediate.requant, layer.intermediate.out)
-        spikes["gelu"] = self.gelu.step(layer.gelu(ff))
-        out, cost = self.gemms["output"].step(spikes["gelu"])
-        acs += cost
-        for name, now in spikes.items():
-            fired[name] = int(now.abs().sum())
-        return residual_add(requantize(out, layer.output.requant, INT16), s["res2"], h1,
-                            s["h1"], s["out"], out=INT16), acs
+    def step(self, h: torch.Tensor, mask: torch.Tensor
+             ) -> tuple[torch.Tensor, dict[str, torch.Tensor], int]:
+        """One step: the residual stream so far in; this layer's out, every population's
+        spikes and the ACs."""
+        layer, n, s = self.layer, self.neurons, self.layer.scales
+        norm1 = n["norm1"].step(norm_value(layer.norm1, layer.norm1.normalised(h)))
+        spikes, attended, acs = self.attend(norm1, mask)
+        spikes["norm1"] = norm1
+        h1 = residual_add(attended, s["res1"], h, s["in"], s["h1"], out=INT16)
+        spikes["norm2"] = n["norm2"].step(norm_value(layer.norm2, layer.norm2.normalised(h1)))
+        spikes["gelu"], out, cost = self.mlp(spikes["norm2"])
+        return (residual_add(out, s["res2"], h1, s["h1"], s["out"], out=INT16), spikes,
+                acs + cost)
 
 
 class SpikingDinov2:
@@ -110,10 +90,9 @@ class SpikingDinov2:
             cls = cls_position[:1].expand(len(tokens), 1, -1)
             h = INT16.clamp(torch.cat([cls, tokens + cls_position[None, 1:]], dim=1))
             for index, layer in enumerate(layers):
-                counts: dict[str, int] = {}
-                h, cost = layer.step(h, mask, counts)
+                h, populations, cost = layer.step(h, mask)
                 acs += cost
-                fired.update({f"{index}.{k}": v for k, v in counts.items()})
+                fired.update(unit_spikes(populations, f"{index}."))
             sizes = sizes or population_sizes("pixels", inputs, layers)
             yield Step(h, fired, acs, sizes)
 
