@@ -99,3 +99,31 @@ def test_what_spikes_cannot_run_is_refused(tiny_bert, program):
     batch = _batch(tiny_bert, "test", 1, 8)
     with pytest.raises(UserInputError, match="--steps must be at least 1"):
         SpikingBert(program).run(batch["input_ids"], batch["attention_mask"], steps=0)
+
+
+@pytest.mark.parametrize("bits", [3, 5])
+@torch.inference_mode()
+def test_a_b_bit_program_spikes_within_its_ranges_and_settles_on_it(tiny_bert, bits):
+    """Every tensor a product reads holds b bits (probabilities too), unit spikes settle on the
+    b-bit program bit for bit, and that program is not the 8-bit one."""
+    program = convert_bert(tiny_bert.module, [_batch(tiny_bert, "train", 16, 48)],
+                           per_token=False, activation_bits=bits)
+    eight_bit = convert_bert(tiny_bert.module, [_batch(tiny_bert, "train", 16, 48)],
+                             per_token=False, activation_bits=8)
+    layer = program.layers[0]
+    assert layer.inputs.signed == IntRange(bits) and layer.attention.probability_bits == bits
+    assert layer.norm1.to_gemm.out == IntRange(bits)
+    batch = _batch(tiny_bert, "test", 3, 20)
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    hidden, run = SpikingBert(program, 1).run(ids, mask)
+    assert run.settled_at == run.steps and torch.equal(hidden, program(ids, mask))
+    assert not torch.equal(hidden, SpikingBert(eight_bit, 1).run(ids, mask)[0])
+
+
+def test_b_bits_need_static_scales_and_a_width_the_datapath_takes(tiny_bert):
+    batch = [_batch(tiny_bert, "train", 4, 16)]
+    with pytest.raises(UserInputError, match="needs static scales"):
+        convert_bert(tiny_bert.module, batch, activation_bits=4)
+    for bits in (1, 9):
+        with pytest.raises(UserInputError, match="choose 2 to 8"):
+            convert_bert(tiny_bert.module, batch, per_token=False, activation_bits=bits)

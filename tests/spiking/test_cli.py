@@ -23,6 +23,17 @@ def test_spiking_writes_its_record(tmp_path):
     assert set(record["cosine_at"]) == {"4", "300"}
 
 
+def test_b_bit_unit_spikes_record_their_window(tmp_path):
+    out = tmp_path / "spiking.json"
+    result = runner.invoke(app, ["spiking", "--model", "tiny-bert", "--levels", "1",
+                                 "--activation-bits", "4", "--sentences", "2",
+                                 "--calibration", "4", "--steps", "4", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    record = json.loads(out.read_text())
+    assert record["activation_bits"] == 4 and record["window"] == 15
+    assert record["bit_exact"] is True and len(record["exact_at_window"]) == 1
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["--steps", "8,x"], "give step counts separated by commas"),
     (["--steps", "0,8"], "every step count must be at least 1"),
@@ -30,6 +41,9 @@ def test_spiking_writes_its_record(tmp_path):
     (["--max-steps", "0"], "--max-steps must be at least 1"),
     (["--model", "tiny-llama"], "tiny-llama is neither an encoder nor a VLM"),
     (["--model", "no-such-model"], "no-such-model"),
+    (["--activation-bits", "9"], "choose 2 to 8"),
+    (["--activation-bits", "8", "--levels", "1", "--max-steps", "100"],
+     "below the 255 steps a neuron needs"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, args, message):
     options = {"--model": "tiny-bert", "--out": str(tmp_path / "s.json")}

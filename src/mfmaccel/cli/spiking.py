@@ -27,6 +27,10 @@ def spiking(
     images: Annotated[int, typer.Option(help="VLM: test images to compare on")] = 8,
     calibration: Annotated[int, typer.Option(
         help="Encoder: train paragraphs to calibrate on; VLM: train images")] = 64,
+    activation_bits: Annotated[int, typer.Option(
+        help="Bits of every tensor a product reads, probabilities included (2-8: a neuron "
+             "carries any value in 2^b - 1 unit spikes); 0: the integer program's own int8 "
+             "with 12-bit probabilities")] = 0,
     out: Annotated[Path | None, typer.Option(help="JSON output path")] = None,
 ) -> None:
     """Run MODEL as a spiking network: bit equality with its integer program once it settles,
@@ -41,7 +45,8 @@ def spiking(
     with Bars() as bars:
         record = spiking_for_spec(model, levels=levels or None, steps=chosen,
                                   max_steps=max_steps, sentences=sentences, images=images,
-                                  calibration=calibration, progress=bars.task)
+                                  calibration=calibration,
+                                  activation_bits=activation_bits or None, progress=bars.task)
     record.save(out)
     print_record(f"spiking {model} against its integer program and float", record.to_dict())
     say(f"wrote {out}")

@@ -17,14 +17,11 @@ import torch
 from mfmaccel.errors import UserInputError
 from mfmaccel.hw.intexec.bert import IntAttention
 from mfmaccel.hw.intexec.linear import INT16, MASKED, IntLinear
-from mfmaccel.hw.intops import INT8, exact_matmul, i_softmax, rounding_shift
-from mfmaccel.hw.intops.activations import PROBABILITY_BITS
+from mfmaccel.hw.intops import exact_matmul, i_softmax, rounding_shift
 from mfmaccel.hw.intops.datapath import IntRange, requantize
 from mfmaccel.hw.intops.norms import ILayerNorm
 from mfmaccel.records import Record
 from mfmaccel.spiking.neuron import Neuron
-
-PROBABILITIES = IntRange(PROBABILITY_BITS, signed=False)
 
 
 @dataclass
@@ -132,18 +129,18 @@ def norm_value(norm: ILayerNorm, normalised: torch.Tensor) -> torch.Tensor:
 
 class SpikingAttention:
     """The integer program's attention (`IntAttention`) fed by spikes, up to the context's
-    int8 spikes."""
+    spikes; `signed`: the range of q, k, v and the context (the layer's `ProductInputs`)."""
 
-    def __init__(self, attention: IntAttention, levels: int | None) -> None:
+    def __init__(self, attention: IntAttention, levels: int | None, signed: IntRange) -> None:
         self.attention = attention
         self.gemms = {name: Gemm(getattr(attention, field_name)) for name, field_name in
                       (("q", "query"), ("k", "key"), ("v", "value"))}
         self.neurons = {
-            "q": Neuron(attention.query.requant, INT8, levels),
-            "k": Neuron(attention.key.requant, INT8, levels),
-            "v": Neuron(attention.value.requant, INT8, levels),
-            "probs": Neuron(None, PROBABILITIES, levels),
-            "context": Neuron(attention.context, INT8, levels),
+            "q": Neuron(attention.query.requant, signed, levels),
+            "k": Neuron(attention.key.requant, signed, levels),
+            "v": Neuron(attention.value.requant, signed, levels),
+            "probs": Neuron(None, IntRange(attention.probability_bits, signed=False), levels),
+            "context": Neuron(attention.context, signed, levels),
         }
 
     def step(self, spikes_in: torch.Tensor, mask: torch.Tensor
@@ -164,10 +161,11 @@ class SpikingAttention:
         # new q spikes meet every k so far, new k spikes every q so far
         acs += (int(spikes["q"].abs().sum()) + int(spikes["k"].abs().sum())) * length
         scores = exact_matmul(q, k.transpose(-1, -2))
-        if attention.coarsen is not None:
-            scores = rounding_shift(scores * attention.coarsen.m, attention.coarsen.shift)
+        if attention.rescale is not None:
+            scores = rounding_shift(scores * attention.rescale.m, attention.rescale.shift)
         scores = scores.masked_fill(~mask[:, None, None, :].bool(), MASKED)
-        spikes["probs"] = n["probs"].step(i_softmax(scores, attention.exp, PROBABILITY_BITS))
+        probs = i_softmax(scores, attention.exp, attention.probability_bits)
+        spikes["probs"] = n["probs"].step(probs)
         acs += int(spikes["probs"].abs().sum()) * width + int(spikes["v"].abs().sum()) * length
         context = exact_matmul(n["probs"].count, v).transpose(1, 2).reshape(
             q.shape[0], length, -1)
@@ -183,12 +181,12 @@ class SpikingBlock:
 
     def __init__(self, layer, levels: int | None, norms: tuple) -> None:
         self.layer = layer
-        self.attention = SpikingAttention(layer.attention, levels)
+        self.attention = SpikingAttention(layer.attention, levels, layer.inputs.signed)
         self.gemms = {name: Gemm(getattr(layer, name))
                       for name in ("attention_out", "intermediate", "output")}
         self.neurons = {**self.attention.neurons,
                         "norm1": norm_neuron(norms[0], levels),
-                        "gelu": Neuron(layer.gelu_out, INT8, levels),
+                        "gelu": Neuron(layer.gelu_out, layer.inputs.signed, levels),
                         "norm2": norm_neuron(norms[1], levels)}
 
     def attend(self, spikes_in: torch.Tensor, mask: torch.Tensor

@@ -16,6 +16,7 @@ import torch
 
 from mfmaccel.errors import UserInputError
 from mfmaccel.hw.arch import TECH_45NM
+from mfmaccel.hw.intexec.linear import product_inputs
 from mfmaccel.hw.intexec.quality import (
     Progress,
     benchmark_splits,
@@ -42,11 +43,14 @@ class SpikingAgreement(Record):
     inputs: int  # test paragraphs or images
     calibration_inputs: int  # train paragraphs or images the integer program was built on
     levels: int | None  # unit spikes a neuron may fire in one step (None: any)
+    activation_bits: int | None  # the tensors a product reads (None: int8, 12-bit probabilities)
+    window: int  # steps a neuron needs for its largest count: ceil((2^b - 1) / levels)
     max_steps: int
     settled: int  # batches that settled within max_steps
     batches: int
     settle_steps: list[int | None]  # per batch: the first silent step
     bit_exact: bool | None  # every settled batch equals the integer program (None: none did)
+    exact_at_window: list[bool]  # per batch: equal to the integer program after `window` steps
     integer_cosine: float  # mean cosine of the integer program to float
     cosine_at: dict[int, float]  # steps -> mean cosine of the spiking program to float
     min_cosine_at: dict[int, float]
@@ -93,9 +97,17 @@ def parse_steps(text: str) -> list[int]:
     return chosen
 
 
+def window_steps(activation_bits: int | None, levels: int | None) -> int:
+    """The steps a neuron needs to fire the largest count its tensor holds (2^b - 1 unit
+    spikes for b-bit probabilities, 4095 at the programs' own 12 bits), `levels` a step."""
+    largest = product_inputs(activation_bits, per_token=False).probabilities.high
+    return 1 if levels is None else -(-largest // levels)
+
+
 def spiking_for_spec(spec: str, *, levels: int | None = 16, steps: Sequence[int] = (8, 64),
                      max_steps: int = 4096, sentences: int = 16, images: int = 8,
-                     calibration: int = 64, progress: Steps | None = None) -> SpikingAgreement:
+                     calibration: int = 64, activation_bits: int | None = None,
+                     progress: Steps | None = None) -> SpikingAgreement:
     """The agreement of a model named by spec (an encoder on `sentences` test paragraphs, a
     VLM's tower on `images` test images), its settings checked before it loads."""
     for flag, value in {"--max-steps": max_steps, "--sentences": sentences, "--images": images,
@@ -104,6 +116,11 @@ def spiking_for_spec(spec: str, *, levels: int | None = 16, steps: Sequence[int]
             raise UserInputError(f"{flag} must be at least 1, got {value}")
     if levels is not None and levels < 1:
         raise UserInputError(f"--levels must be at least 1 (0: any number), got {levels}")
+    window = window_steps(activation_bits, levels)
+    if activation_bits is not None and max_steps < window:
+        raise UserInputError(f"--max-steps {max_steps} is below the {window} steps a neuron "
+                             f"needs for its largest count at {activation_bits} bits and these "
+                             "levels; raise --max-steps or --levels, or lower --activation-bits")
     kind = model_kind(spec)
     if kind not in (ENCODER, VLM):
         raise UserInputError(f"{spec} is neither an encoder nor a VLM; spiking conversion "
@@ -111,7 +128,7 @@ def spiking_for_spec(spec: str, *, levels: int | None = 16, steps: Sequence[int]
     measure, inputs = (spiking_agreement, sentences) if kind == ENCODER else \
         (tower_agreement, images)
     return measure(load_model(spec), levels=levels, inputs=inputs, calibration=calibration,
-                   steps=steps, max_steps=max_steps,
+                   steps=steps, max_steps=max_steps, activation_bits=activation_bits,
                    calibration_progress=progress_step(progress, "calibration"),
                    progress=progress_step(progress, "spiking runs"))
 
@@ -120,17 +137,17 @@ def spiking_for_spec(spec: str, *, levels: int | None = 16, steps: Sequence[int]
 def spiking_agreement(model: LoadedModel, *, levels: int | None = 16, inputs: int = 16,
                       calibration: int = 64, steps: Sequence[int] = (8, 16, 32, 64, 128, 256),
                       max_steps: int = 4096, max_length: int = 64, batch_size: int = 8,
-                      calibration_progress: Progress = None,
+                      activation_bits: int | None = None, calibration_progress: Progress = None,
                       progress: Progress = None) -> SpikingAgreement:
     """An encoder's spiking program (its static-scale integer program, calibrated on the
-    corpus's train half) on `inputs` test paragraphs."""
+    corpus's train half, with `activation_bits`) on `inputs` test paragraphs."""
     from mfmaccel.hw.intexec.bert import convert_bert
 
     if model.kind != ENCODER:
         raise UserInputError(f"{model.name} is not an encoder; try minilm-l6")
     program = convert_bert(model.module, reported(
         sentence_batches(model.tokenizer, corpus_sentences("train", calibration)),
-        calibration_progress), per_token=False)
+        calibration_progress), per_token=False, activation_bits=activation_bits)
     spiking = SpikingBert(program, levels)
 
     def batches() -> Iterator[_Batch]:
@@ -147,14 +164,15 @@ def spiking_agreement(model: LoadedModel, *, levels: int | None = 16, inputs: in
                          program_macs(program, ids))
 
     return _agreement(model.name, "sentence embeddings (mean pooled)", inputs, calibration,
-                      levels, steps, max_steps, reported(list(batches()), progress))
+                      _Settings(levels, activation_bits, steps, max_steps),
+                      reported(list(batches()), progress))
 
 
 @torch.inference_mode()
 def tower_agreement(model: LoadedModel, *, levels: int | None = 16, inputs: int = 8,
                     calibration: int = 64, steps: Sequence[int] = (8, 16, 32, 64, 128, 256),
                     max_steps: int = 4096, batch_size: int = 4,
-                    calibration_progress: Progress = None,
+                    activation_bits: int | None = None, calibration_progress: Progress = None,
                     progress: Progress = None) -> SpikingAgreement:
     """A VLM's DINOv2 tower as a spiking program (its static-scale integer program, calibrated
     on `calibration` train images of its benchmark) on its first `inputs` test images."""
@@ -170,7 +188,7 @@ def tower_agreement(model: LoadedModel, *, levels: int | None = 16, inputs: int 
     _, chosen, test = benchmark_splits(model, calibration)
     pixels = pixel_tensor(model.processor, [s.image for s in chosen])
     program = convert_dinov2(tower, reported(list(pixels.split(16)), calibration_progress),
-                             per_token=False)
+                             per_token=False, activation_bits=activation_bits)
     spiking = SpikingDinov2(program, levels)
     scale = program.layers[-1].scales["out"]
     images = pixel_tensor(model.processor, [s.image for s in test[:inputs]])
@@ -187,15 +205,28 @@ def tower_agreement(model: LoadedModel, *, levels: int | None = 16, inputs: int 
                          tower_macs(program, len(batch)))
 
     return _agreement(model.name, "last hidden states (per token)", len(images), len(chosen),
-                      levels, steps, max_steps, reported(list(batches()), progress))
+                      _Settings(levels, activation_bits, steps, max_steps),
+                      reported(list(batches()), progress))
 
 
-def _agreement(name: str, measure: str, inputs: int, calibration: int, levels: int | None,
-               steps: Sequence[int], max_steps: int, batches) -> SpikingAgreement:
-    """Run every batch until it settles or `max_steps`, scoring it after each of `steps`."""
-    wanted = sorted({s for s in steps if s <= max_steps})
+@dataclass(frozen=True)
+class _Settings:
+    levels: int | None
+    activation_bits: int | None
+    steps: Sequence[int]
+    max_steps: int
+
+
+def _agreement(name: str, measure: str, inputs: int, calibration: int, settings: _Settings,
+               batches) -> SpikingAgreement:
+    """Run every batch until it settles or `max_steps`, scoring it after each of `steps` and
+    checking it against the integer program after the window a neuron's largest count
+    needs."""
+    max_steps = settings.max_steps
+    window = window_steps(settings.activation_bits, settings.levels)
+    wanted = sorted({s for s in settings.steps if s <= max_steps})
     cosines: dict[int, list[torch.Tensor]] = {s: [] for s in wanted}
-    integer, settle, exact = [], [], True
+    integer, settle, exact, at_window = [], [], True, []
     fired = neuron_steps = accumulates = macs = 0
     for batch in batches:
         integer.append(batch.cosine(batch.expected))
@@ -206,21 +237,27 @@ def _agreement(name: str, measure: str, inputs: int, calibration: int, levels: i
             accumulates += step.accumulates
             if count in cosines:
                 cosines[count].append(batch.cosine(step.hidden))
+            if count == window:
+                at_window.append(torch.equal(step.hidden, batch.expected))
             if step.silent:
                 settled_at = count
             if settled_at or count == max_steps:
                 break
         for later in (s for s in wanted if s > count):  # a settled run stays as it is
             cosines[later].append(batch.cosine(step.hidden))
+        if settled_at is not None and count < window:  # settled before the window ended
+            at_window.append(torch.equal(step.hidden, batch.expected))
         settle.append(settled_at)
         if settled_at is not None:
             exact = exact and torch.equal(step.hidden, batch.expected)
         macs += batch.macs
     return SpikingAgreement(
         model=name, measure=measure, inputs=inputs, calibration_inputs=calibration,
-        levels=levels, max_steps=max_steps, settled=sum(s is not None for s in settle),
+        levels=settings.levels, activation_bits=settings.activation_bits, window=window,
+        max_steps=max_steps, settled=sum(s is not None for s in settle),
         batches=len(settle), settle_steps=settle,
         bit_exact=exact if any(s is not None for s in settle) else None,
+        exact_at_window=at_window,
         integer_cosine=float(torch.cat(integer).mean()),
         cosine_at={s: float(torch.cat(c).mean()) for s, c in cosines.items()},
         min_cosine_at={s: float(torch.cat(c).min()) for s, c in cosines.items()},

@@ -21,7 +21,7 @@ from mfmaccel.errors import UserInputError
 from mfmaccel.hw.intexec.dinov2 import IntDinov2
 from mfmaccel.hw.intexec.linear import INT16
 from mfmaccel.hw.intexec.vit import IntViTLayer
-from mfmaccel.hw.intops import INT8, residual_add
+from mfmaccel.hw.intops import residual_add
 from mfmaccel.hw.intops.datapath import requantize
 from mfmaccel.spiking.layers import (
     Gemm,
@@ -76,7 +76,7 @@ class SpikingDinov2:
         pixels = program.quantize_pixels(pixel_values)
         unfolded = functional.unfold(pixels.double(), patches.kernel, padding=patches.padding,
                                      stride=patches.stride).long().transpose(1, 2)
-        inputs = Neuron(None, INT8, self.levels)
+        inputs = Neuron(None, program.pixels, self.levels)
         embed = Gemm(patches.linear)
         layers = [_Layer(layer, self.levels) for layer in program.layers]
         cls_position = program.cls_position

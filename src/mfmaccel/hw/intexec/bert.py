@@ -26,10 +26,13 @@ from torch import nn
 from mfmaccel.compress.calibration import RangeRecorder, record_ranges
 from mfmaccel.errors import UserInputError
 from mfmaccel.hw.intexec.linear import (
+    DEFAULT_INPUTS,
     INT16,
     MASKED,
     IntLinear,
+    ProductInputs,
     gemm_input_scale,
+    product_inputs,
     requantize_into,
     score_softmax,
     smoothing,
@@ -41,6 +44,7 @@ from mfmaccel.hw.intops import (
     IExp,
     IGelu,
     ILayerNorm,
+    IntRange,
     check_range,
     dyadic,
     exact_matmul,
@@ -59,20 +63,24 @@ class IntAttention:
     heads: int
     exp: IExp
     context: Dyadic  # probabilities x v -> the context into the output projection
-    coarsen: Dyadic | None  # scores -> the exp's input scale, when theirs is too fine
+    rescale: Dyadic | None  # scores -> the exp's input scale, when theirs is too fine or coarse
+    probability_bits: int = PROBABILITY_BITS
 
     @classmethod
     def build(cls, projections: Sequence[nn.Linear], scale_in: float,
               scales: tuple[float, float, float], s_ctx: float, *, heads: int,
-              smoothing: torch.Tensor | None = None) -> IntAttention:
-        """From the float q, k, v projections, their output scales and the context's."""
-        query, key, value = projections
+              smoothing: torch.Tensor | None = None,
+              inputs: ProductInputs = DEFAULT_INPUTS) -> IntAttention:
+        """From the float q, k, v projections, their output scales and the context's; q, k
+        and v land in `inputs.signed`, the probabilities in `inputs.probability_bits`."""
+        query = projections[0]
         s_q, s_k, s_v = scales
-        exp, coarsen = score_softmax(s_q * s_k / math.sqrt(query.out_features // heads))
-        return cls(IntLinear.build(query, scale_in, s_q, smoothing=smoothing),
-                   IntLinear.build(key, scale_in, s_k, smoothing=smoothing),
-                   IntLinear.build(value, scale_in, s_v, smoothing=smoothing), heads, exp,
-                   dyadic(s_v / 2**PROBABILITY_BITS / s_ctx), coarsen)
+        exp, rescale = score_softmax(s_q * s_k / math.sqrt(query.out_features // heads))
+        built = [IntLinear.build(linear, scale_in, scale, out=inputs.signed, smoothing=smoothing)
+                 for linear, scale in zip(projections, scales, strict=True)]
+        return cls(*built, heads, exp,
+                   dyadic(s_v / 2**inputs.probability_bits / s_ctx), rescale,
+                   inputs.probability_bits)
 
     def __call__(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         batch, length, _ = h.shape
@@ -82,10 +90,10 @@ class IntAttention:
 
         q, k, v = split(self.query(h)), split(self.key(h)), split(self.value(h))
         scores = check_range(exact_matmul(q, k.transpose(-1, -2)), INT32, "attention scores")
-        if self.coarsen is not None:
-            scores = rounding_shift(scores * self.coarsen.m, self.coarsen.shift)
+        if self.rescale is not None:
+            scores = rounding_shift(scores * self.rescale.m, self.rescale.shift)
         scores = scores.masked_fill(~mask[:, None, None, :].bool(), MASKED)
-        probs = i_softmax(scores, self.exp, PROBABILITY_BITS)
+        probs = i_softmax(scores, self.exp, self.probability_bits)
         context = check_range(exact_matmul(probs, v), INT32, "attention context")
         return context.transpose(1, 2).reshape(batch, length, -1)  # int32, before `context`
 
@@ -106,13 +114,14 @@ class SplitNorm:
 
 
 def split_norm(layer_norm: nn.LayerNorm, channel_absmax: torch.Tensor, factors: torch.Tensor,
-               scale_in: float) -> SplitNorm:
+               scale_in: float, out: IntRange = INT8) -> SplitNorm:
+    """`out`: the GEMM output's range (int8, or fewer bits: `ProductInputs`)."""
     gamma, beta = layer_norm.weight.detach().double(), layer_norm.bias.detach().double()
-    scale_gemm = float((channel_absmax / factors).max()) / INT8.high
+    scale_gemm = float((channel_absmax / factors).max()) / out.high
     scale_residual = float(channel_absmax.max()) / INT16.high
     return SplitNorm(
         ILayerNorm.build(gamma / factors, beta / factors, scale_in, scale_gemm,
-                         eps=layer_norm.eps),
+                         eps=layer_norm.eps, out=out),
         ILayerNorm.build(gamma, beta, scale_in, scale_residual, eps=layer_norm.eps, out=INT16),
         scale_gemm, scale_residual)
 
@@ -129,16 +138,17 @@ class IntBertLayer:
     output: IntLinear  # -> int16 at the second residual's scale
     norm2: SplitNorm
     per_token: bool  # context and GELU output reach their GEMMs with per-token scales
+    inputs: ProductInputs = DEFAULT_INPUTS
 
     def __call__(self, h8: torch.Tensor, h16: torch.Tensor, mask: torch.Tensor
                  ) -> tuple[torch.Tensor, torch.Tensor]:
-        s = self.scales
+        s, signed = self.scales, self.inputs.signed
         attended = requantize_into(self.attention_out, self.attention(h8, mask),
-                                   self.attention.context, self.per_token)
+                                   self.attention.context, self.per_token, signed)
         g8, g16 = self.norm1(residual_add(attended, s["res1"], h16, s["in16"], s["res1"],
                                           out=INT16))
         out = requantize_into(self.output, self.gelu(self.intermediate(g8)), self.gelu_out,
-                              self.per_token)
+                              self.per_token, signed)
         return self.norm2(residual_add(out, s["res2"], g16, s["h1_16"], s["res2"], out=INT16))
 
 
@@ -183,10 +193,10 @@ def _qkv(layer: nn.Module) -> list[nn.Linear]:
 
 
 def _layer(layer: nn.Module, next_layer: nn.Module | None, ranges: RangeRecorder, i: int,
-           *, norm_in: SplitNorm, factors_in: torch.Tensor, heads: int, per_token: bool
-           ) -> tuple[IntBertLayer, torch.Tensor]:
-    def s8(name: str) -> float:
-        return ranges.scale(f"{i}.{name}")
+           *, norm_in: SplitNorm, factors_in: torch.Tensor, heads: int, per_token: bool,
+           inputs: ProductInputs) -> tuple[IntBertLayer, torch.Tensor]:
+    def s8(name: str) -> float:  # a tensor a product reads
+        return ranges.scale(f"{i}.{name}", inputs.signed.high)
 
     def s16(name: str) -> float:
         return ranges.scale(f"{i}.{name}", INT16.high)
@@ -194,26 +204,27 @@ def _layer(layer: nn.Module, next_layer: nn.Module | None, ranges: RangeRecorder
     scale_in = norm_in.scale_gemm
     factors1 = smoothing(ranges.channels[f"{i}.h1"], [layer.intermediate.dense.weight])
     norm1 = split_norm(layer.attention.output.LayerNorm, ranges.channels[f"{i}.h1"], factors1,
-                       s16("res1"))
+                       s16("res1"), inputs.signed)
     consumers = _qkv(next_layer) if next_layer is not None else []
     factors2 = smoothing(ranges.channels[f"{i}.h2"], [c.weight for c in consumers]) \
         if consumers else torch.ones_like(ranges.channels[f"{i}.h2"])
     norm2 = split_norm(layer.output.LayerNorm, ranges.channels[f"{i}.h2"], factors2,
-                       s16("res2"))
-    gelu = IGelu.build(s8("ff"))
+                       s16("res2"), inputs.signed)
+    s_ff = ranges.scale(f"{i}.ff")  # the GELU's int8 input, whatever the products read
+    gelu = IGelu.build(s_ff)
     s_ctx, s_gelu = (gemm_input_scale(s8(name), per_token) for name in ("ctx", "gelu"))
     int_layer = IntBertLayer(
         attention=IntAttention.build(_qkv(layer), scale_in, (s8("q"), s8("k"), s8("v")), s_ctx,
-                                     heads=heads, smoothing=factors_in),
+                                     heads=heads, smoothing=factors_in, inputs=inputs),
         attention_out=IntLinear.build(layer.attention.output.dense, s_ctx, s16("res1"), out=INT16),
         scales={"in16": norm_in.scale_residual, "res1": s16("res1"),
                 "h1_16": norm1.scale_residual, "res2": s16("res2")},
         norm1=norm1,
-        intermediate=IntLinear.build(layer.intermediate.dense, norm1.scale_gemm, s8("ff"),
+        intermediate=IntLinear.build(layer.intermediate.dense, norm1.scale_gemm, s_ff,
                                      smoothing=factors1),
         gelu=gelu, gelu_out=dyadic(gelu.scale_out / s_gelu),
         output=IntLinear.build(layer.output.dense, s_gelu, s16("res2"), out=INT16),
-        norm2=norm2, per_token=per_token,
+        norm2=norm2, per_token=per_token, inputs=inputs,
     )
     return int_layer, factors2
 
@@ -231,11 +242,13 @@ def _check_bert(module: nn.Module) -> None:
 
 
 def convert_bert(module: nn.Module, batches: Sequence[dict[str, torch.Tensor]],
-                 per_token: bool = True) -> IntBert:
+                 per_token: bool = True, *, activation_bits: int | None = None) -> IntBert:
     """Calibrate on `batches` (tokenizer outputs of real text) and build the integer program;
     `per_token`: the context and the GELU output reach their GEMMs with per-token
-    power-of-two scales (else static per-tensor ones, like every other tensor)."""
+    power-of-two scales (else static per-tensor ones, like every other tensor);
+    `activation_bits`: every tensor a product reads at that many bits (`product_inputs`)."""
     _check_bert(module)
+    inputs = product_inputs(activation_bits, per_token)
     module.eval()
     ranges = record_ranges(module, _taps(module), lambda: (module(**b) for b in batches))
     embeddings = module.embeddings
@@ -245,12 +258,14 @@ def convert_bert(module: nn.Module, batches: Sequence[dict[str, torch.Tensor]],
     int_tables = {n: torch.round(t / table_scale).long() for n, t in tables.items()}
     blocks = list(module.encoder.layer)
     factors = smoothing(ranges.channels["embed"], [lin.weight for lin in _qkv(blocks[0])])
-    norm = split_norm(embeddings.LayerNorm, ranges.channels["embed"], factors, table_scale)
+    norm = split_norm(embeddings.LayerNorm, ranges.channels["embed"], factors, table_scale,
+                      inputs.signed)
     embed_norm, layers = norm, []
     for i, layer in enumerate(blocks):
         following = blocks[i + 1] if i + 1 < len(blocks) else None
         int_layer, factors = _layer(layer, following, ranges, i, norm_in=norm, factors_in=factors,
-                                    heads=module.config.num_attention_heads, per_token=per_token)
+                                    heads=module.config.num_attention_heads, per_token=per_token,
+                                    inputs=inputs)
         layers.append(int_layer)
         norm = int_layer.norm2
     return IntBert(int_tables, embed_norm, layers, norm.scale_residual)

@@ -35,9 +35,9 @@ from torch import nn
 
 from mfmaccel.compress.calibration import RangeRecorder, record_ranges
 from mfmaccel.errors import UserInputError
-from mfmaccel.hw.intexec.linear import INT16
+from mfmaccel.hw.intexec.linear import INT16, product_inputs
 from mfmaccel.hw.intexec.vit import EncoderParts, IntConv, IntViTLayer, encode, encoder_layer
-from mfmaccel.hw.intops import INT8
+from mfmaccel.hw.intops import INT8, IntRange
 
 DINOV2_SMOOTHING = 0.5  # SmoothQuant's strength on the LayerNorm outputs (None: none)
 
@@ -72,6 +72,7 @@ class IntDinov2:
     cls_position: torch.Tensor  # (1 + tokens, hidden) int16: CLS and position tables summed
     embed_scale: float
     layers: list[IntViTLayer]
+    pixels: IntRange = INT8  # the quantized pixels' range (the patch GEMM reads them)
 
     def quantize_pixels(self, pixel_values: torch.Tensor) -> torch.Tensor:
         if tuple(pixel_values.shape[-2:]) != self.image_size:
@@ -79,7 +80,7 @@ class IntDinov2:
             raise UserInputError(f"the integer DINOv2 program was built for {height}x{width} "
                                  f"images, not {pixel_values.shape[-2]}x{pixel_values.shape[-1]}"
                                  "; calibrate it on images of the size it will run on")
-        return INT8.clamp(torch.round(pixel_values.double() / self.pixel_scale).long())
+        return self.pixels.clamp(torch.round(pixel_values.double() / self.pixel_scale).long())
 
     def hidden_states(self, pixel_values: torch.Tensor) -> list[tuple[torch.Tensor, float]]:
         """(int16 tokens, scale) entering the encoder and after each layer, CLS first."""
@@ -141,12 +142,15 @@ def _embed_scale(ranges: RangeRecorder) -> float:
 
 @torch.inference_mode()
 def convert_dinov2(tower: nn.Module, calibration: Sequence[torch.Tensor], per_token: bool = True,
-                   *, alpha: float | None = DINOV2_SMOOTHING, wide_gelu: bool = True
-                   ) -> IntDinov2:
+                   *, alpha: float | None = DINOV2_SMOOTHING, wide_gelu: bool = True,
+                   activation_bits: int | None = None) -> IntDinov2:
     """Calibrate on batches of real (processed) pixel values, all of one size, and build the
     integer program for images of that size; `alpha`: SmoothQuant's strength on the LayerNorm
-    outputs (None: none); `wide_gelu`: int16 GELU inputs (`vit.WideGelu`), else int8."""
+    outputs (None: none); `wide_gelu`: int16 GELU inputs (`vit.WideGelu`), else int8;
+    `activation_bits`: every tensor a product reads, the pixels included, at that many bits
+    (`linear.product_inputs`)."""
     check_dinov2(tower)
+    inputs = product_inputs(activation_bits, per_token)
     tower.eval()
     sizes = set()
 
@@ -160,19 +164,19 @@ def convert_dinov2(tower: nn.Module, calibration: Sequence[torch.Tensor], per_to
         raise UserInputError(f"calibration images come in {len(sizes)} sizes; the integer "
                              "DINOv2 program is built for one (its position table's)")
     image_size = sizes.pop()
-    pixel_scale, embed_scale = ranges.scale("pixels"), _embed_scale(ranges)
+    pixel_scale, embed_scale = ranges.scale("pixels", inputs.signed.high), _embed_scale(ranges)
     layers, scale = [], embed_scale
     for i, layer in enumerate(tower.encoder.layer):
         layers.append(encoder_layer(dinov2_parts(layer), ranges, i, scale_in=scale,
                                     heads=tower.config.num_attention_heads, per_token=per_token,
-                                    alpha=alpha, wide_gelu=wide_gelu))
+                                    alpha=alpha, wide_gelu=wide_gelu, inputs=inputs))
         scale = layers[-1].scales["out"]
     projection = tower.embeddings.patch_embeddings.projection
     return IntDinov2(
         pixel_scale=pixel_scale, image_size=image_size,
         patches=IntConv.build(projection, None, pixel_scale, embed_scale, out=INT16),
         cls_position=_cls_position(tower, image_size, embed_scale), embed_scale=embed_scale,
-        layers=layers)
+        layers=layers, pixels=inputs.signed)
 
 
 __all__ = ["IntDinov2", "check_dinov2", "convert_dinov2", "dinov2_parts", "layer_scaled"]

@@ -5,12 +5,14 @@ division that folds them into the layer before; the constants both programs use.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from mfmaccel.errors import UserInputError
 from mfmaccel.hw.intops import (
     INT8,
     INT32,
@@ -25,14 +27,50 @@ from mfmaccel.hw.intops import (
     requantize,
     token_shifts,
 )
-from mfmaccel.hw.intops.activations import EXP_FINEST_SCALE
+from mfmaccel.hw.intops.activations import EXP_FINEST_SCALE, PROBABILITY_BITS
 
 INT16 = IntRange(16)
 MASKED = -(1 << 30)  # a score far below any real one: i-exp turns it into exactly 0
 SMOOTHING_ALPHA = 0.5
+# the coarsest score scale i-exp gets: 2^8 steps across one ln 2 of its polynomial's range
+EXP_COARSEST_SCALE = math.log(2) / 2**8
 # per-token scales of GEMM inputs: up to 2^8 finer than the calibrated per-tensor scale, for the
 # tokens whose values are small
 TOKEN_HEADROOM = 8
+
+
+@dataclass(frozen=True)
+class ProductInputs:
+    """The precision of the tensors a product reads: the GEMMs' inputs, q, k, v and the
+    attention context (signed), and the softmax's probabilities (unsigned). The other tensors
+    (the int16 residual stream, the GELU's input, the int32 accumulators) keep their widths."""
+
+    signed: IntRange = INT8
+    probability_bits: int = PROBABILITY_BITS
+
+    @property
+    def probabilities(self) -> IntRange:
+        return IntRange(self.probability_bits, signed=False)
+
+
+DEFAULT_INPUTS = ProductInputs()
+LOWEST_ACTIVATION_BITS = 2
+
+
+def product_inputs(bits: int | None, per_token: bool) -> ProductInputs:
+    """None: the programs' own precision (int8, 12-bit probabilities); b: every tensor a product
+    reads at b bits, the probabilities included (unsigned), so that a spiking program of unit
+    spikes carries any of them in at most 2^b - 1 spikes. Per-token scales bring tokens back
+    to int8 only, so b bits need static scales."""
+    if bits is None:
+        return DEFAULT_INPUTS
+    if per_token:
+        raise UserInputError(f"--activation-bits {bits} needs static scales: per-token scales "
+                             "bring each token to int8 only (build with per_token=False)")
+    if not LOWEST_ACTIVATION_BITS <= bits <= INT8.bits:
+        raise UserInputError(f"--activation-bits {bits}: choose {LOWEST_ACTIVATION_BITS} to "
+                             f"{INT8.bits} (the datapath is sized for int8 products)")
+    return ProductInputs(IntRange(bits), bits)
 
 
 def gemm_input_scale(scale: float, per_token: bool) -> float:
@@ -43,10 +81,14 @@ def gemm_input_scale(scale: float, per_token: bool) -> float:
 
 def score_softmax(score_scale: float) -> tuple[IExp, Dyadic | None]:
     """i-exp for attention scores at `score_scale` (1/sqrt(d) folded in), and the multiplier
-    that first coarsens the scores where their scale is finer than i-exp's 32 bits can take."""
+    that first brings the scores to its scale: coarser where theirs is finer than i-exp's 32
+    bits can take, finer (a power of two) where theirs is too coarse for its polynomial
+    (q and k of few bits)."""
     exp_scale = max(score_scale, EXP_FINEST_SCALE)
-    coarsen = dyadic(score_scale / exp_scale) if exp_scale > score_scale else None
-    return IExp.build(exp_scale), coarsen
+    if exp_scale > EXP_COARSEST_SCALE:
+        exp_scale /= 2 ** math.ceil(math.log2(exp_scale / EXP_COARSEST_SCALE))
+    rescale = dyadic(score_scale / exp_scale) if exp_scale != score_scale else None
+    return IExp.build(exp_scale), rescale
 
 
 def smoothing(activation: torch.Tensor, weights: Sequence[torch.Tensor],
@@ -109,10 +151,10 @@ class IntLinear:
         return requantize(acc, self.requant, self.out, shifts).view(*x.shape[:-1], -1)
 
 
-def requantize_into(linear: IntLinear, x: torch.Tensor, factor: Dyadic, per_token: bool
-                    ) -> torch.Tensor:
-    """`x` requantized into `linear`: to int8 at a static scale, or to a 2^TOKEN_HEADROOM finer
-    one in int32 and then to int8 with one power-of-two scale per token."""
+def requantize_into(linear: IntLinear, x: torch.Tensor, factor: Dyadic, per_token: bool,
+                    out: IntRange = INT8) -> torch.Tensor:
+    """`x` requantized into `linear`: to `out` at a static scale, or to a 2^TOKEN_HEADROOM
+    finer one in int32 and then to int8 with one power-of-two scale per token."""
     if not per_token:
-        return linear(requantize(x, factor))
+        return linear(requantize(x, factor, out))
     return linear(*token_shifts(requantize(x, factor, INT32)))

@@ -73,7 +73,7 @@ class IntLlamaAttention:
     heads: int
     kv_heads: int
     exp: IExp
-    coarsen: Dyadic | None  # scores -> the exp's input scale, when theirs is too fine
+    rescale: Dyadic | None  # scores -> the exp's input scale, when theirs is too fine or coarse
     context: Dyadic  # probabilities x v -> the context (int8, or finer for per-token scales)
     per_token: bool  # the context reaches o_proj with per-token power-of-two scales
 
@@ -90,8 +90,8 @@ class IntLlamaAttention:
         groups = self.heads // self.kv_heads
         k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
         scores = check_range(exact_matmul(q, k.transpose(-1, -2)), INT32, "attention scores")
-        if self.coarsen is not None:
-            scores = rounding_shift(scores * self.coarsen.m, self.coarsen.shift)
+        if self.rescale is not None:
+            scores = rounding_shift(scores * self.rescale.m, self.rescale.shift)
         future = torch.ones(length, length, dtype=torch.bool).triu(1)
         probs = i_softmax(scores.masked_fill(future, MASKED), self.exp, PROBABILITY_BITS)
         context = check_range(exact_matmul(probs, v), INT32, "attention context")
@@ -203,7 +203,7 @@ def _attention(attention: nn.Module, ranges: RangeRecorder, i: int, *, scale_in:
 
     # after the rotation a pair's element can reach sqrt(2) x the largest input element
     s_q, s_k = s8("q") * math.sqrt(2), s8("k") * math.sqrt(2)
-    exp, coarsen = score_softmax(s_q * s_k / math.sqrt(attention.head_dim))
+    exp, rescale = score_softmax(s_q * s_k / math.sqrt(attention.head_dim))
     s_ctx = gemm_input_scale(s8("ctx"), per_token)
     return IntLlamaAttention(
         IntLinear.build(attention.q_proj, scale_in, s_q, smoothing=factors),
@@ -211,7 +211,7 @@ def _attention(attention: nn.Module, ranges: RangeRecorder, i: int, *, scale_in:
         IntLinear.build(attention.v_proj, scale_in, s8("v"), smoothing=factors),
         IntLinear.build(attention.o_proj, s_ctx, scale_out, out=RESIDUAL),
         rotary, config.num_attention_heads, config.num_key_value_heads,
-        exp, coarsen, dyadic(s8("v") / 2**PROBABILITY_BITS / s_ctx), per_token)
+        exp, rescale, dyadic(s8("v") / 2**PROBABILITY_BITS / s_ctx), per_token)
 
 
 def _mlp(mlp: nn.Module, ranges: RangeRecorder, i: int, *, scale_in: float,

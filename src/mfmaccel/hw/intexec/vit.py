@@ -36,8 +36,10 @@ from mfmaccel.compress.calibration import RangeRecorder, record_ranges
 from mfmaccel.errors import UserInputError
 from mfmaccel.hw.intexec.bert import IntAttention
 from mfmaccel.hw.intexec.linear import (
+    DEFAULT_INPUTS,
     INT16,
     IntLinear,
+    ProductInputs,
     gemm_input_scale,
     requantize_into,
     smoothing,
@@ -186,15 +188,16 @@ class IntViTLayer:
     output: IntLinear  # -> int16 at scales["res2"]
     scales: dict[str, float]  # in, res1, h1, res2, out (int16 residual-stream scales)
     per_token: bool
+    inputs: ProductInputs = DEFAULT_INPUTS
 
     def __call__(self, h: torch.Tensor) -> torch.Tensor:
-        s = self.scales
+        s, signed = self.scales, self.inputs.signed
         mask = torch.ones(h.shape[:2], dtype=torch.long)
         attended = requantize_into(self.attention_out, self.attention(self.norm1(h), mask),
-                                   self.attention.context, self.per_token)
+                                   self.attention.context, self.per_token, signed)
         h1 = residual_add(attended, s["res1"], h, s["in"], s["h1"], out=INT16)
         out = requantize_into(self.output, self.gelu(self.intermediate(self.norm2(h1))),
-                              self.gelu_out, self.per_token)
+                              self.gelu_out, self.per_token, signed)
         return residual_add(out, s["res2"], h1, s["h1"], s["out"], out=INT16)
 
 
@@ -330,29 +333,31 @@ class SmoothedNorm:
 
 
 def smoothed_norm(ln: nn.LayerNorm, consumers: Sequence[nn.Linear], channel_absmax: torch.Tensor,
-                  scale_in: float, alpha: float | None) -> SmoothedNorm:
-    """`ln` from the int16 residual stream at `scale_in` to int8; `channel_absmax`: its
-    calibrated output range per channel; `alpha` None: no smoothing."""
+                  scale_in: float, alpha: float | None, out: IntRange = INT8) -> SmoothedNorm:
+    """`ln` from the int16 residual stream at `scale_in` to `out` (int8 or fewer bits);
+    `channel_absmax`: its calibrated output range per channel; `alpha` None: no smoothing."""
     gamma, beta = ln.weight.detach().double(), ln.bias.detach().double()
     factors = None
     if alpha is not None:
         factors = smoothing(channel_absmax, [c.weight for c in consumers], alpha)
         gamma, beta, channel_absmax = gamma / factors, beta / factors, channel_absmax / factors
-    scale_out = max(float(channel_absmax.max()), 1e-8) / INT8.high
-    return SmoothedNorm(ILayerNorm.build(gamma, beta, scale_in, scale_out, eps=ln.eps),
+    scale_out = max(float(channel_absmax.max()), 1e-8) / out.high
+    return SmoothedNorm(ILayerNorm.build(gamma, beta, scale_in, scale_out, eps=ln.eps, out=out),
                         scale_out, factors)
 
 
 def encoder_layer(parts: EncoderParts, ranges: RangeRecorder, i: int, *, scale_in: float,
                   heads: int, per_token: bool, alpha: float | None = None,
-                  wide_gelu: bool = False) -> IntViTLayer:
+                  wide_gelu: bool = False, inputs: ProductInputs = DEFAULT_INPUTS
+                  ) -> IntViTLayer:
     """Layer `i`'s integer program from its parts and the ranges recorded at its taps
     (`i.ln1`, `i.q`, `i.k`, `i.v`, `i.ctx`, `i.res1`, `i.h1`, `i.ln2`, `i.ff`, `i.gelu`,
     `i.res2`, `i.out`); `scale_in`: the int16 residual stream's scale entering it; `alpha`:
     SmoothQuant's strength on both LayerNorm outputs (None: none); `wide_gelu`: the MLP's
-    first GEMM lands in int16 and `WideGelu` reads it (else int8 and `IGelu`)."""
-    def s8(name: str) -> float:
-        return ranges.scale(f"{i}.{name}")
+    first GEMM lands in int16 and `WideGelu` reads it (else int8 and `IGelu`); `inputs`: the
+    precision of the tensors a product reads."""
+    def s8(name: str) -> float:  # a tensor a product reads
+        return ranges.scale(f"{i}.{name}", inputs.signed.high)
 
     def s16(name: str) -> float:
         return ranges.scale(f"{i}.{name}", INT16.high)
@@ -362,14 +367,14 @@ def encoder_layer(parts: EncoderParts, ranges: RangeRecorder, i: int, *, scale_i
     s_ff = ranges.scale(f"{i}.ff", ff_range.high)
     gelu = WideGelu.build(s_ff) if wide_gelu else IGelu.build(s_ff)
     norm1 = smoothed_norm(parts.norm1, parts.projections, ranges.channels[f"{i}.ln1"],
-                          scale_in, alpha)
+                          scale_in, alpha, inputs.signed)
     norm2 = smoothed_norm(parts.norm2, [parts.intermediate], ranges.channels[f"{i}.ln2"],
-                          s16("h1"), alpha)
+                          s16("h1"), alpha, inputs.signed)
     return IntViTLayer(
         norm1=norm1.unit,
         attention=IntAttention.build(parts.projections, norm1.scale_out,
                                      (s8("q"), s8("k"), s8("v")), s_ctx, heads=heads,
-                                     smoothing=norm1.factors),
+                                     smoothing=norm1.factors, inputs=inputs),
         attention_out=IntLinear.build(parts.attention_out, s_ctx, s16("res1"), out=INT16),
         norm2=norm2.unit,
         intermediate=IntLinear.build(parts.intermediate, norm2.scale_out, s_ff, out=ff_range,
@@ -378,7 +383,7 @@ def encoder_layer(parts: EncoderParts, ranges: RangeRecorder, i: int, *, scale_i
         output=IntLinear.build(parts.output, s_gelu, s16("res2"), out=INT16),
         scales={"in": scale_in, "res1": s16("res1"), "h1": s16("h1"), "res2": s16("res2"),
                 "out": s16("out")},
-        per_token=per_token,
+        per_token=per_token, inputs=inputs,
     )
 
 

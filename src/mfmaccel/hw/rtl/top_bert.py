@@ -52,7 +52,7 @@ def _attention(plan: Plan, layer: IntBertLayer, h8: Region, tokens: int) -> Regi
     for head in range(attention.heads):
         product(plan, a=Region(q.base + head * d, 0), a_row=hidden, rows=tokens, depth=d,
                 b=Region(k.base + head * d, 0), b_row=1, b_col=hidden, n=tokens,
-                factor=attention.coarsen, dst=scores.base, dst_row=tokens,
+                factor=attention.rescale, dst=scores.base, dst_row=tokens,
                 what="attention scores")
         plan.emit(Vector("softmax", tokens, tokens, scores.base, tokens, probs.base, tokens,
                          constants=(exp.q_ln2, exp.q_b, exp.q_c, 0)))

@@ -89,7 +89,7 @@ def _attention(plan: Plan, block: IntLlamaBlock, x8: Region, shifts: Region,
         kv = head // groups
         product(plan, a=Region(q.base + head * d, 0), a_row=width_q, rows=tokens, depth=d,
                 b=Region(k.base + kv * d, 0), b_row=1, b_col=width_kv, n=tokens,
-                factor=attention.coarsen, dst=scores.base, dst_row=tokens,
+                factor=attention.rescale, dst=scores.base, dst_row=tokens,
                 what="attention scores")
         plan.emit(Vector("causal_softmax", tokens, tokens, scores.base, tokens, probs.base,
                          tokens, constants=(exp.q_ln2, exp.q_b, exp.q_c)))

@@ -21,13 +21,17 @@ class SpikingParams(StageParams):
     max_steps: int = Field(4096, ge=1, description="stop a run that has not settled here")
     inputs: int = Field(8, ge=1, description="test paragraphs (encoder) or images (VLM)")
     calibration: int = Field(64, ge=1, description="train paragraphs or images")
+    activation_bits: int | None = Field(None, ge=2, le=8, description=(
+        "bits of every tensor a product reads, probabilities included (null: int8 with "
+        "12-bit probabilities)"))
 
 
 def run(model: LoadedModel, params: SpikingParams, ctx: RunContext):
     measure = spiking_agreement if model.kind == ENCODER else tower_agreement
     found = measure(model, levels=params.levels, inputs=params.inputs,
                     calibration=params.calibration, steps=params.steps,
-                    max_steps=params.max_steps, progress=ctx.progress)
+                    max_steps=params.max_steps, activation_bits=params.activation_bits,
+                    progress=ctx.progress)
     found.save(ctx.stage_dir / "spiking.json")
     last = max(found.cosine_at) if found.cosine_at else None
     settled = [s for s in found.settle_steps if s is not None]
