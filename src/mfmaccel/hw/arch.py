@@ -128,6 +128,15 @@ FUSION_SETS = {"none": (), "epilogue": ("activation", "norm"), "all": FUSION_KIN
 DEFAULT_FUSION = ("activation", "attention")
 
 
+class ArrayKind(StrEnum):
+    """What the array's cells do with an operand pair."""
+
+    mac = "mac"  # int8 x int8 multiply, int32 accumulate: the integer accelerator
+    # add only: each unit spike adds one row of weights into int32 accumulators, the neurons'
+    # membranes kept in SRAM (`hw.spiking_array`); prices spike-fed GEMMs, not a workload
+    accumulate = "accumulate"
+
+
 def parse_fusion(text: str) -> tuple[str, ...]:
     """'none', 'epilogue', 'all' or kinds joined by commas ('attention,mlp') as a tuple of
     kinds in FUSION_KINDS' order; anything else names the values that work."""
@@ -173,6 +182,7 @@ class Arch:
     # units that pass over a row several times (a streaming unit: softmax's max, sum, divide;
     # a norm's statistics): (unit, passes, extra cycles per row); others take one pass
     unit_rows: tuple[tuple[str, int, int], ...] = ()
+    array: str = "mac"  # an `ArrayKind`: the integer MAC array, or the spiking variant's
     notes: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
@@ -202,6 +212,9 @@ class Arch:
         if self.attention not in tuple(Attention):
             raise UserInputError(f"arch {self.name}: attention must be 'tiled' or 'full', got "
                                  f"'{self.attention}'")
+        if self.array not in tuple(ArrayKind):
+            raise UserInputError(f"arch {self.name}: array must be 'mac' or 'accumulate', got "
+                                 f"'{self.array}'")
         if set(self.fusion) - set(FUSION_KINDS):
             raise UserInputError(f"arch {self.name}: fusion must be a subset of "
                                  f"{FUSION_KINDS}, got {tuple(self.fusion)}")
@@ -256,6 +269,20 @@ def get_arch(name: str) -> Arch:
         raise UserInputError(f"unknown architecture preset '{name}'; available: "
                              f"{', '.join(PRESETS)}")
     return PRESETS[name]
+
+
+def spiking_variant(arch: Arch) -> Arch:
+    """`arch` with an accumulate-only array of the same rows x cols, buffers, link, clock and
+    technology (named `<name>-spiking`): the spiking accelerator `hw.spiking_array` prices
+    against `arch`. Its neurons update membranes at `vector_lanes` a cycle, at least one per
+    array column: a neuron stands where the integer array has its per-column requantizer."""
+    if arch.array != ArrayKind.mac:
+        raise UserInputError(f"arch {arch.name} is already a spiking variant (array "
+                             f"'{arch.array}'); give the integer accelerator it derives from")
+    return replace(arch, name=f"{arch.name}-spiking", array=ArrayKind.accumulate.value,
+                   vector_lanes=max(arch.vector_lanes, arch.cols),
+                   notes=f"{arch.name} with an accumulate-only array (spike-fed GEMMs), "
+                         f"membrane state in SRAM")
 
 
 def customized_arch(name: str, **overrides: object) -> Arch:

@@ -90,6 +90,11 @@ class Simulation(Record):
 
 def simulate(workload: Workload, arch: Arch) -> Simulation:
     """Every operation of `workload` mapped onto `arch`, and the totals."""
+    if arch.array != "mac":
+        raise UserInputError(f"arch {arch.name} has an accumulate-only array, which runs "
+                             f"spike-fed GEMMs, not {workload.model}'s integer workload; price "
+                             f"a spiking program with hw.spiking_array (benchmarks/"
+                             f"spiking_accelerator.py)")
     missing = _missing_units(workload, arch)
     if missing:
         unit, where = missing
