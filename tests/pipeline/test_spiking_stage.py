@@ -17,16 +17,26 @@ def test_spiking_stage_settles_the_encoder_bit_exact(tmp_path) -> None:
         "evaluation": {"tasks": [], "speed_tokens": 4},
         "stages": [{"stage": "spiking", "params": {"levels": 16, "inputs": 2,
                                                    "calibration": 4, "steps": [2, 500],
-                                                   "max_steps": 500}}],
+                                                   "max_steps": 500, "arch": "edge"}}],
     })
     state = run_recipe(recipe, runs_dir=tmp_path, log=lambda m: None)
     stage = state.stages[0]
     record = json.loads((tmp_path / "spk" / stage.artifacts[0]).read_text())
     assert record["bit_exact"] is True and record["settled"] == record["batches"]
     assert "bit-exact: True" in stage.notes and "ACs per integer MAC" in stage.notes
+    assert [e["steps"] for e in record["energy"]] == ["2", "settled"]
+    assert "on edge-spiking" in stage.notes and "break-even spike rate" in stage.notes
 
 
 def test_a_wrong_spiking_key_is_refused() -> None:
     with pytest.raises(UserInputError, match="unknown key 'level' for stage 'spiking'"):
         parse_recipe({"name": "x", "model": "tiny-bert",
                       "stages": [{"stage": "spiking", "params": {"level": 4}}]})
+
+
+def test_an_unknown_arch_is_refused_before_the_run(tmp_path) -> None:
+    recipe = parse_recipe({
+        "name": "spk", "model": "tiny-bert", "evaluation": {"tasks": [], "speed_tokens": 4},
+        "stages": [{"stage": "spiking", "params": {"arch": "huge"}}]})
+    with pytest.raises(UserInputError, match="unknown architecture preset 'huge'"):
+        run_recipe(recipe, runs_dir=tmp_path, log=lambda m: None)

@@ -17,7 +17,7 @@ from mfmaccel.hw.intexec.quality import corpus_sentences
 from mfmaccel.hw.spiking_array import compare
 from mfmaccel.models import load_model
 from mfmaccel.models.medvlm import TINY_PRETRAINED, build_medvlm
-from mfmaccel.spiking.accelerator import bert_gemms, dinov2_gemms
+from mfmaccel.spiking.accelerator import bert_gemms, dinov2_gemms, priced
 from mfmaccel.spiking.bert import SpikingBert
 from mfmaccel.spiking.vit import SpikingDinov2
 
@@ -82,3 +82,17 @@ def test_dinov2_gemms_count_the_runs_accumulates_and_the_towers_macs() -> None:
     assert gemms[0].name == "patches" and gemms[0].feeds[0].population == "pixels"
     assert sum(g.accumulates for g in gemms) == sum(run.accumulates)
     assert sum(g.integer_op().macs for g in gemms) == run.macs
+
+
+def test_batches_priced_together_sum_what_each_costs_alone(bert_run) -> None:
+    spiking, ids, run = bert_run
+    edge = get_arch("edge")
+    alone = compare(bert_gemms(spiking, ids, run), edge, steps=run.steps, levels=8)
+    both = priced([(bert_gemms(spiking, ids, run), run.steps)] * 2, edge, levels=8,
+                  label="settled")
+    assert both.integer_uj == pytest.approx(2 * alone.integer.total_pj * 1e-6)
+    assert both.spiking_uj == pytest.approx(2 * alone.spiking.total_pj * 1e-6)
+    assert both.ratio == pytest.approx(alone.energy_ratio)
+    assert both.fixed_share == pytest.approx(alone.fixed_share)
+    assert both.break_even_rate == pytest.approx(alone.break_even_rate)
+    assert both.spike_rate == pytest.approx(alone.spike_rate)

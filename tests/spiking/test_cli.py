@@ -42,6 +42,7 @@ def test_b_bit_unit_spikes_record_their_window(tmp_path):
     (["--model", "tiny-llama"], "tiny-llama is neither an encoder nor a VLM"),
     (["--model", "no-such-model"], "no-such-model"),
     (["--activation-bits", "9"], "choose 2 to 8"),
+    (["--arch", "huge"], "huge"),
     (["--activation-bits", "8", "--levels", "1", "--max-steps", "100"],
      "below the 255 steps a neuron needs"),
 ])

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from mfmaccel.cli.root import Bars, app, print_record, quiet_libraries, say, user_errors
+from mfmaccel.hw.arch import ArchPreset
 
 
 @app.command("spiking")
@@ -31,6 +32,9 @@ def spiking(
         help="Bits of every tensor a product reads, probabilities included (2-8: a neuron "
              "carries any value in 2^b - 1 unit spikes); 0: the integer program's own int8 "
              "with 12-bit probabilities")] = 0,
+    arch: Annotated[ArchPreset | None, typer.Option(
+        help="Also price the spikes on this preset's spiking variant against the preset "
+             "(energy, DRAM bytes, break-even spike rate)")] = None,
     out: Annotated[Path | None, typer.Option(help="JSON output path")] = None,
 ) -> None:
     """Run MODEL as a spiking network: bit equality with its integer program once it settles,
@@ -46,7 +50,8 @@ def spiking(
         record = spiking_for_spec(model, levels=levels or None, steps=chosen,
                                   max_steps=max_steps, sentences=sentences, images=images,
                                   calibration=calibration,
-                                  activation_bits=activation_bits or None, progress=bars.task)
+                                  activation_bits=activation_bits or None,
+                                  arch=arch.value if arch else None, progress=bars.task)
     record.save(out)
     print_record(f"spiking {model} against its integer program and float", record.to_dict())
     say(f"wrote {out}")

@@ -15,11 +15,15 @@ the same ACs `SpikingAttention.step` counts.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
 from mfmaccel.errors import UserInputError
-from mfmaccel.hw.spiking_array import SpikeFeed, SpikeGemm, weight_gemm
+from mfmaccel.hw.arch import Arch
+from mfmaccel.hw.spiking_array import SpikeFeed, SpikeGemm, break_even_rate, compare, weight_gemm
+from mfmaccel.records import Record
 from mfmaccel.spiking.bert import SpikingBert
 from mfmaccel.spiking.layers import SpikingRun
 from mfmaccel.spiking.vit import SpikingDinov2
@@ -128,4 +132,50 @@ def dinov2_gemms(spiking: SpikingDinov2, images: int, run: SpikingRun, *,
     return gemms
 
 
-__all__ = ["bert_gemms", "dinov2_gemms"]
+
+
+@dataclass
+class SpikingEnergy(Record):
+    """Every batch of a spiking run priced on `spiking_arch` against `arch` after `steps` steps
+    ("settled": each batch's whole run), summed over the batches (`hw.spiking_array.compare`
+    per batch: batches run one after another)."""
+
+    arch: str
+    spiking_arch: str
+    steps: str
+    integer_uj: float
+    spiking_uj: float
+    ratio: float  # spiking / integer
+    fixed_share: float  # the spiking energy were nothing to fire, / integer: above 1, no rate pays
+    break_even_rate: float  # unit spikes per fed neuron per step (0: no rate pays)
+    spike_rate: float  # measured, same unit
+    accumulates_per_mac: float
+    dram_bytes: dict[str, float]
+    latency_ms: dict[str, float]
+
+
+def priced(batches: Sequence[tuple[Sequence[SpikeGemm], int]], arch: Arch, *,
+           levels: int | None, label: str) -> SpikingEnergy:
+    """`batches`: each batch's spike-fed GEMMs and the steps they ran."""
+    results = [compare(gemms, arch, steps=steps, levels=levels) for gemms, steps in batches]
+    integer = sum(r.integer.total_pj for r in results)
+    spiking = sum(r.spiking.total_pj for r in results)
+    fixed = sum(g.fixed_pj for r in results for g in r.gemms)
+    spikes = sum(r.spikes for r in results)
+    neuron_steps = sum(g.neurons * r.steps for r in results for g in r.gemms)
+    per_spike = (spiking - fixed) / spikes if spikes else math.inf
+    return SpikingEnergy(
+        arch=arch.name, spiking_arch=results[0].spiking_arch, steps=label,
+        integer_uj=integer * 1e-6, spiking_uj=spiking * 1e-6,
+        ratio=spiking / integer, fixed_share=fixed / integer,
+        break_even_rate=break_even_rate(integer_pj=integer, fixed_pj=fixed,
+                                        pj_per_spike=per_spike, neurons=neuron_steps, steps=1),
+        spike_rate=spikes / neuron_steps,
+        accumulates_per_mac=sum(r.accumulates for r in results) / sum(r.macs for r in results),
+        dram_bytes={side: sum(getattr(r, side).dram_bytes for r in results)
+                    for side in ("integer", "spiking")},
+        latency_ms={side: sum(r.latency_ms[side] for r in results)
+                    for side in ("integer", "spiking")})
+
+
+__all__ = ["SpikingEnergy", "bert_gemms", "dinov2_gemms", "priced"]

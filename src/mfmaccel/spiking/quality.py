@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 
 from mfmaccel.errors import UserInputError
-from mfmaccel.hw.arch import TECH_45NM
+from mfmaccel.hw.arch import TECH_45NM, get_arch
 from mfmaccel.hw.intexec.linear import product_inputs
 from mfmaccel.hw.intexec.quality import (
     Progress,
@@ -25,14 +26,16 @@ from mfmaccel.hw.intexec.quality import (
     reported,
     sentence_batches,
 )
+from mfmaccel.hw.spiking_array import SpikeGemm
 from mfmaccel.models import load_model
 from mfmaccel.models.loader import model_kind
 from mfmaccel.models.record import ENCODER, VLM, LoadedModel
 from mfmaccel.progress import Steps
 from mfmaccel.progress import step as progress_step
 from mfmaccel.records import Record
+from mfmaccel.spiking.accelerator import bert_gemms, dinov2_gemms, priced
 from mfmaccel.spiking.bert import SpikingBert, program_macs
-from mfmaccel.spiking.layers import Step
+from mfmaccel.spiking.layers import Step, run_until_settled
 from mfmaccel.spiking.vit import SpikingDinov2, tower_macs
 
 
@@ -59,6 +62,8 @@ class SpikingAgreement(Record):
     macs: int  # the integer program's multiply-accumulates on the same inputs
     membrane_updates: int  # neurons x steps: each integrates its input once a step
     compute_uj_45nm: dict[str, float]  # arithmetic only (no memory traffic), Horowitz 45 nm
+    # with an accelerator: `accelerator.SpikingEnergy` after each step count and settled
+    energy: list[dict] = field(default_factory=list)
     extra: dict = field(default_factory=dict)
 
 
@@ -82,6 +87,7 @@ class _Batch:
     expected: torch.Tensor
     cosine: Callable[[torch.Tensor], torch.Tensor]
     macs: int
+    gemms: Callable[..., list[SpikeGemm]]  # (run, steps=n): its spike-fed GEMMs after n steps
 
 
 def parse_steps(text: str) -> list[int]:
@@ -107,7 +113,8 @@ def window_steps(activation_bits: int | None, levels: int | None) -> int:
 def spiking_for_spec(spec: str, *, levels: int | None = 16, steps: Sequence[int] = (8, 64),
                      max_steps: int = 4096, sentences: int = 16, images: int = 8,
                      calibration: int = 64, activation_bits: int | None = None,
-                     progress: Steps | None = None) -> SpikingAgreement:
+                     arch: str | None = None, progress: Steps | None = None
+                     ) -> SpikingAgreement:
     """The agreement of a model named by spec (an encoder on `sentences` test paragraphs, a
     VLM's tower on `images` test images), its settings checked before it loads."""
     for flag, value in {"--max-steps": max_steps, "--sentences": sentences, "--images": images,
@@ -116,6 +123,8 @@ def spiking_for_spec(spec: str, *, levels: int | None = 16, steps: Sequence[int]
             raise UserInputError(f"{flag} must be at least 1, got {value}")
     if levels is not None and levels < 1:
         raise UserInputError(f"--levels must be at least 1 (0: any number), got {levels}")
+    if arch is not None:
+        get_arch(arch)  # an unknown preset is refused before the model loads
     window = window_steps(activation_bits, levels)
     if activation_bits is not None and max_steps < window:
         raise UserInputError(f"--max-steps {max_steps} is below the {window} steps a neuron "
@@ -129,7 +138,7 @@ def spiking_for_spec(spec: str, *, levels: int | None = 16, steps: Sequence[int]
         (tower_agreement, images)
     return measure(load_model(spec), levels=levels, inputs=inputs, calibration=calibration,
                    steps=steps, max_steps=max_steps, activation_bits=activation_bits,
-                   calibration_progress=progress_step(progress, "calibration"),
+                   arch=arch, calibration_progress=progress_step(progress, "calibration"),
                    progress=progress_step(progress, "spiking runs"))
 
 
@@ -137,8 +146,9 @@ def spiking_for_spec(spec: str, *, levels: int | None = 16, steps: Sequence[int]
 def spiking_agreement(model: LoadedModel, *, levels: int | None = 16, inputs: int = 16,
                       calibration: int = 64, steps: Sequence[int] = (8, 16, 32, 64, 128, 256),
                       max_steps: int = 4096, max_length: int = 64, batch_size: int = 8,
-                      activation_bits: int | None = None, calibration_progress: Progress = None,
-                      progress: Progress = None) -> SpikingAgreement:
+                      activation_bits: int | None = None, arch: str | None = None,
+                      calibration_progress: Progress = None, progress: Progress = None
+                      ) -> SpikingAgreement:
     """An encoder's spiking program (its static-scale integer program, calibrated on the
     corpus's train half, with `activation_bits`) on `inputs` test paragraphs."""
     from mfmaccel.hw.intexec.bert import convert_bert
@@ -161,10 +171,11 @@ def spiking_agreement(model: LoadedModel, *, levels: int | None = 16, inputs: in
                 return (reference * pooled).sum(-1)
 
             yield _Batch(spiking.steps(ids, mask), program(ids, mask), cosine,
-                         program_macs(program, ids))
+                         program_macs(program, ids),
+                         partial(bert_gemms, spiking, ids))
 
     return _agreement(model.name, "sentence embeddings (mean pooled)", inputs, calibration,
-                      _Settings(levels, activation_bits, steps, max_steps),
+                      _Settings(levels, activation_bits, steps, max_steps, arch),
                       reported(list(batches()), progress))
 
 
@@ -172,8 +183,9 @@ def spiking_agreement(model: LoadedModel, *, levels: int | None = 16, inputs: in
 def tower_agreement(model: LoadedModel, *, levels: int | None = 16, inputs: int = 8,
                     calibration: int = 64, steps: Sequence[int] = (8, 16, 32, 64, 128, 256),
                     max_steps: int = 4096, batch_size: int = 4,
-                    activation_bits: int | None = None, calibration_progress: Progress = None,
-                    progress: Progress = None) -> SpikingAgreement:
+                    activation_bits: int | None = None, arch: str | None = None,
+                    calibration_progress: Progress = None, progress: Progress = None
+                    ) -> SpikingAgreement:
     """A VLM's DINOv2 tower as a spiking program (its static-scale integer program, calibrated
     on `calibration` train images of its benchmark) on its first `inputs` test images."""
     from transformers import Dinov2Model
@@ -202,10 +214,11 @@ def tower_agreement(model: LoadedModel, *, levels: int | None = 16, inputs: int 
                     reference, hidden.double() * scale, dim=-1).mean(-1)
 
             yield _Batch(spiking.steps(batch), program.hidden_states(batch)[-1][0], cosine,
-                         tower_macs(program, len(batch)))
+                         tower_macs(program, len(batch)),
+                         partial(dinov2_gemms, spiking, len(batch)))
 
     return _agreement(model.name, "last hidden states (per token)", len(images), len(chosen),
-                      _Settings(levels, activation_bits, steps, max_steps),
+                      _Settings(levels, activation_bits, steps, max_steps, arch),
                       reported(list(batches()), progress))
 
 
@@ -215,48 +228,40 @@ class _Settings:
     activation_bits: int | None
     steps: Sequence[int]
     max_steps: int
+    arch: str | None = None  # an accelerator preset to price the spikes on
 
 
 def _agreement(name: str, measure: str, inputs: int, calibration: int, settings: _Settings,
                batches) -> SpikingAgreement:
-    """Run every batch until it settles or `max_steps`, scoring it after each of `steps` and
+    """Run every batch until it settles or `max_steps`, scoring it after each of `steps`,
     checking it against the integer program after the window a neuron's largest count
-    needs."""
+    needs, and (with `settings.arch`) pricing its spikes on a spiking accelerator."""
     max_steps = settings.max_steps
     window = window_steps(settings.activation_bits, settings.levels)
     wanted = sorted({s for s in settings.steps if s <= max_steps})
     cosines: dict[int, list[torch.Tensor]] = {s: [] for s in wanted}
-    integer, settle, exact, at_window = [], [], True, []
-    fired = neuron_steps = accumulates = macs = 0
+    integer, at_window, runs = [], [], []
     for batch in batches:
         integer.append(batch.cosine(batch.expected))
-        settled_at, count = None, 0
-        for count, step in enumerate(batch.steps, 1):
-            fired += sum(step.fired.values())
-            neuron_steps += sum(step.neurons.values())
-            accumulates += step.accumulates
-            if count in cosines:
-                cosines[count].append(batch.cosine(step.hidden))
-            if count == window:
-                at_window.append(torch.equal(step.hidden, batch.expected))
-            if step.silent:
-                settled_at = count
-            if settled_at or count == max_steps:
-                break
-        for later in (s for s in wanted if s > count):  # a settled run stays as it is
-            cosines[later].append(batch.cosine(step.hidden))
-        if settled_at is not None and count < window:  # settled before the window ended
-            at_window.append(torch.equal(step.hidden, batch.expected))
-        settle.append(settled_at)
-        if settled_at is not None:
-            exact = exact and torch.equal(step.hidden, batch.expected)
-        macs += batch.macs
+        observed = _observed(batch, cosines, window, at_window)
+        hidden, run = run_until_settled(observed, limit=max_steps, macs=batch.macs)
+        for later in (s for s in wanted if s > run.steps):  # a settled run stays as it is
+            cosines[later].append(batch.cosine(hidden))
+        if run.settled_at is not None and run.steps < window:  # settled within the window
+            at_window.append(torch.equal(hidden, batch.expected))
+        runs.append((batch, run, run.settled_at is None or torch.equal(hidden, batch.expected)))
+    settle = [run.settled_at for _, run, _ in runs]
+    fired = sum(sum(sum(counts) for counts in run.spikes.values()) for _, run, _ in runs)
+    neuron_steps = sum(sum(run.neurons.values()) * run.steps for _, run, _ in runs)
+    accumulates = sum(sum(run.accumulates) for _, run, _ in runs)
+    macs = sum(run.macs for _, run, _ in runs)
     return SpikingAgreement(
         model=name, measure=measure, inputs=inputs, calibration_inputs=calibration,
         levels=settings.levels, activation_bits=settings.activation_bits, window=window,
         max_steps=max_steps, settled=sum(s is not None for s in settle),
         batches=len(settle), settle_steps=settle,
-        bit_exact=exact if any(s is not None for s in settle) else None,
+        bit_exact=all(equal for *_, equal in runs) if any(s is not None for s in settle)
+        else None,
         exact_at_window=at_window,
         integer_cosine=float(torch.cat(integer).mean()),
         cosine_at={s: float(torch.cat(c).mean()) for s, c in cosines.items()},
@@ -264,4 +269,30 @@ def _agreement(name: str, measure: str, inputs: int, calibration: int, settings:
         spike_rate=fired / max(1, neuron_steps), accumulates=accumulates, macs=macs,
         membrane_updates=neuron_steps,
         compute_uj_45nm=compute_energy(macs=macs, accumulates=accumulates,
-                                       membrane_updates=neuron_steps))
+                                       membrane_updates=neuron_steps),
+        energy=_energy(runs, wanted, settings))
+
+
+def _observed(batch: _Batch, cosines: dict[int, list[torch.Tensor]], window: int,
+              at_window: list[bool]) -> Iterator[Step]:
+    """`batch`'s steps, scored after each step count in `cosines` and checked at `window`."""
+    for count, step in enumerate(batch.steps, 1):
+        if count in cosines:
+            cosines[count].append(batch.cosine(step.hidden))
+        if count == window:
+            at_window.append(torch.equal(step.hidden, batch.expected))
+        yield step
+
+
+def _energy(runs: list, wanted: list[int], settings: _Settings) -> list[dict]:
+    """Each batch's spikes priced on `settings.arch`'s spiking variant against it, after each
+    of `wanted` steps and settled (a batch that settled earlier counts its whole run)."""
+    if settings.arch is None:
+        return []
+    longest = max(run.steps for _, run, _ in runs)
+    cuts = [(str(cut), cut) for cut in wanted if cut < longest] + [("settled", longest)]
+    arch = get_arch(settings.arch)
+    return [priced([(batch.gemms(run, steps=min(cut, run.steps)), min(cut, run.steps))
+                    for batch, run, _ in runs], arch, levels=settings.levels,
+                   label=label).to_dict() for label, cut in cuts]
+

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from mfmaccel.hw.arch import get_arch
 from mfmaccel.models.record import ENCODER, VLM, LoadedModel
 from mfmaccel.pipeline.stage import RunContext, Stage, StageParams, StageReport
 from mfmaccel.spiking.quality import spiking_agreement, tower_agreement
@@ -24,14 +25,18 @@ class SpikingParams(StageParams):
     activation_bits: int | None = Field(None, ge=2, le=8, description=(
         "bits of every tensor a product reads, probabilities included (null: int8 with "
         "12-bit probabilities)"))
+    arch: str | None = Field(None, description="an accelerator preset to price the spikes on "
+                                               "(its spiking variant against it)")
 
 
 def run(model: LoadedModel, params: SpikingParams, ctx: RunContext):
+    if params.arch is not None:
+        get_arch(params.arch)  # an unknown preset is refused before minutes of spiking
     measure = spiking_agreement if model.kind == ENCODER else tower_agreement
     found = measure(model, levels=params.levels, inputs=params.inputs,
                     calibration=params.calibration, steps=params.steps,
                     max_steps=params.max_steps, activation_bits=params.activation_bits,
-                    progress=ctx.progress)
+                    arch=params.arch, progress=ctx.progress)
     found.save(ctx.stage_dir / "spiking.json")
     last = max(found.cosine_at) if found.cosine_at else None
     settled = [s for s in found.settle_steps if s is not None]
@@ -40,8 +45,20 @@ def run(model: LoadedModel, params: SpikingParams, ctx: RunContext):
              + f"; cosine to float {found.integer_cosine:.4f} integer"
              + (f", {found.cosine_at[last]:.4f} spiking at {last} steps" if last else "")
              + f"; {found.accumulates / max(1, found.macs):.1f} ACs per integer MAC, "
-             f"arithmetic energy x{found.compute_uj_45nm['ratio']:.1f} at 45 nm")
+             f"arithmetic energy x{found.compute_uj_45nm['ratio']:.1f} at 45 nm"
+             + _energy_note(found.energy))
     return model, StageReport(artifacts=["spiking.json"], notes=notes)
+
+
+def _energy_note(energy: list[dict]) -> str:
+    """The settled run on the spiking accelerator, in a clause (nothing without one)."""
+    if not energy:
+        return ""
+    settled = energy[-1]
+    rate = settled["break_even_rate"]
+    return (f"; on {settled['spiking_arch']} x{settled['ratio']:.1f} {settled['arch']}'s "
+            f"energy, break-even spike rate "
+            + (f"{rate:.3f}" if rate else "none (no rate pays)"))
 
 
 STAGE = Stage(
