@@ -120,8 +120,8 @@ def tower_subject(model: LoadedModel, calibration: torch.Tensor,
     encoder = TowerEncoder(tower)
     workload = trace_module(tower, {"pixel_values": calibration[:1]}, model.name,
                             f"vision tower, pixel_values {tuple(calibration[:1].shape)}")
-    return Subject(model.name, encoder, _embedded(tower, calibration),
-                   _embedded(tower, heldout), workload, part_paths(encoder, tower))
+    return Subject(model.name, encoder, embedded(tower, calibration),
+                   embedded(tower, heldout), workload, part_paths(encoder, tower))
 
 
 def checked_tower(model: LoadedModel) -> nn.Module:
@@ -139,7 +139,7 @@ def checked_tower(model: LoadedModel) -> nn.Module:
 
 
 @torch.inference_mode()
-def _embedded(tower: nn.Module, pixels: torch.Tensor) -> list[torch.Tensor]:
+def embedded(tower: nn.Module, pixels: torch.Tensor) -> list[torch.Tensor]:
     """The tower's patch embeddings of each image, one (1, tokens, hidden) batch per image
     (the sensitivity counts a batch's tokens along its second dimension)."""
     dtype = next(tower.parameters()).dtype

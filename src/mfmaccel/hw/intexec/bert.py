@@ -12,12 +12,16 @@ channels smoothed (SmoothQuant: divided in the LayerNorm's gamma and beta, multi
 GEMM weights' columns). Embeddings are int16 tables at one shared scale, summed and
 normalised in integers. Only the tokenizer, the table lookup and the final
 dequantisation (for pooling on the host) are outside the integer datapath.
+
+Weight bits: every GEMM's weights are int8 (symmetric, per output channel) unless
+`weight_bits` gives a linear fewer, by the name `runtime.parts.quantizable_parts` gives it
+(`layers.2.attention.self.query`, `layers.2.output.dense`); the embedding tables stay int16.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -29,8 +33,10 @@ from mfmaccel.hw.intexec.linear import (
     DEFAULT_INPUTS,
     INT16,
     MASKED,
+    WEIGHT_BITS,
     IntLinear,
     ProductInputs,
+    checked_weight_bits,
     gemm_input_scale,
     product_inputs,
     requantize_into,
@@ -53,6 +59,7 @@ from mfmaccel.hw.intops import (
     rounding_shift,
 )
 from mfmaccel.hw.intops.activations import PROBABILITY_BITS
+from mfmaccel.runtime.anatomy import linear_layers
 
 
 @dataclass(frozen=True)
@@ -70,14 +77,17 @@ class IntAttention:
     def build(cls, projections: Sequence[nn.Linear], scale_in: float,
               scales: tuple[float, float, float], s_ctx: float, *, heads: int,
               smoothing: torch.Tensor | None = None,
-              inputs: ProductInputs = DEFAULT_INPUTS) -> IntAttention:
+              inputs: ProductInputs = DEFAULT_INPUTS,
+              weight_bits: Sequence[int] = (WEIGHT_BITS,) * 3) -> IntAttention:
         """From the float q, k, v projections, their output scales and the context's; q, k
-        and v land in `inputs.signed`, the probabilities in `inputs.probability_bits`."""
+        and v land in `inputs.signed`, the probabilities in `inputs.probability_bits`;
+        `weight_bits`: the q, k and v weights' bits."""
         query = projections[0]
         s_q, s_k, s_v = scales
         exp, rescale = score_softmax(s_q * s_k / math.sqrt(query.out_features // heads))
-        built = [IntLinear.build(linear, scale_in, scale, out=inputs.signed, smoothing=smoothing)
-                 for linear, scale in zip(projections, scales, strict=True)]
+        built = [IntLinear.build(linear, scale_in, scale, out=inputs.signed, smoothing=smoothing,
+                                 weight_bits=bits)
+                 for linear, scale, bits in zip(projections, scales, weight_bits, strict=True)]
         return cls(*built, heads, exp,
                    dyadic(s_v / 2**inputs.probability_bits / s_ctx), rescale,
                    inputs.probability_bits)
@@ -194,7 +204,9 @@ def _qkv(layer: nn.Module) -> list[nn.Linear]:
 
 def _layer(layer: nn.Module, next_layer: nn.Module | None, ranges: RangeRecorder, i: int,
            *, norm_in: SplitNorm, factors_in: torch.Tensor, heads: int, per_token: bool,
-           inputs: ProductInputs) -> tuple[IntBertLayer, torch.Tensor]:
+           inputs: ProductInputs, bits: Mapping[str, int]) -> tuple[IntBertLayer, torch.Tensor]:
+    """Layer `i`'s program; `bits`: weight bits by linear name (`_linear_names`)."""
+    bits_of = {id(linear): bits[name] for name, linear in _linear_names(layer, i).items()}
     def s8(name: str) -> float:  # a tensor a product reads
         return ranges.scale(f"{i}.{name}", inputs.signed.high)
 
@@ -215,18 +227,28 @@ def _layer(layer: nn.Module, next_layer: nn.Module | None, ranges: RangeRecorder
     s_ctx, s_gelu = (gemm_input_scale(s8(name), per_token) for name in ("ctx", "gelu"))
     int_layer = IntBertLayer(
         attention=IntAttention.build(_qkv(layer), scale_in, (s8("q"), s8("k"), s8("v")), s_ctx,
-                                     heads=heads, smoothing=factors_in, inputs=inputs),
-        attention_out=IntLinear.build(layer.attention.output.dense, s_ctx, s16("res1"), out=INT16),
+                                     heads=heads, smoothing=factors_in, inputs=inputs,
+                                     weight_bits=[bits_of[id(lin)] for lin in _qkv(layer)]),
+        attention_out=IntLinear.build(layer.attention.output.dense, s_ctx, s16("res1"), out=INT16,
+                                      weight_bits=bits_of[id(layer.attention.output.dense)]),
         scales={"in16": norm_in.scale_residual, "res1": s16("res1"),
                 "h1_16": norm1.scale_residual, "res2": s16("res2")},
         norm1=norm1,
         intermediate=IntLinear.build(layer.intermediate.dense, norm1.scale_gemm, s_ff,
-                                     smoothing=factors1),
+                                     smoothing=factors1,
+                                     weight_bits=bits_of[id(layer.intermediate.dense)]),
         gelu=gelu, gelu_out=dyadic(gelu.scale_out / s_gelu),
-        output=IntLinear.build(layer.output.dense, s_gelu, s16("res2"), out=INT16),
+        output=IntLinear.build(layer.output.dense, s_gelu, s16("res2"), out=INT16,
+                               weight_bits=bits_of[id(layer.output.dense)]),
         norm2=norm2, per_token=per_token, inputs=inputs,
     )
     return int_layer, factors2
+
+
+def _linear_names(layer: nn.Module, i: int) -> dict[str, nn.Linear]:
+    """Layer `i`'s linears by the names `weight_bits` keys them with (`layers.<i>.<path>`, as
+    `runtime.parts.quantizable_parts` names them)."""
+    return {f"layers.{i}.{path}": linear for path, linear in linear_layers(layer).items()}
 
 
 def _check_bert(module: nn.Module) -> None:
@@ -242,13 +264,19 @@ def _check_bert(module: nn.Module) -> None:
 
 
 def convert_bert(module: nn.Module, batches: Sequence[dict[str, torch.Tensor]],
-                 per_token: bool = True, *, activation_bits: int | None = None) -> IntBert:
+                 per_token: bool = True, *, activation_bits: int | None = None,
+                 weight_bits: Mapping[str, int] | None = None) -> IntBert:
     """Calibrate on `batches` (tokenizer outputs of real text) and build the integer program;
     `per_token`: the context and the GELU output reach their GEMMs with per-token
     power-of-two scales (else static per-tensor ones, like every other tensor);
-    `activation_bits`: every tensor a product reads at that many bits (`product_inputs`)."""
+    `activation_bits`: every tensor a product reads at that many bits (`product_inputs`);
+    `weight_bits`: the linears given fewer than 8 weight bits, by name
+    (`layers.0.attention.self.query`, ...), the rest at 8."""
     _check_bert(module)
     inputs = product_inputs(activation_bits, per_token)
+    names = [name for i, layer in enumerate(module.encoder.layer)
+             for name in _linear_names(layer, i)]
+    bits = checked_weight_bits(weight_bits, names, "layers.0.attention.self.query")
     module.eval()
     ranges = record_ranges(module, _taps(module), lambda: (module(**b) for b in batches))
     embeddings = module.embeddings
@@ -265,7 +293,7 @@ def convert_bert(module: nn.Module, batches: Sequence[dict[str, torch.Tensor]],
         following = blocks[i + 1] if i + 1 < len(blocks) else None
         int_layer, factors = _layer(layer, following, ranges, i, norm_in=norm, factors_in=factors,
                                     heads=module.config.num_attention_heads, per_token=per_token,
-                                    inputs=inputs)
+                                    inputs=inputs, bits=bits)
         layers.append(int_layer)
         norm = int_layer.norm2
     return IntBert(int_tables, embed_norm, layers, norm.scale_residual)

@@ -20,6 +20,12 @@ instead of int8 for `IGelu`. On 48 medvqa2 val images the last hidden state's me
 float goes from 0.9899 (neither) to 0.9940 (int16 GELU) and 0.9967 (both; alpha 0.3 and 0.7
 gave 0.9958 and 0.9962).
 
+Weight bits: every linear's weights are int8 (symmetric, per output channel) unless
+`weight_bits` gives it fewer, by the name `runtime.parts.quantizable_parts` gives it on the
+tower's blocks (`layers.3.attention.q_proj`, `layers.3.mlp.fc2`: what compress's sensitivity
+and mixed search name on a `hw.codesign_subject.TowerEncoder`); fewer bits are fewer levels of
+the same grid, so the datapath is unchanged. The patch embedding stays int8.
+
 The program stops at the last block's output, the hidden state LLaVA reads; DINOv2's final
 LayerNorm is not on that path. Outside the integer datapath: quantizing the normalised pixels
 at the input, and dequantizing the hidden states for the float projector.
@@ -27,7 +33,7 @@ at the input, and dequantizing the hidden states for the float projector.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -35,9 +41,10 @@ from torch import nn
 
 from mfmaccel.compress.calibration import RangeRecorder, record_ranges
 from mfmaccel.errors import UserInputError
-from mfmaccel.hw.intexec.linear import INT16, product_inputs
+from mfmaccel.hw.intexec.linear import INT16, checked_weight_bits, product_inputs
 from mfmaccel.hw.intexec.vit import EncoderParts, IntConv, IntViTLayer, encode, encoder_layer
 from mfmaccel.hw.intops import INT8, IntRange
+from mfmaccel.runtime.anatomy import linear_layers
 
 DINOV2_SMOOTHING = 0.5  # SmoothQuant's strength on the LayerNorm outputs (None: none)
 
@@ -62,6 +69,25 @@ def dinov2_parts(layer: nn.Module) -> EncoderParts:
         layer.norm1, (attention.q_proj, attention.k_proj, attention.v_proj),
         layer_scaled(attention.o_proj, layer.layer_scale1.lambda1), layer.norm2,
         layer.mlp.fc1, layer_scaled(layer.mlp.fc2, layer.layer_scale2.lambda1))
+
+
+def linear_names(tower: nn.Module) -> list[dict[str, nn.Linear]]:
+    """Per block, each linear of the tower's blocks by the name `weight_bits` keys it with:
+    `layers.<block>.<path in the block>`, as `runtime.parts.quantizable_parts` names the
+    blocks' linears on `hw.codesign_subject.TowerEncoder`."""
+    return [{f"layers.{i}.{path}": linear for path, linear in linear_layers(layer).items()}
+            for i, layer in enumerate(tower.encoder.layer)]
+
+
+def _layer_bits(layer: nn.Module, names: dict[str, nn.Linear],
+                bits: dict[str, int]) -> dict[str, int]:
+    """The role (`vit.LINEAR_ROLES`) -> bits of one block's linears, found by name (the
+    output projection and fc2 reach `encoder_layer` as LayerScale-folded copies)."""
+    name_of = {id(linear): name for name, linear in names.items()}
+    attention, mlp = layer.attention, layer.mlp
+    roles = {"query": attention.q_proj, "key": attention.k_proj, "value": attention.v_proj,
+             "attention_out": attention.o_proj, "intermediate": mlp.fc1, "output": mlp.fc2}
+    return {role: bits[name_of[id(linear)]] for role, linear in roles.items()}
 
 
 @dataclass(frozen=True)
@@ -143,14 +169,19 @@ def _embed_scale(ranges: RangeRecorder) -> float:
 @torch.inference_mode()
 def convert_dinov2(tower: nn.Module, calibration: Sequence[torch.Tensor], per_token: bool = True,
                    *, alpha: float | None = DINOV2_SMOOTHING, wide_gelu: bool = True,
-                   activation_bits: int | None = None) -> IntDinov2:
+                   activation_bits: int | None = None,
+                   weight_bits: Mapping[str, int] | None = None) -> IntDinov2:
     """Calibrate on batches of real (processed) pixel values, all of one size, and build the
     integer program for images of that size; `alpha`: SmoothQuant's strength on the LayerNorm
     outputs (None: none); `wide_gelu`: int16 GELU inputs (`vit.WideGelu`), else int8;
     `activation_bits`: every tensor a product reads, the pixels included, at that many bits
-    (`linear.product_inputs`)."""
+    (`linear.product_inputs`); `weight_bits`: the blocks' linears given fewer than 8 weight
+    bits, by name (`linear_names`: `layers.0.attention.q_proj`, ...), the rest at 8."""
     check_dinov2(tower)
     inputs = product_inputs(activation_bits, per_token)
+    names = linear_names(tower)
+    bits = checked_weight_bits(weight_bits, (n for block in names for n in block),
+                               "layers.0.attention.q_proj")
     tower.eval()
     sizes = set()
 
@@ -169,7 +200,8 @@ def convert_dinov2(tower: nn.Module, calibration: Sequence[torch.Tensor], per_to
     for i, layer in enumerate(tower.encoder.layer):
         layers.append(encoder_layer(dinov2_parts(layer), ranges, i, scale_in=scale,
                                     heads=tower.config.num_attention_heads, per_token=per_token,
-                                    alpha=alpha, wide_gelu=wide_gelu, inputs=inputs))
+                                    alpha=alpha, wide_gelu=wide_gelu, inputs=inputs,
+                                    weight_bits=_layer_bits(layer, names[i], bits)))
         scale = layers[-1].scales["out"]
     projection = tower.embeddings.patch_embeddings.projection
     return IntDinov2(
@@ -179,4 +211,5 @@ def convert_dinov2(tower: nn.Module, calibration: Sequence[torch.Tensor], per_to
         layers=layers, pixels=inputs.signed)
 
 
-__all__ = ["IntDinov2", "check_dinov2", "convert_dinov2", "dinov2_parts", "layer_scaled"]
+__all__ = ["IntDinov2", "check_dinov2", "convert_dinov2", "dinov2_parts", "layer_scaled",
+           "linear_names"]

@@ -1,12 +1,13 @@
 """What the integer programs share. A linear layer as the accelerator runs it: int8 weights
-(symmetric, one scale per output channel), an int32 bias at the accumulator's scale, and a
-per-channel dyadic requantization to the next tensor's scale; SmoothQuant factors and the row
-division that folds them into the layer before; the constants both programs use."""
+(symmetric, one scale per output channel; fewer bits on the same grid when a layer is given
+them), an int32 bias at the accumulator's scale, and a per-channel dyadic requantization to the
+next tensor's scale; SmoothQuant factors and the row division that folds them into the layer
+before; the constants both programs use."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -112,11 +113,38 @@ def rows_divided(linear: nn.Linear, divisors: torch.Tensor) -> nn.Linear:
     return copy
 
 
-def weight_integers(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(int8 weight, per-output-channel scales) by symmetric round-to-nearest."""
+WEIGHT_BITS = INT8.bits  # a linear's weight bits unless it is given fewer
+LOWEST_WEIGHT_BITS = 2
+
+
+def weight_integers(weight: torch.Tensor, bits: int = WEIGHT_BITS
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(integer weight, per-output-channel scales) by symmetric round-to-nearest onto
+    +-(2^(bits-1) - 1): int8 at 8 bits, fewer levels on the same kind of grid below."""
     w = weight.detach().double()
-    scales = w.abs().amax(1).clamp(min=1e-12) / 127
+    scales = w.abs().amax(1).clamp(min=1e-12) / (2 ** (bits - 1) - 1)
     return torch.round(w / scales[:, None]).long(), scales
+
+
+def checked_weight_bits(weight_bits: Mapping[str, int] | None, names: Iterable[str],
+                        example: str) -> dict[str, int]:
+    """Every one of `names` (a program's linears, as `runtime.parts.quantizable_parts` names
+    them) -> its weight bits: those `weight_bits` gives, 8 for the rest. An unknown name or a
+    bit-width outside 2-8 is refused in one line; `example`: a name to show."""
+    chosen = dict(weight_bits or {})
+    known = list(names)
+    unknown = sorted(set(chosen) - set(known))
+    if unknown:
+        raise UserInputError(f"weight bits for {unknown[0]!r}, which is not a linear of this "
+                             f"program; name its linears as quantizable_parts does, e.g. "
+                             f"{example!r}")
+    for name, bits in chosen.items():
+        if isinstance(bits, bool) or not isinstance(bits, int) \
+                or not LOWEST_WEIGHT_BITS <= bits <= WEIGHT_BITS:
+            raise UserInputError(f"{bits!r} weight bits for {name!r}: choose an integer from "
+                                 f"{LOWEST_WEIGHT_BITS} to {WEIGHT_BITS} (the datapath is sized "
+                                 "for int8 weights)")
+    return {name: chosen.get(name, WEIGHT_BITS) for name in known}
 
 
 @dataclass(frozen=True)
@@ -125,22 +153,26 @@ class IntLinear:
     bias: torch.Tensor | None  # (N,) int32 at scale_in * weight scale
     requant: DyadicVector
     out: IntRange = INT8
+    weight_bits: int = WEIGHT_BITS  # the weights lie within +-(2^(bits-1) - 1)
 
     @classmethod
     def build(cls, linear: nn.Linear, scale_in: float, scale_out: float,
-              *, out: IntRange = INT8, smoothing: torch.Tensor | None = None) -> IntLinear:
+              *, out: IntRange = INT8, smoothing: torch.Tensor | None = None,
+              weight_bits: int = WEIGHT_BITS) -> IntLinear:
         """From a float layer; `smoothing` (per input channel) multiplies the weight's columns
-        when the layer's input was divided by it (SmoothQuant's migration)."""
+        when the layer's input was divided by it (SmoothQuant's migration); `weight_bits`: the
+        weights' symmetric per-channel grid (`weight_integers`)."""
         weight = linear.weight.detach().double()
         if smoothing is not None:
             weight = weight * smoothing[None, :]
-        weight, w_scales = weight_integers(weight)
+        weight, w_scales = weight_integers(weight, weight_bits)
         accumulator_scales = scale_in * w_scales
         bias = None
         if linear.bias is not None:
             bias = torch.round(linear.bias.detach().double() / accumulator_scales).long()
             check_range(bias, INT32, "bias at the accumulator's scale")
-        return cls(weight, bias, dyadic_vector(accumulator_scales / scale_out), out)
+        return cls(weight, bias, dyadic_vector(accumulator_scales / scale_out), out,
+                   weight_bits)
 
     def __call__(self, x: torch.Tensor, row_shift: torch.Tensor | None = None) -> torch.Tensor:
         """`row_shift`: per-token power-of-two scales of `x` (`intops.token_shifts`); a row

@@ -10,7 +10,7 @@ the same with or without them."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, TypeVar
 
@@ -24,6 +24,7 @@ from mfmaccel.records import Record
 
 if TYPE_CHECKING:
     from mfmaccel.data.medvqa import VQASample
+    from mfmaccel.evaluate.vqa import VQAResult
 
 Progress = Callable[[int, int], None] | None
 Item = TypeVar("Item")
@@ -197,17 +198,25 @@ class VisionAgreement(Record):
 
 
 def integer_tower(tower: torch.nn.Module, calibration: Sequence[torch.Tensor],
-                  per_token: bool = True) -> torch.nn.Module:
+                  per_token: bool = True, *, weight_bits: Mapping[str, int] | None = None
+                  ) -> torch.nn.Module:
     """A drop-in integer-only stand-in for a LLaVA `vision_tower`, its program chosen by the
     tower's type: a DINOv2 (medvlm) or a ViT-Hybrid (medvlm-v1), calibrated on `calibration`
-    (batches of processed pixel values)."""
+    (batches of processed pixel values); `weight_bits`: a DINOv2's linears given fewer weight
+    bits, by name (`dinov2.convert_dinov2`)."""
     from transformers import Dinov2Model
 
     from mfmaccel.hw.intexec.dinov2 import convert_dinov2
     from mfmaccel.hw.intexec.vit import IntegerTower, convert_vit
 
-    convert = convert_dinov2 if isinstance(tower, Dinov2Model) else convert_vit
-    return IntegerTower(convert(tower, calibration, per_token), tower.config.patch_size)
+    if isinstance(tower, Dinov2Model):
+        program = convert_dinov2(tower, calibration, per_token, weight_bits=weight_bits)
+    elif weight_bits:
+        raise UserInputError("weight bits per linear are for a DINOv2 tower (medvlm); "
+                             "medvlm-v1's ViT-Hybrid program keeps int8 weights")
+    else:
+        program = convert_vit(tower, calibration, per_token)
+    return IntegerTower(program, tower.config.patch_size)
 
 
 def benchmark_splits(model: LoadedModel, calibration: int
@@ -224,13 +233,28 @@ def benchmark_splits(model: LoadedModel, calibration: int
     return benchmark, train[:: max(1, len(train) // calibration)][:calibration], test
 
 
+def calibration_pixels(model: LoadedModel, calibration: int) -> torch.Tensor:
+    """Processed pixel values of the `calibration` train images an integer tower is built
+    from (`benchmark_splits`)."""
+    from mfmaccel.finetune.data import pixel_tensor
+
+    _, chosen, _ = benchmark_splits(model, calibration)
+    return pixel_tensor(model.processor, [s.image for s in chosen])
+
+
 @torch.inference_mode()
 def vision_agreement(model: LoadedModel, *, questions: int = 0, calibration: int = 64,
-                     per_token: bool = True, calibration_progress: Progress = None,
+                     per_token: bool = True, weight_bits: Mapping[str, int] | None = None,
+                     stand_in: torch.nn.Module | None = None,
+                     reference: VQAResult | None = None, calibration_progress: Progress = None,
                      progress: Progress = None) -> VisionAgreement:
     """Medical VQA accuracy (ranked answers, test split of the benchmark the VLM was adapted
     on) of the VLM with its float tower and with the integer-only program of that tower,
-    calibrated on train images; `questions` > 0 takes a type-balanced subset."""
+    calibrated on train images; `questions` > 0 takes a type-balanced subset; `weight_bits`:
+    the tower's linears given fewer weight bits (`integer_tower`). `stand_in`: an integer
+    tower built before (`integer_tower` on `calibration` train images, with `per_token`), used
+    instead of building one; `reference`: the float VLM's result on these same questions,
+    scored before, used instead of scoring it again (then `progress` counts one pass)."""
     from mfmaccel.evaluate.vqa import vqa_accuracy
     from mfmaccel.finetune.data import pixel_tensor, val_subset
 
@@ -238,18 +262,27 @@ def vision_agreement(model: LoadedModel, *, questions: int = 0, calibration: int
         raise UserInputError(f"{model.name} is not a vision-language model; try medvlm")
     tower = model.module.model.vision_tower
     benchmark, chosen, test = benchmark_splits(model, calibration)
-    pixels = pixel_tensor(model.processor, [s.image for s in chosen])
-    stand_in = integer_tower(tower, reported(list(pixels.split(16)), calibration_progress),
-                             per_token)
+    if stand_in is None:
+        pixels = pixel_tensor(model.processor, [s.image for s in chosen])
+        stand_in = integer_tower(tower, reported(list(pixels.split(16)), calibration_progress),
+                                 per_token, weight_bits=weight_bits)
+    elif weight_bits:
+        raise UserInputError("weight bits are the prebuilt tower's own; give one or the other")
     test = val_subset(test, questions) if questions else test
+    if reference is not None and reference.n != len(test):
+        raise UserInputError(f"the float result scored {reference.n} questions, not these "
+                             f"{len(test)}; score it on the same questions")
     integer_model = replace(model, module=_with_tower(model.module, stand_in))
-    reference = vqa_accuracy(model, test, progress=_half(progress, 0))
-    integer = vqa_accuracy(integer_model, test, progress=_half(progress, 1))
+    scored = reference is None
+    if scored:
+        reference = vqa_accuracy(model, test, progress=_half(progress, 0))
+    integer = vqa_accuracy(integer_model, test,
+                           progress=_half(progress, 1) if scored else progress)
     pixels = pixel_tensor(model.processor, [s.image for s in test[:64]])
     return VisionAgreement(
         model.name, len(test), len(chosen), per_token, reference.accuracy, integer.accuracy,
         integer.accuracy - reference.accuracy, reference.per_type, integer.per_type,
-        _feature_cosine(tower, stand_in, pixels), benchmark, type(tower).__name__)
+        feature_cosine(tower, stand_in, pixels), benchmark, type(tower).__name__)
 
 
 def _half(progress: Progress, index: int) -> Progress:
@@ -268,8 +301,8 @@ def _with_tower(module: torch.nn.Module, tower: torch.nn.Module) -> torch.nn.Mod
     return outer
 
 
-def _feature_cosine(tower: torch.nn.Module, integer_tower: torch.nn.Module,
-                    pixels: torch.Tensor) -> float:
+def feature_cosine(tower: torch.nn.Module, integer_tower: torch.nn.Module,
+                   pixels: torch.Tensor) -> float:
     """Mean cosine between float and integer last hidden states, token by token."""
     integer = integer_tower(pixels).hidden_states[-1].double()
     reference = tower(pixels, output_hidden_states=True).hidden_states[-1].double()

@@ -24,7 +24,7 @@ i-GELU int16 inputs (`WideGelu`); this tower's program keeps neither, so its rec
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -38,6 +38,7 @@ from mfmaccel.hw.intexec.bert import IntAttention
 from mfmaccel.hw.intexec.linear import (
     DEFAULT_INPUTS,
     INT16,
+    WEIGHT_BITS,
     IntLinear,
     ProductInputs,
     gemm_input_scale,
@@ -322,6 +323,10 @@ class EncoderParts:
     output: nn.Linear  # -> the second residual branch
 
 
+# an encoder layer's linears, as `encoder_layer`'s `weight_bits` names them
+LINEAR_ROLES = ("query", "key", "value", "attention_out", "intermediate", "output")
+
+
 @dataclass(frozen=True)
 class SmoothedNorm:
     """A LayerNorm into int8 for the GEMMs after it, optionally with SmoothQuant's factors
@@ -348,14 +353,20 @@ def smoothed_norm(ln: nn.LayerNorm, consumers: Sequence[nn.Linear], channel_absm
 
 def encoder_layer(parts: EncoderParts, ranges: RangeRecorder, i: int, *, scale_in: float,
                   heads: int, per_token: bool, alpha: float | None = None,
-                  wide_gelu: bool = False, inputs: ProductInputs = DEFAULT_INPUTS
-                  ) -> IntViTLayer:
+                  wide_gelu: bool = False, inputs: ProductInputs = DEFAULT_INPUTS,
+                  weight_bits: Mapping[str, int] | None = None) -> IntViTLayer:
     """Layer `i`'s integer program from its parts and the ranges recorded at its taps
     (`i.ln1`, `i.q`, `i.k`, `i.v`, `i.ctx`, `i.res1`, `i.h1`, `i.ln2`, `i.ff`, `i.gelu`,
     `i.res2`, `i.out`); `scale_in`: the int16 residual stream's scale entering it; `alpha`:
     SmoothQuant's strength on both LayerNorm outputs (None: none); `wide_gelu`: the MLP's
     first GEMM lands in int16 and `WideGelu` reads it (else int8 and `IGelu`); `inputs`: the
-    precision of the tensors a product reads."""
+    precision of the tensors a product reads; `weight_bits`: bits of the linears it names
+    (`LINEAR_ROLES`; 8 for the others)."""
+    bits = {role: WEIGHT_BITS for role in LINEAR_ROLES} | dict(weight_bits or {})
+    if set(bits) != set(LINEAR_ROLES):
+        raise UserInputError(f"weight bits for {sorted(set(bits) - set(LINEAR_ROLES))}: an "
+                             f"encoder layer's linears are {', '.join(LINEAR_ROLES)}")
+
     def s8(name: str) -> float:  # a tensor a product reads
         return ranges.scale(f"{i}.{name}", inputs.signed.high)
 
@@ -374,13 +385,16 @@ def encoder_layer(parts: EncoderParts, ranges: RangeRecorder, i: int, *, scale_i
         norm1=norm1.unit,
         attention=IntAttention.build(parts.projections, norm1.scale_out,
                                      (s8("q"), s8("k"), s8("v")), s_ctx, heads=heads,
-                                     smoothing=norm1.factors, inputs=inputs),
-        attention_out=IntLinear.build(parts.attention_out, s_ctx, s16("res1"), out=INT16),
+                                     smoothing=norm1.factors, inputs=inputs,
+                                     weight_bits=[bits[r] for r in ("query", "key", "value")]),
+        attention_out=IntLinear.build(parts.attention_out, s_ctx, s16("res1"), out=INT16,
+                                      weight_bits=bits["attention_out"]),
         norm2=norm2.unit,
         intermediate=IntLinear.build(parts.intermediate, norm2.scale_out, s_ff, out=ff_range,
-                                     smoothing=norm2.factors),
+                                     smoothing=norm2.factors, weight_bits=bits["intermediate"]),
         gelu=gelu, gelu_out=dyadic(gelu.scale_out / s_gelu),
-        output=IntLinear.build(parts.output, s_gelu, s16("res2"), out=INT16),
+        output=IntLinear.build(parts.output, s_gelu, s16("res2"), out=INT16,
+                               weight_bits=bits["output"]),
         scales={"in": scale_in, "res1": s16("res1"), "h1": s16("h1"), "res2": s16("res2"),
                 "out": s16("out")},
         per_token=per_token, inputs=inputs,
@@ -430,5 +444,5 @@ def convert_vit(tower: nn.Module, calibration: Sequence[torch.Tensor],
         cls_position=cls_position, embed_scale=embed_scale, layers=layers)
 
 
-__all__ = ["EncoderParts", "IntViT", "IntViTLayer", "IntegerTower", "WideGelu", "convert_vit",
-           "encoder_layer"]
+__all__ = ["LINEAR_ROLES", "EncoderParts", "IntViT", "IntViTLayer", "IntegerTower", "WideGelu",
+           "convert_vit", "encoder_layer"]
