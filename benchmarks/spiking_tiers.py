@@ -5,7 +5,7 @@ The spiking tower, once settled, equals the static-scale integer program bit for
 assignment of weight bits is measured on that program (`convert_dinov2(..., per_token=False,
 weight_bits=...)`), and on two test images the settled spiking tower is checked to equal it.
 The assignments: uniform 8, 4 and 3 bits (`--uniform`), and mixed ones from
-`spiking.tiers.TowerTiers` (sensitivity of the tower's 72 linears at `--bits`, per-channel
+`spiking.tiers.TowerTiers` (sensitivity of the tower's 72 linears at `--weight-bits`, per-channel
 symmetric round-to-nearest, on the first `--sensitivity-images` of the `--calibration` train
 images the program is calibrated on; `MixedSearch` at the block and the module tier) at two
 byte budgets: the bytes of uniform `--equal-to` bits (3), and the most that still cuts the
@@ -24,7 +24,7 @@ questions for those `--full` names (and float; `best`: the best mixed at equal b
 cosine on the selection images; none: no full set). `--note` is kept in the record (e.g. why
 a run scores the assignments it does).
 
-Usage: python benchmarks/spiking_tiers.py [--bits 2 3 4 6 8] [--uniform 8 4 3] [--equal-to 3]
+Usage: python benchmarks/spiking_tiers.py [--weight-bits 2 3 4 6 8] [--uniform 8 4 3] [--equal-to 3]
        [--cut 0.8] [--without 2] [--calibration 64] [--sensitivity-images 64] [--images 64]
        [--select-images 32] [--questions 208] [--full uniform-3 best] [--note TEXT]
        [--record]
@@ -118,7 +118,7 @@ def vqa(entry: dict, context: dict, questions: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--bits", nargs="+", type=int, default=list(TIER_BITS))
+    parser.add_argument("--weight-bits", nargs="+", type=int, default=list(TIER_BITS))
     parser.add_argument("--uniform", nargs="+", type=int, default=list(UNIFORM))
     parser.add_argument("--cut", type=float, default=CUT)
     parser.add_argument("--without", nargs="*", type=int, default=list(WITHOUT),
@@ -143,7 +143,7 @@ def main() -> None:
                "calibration_count": args.calibration, "test_pixels": test_pixels,
                "select_pixels": select, "towers": {}, "float": {}}
     log(f"sensitivity on {args.sensitivity_images} train images")
-    tiers = TowerTiers(tower, calibration[:args.sensitivity_images], bits=args.bits,
+    tiers = TowerTiers(tower, calibration[:args.sensitivity_images], bits=args.weight_bits,
                        modules_tier=True)
     log(f"  {tiers.sensitivity.seconds['total']:.0f} s")
     choices = [tiers.uniform(b) for b in args.uniform]
@@ -158,7 +158,7 @@ def main() -> None:
             choice.name = f"{tier}@{label}"
             choices.append(choice)
     if args.without and cut_budget != equal:  # at equal bytes only uniform fits without them
-        narrow = tiers.restricted([b for b in args.bits if b not in args.without])
+        narrow = tiers.restricted([b for b in args.weight_bits if b not in args.without])
         for tier in TIERS:
             choice = narrow.mixed(cut_budget, tier)
             choice.name = f"{tier}@cut-{args.cut:g}-no{'-'.join(map(str, args.without))}"
@@ -191,7 +191,7 @@ def main() -> None:
                                                                       questions)
     report = {
         "model": MODEL, "benchmark": benchmark,
-        "settings": {**{k: getattr(args, k) for k in DEFAULTS}, "bits": args.bits,
+        "settings": {**{k: getattr(args, k) for k in DEFAULTS}, "bits": args.weight_bits,
                      "uniform": args.uniform, "cut": args.cut, "without": args.without,
                      "full": sorted(full), "note": args.note,
                      "spec": "per output channel, symmetric, round-to-nearest",
@@ -205,8 +205,8 @@ def main() -> None:
     }
     options = [f"{k.replace('_', '')}{getattr(args, k)}" for k, v in DEFAULTS.items()
                if getattr(args, k) != v]
-    if args.bits != list(TIER_BITS):
-        options.insert(0, "bits" + "-".join(map(str, args.bits)))
+    if args.weight_bits != list(TIER_BITS):
+        options.insert(0, "bits" + "-".join(map(str, args.weight_bits)))
     if args.uniform != list(UNIFORM):
         options.append("uniform" + "-".join(map(str, args.uniform)))
     if args.cut != CUT:

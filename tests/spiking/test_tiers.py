@@ -203,7 +203,7 @@ def test_tiered_weight_bits_for_a_vlm_build_its_program(vlm, images) -> None:
         tiered_weight_bits(vlm, budget, tier="layer")
 
 
-@pytest.mark.parametrize("bits, match", [([1, 4], "weight bits 1"), ([4], "at least two")])
+@pytest.mark.parametrize("bits, match", [([1, 4], "--weight-bits 1"), ([4], "at least two")])
 def test_tier_specs_refuse_what_cannot_be_mixed(bits, match) -> None:
     with pytest.raises(UserInputError, match=match):
         tier_specs(bits)

@@ -46,8 +46,10 @@ from mfmaccel.runtime.plan import QuantPlan
 GROUP_SIZE = 128
 
 
-def bit_specs(bits: Sequence[int]) -> list[QuantSpec]:
-    """One spec per bit-width (groups of 128, asymmetric), refused in one line when unusable."""
+def bit_specs(bits: Sequence[int], *, group_size: int | None = GROUP_SIZE,
+              symmetric: bool = False) -> list[QuantSpec]:
+    """One spec per bit-width (by default groups of 128, asymmetric), refused in one line when
+    unusable."""
     chosen = sorted(set(bits))
     wrong = [b for b in chosen if b not in SUPPORTED_BITS]
     if wrong:
@@ -55,7 +57,7 @@ def bit_specs(bits: Sequence[int]) -> list[QuantSpec]:
                              f"choose from {','.join(map(str, SUPPORTED_BITS))}, e.g. 2,3,4,8")
     if len(chosen) < 2:
         raise UserInputError("--weight-bits needs at least two bit-widths to mix, e.g. 2,3,4,8")
-    return [QuantSpec(b, GROUP_SIZE) for b in chosen]
+    return [QuantSpec(b, group_size, symmetric) for b in chosen]
 
 
 def check_settings(bits: Sequence[int], *, steps: int, checks: int,

@@ -36,13 +36,14 @@ from torch import nn
 from mfmaccel.compress.mixed import Assignment, MixedSearch
 from mfmaccel.compress.sensitivity import Sensitivity, measure_sensitivity
 from mfmaccel.errors import UserInputError
+from mfmaccel.hw.codesign import bit_specs
 from mfmaccel.hw.codesign_subject import TowerEncoder, checked_tower, embedded
 from mfmaccel.hw.intexec.dinov2 import IntDinov2, check_dinov2
 from mfmaccel.hw.intexec.linear import IntLinear
 from mfmaccel.hw.intexec.quality import calibration_pixels
 from mfmaccel.models.record import LoadedModel
 from mfmaccel.records import Record
-from mfmaccel.runtime.grid import SUPPORTED_BITS, QuantSpec
+from mfmaccel.runtime.grid import QuantSpec
 from mfmaccel.runtime.parts import Part, quantizable_parts
 
 TIER_BITS = (2, 3, 4, 6, 8)
@@ -63,15 +64,8 @@ def dinov2_tower(tower: nn.Module) -> nn.Module:
 
 def tier_specs(bits: Sequence[int] = TIER_BITS) -> list[QuantSpec]:
     """Per-channel symmetric round-to-nearest at each of `bits` (the integer programs' grid),
-    refused in one line when a bit-width is not one the quantizer knows or the datapath takes."""
-    chosen = sorted(set(bits))
-    wrong = [b for b in chosen if b not in SUPPORTED_BITS]
-    if wrong:
-        raise UserInputError(f"weight bits {wrong[0]}: choose from "
-                             f"{','.join(map(str, SUPPORTED_BITS))}, e.g. 2,3,4,6,8")
-    if len(chosen) < 2:
-        raise UserInputError("tiered bits need at least two bit-widths to mix, e.g. 2,3,4,6,8")
-    return [QuantSpec(b, None, True) for b in chosen]
+    refused in one line when a bit-width is not one the quantizer knows."""
+    return bit_specs(bits, group_size=None, symmetric=True)
 
 
 @dataclass
