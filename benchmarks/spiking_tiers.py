@@ -177,8 +177,8 @@ def main() -> None:
                          f"choose from {', '.join(e['name'] for e in entries)}, best or all")
     log(f"VQA: float and every assignment on {args.questions or 'no'} subset; float and "
         f"{', '.join(sorted(full)) or 'nothing else'} on all questions")
-    for questions in [q for q in (args.questions, 0) if (q and q < len(test)) or
-                      (not q and full)]:
+    runs = {q: None for q in (args.questions, 0) if (q and q < len(test)) or (not q and full)}
+    for questions in runs:  # once each: --questions 0 asks only for the full set
         subset = val_subset(test, questions) if questions else test
         t = time.perf_counter()
         context["float"][questions] = vqa_accuracy(model, subset)
