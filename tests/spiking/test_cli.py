@@ -34,6 +34,20 @@ def test_b_bit_unit_spikes_record_their_window(tmp_path):
     assert record["bit_exact"] is True and len(record["exact_at_window"]) == 1
 
 
+def test_mixed_weight_bits_meet_their_average_and_settle_bit_exact(tmp_path):
+    out = tmp_path / "spiking.json"
+    result = runner.invoke(app, ["spiking", "--model", "tiny-bert", "--avg-bits", "5",
+                                 "--sentences", "2", "--calibration", "4", "--steps", "4",
+                                 "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    record = json.loads(out.read_text())
+    memory = record["memory"]
+    assert record["avg_bits"] == 5 and len(set(record["weight_bits"].values())) > 1
+    assert 4.5 < memory["average_bits"] <= 5
+    assert memory["cut"] == pytest.approx(1 - memory["average_bits"] / 16)
+    assert record["bit_exact"] is True  # the mixed program settles to itself as well
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["--steps", "8,x"], "give step counts separated by commas"),
     (["--steps", "0,8"], "every step count must be at least 1"),
@@ -43,6 +57,8 @@ def test_b_bit_unit_spikes_record_their_window(tmp_path):
     (["--model", "no-such-model"], "no-such-model"),
     (["--activation-bits", "9"], "choose 2 to 8"),
     (["--arch", "huge"], "huge"),
+    (["--avg-bits", "2"], "--avg-bits 2 is below the"),
+    (["--avg-bits", "16"], "--avg-bits 16: give the average weight bits"),
     (["--activation-bits", "8", "--levels", "1", "--max-steps", "100"],
      "below the 255 steps a neuron needs"),
 ])

@@ -23,11 +23,12 @@ from mfmaccel.models.medvlm import TINY_PRETRAINED, build_medvlm
 from mfmaccel.runtime.parts import quantizable_parts
 from mfmaccel.spiking.tiers import (
     TowerTiers,
+    encoder_tiers,
     fp16_bytes,
     patch_bytes,
+    program_memory,
     tier_specs,
     tiered_weight_bits,
-    tower_memory,
 )
 from mfmaccel.spiking.vit import SpikingDinov2
 
@@ -170,10 +171,10 @@ def test_tiers_fit_their_budget_and_count_the_programs_bytes(vlm, images) -> Non
         choice = tiers.uniform(bits)
         program = convert_dinov2(tower, [images], per_token=False,
                                  weight_bits=choice.weight_bits)
-        memory = tower_memory(program)
+        memory = program_memory(program)
         assert memory.weight_bytes == choice.linear_bytes + patch_bytes(tower)
         assert memory.fp16_bytes == fp16_bytes(tower)
-    eight, three = tower_memory(convert_dinov2(tower, [images], per_token=False)), memory
+    eight, three = program_memory(convert_dinov2(tower, [images], per_token=False)), memory
     assert 0.45 < eight.cut < 0.5 < three.cut  # int8 plus scales: a little under half
     budget = tiers.uniform(3).linear_bytes
     for tier in ("block", "module"):
@@ -193,14 +194,41 @@ def test_tiers_fit_their_budget_and_count_the_programs_bytes(vlm, images) -> Non
 
 def test_tiered_weight_bits_for_a_vlm_build_its_program(vlm, images) -> None:
     tower = vlm.module.model.vision_tower
-    budget = TowerTiers(tower, images[:2], modules_tier=False).uniform(4).linear_bytes
-    bits = tiered_weight_bits(vlm, budget, tier="block", calibration=2)
-    program = convert_dinov2(tower, [images], per_token=False, weight_bits=bits)
-    assert tower_memory(program).weight_bytes <= budget + patch_bytes(tower)
+    choice = tiered_weight_bits(vlm, avg_bits=7, tier="block", calibration=2)
+    program = convert_dinov2(tower, [images], per_token=False, weight_bits=choice.weight_bits)
+    memory = program_memory(program)
+    assert memory.weight_bytes == choice.linear_bytes + patch_bytes(tower)
+    # the budget counts the scales and the patch embedding at 8 bits: in this tiny tower those
+    # put every linear at 3 bits at 6.2 bits a weight
+    assert 6.2 < memory.average_bits <= 7
+    assert set(choice.weight_bits.values()) <= {3, 4, 6, 8}  # no 2 bits by default
     with pytest.raises(UserInputError, match="not a DINOv2|DINOv2 or ViT"):
-        tiered_weight_bits(load_model("medvlm-tiny"), budget)
+        tiered_weight_bits(load_model("medvlm-tiny"), avg_bits=4)
     with pytest.raises(UserInputError, match="tier 'layer'"):
-        tiered_weight_bits(vlm, budget, tier="layer")
+        tiered_weight_bits(vlm, avg_bits=4, tier="layer")
+    with pytest.raises(UserInputError, match=r"--avg-bits 5 is below the 6\.\d\d bits"):
+        tiered_weight_bits(vlm, avg_bits=5, calibration=2)
+    with pytest.raises(UserInputError, match="not below fp16"):
+        tiered_weight_bits(vlm, avg_bits=16, calibration=2)
+
+
+def test_tiered_weight_bits_for_an_encoder_build_its_program() -> None:
+    bert = load_model("tiny-bert")
+    choice = tiered_weight_bits(bert, avg_bits=5, calibration=4)
+    assert set(choice.weight_bits) == {n for n in quantizable_parts(bert.module) if n != "embed"}
+    assert len(set(choice.weight_bits.values())) > 1  # mixed: 5 bits is no uniform width
+    batch = dict(bert.tokenizer(["a short sentence about lungs", "and another one"],
+                                return_tensors="pt", padding=True))
+    program = convert_bert(bert.module, [batch], weight_bits=choice.weight_bits)
+    memory = program_memory(program)
+    assert memory.patch_bytes == 0 and memory.weight_bytes == choice.linear_bytes
+    assert 4.5 < memory.average_bits <= 5
+    eight = program_memory(convert_bert(bert.module, [batch]))
+    assert eight.fp16_bytes == memory.fp16_bytes and eight.average_bits > 8
+    with pytest.raises(UserInputError, match="causal-lm model; tiered weight bits cover"):
+        tiered_weight_bits(load_model("tiny-llama"), avg_bits=4)
+    with pytest.raises(UserInputError, match="BERT encoder"):
+        encoder_tiers(load_model("medvlm-tiny"))
 
 
 @pytest.mark.parametrize("bits, match", [([1, 4], "--weight-bits 1"), ([4], "at least two")])

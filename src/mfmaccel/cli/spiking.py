@@ -32,6 +32,10 @@ def spiking(
         help="Bits of every tensor a product reads, probabilities included (2-8: a neuron "
              "carries any value in 2^b - 1 unit spikes); 0: the integer program's own int8 "
              "with 12-bit probabilities")] = 0,
+    avg_bits: Annotated[float | None, typer.Option(
+        help="Mix the weight bits (3, 4, 6 or 8 per linear, QSLM's module tier) to this "
+             "average per weight, scales included, by each linear's measured sensitivity; "
+             "default: every weight int8")] = None,
     arch: Annotated[ArchPreset | None, typer.Option(
         help="Also price the spikes on this preset's spiking variant against the preset "
              "(energy, DRAM bytes, break-even spike rate)")] = None,
@@ -51,7 +55,8 @@ def spiking(
                                   max_steps=max_steps, sentences=sentences, images=images,
                                   calibration=calibration,
                                   activation_bits=activation_bits or None,
-                                  arch=arch.value if arch else None, progress=bars.task)
+                                  avg_bits=avg_bits, arch=arch.value if arch else None,
+                                  progress=bars.task)
     record.save(out)
     print_record(f"spiking {model} against its integer program and float", record.to_dict())
     say(f"wrote {out}")

@@ -36,6 +36,13 @@ from mfmaccel.records import Record
 from mfmaccel.spiking.accelerator import bert_gemms, dinov2_gemms, priced
 from mfmaccel.spiking.bert import SpikingBert, program_macs
 from mfmaccel.spiking.layers import Step, run_until_settled
+from mfmaccel.spiking.tiers import (
+    SEARCH_BITS,
+    ProgramMemory,
+    TowerTiers,
+    program_memory,
+    tiered_weight_bits,
+)
 from mfmaccel.spiking.vit import SpikingDinov2, tower_macs
 
 
@@ -62,6 +69,10 @@ class SpikingAgreement(Record):
     macs: int  # the integer program's multiply-accumulates on the same inputs
     membrane_updates: int  # neurons x steps: each integrates its input once a step
     compute_uj_45nm: dict[str, float]  # arithmetic only (no memory traffic), Horowitz 45 nm
+    # the program's GEMM weights against fp16 (`tiers.ProgramMemory`)
+    memory: dict = field(default_factory=dict)
+    avg_bits: float | None = None  # the budget the weight bits were searched for (None: int8)
+    weight_bits: dict[str, int] = field(default_factory=dict)  # per linear, with --avg-bits
     # with an accelerator: `accelerator.SpikingEnergy` after each step count and settled
     energy: list[dict] = field(default_factory=list)
     extra: dict = field(default_factory=dict)
@@ -113,8 +124,8 @@ def window_steps(activation_bits: int | None, levels: int | None) -> int:
 def spiking_for_spec(spec: str, *, levels: int | None = 16, steps: Sequence[int] = (8, 64),
                      max_steps: int = 4096, sentences: int = 16, images: int = 8,
                      calibration: int = 64, activation_bits: int | None = None,
-                     arch: str | None = None, progress: Steps | None = None
-                     ) -> SpikingAgreement:
+                     avg_bits: float | None = None, arch: str | None = None,
+                     progress: Steps | None = None) -> SpikingAgreement:
     """The agreement of a model named by spec (an encoder on `sentences` test paragraphs, a
     VLM's tower on `images` test images), its settings checked before it loads."""
     for flag, value in {"--max-steps": max_steps, "--sentences": sentences, "--images": images,
@@ -136,9 +147,13 @@ def spiking_for_spec(spec: str, *, levels: int | None = 16, steps: Sequence[int]
                              "covers BERT encoders (minilm-l6) and DINOv2 towers (medvlm)")
     measure, inputs = (spiking_agreement, sentences) if kind == ENCODER else \
         (tower_agreement, images)
+    if avg_bits is not None and not 0 < avg_bits < 16:
+        raise UserInputError(f"--avg-bits {avg_bits:g}: give the average weight bits between "
+                             "the fewest the linears take (about 3) and fp16's 16, e.g. 4")
     return measure(load_model(spec), levels=levels, inputs=inputs, calibration=calibration,
                    steps=steps, max_steps=max_steps, activation_bits=activation_bits,
-                   arch=arch, calibration_progress=progress_step(progress, "calibration"),
+                   avg_bits=avg_bits, arch=arch,
+                   calibration_progress=progress_step(progress, "calibration"),
                    progress=progress_step(progress, "spiking runs"))
 
 
@@ -146,18 +161,22 @@ def spiking_for_spec(spec: str, *, levels: int | None = 16, steps: Sequence[int]
 def spiking_agreement(model: LoadedModel, *, levels: int | None = 16, inputs: int = 16,
                       calibration: int = 64, steps: Sequence[int] = (8, 16, 32, 64, 128, 256),
                       max_steps: int = 4096, max_length: int = 64, batch_size: int = 8,
-                      activation_bits: int | None = None, arch: str | None = None,
-                      calibration_progress: Progress = None, progress: Progress = None
-                      ) -> SpikingAgreement:
+                      activation_bits: int | None = None, avg_bits: float | None = None,
+                      arch: str | None = None, calibration_progress: Progress = None,
+                      progress: Progress = None) -> SpikingAgreement:
     """An encoder's spiking program (its static-scale integer program, calibrated on the
-    corpus's train half, with `activation_bits`) on `inputs` test paragraphs."""
+    corpus's train half, with `activation_bits`, and weight bits mixed to `avg_bits`) on
+    `inputs` test paragraphs."""
     from mfmaccel.hw.intexec.bert import convert_bert
 
     if model.kind != ENCODER:
         raise UserInputError(f"{model.name} is not an encoder; try minilm-l6")
+    weight_bits = tiered_weight_bits(model, avg_bits=avg_bits, calibration=calibration) \
+        .weight_bits if avg_bits is not None else {}
     program = convert_bert(model.module, reported(
         sentence_batches(model.tokenizer, corpus_sentences("train", calibration)),
-        calibration_progress), per_token=False, activation_bits=activation_bits)
+        calibration_progress), per_token=False, activation_bits=activation_bits,
+        weight_bits=weight_bits)
     spiking = SpikingBert(program, levels)
 
     def batches() -> Iterator[_Batch]:
@@ -176,18 +195,20 @@ def spiking_agreement(model: LoadedModel, *, levels: int | None = 16, inputs: in
 
     return _agreement(model.name, "sentence embeddings (mean pooled)", inputs, calibration,
                       _Settings(levels, activation_bits, steps, max_steps, arch),
-                      reported(list(batches()), progress))
+                      reported(list(batches()), progress),
+                      _Weights(program_memory(program), avg_bits, weight_bits))
 
 
 @torch.inference_mode()
 def tower_agreement(model: LoadedModel, *, levels: int | None = 16, inputs: int = 8,
                     calibration: int = 64, steps: Sequence[int] = (8, 16, 32, 64, 128, 256),
                     max_steps: int = 4096, batch_size: int = 4,
-                    activation_bits: int | None = None, arch: str | None = None,
-                    calibration_progress: Progress = None, progress: Progress = None
-                    ) -> SpikingAgreement:
+                    activation_bits: int | None = None, avg_bits: float | None = None,
+                    arch: str | None = None, calibration_progress: Progress = None,
+                    progress: Progress = None) -> SpikingAgreement:
     """A VLM's DINOv2 tower as a spiking program (its static-scale integer program, calibrated
-    on `calibration` train images of its benchmark) on its first `inputs` test images."""
+    on `calibration` train images of its benchmark, weight bits mixed to `avg_bits`) on its
+    first `inputs` test images."""
     from transformers import Dinov2Model
 
     from mfmaccel.finetune.data import pixel_tensor
@@ -199,8 +220,11 @@ def tower_agreement(model: LoadedModel, *, levels: int | None = 16, inputs: int 
                              "DINOv2 (medvlm)")
     _, chosen, test = benchmark_splits(model, calibration)
     pixels = pixel_tensor(model.processor, [s.image for s in chosen])
+    weight_bits = TowerTiers(tower, pixels, bits=SEARCH_BITS, avg_bits=avg_bits) \
+        .at_average_bits(avg_bits).weight_bits if avg_bits is not None else {}
     program = convert_dinov2(tower, reported(list(pixels.split(16)), calibration_progress),
-                             per_token=False, activation_bits=activation_bits)
+                             per_token=False, activation_bits=activation_bits,
+                             weight_bits=weight_bits)
     spiking = SpikingDinov2(program, levels)
     scale = program.layers[-1].scales["out"]
     images = pixel_tensor(model.processor, [s.image for s in test[:inputs]])
@@ -219,7 +243,8 @@ def tower_agreement(model: LoadedModel, *, levels: int | None = 16, inputs: int 
 
     return _agreement(model.name, "last hidden states (per token)", len(images), len(chosen),
                       _Settings(levels, activation_bits, steps, max_steps, arch),
-                      reported(list(batches()), progress))
+                      reported(list(batches()), progress),
+                      _Weights(program_memory(program), avg_bits, weight_bits))
 
 
 @dataclass(frozen=True)
@@ -231,8 +256,17 @@ class _Settings:
     arch: str | None = None  # an accelerator preset to price the spikes on
 
 
+@dataclass(frozen=True)
+class _Weights:
+    """The program's weights: their bytes against fp16, and the bits mixed to a budget."""
+
+    memory: ProgramMemory
+    avg_bits: float | None
+    weight_bits: dict[str, int]
+
+
 def _agreement(name: str, measure: str, inputs: int, calibration: int, settings: _Settings,
-               batches) -> SpikingAgreement:
+               batches, weights: _Weights) -> SpikingAgreement:
     """Run every batch until it settles or `max_steps`, scoring it after each of `steps`,
     checking it against the integer program after the window a neuron's largest count
     needs, and (with `settings.arch`) pricing its spikes on a spiking accelerator."""
@@ -270,7 +304,8 @@ def _agreement(name: str, measure: str, inputs: int, calibration: int, settings:
         membrane_updates=neuron_steps,
         compute_uj_45nm=compute_energy(macs=macs, accumulates=accumulates,
                                        membrane_updates=neuron_steps),
-        energy=_energy(runs, wanted, settings))
+        energy=_energy(runs, wanted, settings), memory=weights.memory.to_dict(),
+        avg_bits=weights.avg_bits, weight_bits=weights.weight_bits)
 
 
 def _observed(batch: _Batch, cosines: dict[int, list[torch.Tensor]], window: int,

@@ -25,6 +25,9 @@ class SpikingParams(StageParams):
     activation_bits: int | None = Field(None, ge=2, le=8, description=(
         "bits of every tensor a product reads, probabilities included (null: int8 with "
         "12-bit probabilities)"))
+    avg_bits: float | None = Field(None, gt=0, lt=16, description=(
+        "mix the weight bits (3, 4, 6, 8 per linear) to this average per weight, scales "
+        "included (null: int8)"))
     arch: str | None = Field(None, description="an accelerator preset to price the spikes on "
                                                "(its spiking variant against it)")
 
@@ -36,7 +39,7 @@ def run(model: LoadedModel, params: SpikingParams, ctx: RunContext):
     found = measure(model, levels=params.levels, inputs=params.inputs,
                     calibration=params.calibration, steps=params.steps,
                     max_steps=params.max_steps, activation_bits=params.activation_bits,
-                    arch=params.arch, progress=ctx.progress)
+                    avg_bits=params.avg_bits, arch=params.arch, progress=ctx.progress)
     found.save(ctx.stage_dir / "spiking.json")
     last = max(found.cosine_at) if found.cosine_at else None
     settled = [s for s in found.settle_steps if s is not None]
@@ -44,10 +47,18 @@ def run(model: LoadedModel, params: SpikingParams, ctx: RunContext):
              + (f" (by step {max(settled)}), bit-exact: {found.bit_exact}" if settled else "")
              + f"; cosine to float {found.integer_cosine:.4f} integer"
              + (f", {found.cosine_at[last]:.4f} spiking at {last} steps" if last else "")
+             + _memory_note(found)
              + f"; {found.accumulates / max(1, found.macs):.1f} ACs per integer MAC, "
              f"arithmetic energy x{found.compute_uj_45nm['ratio']:.1f} at 45 nm"
              + _energy_note(found.energy))
     return model, StageReport(artifacts=["spiking.json"], notes=notes)
+
+
+def _memory_note(found) -> str:
+    """The weights' bytes against fp16, in a clause."""
+    memory = found.memory
+    return (f"; weights {memory['weight_bytes'] / 1e6:.2f} MB at {memory['average_bits']:.2f} "
+            f"bits a weight, {memory['cut']:.1%} below fp16's {memory['fp16_bytes'] / 1e6:.2f}")
 
 
 def _energy_note(energy: list[dict]) -> str:
