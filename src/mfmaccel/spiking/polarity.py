@@ -24,7 +24,9 @@ from mfmaccel.hw.intexec.bert import IntBert, convert_bert
 from mfmaccel.hw.intexec.quality import Progress, mean_pooled, reported, sentence_batches
 from mfmaccel.models.record import ENCODER, LoadedModel
 from mfmaccel.records import Record
+from mfmaccel.runtime.parts import EMBED, quantizable_parts
 from mfmaccel.spiking.bert import SpikingBert, program_macs
+from mfmaccel.spiking.tiers import SEARCH_BITS, encoder_tiers, program_memory
 
 MAX_LENGTH = 64
 
@@ -48,6 +50,10 @@ class PolarityAccuracy(Record):
     batches: int
     spike_rate: float  # unit spikes per neuron per step, up to the last step count
     accumulates_per_mac: float  # ACs up to the last step count, per integer MAC
+    memory: dict = field(default_factory=dict)  # the int8 program's weights against fp16
+    # integer programs with fewer weight bits, on every test sentence: mixed to an average
+    # (`tiers.WeightTiers.at_average_bits`) and uniform, each with its memory
+    weight_tiers: list[dict] = field(default_factory=list)
     extra: dict = field(default_factory=dict)
 
 
@@ -73,10 +79,13 @@ def polarity_accuracy(model: LoadedModel, *, levels: int | None = 16,
                       steps: Sequence[int] = (16, 32, 64, 128), spiking_sentences: int = 256,
                       calibration: int = 64, activation_bits: int | None = None,
                       sentences: int | None = None, batch_size: int = 32,
+                      avg_bits: Sequence[float] = (), uniform_bits: Sequence[int] = (),
                       progress: Progress = None) -> PolarityAccuracy:
     """The probe's test accuracy on float, integer and spiking embeddings (the spiking ones on
     the first `spiking_sentences` test sentences, after each of `steps`); `sentences`: at most
-    that many of each split (None: all)."""
+    that many of each split (None: all). Also, on every test sentence, the integer program
+    with its weight bits mixed to each of `avg_bits` (sensitivity on the calibration
+    sentences) and at each of `uniform_bits`."""
     if model.kind != ENCODER:
         raise UserInputError(f"{model.name} is not an encoder; sentence polarity is read from "
                              "an encoder's embeddings (minilm-l6)")
@@ -95,12 +104,34 @@ def polarity_accuracy(model: LoadedModel, *, levels: int | None = 16,
             per_token=False, activation_bits=activation_bits)
     test_texts, test_labels = [s.text for s in splits["test"]], labelled["test"].labels
     integer = integer_embeddings(program, _batches(model, test_texts, batch_size))
+    calibration_texts = [s.text for s in splits["train"][:calibration]]
     subset = min(spiking_sentences, len(test_texts))
     spiking = _spiking_embeddings(program, levels, sorted(set(steps)), reported(
         _batches(model, test_texts[:subset], batch_size), progress))
 
     def score(features: torch.Tensor, labels: list[str]) -> float:
         return accuracy(probe, Labelled(features, labels))
+
+    def fewer_bits(weight_bits: dict[str, int]) -> dict:
+        with torch.no_grad():
+            fewer = convert_bert(model.module, _batches(model, calibration_texts, batch_size),
+                                 per_token=False, activation_bits=activation_bits,
+                                 weight_bits=weight_bits)
+            features = integer_embeddings(fewer, _batches(model, test_texts, batch_size))
+        return {"memory": program_memory(fewer).to_dict(),
+                "integer_accuracy": score(features, test_labels)}
+
+    weight_tiers = []
+    if avg_bits:
+        tiers = encoder_tiers(model, texts=calibration_texts, bits=SEARCH_BITS,
+                              avg_bits=min(avg_bits))
+        for bits in avg_bits:
+            chosen = tiers.at_average_bits(bits)
+            weight_tiers.append({**chosen.to_dict(), "name": f"module@{bits:g}-bits",
+                                 "avg_bits": bits, **fewer_bits(chosen.weight_bits)})
+    for bits in uniform_bits:
+        weight_tiers.append({"name": f"uniform-{bits}",
+                             **fewer_bits(dict.fromkeys(_linear_names(model), bits))})
 
     return PolarityAccuracy(
         model=model.name, samples=found.samples, calibration=calibration,
@@ -112,7 +143,13 @@ def polarity_accuracy(model: LoadedModel, *, levels: int | None = 16,
         spiking_accuracy_at={t: score(e, test_labels[:subset])
                              for t, e in spiking.embeddings.items()},
         settled=spiking.settled, batches=spiking.batches, spike_rate=spiking.spike_rate,
-        accumulates_per_mac=spiking.accumulates / max(1, spiking.macs))
+        accumulates_per_mac=spiking.accumulates / max(1, spiking.macs),
+        memory=program_memory(program).to_dict(), weight_tiers=weight_tiers)
+
+
+def _linear_names(model: LoadedModel) -> list[str]:
+    """The encoder's linears as the integer program names them (its token table is no GEMM)."""
+    return [name for name in quantizable_parts(model.module) if name != EMBED]
 
 
 @dataclass

@@ -283,15 +283,16 @@ def token_embeddings(encoder: nn.Module, tokenizer, texts: Sequence[str], *,
 
 
 def encoder_tiers(model: LoadedModel, *, calibration: int = 64,
-                  bits: Sequence[int] = TIER_BITS, modules_tier: bool = True,
-                  avg_bits: float | None = None,
+                  texts: Sequence[str] | None = None, bits: Sequence[int] = TIER_BITS,
+                  modules_tier: bool = True, avg_bits: float | None = None,
                   progress: Callable[[int, int], None] | None = None) -> WeightTiers:
-    """The tiers of a BERT encoder's linears (minilm-l6), measured on the corpus's first
-    `calibration` train paragraphs, those its integer program is calibrated on."""
+    """The tiers of a BERT encoder's linears (minilm-l6), measured on `texts`, those its
+    integer program is calibrated on (None: the corpus's first `calibration` train
+    paragraphs)."""
     encoder = bert_encoder(model.module)
     tier_specs(bits)
-    embeddings = token_embeddings(encoder, model.tokenizer, corpus_sentences("train",
-                                                                             calibration))
+    texts = corpus_sentences("train", calibration) if texts is None else texts
+    embeddings = token_embeddings(encoder, model.tokenizer, texts)
     return WeightTiers(TowerEncoder(encoder), embeddings, fp16_bytes=_linears_fp16(encoder),
                        fixed_bytes=0, bits=bits, modules_tier=modules_tier, avg_bits=avg_bits,
                        progress=progress)
