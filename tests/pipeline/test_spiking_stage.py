@@ -9,6 +9,7 @@ import pytest
 from mfmaccel.errors import UserInputError
 from mfmaccel.pipeline.recipe import parse_recipe
 from mfmaccel.pipeline.runner import run_recipe
+from mfmaccel.report.html import write_report
 
 
 def test_spiking_stage_settles_the_encoder_bit_exact(tmp_path) -> None:
@@ -27,6 +28,11 @@ def test_spiking_stage_settles_the_encoder_bit_exact(tmp_path) -> None:
     assert [e["steps"] for e in record["energy"]] == ["2", "settled"]
     assert "on edge-spiking" in stage.notes and "break-even spike rate" in stage.notes
     assert record["memory"]["average_bits"] > 8 and "bits a weight" in stage.notes
+    page = write_report(tmp_path / "spk").read_text()
+    section = page[page.index("Spiking network (tiny-bert)"):]
+    for row in ("float", "integer program", "spiking, 2 steps", "spiking, settled (step"):
+        assert f"<td>{row}" in section
+    assert "on edge-spiking against edge" in section
 
 
 def test_spiking_stage_mixes_weight_bits_to_an_average(tmp_path) -> None:

@@ -30,6 +30,7 @@ from mfmaccel.report.rows import (
     stage_table,
     task_info,
 )
+from mfmaccel.report.spiking import spiking_table
 
 LOG_LINES = 40
 REPORT_NAME = "report.html"
@@ -106,15 +107,10 @@ def _breakdown_html(state: RunState) -> str:
     """Per-question-type accuracy tables (with the majority-answer baseline)."""
     sections = []
     for table in per_type_tables(state):
-        head = "".join(f'<th scope="col"{" class=num" if i else ""}>{escape(t)}</th>'
-                       for i, t in enumerate(table.titles))
-        body = "".join("<tr>" + "".join(
-            f'<td{" class=num" if i else ""}>{escape(c)}</td>' for i, c in enumerate(row))
-            + "</tr>" for row in table.rows)
         sections.append(
             f"<section><h2>{escape(task_info(table.task).label.capitalize())} by question type "
-            f"({escape(table.task)})</h2><div class=\"table-wrap\"><table><thead><tr>{head}"
-            f"</tr></thead><tbody>{body}</tbody></table></div><p class=\"hint\">Majority "
+            f"({escape(table.task)})</h2>{_text_table_html(table.titles, table.rows)}"
+            "<p class=\"hint\">Majority "
             "answer: the accuracy of always giving the most common train answer of that type "
             "(what a model that ignores the image gets).</p></section>")
     return "".join(sections)
@@ -196,6 +192,25 @@ def _plots_html(state: RunState, compression: list[dict], hardware: list[dict]) 
     return "<section><h2>Plots</h2>" + "".join(shown) + "</section>"
 
 
+def _spiking_html(records: list[dict]) -> str:
+    """The spiking stage's records: float, integer and spiking side by side."""
+    return "".join(f"<section><h2>{escape(table.title)}</h2>"
+                   f"{_text_table_html(table.titles, table.rows)}"
+                   f"<p class=\"hint\">{escape(table.note)}</p></section>"
+                   for table in map(spiking_table, records))
+
+
+def _text_table_html(titles: list[str], rows: list[list[str]]) -> str:
+    """A table of text cells, every column after the first right-aligned as numbers."""
+    head = "".join(f'<th scope="col"{" class=num" if i else ""}>{escape(t)}</th>'
+                   for i, t in enumerate(titles))
+    body = "".join("<tr>" + "".join(
+        f'<td{" class=num" if i else ""}>{escape(c)}</td>' for i, c in enumerate(row))
+        + "</tr>" for row in rows)
+    return (f'<div class="table-wrap"><table><thead><tr>{head}</tr></thead>'
+            f"<tbody>{body}</tbody></table></div>")
+
+
 def _header_html(state: RunState, run_dir: Path) -> str:
     recipe = state.recipe
     name, model = recipe.get("name", run_dir.name), recipe.get("model", "?")
@@ -273,10 +288,10 @@ footer { margin-top: 36px; color: var(--muted); font-size: 12.5px; }
 
 def render_html(state: RunState, run_dir: Path, *, recipe_text: str, log_tail: list[str],
                 compression: list[dict] | None = None,
-                hardware: list[dict] | None = None) -> str:
+                hardware: list[dict] | None = None, spiking: list[dict] | None = None) -> str:
     """The whole page as a string (no file access, so tests can call it directly);
-    `compression` and `hardware` hold the quantize and hardware stages' records, read by
-    `write_report`."""
+    `compression`, `hardware` and `spiking` hold the quantize, hardware and spiking stages'
+    records, read by `write_report`."""
     name = str(state.recipe.get("name", run_dir.name))
     hint = ("Each cell shows before \u2192 after for that stage, with the change below "
             f"(green: better, red: worse; {noise_rule()}).")
@@ -287,6 +302,7 @@ def render_html(state: RunState, run_dir: Path, *, recipe_text: str, log_tail: l
         _summary_html(state),
         stages,
         _breakdown_html(state),
+        _spiking_html(spiking or []),
         _plots_html(state, compression or [], hardware or []),
         _pre_section("Recipe", recipe_text.rstrip("\n").splitlines()),
         _pre_section(f"Log (last {len(log_tail)} lines)", log_tail),
@@ -308,5 +324,6 @@ def write_report(run_dir: Path) -> Path:
     page = render_html(state, run_dir, recipe_text=_recipe_text(run_dir, state),
                        log_tail=_log_tail(run_dir),
                        compression=_stage_records(state, run_dir, "compression.json"),
-                       hardware=_stage_records(state, run_dir, "hardware.json"))
+                       hardware=_stage_records(state, run_dir, "hardware.json"),
+                       spiking=_stage_records(state, run_dir, "spiking.json"))
     return atomic_write_text(run_dir / REPORT_NAME, page)
