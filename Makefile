@@ -72,7 +72,9 @@ demo: install
 	$(BIN)/mfmaccel run --fresh
 	$(BIN)/mfmaccel run quick --fresh
 
-test: install
+# the spiking baseline's extra too (--no-deps; two small packages beyond the stack), so its
+# tests run rather than skip
+test: install spiking-baseline
 	$(BIN)/pytest -q
 
 # ruff, and the import contracts in pyproject.toml: each layer imports only those below it, no loops.

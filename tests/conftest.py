@@ -1,7 +1,6 @@
 """Shared fixtures: tiny models are built once per session; the real model is skipped cleanly
 when its package is missing, except under MFMACCEL_REQUIRE_TOOLS=1 (CI), where every skip fails
-(but that of a test marked `optional_extra`, which needs an extra CI does not install) and a
-missing tool stops the run (tests/toolcheck.py)."""
+and a missing tool stops the run (tests/toolcheck.py)."""
 
 from __future__ import annotations
 
@@ -21,9 +20,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     report = yield
-    # a test marked optional_extra needs a pyproject extra CI does not install: its skip stays one
-    if (report.skipped and tools_required() and not hasattr(report, "wasxfail")
-            and item.get_closest_marker("optional_extra") is None):
+    if report.skipped and tools_required() and not hasattr(report, "wasxfail"):
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
         report.outcome = "failed"
         report.longrepr = skip_is_failure(reason)

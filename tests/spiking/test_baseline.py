@@ -68,7 +68,6 @@ def test_windows_never_hold_fewer_tokens_than_asked():
         baseline.token_windows(ids, count=3, length=4)
 
 
-@pytest.mark.optional_extra
 def test_qwen2_recipe_on_tiny_qwen2():
     pytest.importorskip("spikingjelly.activation_based.ann2snn")
     from spikingjelly.activation_based.ann2snn import Qwen2SNNConfig, calibrate_qwen2_snn
@@ -101,7 +100,6 @@ def test_qwen2_recipe_on_tiny_qwen2():
     assert record.at_steps[1].encoding_relative_l2 < record.at_steps[0].encoding_relative_l2
 
 
-@pytest.mark.optional_extra
 def test_qwen2_recipe_refuses_other_models():
     pytest.importorskip("spikingjelly.activation_based.ann2snn")
     from mfmaccel.models import load_model
