@@ -14,6 +14,7 @@ and verification costs and the running acceptance.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -84,11 +85,13 @@ def speculative_generate(
     target: nn.Module, draft, prompt: list[int], *, max_new_tokens: int,
     gamma: int | GammaSchedule = 4, sampling: Sampling | None = None,
     eos_token_ids: set[int] | None = None,
+    should_stop: Callable[[list[int]], bool] | None = None,
 ) -> SpeculativeOutput:
     """Generate up to `max_new_tokens` after `prompt` with `draft` proposing for `target`
     (greedy unless `sampling` says otherwise). `gamma`: the starting number of drafts per
     round under the default rule, or a `GammaSchedule`, which keeps what it learns for the
-    next call."""
+    next call. `should_stop(new_tokens)`, asked after each round, ends the call early (a
+    caller that needs only the first code block stops once it is closed)."""
     sampling = sampling or Sampling()
     schedule = gamma if isinstance(gamma, GammaSchedule) else GammaSchedule(gamma)
     check_compatible(target, draft)
@@ -101,6 +104,8 @@ def speculative_generate(
     new: list[int] = []
     start = time.perf_counter()
     while len(new) < max_new_tokens and not (new and new[-1] in eos):
+        if should_stop is not None and new and should_stop(new):
+            break
         room = max_new_tokens - len(new) - 1
         adopting = draft.shares_target_cache and not verifier.tokens  # the target prefills alone
         drafting = time.perf_counter()
