@@ -424,3 +424,55 @@ def _chunk(text: str | None) -> tuple[int, int] | None:
         raise UserInputError(f"--chunk '{text}': use I/N, e.g. 0/4 for the first of four") \
             from None
     return index, count
+
+
+@hw_app.command("design")
+@user_errors
+def hw_design(
+    task: Annotated[str | None, typer.Option(
+        help="One VerilogEval v2 problem, e.g. Prob004 or Prob004_vector2")] = None,
+    suite: Annotated[str | None, typer.Option(help="A suite of tasks: verilog-eval")] = None,
+    problems: Annotated[str | None, typer.Option(
+        help="With --suite: the first N problems, or a comma list of names")] = None,
+    model: Annotated[str | None, typer.Option(
+        help="Causal LM that writes the Verilog: built-in name (qwen2.5-coder-0.5b), HF folder "
+             "or .gguf")] = None,
+    endpoint: Annotated[str | None, typer.Option(
+        help="An OpenAI-compatible endpoint instead of --model, e.g. http://127.0.0.1:8000/v1 "
+             "(the specs are sent there; key from $OPENAI_API_KEY)")] = None,
+    api_model: Annotated[str | None, typer.Option(help="The endpoint's model name")] = None,
+    rounds: Annotated[int, typer.Option(help="Rounds at most (1: no feedback)")] = 1,
+    candidates: Annotated[int, typer.Option(help="Replies per round; the best is kept")] = 1,
+    temperature: Annotated[float, typer.Option(help="0: greedy (needs --candidates 1)")] = 0.0,
+    max_new_tokens: Annotated[int, typer.Option(help="Tokens to generate at most per reply")
+                              ] = 768,
+    draft: Annotated[str, typer.Option(
+        help="--model: a lossless draft to speculate with ('self:int8', the model's own int8 "
+             "copy; 'none': plain decoding)")] = "self:int8",
+    seed: Annotated[int, typer.Option(help="Sampling seed")] = 0,
+    data: Annotated[Path | None, typer.Option(
+        help="The verilog-eval-v2 folder (default: $MFMACCEL_VERILOG_EVAL or "
+             "../shared/data/verilog-eval-v2)")] = None,
+    out: Annotated[Path | None, typer.Option(help="JSON output path")] = None,
+) -> None:
+    """Spec -> model -> Verilog -> lint and simulation -> feedback -> next round (AutoChip-style):
+    pass@1 and pass with feedback per task and overall."""
+    quiet_libraries()
+    from mfmaccel.fileio import check_replaceable_file
+    from mfmaccel.hw.llm_design.loop import LoopSettings
+    from mfmaccel.hw.llm_design.run import design_run, make_generator, select_tasks, summary_line
+
+    settings = LoopSettings(rounds, candidates, temperature, max_new_tokens, seed)
+    tasks = select_tasks(task=task, suite=suite, problems=problems, data=data)
+    name = Path(model).name if model else (api_model or "endpoint")
+    out = out or Path("results") / f"{name}-design.json"
+    check_replaceable_file(out)  # refuse a user's file before minutes of generation
+    generator = make_generator(model=model, endpoint=endpoint, api_model=api_model,
+                               draft=None if draft == "none" else draft)
+    with Bars() as bars:
+        record = design_run(tasks, generator, settings, progress=bars.task("design"))
+    record.save(out)
+    print_record(f"LLM-aided design with {generator.name}",
+                 {k: v for k, v in record.to_dict().items() if k not in ("settings", "skipped")})
+    say(summary_line(record))
+    say(f"wrote {out}")

@@ -9,6 +9,7 @@ from mfmaccel.pipeline.stage import Stage, StageParams
 from mfmaccel.pipeline.stages import (
     cooptimize,
     decode,
+    design,
     evaluate,
     finetune,
     hardware,
@@ -28,6 +29,7 @@ STAGES: dict[str, Stage] = {
         cooptimize.STAGE,
         hardware.STAGE,
         spiking.STAGE,
+        design.STAGE,
     )
 }
 
