@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mfmaccel.hw.llm_design.feedback import NO_MODULE, feedback_text
+from mfmaccel.hw.llm_design.feedback import NO_MODULE, feedback_text, interface_notes
 from mfmaccel.hw.llm_design.prompt import (
     INSTRUCTION,
     SYSTEM,
@@ -82,3 +82,14 @@ def test_feedback_names_errors_mismatches_and_reasons_briefly():
     assert "no Verilog module named TopModule" in feedback_text(Verdict("t", NO_MODULE))
     assert len(feedback_text(Verdict("t", COMPILE_ERROR, "x", lines=["e" * 190] * 3),
                              max_chars=100)) == 100
+
+
+def test_feedback_names_ports_that_differ_from_the_spec(vector2):
+    swapped = "module TopModule(input [31:0] in, input [7:0] out, input x);\nendmodule\n"
+    assert interface_notes(swapped, vector2) == [
+        "port 'x' is not in the specification",
+        "port 'out' is declared input (8 bits); the specification has output (32 bits)"]
+    text = feedback_text(Verdict("t", COMPILE_ERROR, "e", lines=["e"]), module=swapped,
+                         task=vector2)
+    assert text.startswith("The module's ports differ from the specification:\n- port 'x'")
+    assert interface_notes("module TopModule(input a, output b;", vector2) == []

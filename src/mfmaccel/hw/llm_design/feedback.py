@@ -18,6 +18,7 @@ from mfmaccel.hw.llm_design.simulate import (
     TIMEOUT,
     Verdict,
 )
+from mfmaccel.hw.llm_design.task import DesignTask, Port, parse_ports
 from mfmaccel.hw.llm_design.tools import ERRORS, LintReport
 
 NO_MODULE = "no_module"  # the reply defined no module TopModule: a recorded failure
@@ -33,10 +34,21 @@ _WHY = {
 
 
 def feedback_text(verdict: Verdict, lint_report: LintReport | None = None, *,
+                  module: str = "", task: DesignTask | None = None,
                   max_chars: int = MAX_CHARS) -> str:
-    """What the tools found, in a few lines: the first compile errors (with verilator's first
-    errors when it has some), the mismatching outputs and when they first differ, or why the
-    run did not finish; at most `max_chars` characters."""
+    """What the tools found, in a few lines: where the module's ports differ from the spec's
+    interface (given `module` and `task`), then the first compile errors (with verilator's
+    first errors when it has some), the mismatching outputs and when they first differ, or why
+    the run did not finish; at most `max_chars` characters."""
+    ports = interface_notes(module, task) if module and task is not None else []
+    text = _verdict_feedback(verdict, lint_report)
+    if ports:
+        text = "The module's ports differ from the specification:\n" + "\n".join(
+            f"- {note}" for note in ports[:MAX_ITEMS]) + "\n" + text
+    return _capped(text, max_chars)
+
+
+def _verdict_feedback(verdict: Verdict, lint_report: LintReport | None) -> str:
     if verdict.status == NO_MODULE:
         text = (f"Your answer contains no Verilog module named {TOP}; the interface in the "
                 "specification must be implemented as module TopModule.")
@@ -47,7 +59,34 @@ def feedback_text(verdict: Verdict, lint_report: LintReport | None = None, *,
     else:
         why = _WHY.get(verdict.status, f"The run failed ({verdict.status})")
         text = f"{why}: {verdict.detail}" if verdict.detail else f"{why}."
-    return _capped(text, max_chars)
+    return text
+
+
+def interface_notes(module: str, task: DesignTask) -> list[str]:
+    """Where TopModule's header differs from the task's ports: a missing or extra port, a
+    direction or a width. Small models often swap an output for an input, and the bench's
+    compile error or all-mismatch count does not say so. Empty when the header cannot be read
+    (a non-ANSI header, a syntax error: the compiler speaks to those)."""
+    try:
+        found = {p.name: p for p in parse_ports(module, TOP)}
+    except ValueError:
+        return []
+    wanted = {p.name: p for p in task.ports}
+    notes = [f"port '{name}' is missing ({_describe(port)} in the specification)"
+             for name, port in wanted.items() if name not in found]
+    notes += [f"port '{name}' is not in the specification" for name in found
+              if name not in wanted]
+    for name, port in wanted.items():
+        if name in found and _describe(found[name]) != _describe(port):
+            notes.append(f"port '{name}' is declared {_describe(found[name])}; the "
+                         f"specification has {_describe(port)}")
+    return notes
+
+
+def _describe(port: Port) -> str:
+    """'output (8 bits)'; the width left out where either side's range is not a number."""
+    width = f" ({port.width} bit{'s' if port.width != 1 else ''})" if port.width else ""
+    return f"{port.direction}{width}"
 
 
 def _compile_feedback(verdict: Verdict, lint_report: LintReport | None) -> str:

@@ -158,7 +158,8 @@ def judge(task: DesignTask, reply: Reply, *, round_number: int, index: int) -> C
         verdict, lint_status = simulate(module, task), report.status
     return Candidate(round_number, index, verdict.status, verdict.detail, verdict.mismatches,
                      verdict.samples, lint_status, reply.tokens, reply.seconds,
-                     "" if verdict.passed else feedback_text(verdict, report),
+                     "" if verdict.passed else feedback_text(verdict, report,
+                                                             module=module or "", task=task),
                      module or "", reply.text)
 
 
