@@ -7,13 +7,14 @@ The denominator is the problems whose reference passes its own bench under Icaru
 156; Prob099, Prob151 and Prob156 do not (docs/llm-design.md) and are skipped, the record names
 them. When the loop is greedy with one candidate (the default), its round 1 is the zero-shot
 run itself (the same prompt, the same greedy reply), so zero-shot is read off it rather than
-generated twice; otherwise it is run separately. Prints JSON.
+generated twice; so it is under --greedy-first (round 1's first reply greedy, every other
+reply sampled); otherwise it is run separately. Prints JSON.
 
 Usage: python benchmarks/llm_design.py [--model qwen2.5-coder-0.5b] [--problems N|Prob001,...]
-       [--rounds 3] [--candidates 1] [--temperature 0] [--max-new-tokens 768]
+       [--rounds 3] [--candidates 1] [--temperature 0] [--greedy-first] [--max-new-tokens 768]
        [--draft self:int8|none] [--data DIR] [--record]
-`--record` writes benchmarks/results/<date>-llm-design-<model>-r<R>-k<k>[-first<N>|-subset]
--at-<commit>.json.
+`--record` writes benchmarks/results/<date>-llm-design-<model>-r<R>-k<k>-t<T>[-greedy-first]
+[-first<N>|-subset]-at-<commit>.json.
 """
 
 from __future__ import annotations
@@ -44,9 +45,9 @@ def main() -> None:
     tasks = select_tasks(task=None, suite="verilog-eval", problems=args.problems, data=args.data)
     generator = make_generator(model=args.model, draft=None if args.draft == "none" else args.draft)
     loop_settings = LoopSettings(args.rounds, args.candidates, args.temperature,
-                                 args.max_new_tokens, args.seed)
+                                 args.max_new_tokens, args.seed, args.greedy_first)
     loop = _run(tasks, generator, loop_settings, "loop")
-    greedy_round_one = args.candidates == 1 and args.temperature == 0
+    greedy_round_one = args.greedy_first or (args.candidates == 1 and args.temperature == 0)
     zero_shot = None if greedy_round_one else _run(
         tasks, generator, LoopSettings(1, 1, 0.0, args.max_new_tokens, args.seed), "zero-shot")
     report = _report(args, tasks, loop, zero_shot, seconds=time.perf_counter() - started)
@@ -62,6 +63,9 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--candidates", type=int, default=1)
     parser.add_argument("--temperature", type=float, default=0.0)
+    parser.add_argument("--greedy-first", action="store_true",
+                        help="round 1's first reply greedy (it is the zero-shot reply), the rest "
+                             "and later rounds sampled at --temperature")
     parser.add_argument("--max-new-tokens", type=int, default=768)
     parser.add_argument("--draft", default="self:int8", help="self:int8 or none")
     parser.add_argument("--seed", type=int, default=0)
@@ -85,7 +89,7 @@ def _report(args, tasks, loop, zero_shot, *, seconds: float) -> dict:
     """The record: both settings' figures, the skipped problems and why, each task's row."""
     rows = loop.tasks
     zero = ({"pass_at_1": loop.pass_at_1, "passed": loop.passed_at_1, "problems": loop.problems,
-             "source": "round 1 of the loop (greedy, one candidate: the same reply)"}
+             "source": "round 1's first reply of the loop (greedy: the same reply)"}
             if zero_shot is None else
             {"pass_at_1": zero_shot.pass_at_1, "passed": zero_shot.passed_at_1,
              "problems": zero_shot.problems, "source": "a run of its own",
@@ -99,7 +103,8 @@ def _report(args, tasks, loop, zero_shot, *, seconds: float) -> dict:
         "skipped": {name: KNOWN_FAILING.get(name, why) for name, why in loop.skipped.items()},
         "zero_shot": zero,
         "loop": {"rounds": args.rounds, "candidates": args.candidates,
-                 "temperature": args.temperature, "pass_at_1": loop.pass_at_1,
+                 "temperature": args.temperature, "greedy_first": args.greedy_first,
+                 "pass_at_1": loop.pass_at_1,
                  "pass_with_feedback": loop.pass_with_feedback, "passed": loop.passed,
                  "first_pass_rounds": loop.first_pass_rounds},
         "gain_points": round(100 * (loop.pass_with_feedback - zero["pass_at_1"]), 1),
@@ -130,7 +135,8 @@ def _subset_words(args, tasks) -> str:
 
 
 def _name_parts(args) -> list[str]:
-    parts = ["llm-design", args.model.replace("/", "_"), f"r{args.rounds}", f"k{args.candidates}"]
+    parts = ["llm-design", args.model.replace("/", "_"), f"r{args.rounds}", f"k{args.candidates}",
+             f"t{args.temperature:g}"] + (["greedy-first"] if args.greedy_first else [])
     if args.problems is not None:
         parts.append(f"first{args.problems}" if args.problems.strip().isdigit() else "subset")
     return parts

@@ -444,6 +444,9 @@ def hw_design(
     rounds: Annotated[int, typer.Option(help="Rounds at most (1: no feedback)")] = 1,
     candidates: Annotated[int, typer.Option(help="Replies per round; the best is kept")] = 1,
     temperature: Annotated[float, typer.Option(help="0: greedy (needs --candidates 1)")] = 0.0,
+    greedy_first: Annotated[bool, typer.Option(
+        help="Round 1's first reply greedy (the zero-shot pass@1), the rest sampled at "
+             "--temperature")] = False,
     max_new_tokens: Annotated[int, typer.Option(help="Tokens to generate at most per reply")
                               ] = 768,
     draft: Annotated[str, typer.Option(
@@ -462,7 +465,7 @@ def hw_design(
     from mfmaccel.hw.llm_design.loop import LoopSettings
     from mfmaccel.hw.llm_design.run import design_run, make_generator, select_tasks, summary_line
 
-    settings = LoopSettings(rounds, candidates, temperature, max_new_tokens, seed)
+    settings = LoopSettings(rounds, candidates, temperature, max_new_tokens, seed, greedy_first)
     tasks = select_tasks(task=task, suite=suite, problems=problems, data=data)
     name = Path(model).name if model else (api_model or "endpoint")
     out = out or Path("results") / f"{name}-design.json"

@@ -117,3 +117,21 @@ def test_rank_orders_pass_mismatch_ran_and_the_rest():
 def test_settings_refused_in_one_line(settings):
     with pytest.raises(UserInputError):
         LoopSettings(**settings)
+
+
+@needs_icarus
+@needs_verilator
+def test_greedy_first_asks_round_one_greedy_and_samples_the_rest(vector2):
+    class Recording(Scripted):
+        def replies(self, messages, *, count, temperature, max_new_tokens, seed):
+            self.calls = [*getattr(self, "calls", []), (count, temperature, seed)]
+            return super().replies(messages, count=count, temperature=temperature,
+                                   max_new_tokens=max_new_tokens, seed=seed)
+
+    generator = Recording(WRONG, BROKEN, WRONG, RIGHT)
+    result = design(vector2, generator, rounds=2, candidates=2, temperature=0.7,
+                    greedy_first=True, synthesize_pass=False)
+    assert generator.calls == [(1, 0.0, 0), (1, 0.7, 1), (2, 0.7, 2)]
+    assert not result.pass_at_1 and result.first_pass_round == 2
+    with pytest.raises(UserInputError, match="temperature"):
+        LoopSettings(greedy_first=True)

@@ -61,10 +61,10 @@ class Candidate(Record):
 @dataclasses.dataclass
 class TaskResult(Record):
     """One task through the loop. `pass_at_1`: round 1's first candidate passed (greedy when
-    the temperature is 0: the zero-shot setting); `passed`: any round did; `first_pass_round`:
-    the round it did (None if never); `tokens`: generated over every candidate and round;
-    `status`/`detail`/`lint` of the kept final candidate; `cells`/`transistors`: yosys's count
-    of the passing design (None otherwise)."""
+    the temperature is 0 or under `greedy_first`: the zero-shot setting); `passed`: any round
+    did; `first_pass_round`: the round it did (None if never); `tokens`: generated over every
+    candidate and round; `status`/`detail`/`lint` of the kept final candidate;
+    `cells`/`transistors`: yosys's count of the passing design (None otherwise)."""
 
     task: str
     passed: bool
@@ -91,15 +91,19 @@ class LoopSettings(Record):
     temperature: float = 0.0
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
     seed: int = 0
+    # Round 1's first reply greedy, the rest sampled: pass@1 is then the zero-shot greedy
+    # figure itself, and sampling only brings the diversity the feedback rounds need.
+    greedy_first: bool = False
 
     def __post_init__(self) -> None:
         if self.rounds < 1:
             raise UserInputError(f"--rounds must be at least 1, got {self.rounds}")
         if self.candidates < 1:
             raise UserInputError(f"--candidates must be at least 1, got {self.candidates}")
-        if self.candidates > 1 and self.temperature <= 0:
-            raise UserInputError(f"{self.candidates} candidates per round need a temperature "
-                                 "above 0 (greedy decoding gives one answer); pass --temperature")
+        if (self.candidates > 1 or self.greedy_first) and self.temperature <= 0:
+            raise UserInputError(f"{self.candidates} candidates per round (or sampled rounds "
+                                 "after a greedy first reply) need a temperature above 0 "
+                                 "(greedy decoding gives one answer); pass --temperature")
         if self.max_new_tokens < 1:
             raise UserInputError(f"--max-new-tokens must be at least 1, got "
                                  f"{self.max_new_tokens}")
@@ -107,10 +111,11 @@ class LoopSettings(Record):
 
 def design(task: DesignTask, generator: Generator, *, rounds: int = 1, candidates: int = 1,
            temperature: float = 0.0, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
-           seed: int = 0, synthesize_pass: bool = True) -> TaskResult:
+           seed: int = 0, greedy_first: bool = False,
+           synthesize_pass: bool = True) -> TaskResult:
     """Run the loop on one task: up to `rounds` rounds of `candidates` replies each, the best
     fed back while none passes. See `LoopSettings` for what is refused."""
-    settings = LoopSettings(rounds, candidates, temperature, max_new_tokens, seed)
+    settings = LoopSettings(rounds, candidates, temperature, max_new_tokens, seed, greedy_first)
     return run_task(task, generator, settings, synthesize_pass=synthesize_pass)
 
 
@@ -136,15 +141,29 @@ def run_task(task: DesignTask, generator: Generator, settings: LoopSettings, *,
 def _round(task: DesignTask, generator: Generator, messages: list[Message],
            settings: LoopSettings, round_number: int) -> list[Candidate]:
     """One round's replies, each judged; a generator error is one failed candidate."""
-    seed = settings.seed + (round_number - 1) * settings.candidates
     try:
-        replies = generator.replies(messages, count=settings.candidates,
-                                    temperature=settings.temperature,
-                                    max_new_tokens=settings.max_new_tokens, seed=seed)
+        replies = _replies(generator, messages, settings, round_number)
     except GeneratorError as err:
         return [_failed(round_number, str(err))]
     return [judge(task, reply, round_number=round_number, index=index)
             for index, reply in enumerate(replies)]
+
+
+def _replies(generator: Generator, messages: list[Message], settings: LoopSettings,
+             round_number: int) -> list[Reply]:
+    """The round's k replies, seeded apart from every other round's; under `greedy_first`,
+    round 1's first is greedy."""
+    seed = settings.seed + (round_number - 1) * settings.candidates
+    sampled = settings.candidates
+    replies = []
+    if settings.greedy_first and round_number == 1:
+        replies = generator.replies(messages, count=1, temperature=0.0,
+                                    max_new_tokens=settings.max_new_tokens, seed=seed)
+        sampled, seed = sampled - 1, seed + 1
+    if sampled:
+        replies += generator.replies(messages, count=sampled, temperature=settings.temperature,
+                                     max_new_tokens=settings.max_new_tokens, seed=seed)
+    return replies
 
 
 def judge(task: DesignTask, reply: Reply, *, round_number: int, index: int) -> Candidate:
