@@ -9,7 +9,13 @@ from mfmaccel.errors import UserInputError
 from mfmaccel.evaluate.vqa import vqa_accuracy
 from mfmaccel.finetune.data import pixel_tensor, val_subset
 from mfmaccel.hw.intexec.dinov2 import convert_dinov2
-from mfmaccel.hw.intexec.quality import benchmark_splits, calibration_pixels, vision_agreement
+from mfmaccel.hw.intexec.quality import (
+    benchmark_splits,
+    calibration_pixels,
+    feature_cosine,
+    vision_agreement,
+    with_tower,
+)
 from mfmaccel.hw.intexec.vit import IntegerTower
 from mfmaccel.models.medvlm import TINY_PRETRAINED, build_medvlm
 from mfmaccel.spiking.stopped import StoppedRuns, StoppedTower
@@ -45,11 +51,11 @@ def test_a_settled_tower_answers_as_the_integer_tower_and_an_early_one_differs(
     assert torch.equal(settled(pixels).hidden_states[-1], expected)
     assert not torch.equal(first(pixels).last_hidden_state, expected)
     reference = vqa_accuracy(vlm, questions)
-    found = {name: vision_agreement(vlm, questions=4, calibration=4, per_token=False,
-                                    stand_in=stand_in, reference=reference)
-             for name, stand_in in {"integer": integer, "settled": settled}.items()}
-    assert found["settled"].integer_accuracy == found["integer"].integer_accuracy
-    assert found["settled"].feature_cosine == pytest.approx(found["integer"].feature_cosine)
+    found = vision_agreement(vlm, questions=4, calibration=4, per_token=False,
+                             stand_in=settled, reference=reference)
+    assert found.integer_accuracy == vqa_accuracy(with_tower(vlm, integer), questions).accuracy
+    tower = vlm.module.model.vision_tower
+    assert found.feature_cosine == pytest.approx(feature_cosine(tower, integer, pixels))
 
 
 def test_unknown_images_and_step_counts_are_refused(setting) -> None:

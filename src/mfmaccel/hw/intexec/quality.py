@@ -272,7 +272,7 @@ def vision_agreement(model: LoadedModel, *, questions: int = 0, calibration: int
     if reference is not None and reference.n != len(test):
         raise UserInputError(f"the float result scored {reference.n} questions, not these "
                              f"{len(test)}; score it on the same questions")
-    integer_model = replace(model, module=_with_tower(model.module, stand_in))
+    integer_model = with_tower(model, stand_in)
     scored = reference is None
     if scored:
         reference = vqa_accuracy(model, test, progress=_half(progress, 0))
@@ -292,13 +292,14 @@ def _half(progress: Progress, index: int) -> Progress:
     return lambda done, total: progress(index * total + done, 2 * total)
 
 
-def _with_tower(module: torch.nn.Module, tower: torch.nn.Module) -> torch.nn.Module:
-    """A shallow copy of a LLaVA model with another vision tower; the original is untouched
-    (its submodule tables are copied, every other weight is shared)."""
+def with_tower(model: LoadedModel, tower: torch.nn.Module) -> LoadedModel:
+    """`model` (a LLaVA VLM) with another vision tower; the original is untouched (the
+    submodule tables are copied, every other weight is shared)."""
+    module = model.module
     outer, inner = shallow_copy(module), shallow_copy(module.model)
     inner._modules["vision_tower"] = tower
     outer._modules["model"] = inner
-    return outer
+    return replace(model, module=outer)
 
 
 def feature_cosine(tower: torch.nn.Module, integer_tower: torch.nn.Module,
