@@ -13,11 +13,16 @@ Usage: python benchmarks/verilog_eval_refs.py [--data DIR] [--problems Prob001 P
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import time
 
 import recordfile
+
+from mfmaccel.threads import thread_environment
+
+os.environ.update(thread_environment())  # before torch loads OpenMP: mfmaccel/threads.py
 
 from mfmaccel.hw.llm_design.references import check_references
 from mfmaccel.hw.llm_design.verilog_eval import default_directory, load_verilog_eval
