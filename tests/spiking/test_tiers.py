@@ -22,9 +22,11 @@ from mfmaccel.models import load_model
 from mfmaccel.models.medvlm import TINY_PRETRAINED, build_medvlm
 from mfmaccel.runtime.parts import quantizable_parts
 from mfmaccel.spiking.tiers import (
+    SEARCH_BITS,
     TowerTiers,
     encoder_tiers,
     fp16_bytes,
+    model_tiers,
     patch_bytes,
     program_memory,
     tier_specs,
@@ -194,22 +196,23 @@ def test_tiers_fit_their_budget_and_count_the_programs_bytes(vlm, images) -> Non
 
 def test_tiered_weight_bits_for_a_vlm_build_its_program(vlm, images) -> None:
     tower = vlm.module.model.vision_tower
-    choice = tiered_weight_bits(vlm, avg_bits=7, tier="block", calibration=2)
+    tiers = model_tiers(vlm, calibration=2, bits=SEARCH_BITS, modules_tier=False)
+    choice = tiers.at_average_bits(7, "block")
     program = convert_dinov2(tower, [images], per_token=False, weight_bits=choice.weight_bits)
     memory = program_memory(program)
     assert memory.weight_bytes == choice.linear_bytes + patch_bytes(tower)
     # the budget counts the scales and the patch embedding at 8 bits: in this tiny tower those
     # put every linear at 3 bits at 6.2 bits a weight
     assert 6.2 < memory.average_bits <= 7
-    assert set(choice.weight_bits.values()) <= {3, 4, 6, 8}  # no 2 bits by default
+    assert set(choice.weight_bits.values()) <= {3, 4, 6, 8}  # no 2 bits in the search
+    with pytest.raises(UserInputError, match=r"--avg-bits 5 is below the 6\.\d\d bits"):
+        tiers.at_average_bits(5)
+    with pytest.raises(UserInputError, match="not below fp16"):
+        tiers.at_average_bits(16)
     with pytest.raises(UserInputError, match="not a DINOv2|DINOv2 or ViT"):
         tiered_weight_bits(load_model("medvlm-tiny"), avg_bits=4)
     with pytest.raises(UserInputError, match="tier 'layer'"):
         tiered_weight_bits(vlm, avg_bits=4, tier="layer")
-    with pytest.raises(UserInputError, match=r"--avg-bits 5 is below the 6\.\d\d bits"):
-        tiered_weight_bits(vlm, avg_bits=5, calibration=2)
-    with pytest.raises(UserInputError, match="not below fp16"):
-        tiered_weight_bits(vlm, avg_bits=16, calibration=2)
 
 
 def test_tiered_weight_bits_for_an_encoder_build_its_program() -> None:
