@@ -9,7 +9,7 @@ softmax of the scores so far), its probabilities re-encoded by neurons.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -56,6 +56,37 @@ class Step:
     def silent(self) -> bool:
         """No neuron fired: nothing can change any more (the run has settled)."""
         return not any(self.fired.values())
+
+
+@dataclass
+class KeptStates:
+    """The hidden states of one run after each of a few step counts, and what it fired."""
+
+    states: dict[int, torch.Tensor]  # step count -> hidden states (a settled run's for later)
+    settled_at: int | None  # the first silent step, None when the last count came first
+    fired: int  # unit spikes over the steps run
+    neuron_steps: int  # neurons x steps run
+    accumulates: int
+
+
+def kept_states(steps: Iterator[Step], wanted: Sequence[int]) -> KeptStates:
+    """Take `steps` up to the largest of `wanted` or until one is silent, keeping the hidden
+    states after each count of `wanted` (a run that settles earlier keeps its settled states
+    for the later counts)."""
+    wanted = sorted(set(wanted))
+    kept = KeptStates({}, None, 0, 0, 0)
+    for count, step in enumerate(steps, 1):
+        kept.fired += sum(step.fired.values())
+        kept.neuron_steps += sum(step.neurons.values())
+        kept.accumulates += step.accumulates
+        done = step.silent or count == wanted[-1]
+        for target in wanted:
+            if target == count or (done and target > count):
+                kept.states[target] = step.hidden
+        if done:
+            kept.settled_at = count if step.silent else None
+            return kept
+    return kept
 
 
 def run_until_settled(steps: Iterator[Step], *, limit: int, macs: int

@@ -20,12 +20,12 @@ import torch
 from mfmaccel.data.polarity import load_polarity
 from mfmaccel.errors import UserInputError
 from mfmaccel.evaluate.probe import Labelled, accuracy, fit_logistic, linear_probe
-from mfmaccel.hw.intexec.bert import IntBert, convert_bert
+from mfmaccel.hw.intexec.bert import IntBert, convert_bert, linear_names
 from mfmaccel.hw.intexec.quality import Progress, mean_pooled, reported, sentence_batches
 from mfmaccel.models.record import ENCODER, LoadedModel
 from mfmaccel.records import Record
-from mfmaccel.runtime.parts import EMBED, quantizable_parts
 from mfmaccel.spiking.bert import SpikingBert, program_macs
+from mfmaccel.spiking.layers import kept_states
 from mfmaccel.spiking.tiers import SEARCH_BITS, encoder_tiers, program_memory
 
 MAX_LENGTH = 64
@@ -98,13 +98,14 @@ def polarity_accuracy(model: LoadedModel, *, levels: int | None = 16,
         for name, sentences in splits.items()}
     found = linear_probe(train=labelled["train"], val=labelled["val"], test=labelled["test"])
     probe = fit_logistic(labelled["train"], l2=found.l2)
-    with torch.no_grad():
-        program = convert_bert(model.module, _batches(
-            model, [s.text for s in splits["train"][:calibration]], batch_size),
-            per_token=False, activation_bits=activation_bits)
-    test_texts, test_labels = [s.text for s in splits["test"]], labelled["test"].labels
-    integer = integer_embeddings(program, _batches(model, test_texts, batch_size))
     calibration_texts = [s.text for s in splits["train"][:calibration]]
+    calibration_batches = _batches(model, calibration_texts, batch_size)
+    with torch.no_grad():
+        program = convert_bert(model.module, calibration_batches, per_token=False,
+                               activation_bits=activation_bits)
+    test_texts, test_labels = [s.text for s in splits["test"]], labelled["test"].labels
+    test_batches = _batches(model, test_texts, batch_size)
+    integer = integer_embeddings(program, test_batches)
     subset = min(spiking_sentences, len(test_texts))
     spiking = _spiking_embeddings(program, levels, sorted(set(steps)), reported(
         _batches(model, test_texts[:subset], batch_size), progress))
@@ -114,10 +115,9 @@ def polarity_accuracy(model: LoadedModel, *, levels: int | None = 16,
 
     def fewer_bits(weight_bits: dict[str, int]) -> dict:
         with torch.no_grad():
-            fewer = convert_bert(model.module, _batches(model, calibration_texts, batch_size),
-                                 per_token=False, activation_bits=activation_bits,
-                                 weight_bits=weight_bits)
-            features = integer_embeddings(fewer, _batches(model, test_texts, batch_size))
+            fewer = convert_bert(model.module, calibration_batches, per_token=False,
+                                 activation_bits=activation_bits, weight_bits=weight_bits)
+            features = integer_embeddings(fewer, test_batches)
         return {"memory": program_memory(fewer).to_dict(),
                 "integer_accuracy": score(features, test_labels)}
 
@@ -131,7 +131,7 @@ def polarity_accuracy(model: LoadedModel, *, levels: int | None = 16,
                                  "avg_bits": bits, **fewer_bits(chosen.weight_bits)})
     for bits in uniform_bits:
         weight_tiers.append({"name": f"uniform-{bits}",
-                             **fewer_bits(dict.fromkeys(_linear_names(model), bits))})
+                             **fewer_bits(dict.fromkeys(linear_names(model.module), bits))})
 
     return PolarityAccuracy(
         model=model.name, samples=found.samples, calibration=calibration,
@@ -146,10 +146,6 @@ def polarity_accuracy(model: LoadedModel, *, levels: int | None = 16,
         accumulates_per_mac=spiking.accumulates / max(1, spiking.macs),
         memory=program_memory(program).to_dict(), weight_tiers=weight_tiers)
 
-
-def _linear_names(model: LoadedModel) -> list[str]:
-    """The encoder's linears as the integer program names them (its token table is no GEMM)."""
-    return [name for name in quantizable_parts(model.module) if name != EMBED]
 
 
 @dataclass
@@ -173,17 +169,11 @@ def _spiking_embeddings(program: IntBert, levels: int | None, steps: list[int],
     for batch in batches:
         ids, mask = batch["input_ids"], batch["attention_mask"]
         macs += program_macs(program, ids)
-        for count, step in enumerate(spiking.steps(ids, mask), 1):
-            fired += sum(step.fired.values())
-            neuron_steps += sum(step.neurons.values())
-            accumulates += step.accumulates
-            done = step.silent or count == steps[-1]
-            for t in steps:
-                if t == count or (done and t > count):
-                    pooled[t].append(mean_pooled(step.hidden.double() * program.scale_out,
-                                                 mask))
-            if done:
-                settled += step.silent
-                break
+        kept = kept_states(spiking.steps(ids, mask), steps)
+        for t, hidden in kept.states.items():
+            pooled[t].append(mean_pooled(hidden.double() * program.scale_out, mask))
+        settled += kept.settled_at is not None
+        fired, neuron_steps = fired + kept.fired, neuron_steps + kept.neuron_steps
+        accumulates += kept.accumulates
     return _SpikingEmbeddings({t: torch.cat(p) for t, p in pooled.items()}, settled,
                               len(batches), fired / max(1, neuron_steps), accumulates, macs)

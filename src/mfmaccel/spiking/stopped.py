@@ -18,6 +18,7 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from mfmaccel.errors import UserInputError
 from mfmaccel.hw.intexec.dinov2 import IntDinov2
+from mfmaccel.spiking.layers import kept_states
 from mfmaccel.spiking.vit import SpikingDinov2
 
 
@@ -48,23 +49,13 @@ class StoppedRuns:
             self._run(pixels[missing[start:start + batch_size]])
 
     def _run(self, batch: torch.Tensor) -> None:
-        last = self.steps[-1]
-        states: dict[int, torch.Tensor] = {}
-        settled = None
-        for count, step in enumerate(self.spiking.steps(batch), 1):
-            self.fired += sum(step.fired.values())
-            self.neuron_steps += sum(step.neurons.values())
-            self.accumulates += step.accumulates
-            done = step.silent or count == last
-            for wanted in self.steps:
-                if wanted == count or (done and wanted > count):
-                    states[wanted] = step.hidden
-            if done:
-                settled = count if step.silent else None
-                break
-        self.settled_at.append(settled)
+        kept = kept_states(self.spiking.steps(batch), self.steps)
+        self.fired += kept.fired
+        self.neuron_steps += kept.neuron_steps
+        self.accumulates += kept.accumulates
+        self.settled_at.append(kept.settled_at)
         for i, image in enumerate(batch):
-            self.kept[_key(image)] = {t: h[i] for t, h in states.items()}
+            self.kept[_key(image)] = {t: h[i] for t, h in kept.states.items()}
 
     def hidden(self, pixels: torch.Tensor, steps: int) -> torch.Tensor:
         """The dequantized last hidden states of `pixels` after `steps`, all run before."""

@@ -251,6 +251,12 @@ def _linear_names(layer: nn.Module, i: int) -> dict[str, nn.Linear]:
     return {f"layers.{i}.{path}": linear for path, linear in linear_layers(layer).items()}
 
 
+def linear_names(module: nn.Module) -> list[str]:
+    """Every linear of the encoder's layers by the name `weight_bits` keys it with."""
+    return [name for i, layer in enumerate(module.encoder.layer)
+            for name in _linear_names(layer, i)]
+
+
 def _check_bert(module: nn.Module) -> None:
     config = module.config
     if not (hasattr(module, "embeddings") and hasattr(module, "encoder")):
@@ -274,9 +280,8 @@ def convert_bert(module: nn.Module, batches: Sequence[dict[str, torch.Tensor]],
     (`layers.0.attention.self.query`, ...), the rest at 8."""
     _check_bert(module)
     inputs = product_inputs(activation_bits, per_token)
-    names = [name for i, layer in enumerate(module.encoder.layer)
-             for name in _linear_names(layer, i)]
-    bits = checked_weight_bits(weight_bits, names, "layers.0.attention.self.query")
+    bits = checked_weight_bits(weight_bits, linear_names(module),
+                               "layers.0.attention.self.query")
     module.eval()
     ranges = record_ranges(module, _taps(module), lambda: (module(**b) for b in batches))
     embeddings = module.embeddings
