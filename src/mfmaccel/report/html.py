@@ -19,6 +19,7 @@ from mfmaccel.errors import UserInputError
 from mfmaccel.fileio import atomic_write_text
 from mfmaccel.pipeline.rundir import RunState
 from mfmaccel.report import hwplots, plots
+from mfmaccel.report.design import design_tables
 from mfmaccel.report.rows import (
     Cell,
     noise_rule,
@@ -200,6 +201,14 @@ def _spiking_html(records: list[dict]) -> str:
                    for table in map(spiking_table, records))
 
 
+def _design_html(records: list[dict]) -> str:
+    """The design stage's records: the suite's headline, then one row per task."""
+    return "".join(f"<section><h2>{escape(table.title)}</h2>"
+                   f"{_text_table_html(table.titles, table.rows)}"
+                   f"<p class=\"hint\">{escape(table.note)}</p></section>"
+                   for record in records for table in design_tables(record))
+
+
 def _text_table_html(titles: list[str], rows: list[list[str]]) -> str:
     """A table of text cells, every column after the first right-aligned as numbers."""
     head = "".join(f'<th scope="col"{" class=num" if i else ""}>{escape(t)}</th>'
@@ -288,10 +297,11 @@ footer { margin-top: 36px; color: var(--muted); font-size: 12.5px; }
 
 def render_html(state: RunState, run_dir: Path, *, recipe_text: str, log_tail: list[str],
                 compression: list[dict] | None = None,
-                hardware: list[dict] | None = None, spiking: list[dict] | None = None) -> str:
+                hardware: list[dict] | None = None, spiking: list[dict] | None = None,
+                design: list[dict] | None = None) -> str:
     """The whole page as a string (no file access, so tests can call it directly);
-    `compression`, `hardware` and `spiking` hold the quantize, hardware and spiking stages'
-    records, read by `write_report`."""
+    `compression`, `hardware`, `spiking` and `design` hold the quantize, hardware, spiking and
+    design stages' records, read by `write_report`."""
     name = str(state.recipe.get("name", run_dir.name))
     hint = ("Each cell shows before \u2192 after for that stage, with the change below "
             f"(green: better, red: worse; {noise_rule()}).")
@@ -303,6 +313,7 @@ def render_html(state: RunState, run_dir: Path, *, recipe_text: str, log_tail: l
         stages,
         _breakdown_html(state),
         _spiking_html(spiking or []),
+        _design_html(design or []),
         _plots_html(state, compression or [], hardware or []),
         _pre_section("Recipe", recipe_text.rstrip("\n").splitlines()),
         _pre_section(f"Log (last {len(log_tail)} lines)", log_tail),
@@ -325,5 +336,6 @@ def write_report(run_dir: Path) -> Path:
                        log_tail=_log_tail(run_dir),
                        compression=_stage_records(state, run_dir, "compression.json"),
                        hardware=_stage_records(state, run_dir, "hardware.json"),
-                       spiking=_stage_records(state, run_dir, "spiking.json"))
+                       spiking=_stage_records(state, run_dir, "spiking.json"),
+                       design=_stage_records(state, run_dir, "design.json"))
     return atomic_write_text(run_dir / REPORT_NAME, page)
