@@ -10,11 +10,16 @@ run itself (the same prompt, the same greedy reply), so zero-shot is read off it
 generated twice; so it is under --greedy-first (round 1's first reply greedy, every other
 reply sampled); otherwise it is run separately. Prints JSON.
 
-Usage: python benchmarks/llm_design.py [--model qwen2.5-coder-0.5b] [--problems N|Prob001,...]
+With `--suite mfmaccel-units` the tasks are our own units (`hw.llm_design.unit_tasks`: golden
+outputs from `hw.intops`), and the record adds yosys's cell count of our generated unit beside
+each passing design's (`generator_cells`).
+
+Usage: python benchmarks/llm_design.py [--model qwen2.5-coder-0.5b] [--suite verilog-eval|
+       mfmaccel-units] [--problems N|Prob001,...]
        [--rounds 3] [--candidates 1] [--temperature 0] [--greedy-first] [--max-new-tokens 768]
        [--draft self:int8|none] [--data DIR] [--record]
-`--record` writes benchmarks/results/<date>-llm-design-<model>-r<R>-k<k>-t<T>[-greedy-first]
-[-first<N>|-subset]-at-<commit>.json.
+`--record` writes benchmarks/results/<date>-llm-design-[mfmaccel-units-]<model>-r<R>-k<k>-t<T>
+[-greedy-first][-first<N>|-subset]-at-<commit>.json.
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ def main() -> None:
     from mfmaccel.hw.llm_design.run import make_generator, select_tasks
 
     started = time.perf_counter()
-    tasks = select_tasks(task=None, suite="verilog-eval", problems=args.problems, data=args.data)
+    tasks = select_tasks(task=None, suite=args.suite, problems=args.problems, data=args.data)
     generator = make_generator(model=args.model, draft=None if args.draft == "none" else args.draft)
     loop_settings = LoopSettings(args.rounds, args.candidates, args.temperature,
                                  args.max_new_tokens, args.seed, args.greedy_first)
@@ -51,6 +56,8 @@ def main() -> None:
     zero_shot = None if greedy_round_one else _run(
         tasks, generator, LoopSettings(1, 1, 0.0, args.max_new_tokens, args.seed), "zero-shot")
     report = _report(args, tasks, loop, zero_shot, seconds=time.perf_counter() - started)
+    if args.suite != "verilog-eval":
+        report["generator_cells"] = _generator_cells(tasks)
     path = recordfile.record_path(_name_parts(args), recordfile.commit()) \
         if args.record else None
     recordfile.emit(report, path)
@@ -59,6 +66,8 @@ def main() -> None:
 def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="qwen2.5-coder-0.5b")
+    parser.add_argument("--suite", default="verilog-eval",
+                        help="verilog-eval, or mfmaccel-units (our hw.rtl units)")
     parser.add_argument("--problems", default=None, help="the first N, or a comma list")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--candidates", type=int, default=1)
@@ -117,6 +126,20 @@ def _report(args, tasks, loop, zero_shot, *, seconds: float) -> dict:
     }
 
 
+def _generator_cells(tasks) -> dict:
+    """yosys's cells and transistor estimate of our own generated unit (the reference), to
+    set beside a passing design's."""
+    from mfmaccel.hw.llm_design.bench import reference_as_candidate
+    from mfmaccel.hw.llm_design.tools import synthesize
+
+    found = {}
+    for task in tasks:
+        report = synthesize(reference_as_candidate(task))
+        found[task.name] = {"cells": report.cells, "transistors": report.transistors,
+                            "status": report.status}
+    return found
+
+
 def _row(result) -> dict:
     """One task, without the replies (kept apart) or the design text."""
     row = result.to_dict()
@@ -135,8 +158,10 @@ def _subset_words(args, tasks) -> str:
 
 
 def _name_parts(args) -> list[str]:
-    parts = ["llm-design", args.model.replace("/", "_"), f"r{args.rounds}", f"k{args.candidates}",
-             f"t{args.temperature:g}"] + (["greedy-first"] if args.greedy_first else [])
+    suite = [] if args.suite == "verilog-eval" else [args.suite]
+    parts = ["llm-design", *suite, args.model.replace("/", "_"), f"r{args.rounds}",
+             f"k{args.candidates}", f"t{args.temperature:g}"]
+    parts += ["greedy-first"] if args.greedy_first else []
     if args.problems is not None:
         parts.append(f"first{args.problems}" if args.problems.strip().isdigit() else "subset")
     return parts

@@ -430,8 +430,10 @@ def _chunk(text: str | None) -> tuple[int, int] | None:
 @user_errors
 def hw_design(
     task: Annotated[str | None, typer.Option(
-        help="One VerilogEval v2 problem, e.g. Prob004 or Prob004_vector2")] = None,
-    suite: Annotated[str | None, typer.Option(help="A suite of tasks: verilog-eval")] = None,
+        help="One task: a VerilogEval v2 problem (Prob004 or Prob004_vector2) or one of our "
+             "units (requant, iexp, igelu, softmax, layernorm, token_shift, mac_array)")] = None,
+    suite: Annotated[str | None, typer.Option(
+        help="A suite of tasks: verilog-eval, or mfmaccel-units (our hw.rtl units)")] = None,
     problems: Annotated[str | None, typer.Option(
         help="With --suite: the first N problems, or a comma list of names")] = None,
     model: Annotated[str | None, typer.Option(

@@ -5,7 +5,8 @@ beside the bench, so it could print that line, end the run before the bench coun
 into the bench by hierarchical name (`tb.stats1.errors = 0` compiles and runs under Icarus).
 Each run therefore gets a fresh random token: it prefixes the bench's report line, and it is
 appended to every name a design could reach the bench through (the bench module, its stimulus
-module, its instances and counters, the reference module). The design never sees the token,
+module, its instances and counters, the reference module and every name beginning with
+the reference module's: its helpers). The design never sees the token,
 so it can neither print the line nor name the bench; a pass needs the token's line with zero
 mismatches and the sample count the reference alone runs. Waveform dumps are dropped: nothing
 reads them, and they would count against the file-size limit.
@@ -24,6 +25,8 @@ BENCH_FILE, REFERENCE_FILE, CANDIDATE_FILE = "tb.sv", "ref.sv", "TopModule.sv"
 # names inside VerilogEval's bench (and the reference module) that a design could refer to
 _BENCH_NAMES = ("tb", "stimulus_gen", "stim1", "good1", "top_module1", "stats1", "stats")
 _REPORT = re.compile(r"^([0-9a-f]+) Mismatches: (\d+) in (\d+) samples\s*$", re.M)
+_SAMPLE = re.compile(r"^Hint: Sample (.*)$", re.M)
+MAX_SAMPLE_CHARS = 300
 _HINT = re.compile(r"Hint: Output '([^']*)' has (\d+) mismatches\. First mismatch occurred "
                    r"at time (\d+)\.")
 
@@ -42,23 +45,23 @@ def instrument(task: DesignTask, token: str | None = None) -> Bench:
     """The task's bench and reference with this run's token in the report line and names."""
     token = token or secrets.token_hex(8)
     suffix = f"_{token}"
-    names = (*_BENCH_NAMES, task.reference_module)
-    pattern = re.compile(r"\b(" + "|".join(map(re.escape, names)) + r")\b")
-    bench = pattern.sub(lambda m: m.group(1) + suffix, task.testbench)
+    pattern = re.compile(r"\b(" + "|".join(map(re.escape, _BENCH_NAMES)) + r")\b"
+                         + rf"|\b({re.escape(task.reference_module)}\w*)")
+    bench = pattern.sub(lambda m: (m.group(1) or m.group(2)) + suffix, task.testbench)
     bench = re.sub(r"\$dump\w*\s*\([^;]*\)\s*;", "", bench)
     report = REPORT_LINE.replace('"Mismatches:', f'"{token} Mismatches:')
     if bench.count(REPORT_LINE) != 1:
         raise ValueError(f"task {task.name}: its bench lacks the report line {REPORT_LINE}")
     bench = bench.replace(REPORT_LINE, report)
-    reference = re.sub(rf"\b{re.escape(task.reference_module)}\b",
-                       task.reference_module + suffix, task.reference)
+    reference = re.sub(rf"\b({re.escape(task.reference_module)}\w*)", rf"\g<1>{suffix}",
+                       task.reference)
     return Bench(token, "tb" + suffix, bench, reference)
 
 
 def reference_as_candidate(task: DesignTask) -> str:
-    """The reference's text with its module renamed TopModule: the answer that must pass."""
-    return re.sub(rf"\bmodule\s+{re.escape(task.reference_module)}\b", "module TopModule",
-                  task.reference)
+    """The reference's text with its module renamed TopModule (and its helpers, named
+    RefModule_<unit>, renamed TopModule_<unit>): the answer that must pass."""
+    return re.sub(rf"\b{re.escape(task.reference_module)}", "TopModule", task.reference)
 
 
 def read_report(output: str, token: str) -> tuple[int, int] | None:
@@ -70,10 +73,13 @@ def read_report(output: str, token: str) -> tuple[int, int] | None:
 
 
 def read_hints(output: str) -> list[str]:
-    """The bench's per-output hints for outputs that mismatched: "out: 12 mismatches, the
-    first at time 55"."""
-    return [f"{name}: {count} mismatches, the first at time {time}"
-            for name, count, time in _HINT.findall(output) if int(count)]
+    """The bench's per-output hints for outputs that mismatched ("out: 12 mismatches, the
+    first at time 55"), then the first mismatching samples where the bench prints them (our
+    unit benches: "sample at time 55: inputs ...; q expected 3, got 2")."""
+    outputs = [f"{name}: {count} mismatches, the first at time {time}"
+               for name, count, time in _HINT.findall(output) if int(count)]
+    samples = [f"sample {line[:MAX_SAMPLE_CHARS]}" for line in _SAMPLE.findall(output)]
+    return outputs + samples
 
 
 def untokened(text: str, token: str) -> str:

@@ -14,25 +14,45 @@ from mfmaccel.errors import UserInputError
 from mfmaccel.hw.llm_design.generators import DEFAULT_DRAFT, EndpointGenerator, EngineGenerator
 from mfmaccel.hw.llm_design.loop import LoopSettings, SuiteResult, design_suite
 from mfmaccel.hw.llm_design.task import DesignTask
+from mfmaccel.hw.llm_design.unit_tasks import SUITE, UNIT_TASKS, load_unit_tasks
 from mfmaccel.hw.llm_design.verilog_eval import load_verilog_eval
+from mfmaccel.hw.rtl.catalog import UNITS
 
-SUITES = ("verilog-eval",)
+SUITES = ("verilog-eval", SUITE)
 
 
 def select_tasks(*, task: str | None, suite: str | None, problems: str | None = None,
                  data: str | Path | None = None) -> list[DesignTask]:
-    """One named task (`task`: "Prob004" or its full name), or a suite's problems: all, the
-    first N (`problems="N"`), or a comma list of names. Named problems may come from a partial
-    copy (the tests' excerpt); "all" and "the first N" need the whole data set."""
+    """One named task (`task`: "Prob004" or its full name, or one of our units, "requant"),
+    or a suite's problems: all, the first N (`problems="N"`), or a comma list of names. Named
+    problems may come from a partial copy (the tests' excerpt); "all" and "the first N" need
+    the whole data set."""
     if (task is None) == (suite is None):
-        raise UserInputError("name one of --task NAME (e.g. Prob004) or --suite verilog-eval")
+        raise UserInputError("name one of --task NAME (e.g. Prob004 or requant) or --suite "
+                             f"{' or --suite '.join(SUITES)}")
     if task is not None:
         if problems is not None:
             raise UserInputError("--problems picks from a --suite; with --task, drop it")
+        if task in UNITS:
+            return load_unit_tasks([task])
         return load_verilog_eval(data, names=[task], complete=False)
     if suite not in SUITES:
         raise UserInputError(f"unknown suite '{suite}'; one of {', '.join(SUITES)}")
+    if suite == SUITE:
+        return _units(problems)
     return _subset(data, problems)
+
+
+def _units(problems: str | None) -> list[DesignTask]:
+    """Our units: all, the first N, or a comma list of unit names."""
+    if problems is None or not problems.strip():
+        return load_unit_tasks()
+    if problems.strip().isdigit():
+        count = int(problems)
+        if count < 1:
+            raise UserInputError(f"--problems must be at least 1, got {count}")
+        return load_unit_tasks(list(UNIT_TASKS[:count]))
+    return load_unit_tasks([n.strip() for n in problems.split(",") if n.strip()])
 
 
 def _subset(data: str | Path | None, problems: str | None) -> list[DesignTask]:

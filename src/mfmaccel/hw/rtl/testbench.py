@@ -12,6 +12,7 @@ from cocotb.clock import Clock
 from cocotb.triggers import RisingEdge, Timer
 
 from mfmaccel.hw.intops import Dyadic, IntRange, int_gemm, requantize, token_shifts
+from mfmaccel.hw.rtl.cases import iexp_inputs, requant_cases, token_rows
 from mfmaccel.hw.rtl.signals import SEED, VECTORS, config_from_env, pack, unpack_signed
 from mfmaccel.hw.rtl.testbench_gemm import gemm_matches_golden  # noqa: F401  (cocotb finds it)
 from mfmaccel.hw.rtl.testbench_nonlinear import (  # noqa: F401
@@ -23,14 +24,9 @@ from mfmaccel.hw.rtl.testbench_nonlinear import (  # noqa: F401
 
 @cocotb.test()
 async def requant_matches_golden(dut) -> None:
-    acc_bits, m_bits = len(dut.acc), len(dut.m)
-    shift_max, out_bits = (1 << len(dut.shift)) - 1, len(dut.q)
-    rng = random.Random(SEED)
-    low, high = -(1 << (acc_bits - 1)), (1 << (acc_bits - 1)) - 1
-    edges = [(a, m, s) for a in (low, high, 0, -1, 1) for m in (0, 1, (1 << m_bits) - 1)
-             for s in (0, 1, 31, shift_max)]
-    cases = edges + [(rng.randint(low, high), rng.randint(0, (1 << m_bits) - 1),
-                      rng.randint(0, shift_max)) for _ in range(VECTORS)]
+    cfg = config_from_env()
+    acc_bits, out_bits = len(dut.acc), len(dut.q)
+    cases = requant_cases(cfg, random.Random(SEED), VECTORS)
     out = IntRange(out_bits)
     for acc, m, shift in cases:
         dut.acc.value = acc & ((1 << acc_bits) - 1)
@@ -112,12 +108,7 @@ async def iexp_matches_golden(dut) -> None:
 
     unit = IExp.build(config_from_env().exp_input_scale)
     in_bits = len(dut.q)
-    low = -((1 << (in_bits - 1)) - 1)
-    rng = random.Random(SEED)
-    edges = [0, -1, low, -unit.q_ln2, -unit.q_ln2 + 1, -unit.q_ln2 - 1, -31 * unit.q_ln2,
-             -32 * unit.q_ln2, -40 * unit.q_ln2]
-    near = [-rng.randint(0, 40 * unit.q_ln2) for _ in range(VECTORS // 2)]
-    cases = edges + near + [rng.randint(low, 0) for _ in range(VECTORS - len(near))]
+    cases = iexp_inputs(config_from_env(), random.Random(SEED), VECTORS)
     expected = unit(torch.tensor(cases)).tolist()
     for q, want in zip(cases, expected, strict=True):
         dut.q.value = q & ((1 << in_bits) - 1)
@@ -126,27 +117,11 @@ async def iexp_matches_golden(dut) -> None:
         assert got == want, f"q={q}: rtl {got}, golden {want}"
 
 
-def _token_rows(lanes: int, in_bits: int, rng: random.Random) -> list[list[int]]:
-    """Edge rows (zeros, extremes, magnitudes at every power-of-two boundary near int8) and
-    random rows whose largest magnitude has a random bit length, so every shift occurs."""
-    low, high = -(1 << (in_bits - 1)), (1 << (in_bits - 1)) - 1
-    rows = [[0] * lanes, [low] * lanes, [high] * lanes, [low, high] * (lanes // 2) + [0] *
-            (lanes % 2)]
-    for peak in (1, 63, 64, 127, 128, 129, 191, 192, 255, 256, 383, 384, 1 << 20, high):
-        rows += [[peak] + [0] * (lanes - 1), [-peak] + [1] * (lanes - 1),
-                 [0] * (lanes - 1) + [max(low, -peak - 1)]]
-    for _ in range(VECTORS):
-        bits = rng.randint(0, in_bits - 1)
-        rows.append([rng.randint(max(low, -(1 << bits)), min(high, (1 << bits) - 1))
-                     for _ in range(lanes)])
-    return rows
-
-
 @cocotb.test()
 async def token_shift_matches_golden(dut) -> None:
     lanes = config_from_env().token_len
     in_bits, out_bits = len(dut.x) // lanes, len(dut.q) // lanes
-    for row in _token_rows(lanes, in_bits, random.Random(SEED)):
+    for row in token_rows(lanes, in_bits, random.Random(SEED), VECTORS):
         dut.x.value = pack(row, in_bits)
         await Timer(1, unit="ns")
         expected, shift = token_shifts(torch.tensor([row]), IntRange(out_bits))

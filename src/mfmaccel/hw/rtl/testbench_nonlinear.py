@@ -11,7 +11,6 @@ import torch
 from cocotb.triggers import Timer
 
 from mfmaccel.hw.intops import (
-    DatapathOverflow,
     Dyadic,
     IExp,
     IGelu,
@@ -20,6 +19,7 @@ from mfmaccel.hw.intops import (
     i_softmax,
 )
 from mfmaccel.hw.intops.norms import GAMMA_BITS, NORM_INPUT
+from mfmaccel.hw.rtl.cases import igelu_golden, igelu_inputs, layernorm_cases, softmax_rows
 from mfmaccel.hw.rtl.signals import (
     SEED,
     VECTORS,
@@ -30,25 +30,14 @@ from mfmaccel.hw.rtl.signals import (
 )
 
 
-def _gelu_golden(unit: IGelu, q: int) -> int | None:
-    """The golden output, or None where it refuses (the result leaves int32)."""
-    try:
-        return int(unit(torch.tensor([q]))[0])
-    except DatapathOverflow:
-        return None
-
-
 @cocotb.test()
 async def igelu_matches_golden(dut) -> None:
     cfg = config_from_env()
     unit = IGelu.build(cfg.gelu_input_scale)
-    low, high = -(1 << (cfg.in_bits - 1)), (1 << (cfg.in_bits - 1)) - 1
-    rng = random.Random(SEED)
-    every = list(range(low, high + 1))  # the whole input range, then random repeats
-    for q in every + [rng.randint(low, high) for _ in range(VECTORS)]:
+    for q in igelu_inputs(cfg, random.Random(SEED), VECTORS):  # every input, then repeats
         dut.q.value = q
         await Timer(1, unit="ns")
-        want = _gelu_golden(unit, q)
+        want = igelu_golden(unit, q)
         if want is None:
             assert int(dut.overflow.value) == 1, f"q={q}: int32 overflow not flagged"
         else:
@@ -56,28 +45,11 @@ async def igelu_matches_golden(dut) -> None:
             assert not int(dut.overflow.value) and got == want, f"q={q}: rtl {got}, golden {want}"
 
 
-def _softmax_rows(cfg, rng: random.Random) -> list[list[int]]:
-    """Edge rows (int32 extremes, all equal, all zero, one spike), then random rows: half
-    spread over the whole int32 range, half within a few ln 2 steps of each other (where the
-    division does the work)."""
-    lanes, top = cfg.softmax_len, (1 << (cfg.acc_bits - 1)) - 1
-    q_ln2 = IExp.build(cfg.exp_input_scale).q_ln2
-    rows = [[0] * lanes, [top] * lanes, [-top - 1] * lanes, [top] + [-top - 1] * (lanes - 1),
-            [-top - 1] * (lanes - 1) + [top], [5] * lanes, list(range(lanes))]
-    while len(rows) * lanes < VECTORS:
-        if len(rows) % 2:
-            rows.append([rng.randint(-top - 1, top) for _ in range(lanes)])
-        else:
-            base = rng.randint(-top // 2, top // 2)
-            rows.append([base - rng.randint(0, 12 * q_ln2) for _ in range(lanes)])
-    return rows
-
-
 @cocotb.test()
 async def softmax_matches_golden(dut) -> None:
     cfg = config_from_env()
     exp = IExp.build(cfg.exp_input_scale)
-    for row in _softmax_rows(cfg, random.Random(SEED)):
+    for row in softmax_rows(cfg, random.Random(SEED), VECTORS):
         dut.q.value = pack(row, cfg.acc_bits)
         await Timer(1, unit="ns")
         want = i_softmax(torch.tensor([row]), exp, cfg.softmax_bits)[0].tolist()
@@ -85,32 +57,10 @@ async def softmax_matches_golden(dut) -> None:
         assert got == want, f"row {row}: rtl {got}, golden {want}"
 
 
-def _layernorm_cases(cfg, rng: random.Random):
-    """(row, gamma, beta, eps, m, shift): edge rows (all equal, all zero, int24 extremes,
-    alternating extremes: the largest variance), then random rows, gammas and factors."""
-    lanes = cfg.norm_len
-    low, high = NORM_INPUT.low, NORM_INPUT.high
-    g_top = (1 << (GAMMA_BITS - 1)) - 1
-    unit_gamma, no_beta = [g_top] * lanes, [0] * lanes
-    yield [0] * lanes, unit_gamma, no_beta, 0, 1, 0
-    yield [7] * lanes, unit_gamma, [(1 << 31) - 1] * lanes, 0, 1, 0
-    yield [high] * lanes, [-g_top] * lanes, [-(1 << 31)] * lanes, 5, (1 << 31) - 1, 63
-    yield [low, high] * (lanes // 2) + [low] * (lanes % 2), unit_gamma, no_beta, 0, 1 << 30, 45
-    yield [low] + [high] * (lanes - 1), unit_gamma, no_beta, (1 << 32) - 1, 1 << 30, 45
-    for _ in range(max(1, VECTORS // lanes)):
-        spread = rng.choice((3, 1 << 10, high))
-        centre = rng.randint(low + spread, high - spread)
-        yield ([rng.randint(centre - spread, centre + spread) for _ in range(lanes)],
-               [rng.randint(-g_top, g_top) for _ in range(lanes)],
-               [rng.randint(-(1 << 28), 1 << 28) for _ in range(lanes)],
-               rng.randint(0, 1 << 20), rng.randint(1 << 29, (1 << 31) - 1),
-               rng.randint(38, 52))
-
-
 @cocotb.test()
 async def layernorm_matches_golden(dut) -> None:
     cfg = config_from_env()
-    for row, gamma, beta, eps, m, shift in _layernorm_cases(cfg, random.Random(SEED)):
+    for row, gamma, beta, eps, m, shift in layernorm_cases(cfg, random.Random(SEED), VECTORS):
         dut.q.value = pack(row, NORM_INPUT.bits)
         dut.gamma.value = pack(gamma, GAMMA_BITS)
         dut.beta.value = pack(beta, 32)

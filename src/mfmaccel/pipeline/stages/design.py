@@ -1,8 +1,9 @@
 """`design`: the run's current model as a hardware designer (issue 26's LLM-aided route): it
-writes Verilog for VerilogEval v2 specs, which is linted, simulated against the reference in the
-sandbox, fed back while it fails (AutoChip-style), and a passing design synthesized. The model
-is unchanged. Artifact: `design.json` (`hw.llm_design.loop.SuiteResult`: per task pass, round
-of the first pass, tokens, seconds, verdict, lint, cells; pass@1 and pass with feedback)."""
+writes Verilog for VerilogEval v2 specs (or our own units'), which is linted, simulated against
+the reference in the sandbox, fed back while it fails (AutoChip-style), and a passing design
+synthesized. The model is unchanged. Artifact: `design.json` (`hw.llm_design.loop.SuiteResult`:
+per task pass, round of the first pass, tokens, seconds, verdict, lint, cells; pass@1 and pass
+with feedback)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from mfmaccel.pipeline.stage import RunContext, Stage, StageParams, StageReport
 
 
 class DesignParams(StageParams):
-    suite: str = Field("verilog-eval", description="the task suite")
+    suite: str = Field("verilog-eval", description="the task suite: verilog-eval or "
+                                                  "mfmaccel-units (our hw.rtl units)")
     problems: str | None = Field("5", description="the first N problems, or a comma list of "
                                                   "names (null: all 156)")
     data: str | None = Field(None, description="the verilog-eval-v2 folder (null: "
