@@ -58,6 +58,15 @@ def test_a_wrong_answer_mismatches_with_the_first_mismatching_output(vector2):
     assert verdict.detail == f"{verdict.mismatches} of 110 samples mismatch"
     assert verdict.lines and verdict.lines[0].startswith("out: ")
     assert "the first at time" in verdict.lines[0]
+    # then the first mismatching samples: the input and both outputs, as Verilog literals
+    samples = [line for line in verdict.lines if line.startswith("sample at time")]
+    assert len(samples) == 2
+    found = re.search(r"inputs in=32'h([0-9a-f]{8}); out expected 32'h([0-9a-f]{8}), "
+                      r"got 32'h([0-9a-f]{8})", samples[0])
+    assert found, samples[0]
+    word = bytes.fromhex(found.group(1))
+    assert found.group(2) == word[::-1].hex()
+    assert found.group(3) == (word[2:3] + word[3:4] + word[1:2] + word[0:1]).hex()
 
 
 def test_a_broken_answer_is_a_compile_error_in_a_few_lines(vector2):

@@ -25,6 +25,8 @@ BENCH_FILE, REFERENCE_FILE, CANDIDATE_FILE = "tb.sv", "ref.sv", "TopModule.sv"
 # names inside VerilogEval's bench (and the reference module) that a design could refer to
 _BENCH_NAMES = ("tb", "stimulus_gen", "stim1", "good1", "top_module1", "stats1", "stats")
 _REPORT = re.compile(r"^([0-9a-f]+) Mismatches: (\d+) in (\d+) samples\s*$", re.M)
+_FIRST_ERROR = "if (stats1.errors == 0) stats1.errortime = $time;"
+SHOWN_SAMPLES = 2
 _SAMPLE = re.compile(r"^Hint: Sample (.*)$", re.M)
 MAX_SAMPLE_CHARS = 300
 _HINT = re.compile(r"Hint: Output '([^']*)' has (\d+) mismatches\. First mismatch occurred "
@@ -45,9 +47,10 @@ def instrument(task: DesignTask, token: str | None = None) -> Bench:
     """The task's bench and reference with this run's token in the report line and names."""
     token = token or secrets.token_hex(8)
     suffix = f"_{token}"
+    testbench = with_sample_lines(task)
     pattern = re.compile(r"\b(" + "|".join(map(re.escape, _BENCH_NAMES)) + r")\b"
                          + rf"|\b({re.escape(task.reference_module)}\w*)")
-    bench = pattern.sub(lambda m: (m.group(1) or m.group(2)) + suffix, task.testbench)
+    bench = pattern.sub(lambda m: (m.group(1) or m.group(2)) + suffix, testbench)
     bench = re.sub(r"\$dump\w*\s*\([^;]*\)\s*;", "", bench)
     report = REPORT_LINE.replace('"Mismatches:', f'"{token} Mismatches:')
     if bench.count(REPORT_LINE) != 1:
@@ -56,6 +59,33 @@ def instrument(task: DesignTask, token: str | None = None) -> Bench:
     reference = re.sub(rf"\b({re.escape(task.reference_module)}\w*)", rf"\g<1>{suffix}",
                        task.reference)
     return Bench(token, "tb" + suffix, bench, reference)
+
+
+def with_sample_lines(task: DesignTask) -> str:
+    """VerilogEval's bench made to print its first mismatching samples (the inputs, each
+    output's expected and actual value), as our unit benches do: the counts alone tell a model
+    which output is wrong, not on what input. Inserted where the bench counts a mismatching
+    sample; a bench of another shape is returned as it is."""
+    if task.source != "verilog-eval-v2" or task.testbench.count(_FIRST_ERROR) != 1:
+        return task.testbench
+    inputs = [p for p in task.ports if p.direction == "input" and p.name != "clk"]
+    outputs = [p for p in task.ports if p.direction == "output"]
+    given = " ".join(f"{p.name}={_format(p)}" for p in inputs) or "(none)"
+    results = "; ".join(f"{p.name} expected {_format(p)}, got {_format(p)}" for p in outputs)
+    arguments = [p.name for p in inputs]
+    arguments += [name for p in outputs for name in (f"{p.name}_ref", f"{p.name}_dut")]
+    display = (f'if (stats1.errors < {SHOWN_SAMPLES}) $display("Hint: Sample at time %0d: '
+               f'inputs {given}; {results}", $time, {", ".join(arguments)});')
+    return task.testbench.replace(_FIRST_ERROR, f"{_FIRST_ERROR}\n\t\t\t{display}")
+
+
+def _format(port) -> str:
+    """Verilog literals: bits for narrow ports (VerilogEval's logic problems), hex for wide
+    ones (8'b00101100, 32'h12153524)."""
+    if port.width == 1:
+        return "%b"
+    size = "" if port.width is None else str(port.width)
+    return f"{size}'b%b" if port.width is not None and port.width <= 16 else f"{size}'h%h"
 
 
 def reference_as_candidate(task: DesignTask) -> str:
