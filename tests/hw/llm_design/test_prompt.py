@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+
 from mfmaccel.hw.llm_design.feedback import NO_MODULE, feedback_text, interface_notes
 from mfmaccel.hw.llm_design.prompt import (
+    EARLIER,
+    FRESH,
     INSTRUCTION,
     SYSTEM,
     extract_module,
@@ -52,6 +56,21 @@ def test_prompt_is_the_spec_then_the_instruction(vector2):
     later = revision_messages(messages, reply="old answer", feedback="it failed")
     assert [m["role"] for m in later] == ["system", "user", "assistant", "user"]
     assert later[2]["content"] == "old answer" and later[3]["content"].startswith("it failed")
+
+
+def test_a_fresh_revision_hides_the_answer_and_keeps_only_the_latest_feedback(vector2):
+    messages = first_messages(vector2)
+    second = revision_messages(messages, reply="old answer", feedback="it failed", revise=FRESH)
+    third = revision_messages(second, reply="newer answer", feedback="failed again",
+                              revise=FRESH)
+    for later, feedback in ((second, "it failed"), (third, "failed again")):
+        assert [m["role"] for m in later] == ["system", "user"]
+        text = later[1]["content"]
+        assert text.startswith(vector2.spec.rstrip()) and text.endswith(INSTRUCTION)
+        assert f"{EARLIER}\n{feedback}\n" in text and "answer" not in text.split(EARLIER)[1]
+        assert text.count(INSTRUCTION) == 1 and text.count(EARLIER) == 1
+    with pytest.raises(ValueError, match="unknown revision mode"):
+        revision_messages(messages, reply="a", feedback="b", revise="nope")
 
 
 def test_render_without_a_chat_template_names_each_turn():

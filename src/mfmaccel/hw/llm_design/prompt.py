@@ -23,6 +23,11 @@ INSTRUCTION = (f"Answer with the complete Verilog code of module {TOP} in one ``
 REVISE = (f"Fix the design. Answer with the whole corrected module {TOP} in one ```verilog "
           "code block, and nothing else.")
 
+CONVERSATION, FRESH = "conversation", "fresh"
+REVISIONS = (CONVERSATION, FRESH)
+EARLIER = ("An earlier answer to this specification was wrong; it is not shown. What the "
+           "tools found in it:")
+
 Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": ...}
 
 _THINK = re.compile(r"<think>.*?</think>", re.S)
@@ -38,9 +43,20 @@ def first_messages(task: DesignTask) -> list[Message]:
             {"role": "user", "content": f"{task.spec.rstrip()}\n\n{INSTRUCTION}"}]
 
 
-def revision_messages(previous: list[Message], *, reply: str, feedback: str) -> list[Message]:
-    """The conversation continued: the model's previous reply as its turn, then the tools'
-    feedback on it and the request to fix it."""
+def revision_messages(previous: list[Message], *, reply: str, feedback: str,
+                      revise: str = CONVERSATION) -> list[Message]:
+    """The next round's conversation. `conversation` (AutoChip's): the model's previous reply
+    as its turn, then the tools' feedback on it and the request to fix it. `fresh`: round 1's
+    conversation again, the spec's turn followed by the feedback on an earlier answer that the
+    model no longer sees; measured, small models copy a reply they can see (29 of 36 later
+    replies of qwen2.5-coder-0.5b repeated the previous one verbatim, sampled at 0.8)."""
+    if revise == FRESH:
+        spec = previous[1]["content"].split(EARLIER)[0].rstrip()
+        spec = spec.removesuffix(INSTRUCTION).rstrip()
+        return [previous[0], {"role": "user", "content": f"{spec}\n\n{EARLIER}\n"
+                              f"{feedback.rstrip()}\n\n{INSTRUCTION}"}]
+    if revise != CONVERSATION:
+        raise ValueError(f"unknown revision mode {revise!r}; one of {', '.join(REVISIONS)}")
     return [*previous, {"role": "assistant", "content": reply},
             {"role": "user", "content": f"{feedback.rstrip()}\n\n{REVISE}"}]
 

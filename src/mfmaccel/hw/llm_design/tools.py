@@ -27,6 +27,11 @@ STAT_FILE = "stat.txt"
 DEFAULT_LIMITS = SandboxLimits(wall_seconds=60.0, cpu_seconds=60, memory_bytes=2 << 30,
                                file_bytes=8 << 20, max_processes=32,
                                max_output_bytes=64 * 1024, dir_bytes=64 << 20)
+# Synthesis of a datapath unit (eight 47-bit dividers, an 8 x 8 multiplier array) needs more
+# memory and writes a longer log than a lint: measured, yosys aborts at 2 GiB on our softmax.
+SYNTHESIS_LIMITS = SandboxLimits(wall_seconds=300.0, cpu_seconds=300, memory_bytes=6 << 30,
+                                 file_bytes=64 << 20, max_processes=32,
+                                 max_output_bytes=64 * 1024, dir_bytes=256 << 20)
 
 
 @dataclasses.dataclass
@@ -89,7 +94,7 @@ def synthesize(candidate: str, *, limits: SandboxLimits | None = None) -> Synthe
     script = (f"read_verilog -sv {CANDIDATE_FILE}; synth -top {TOP}; "
               f"tee -q -o {STAT_FILE} stat -tech cmos")
     steps = [[tool_path("yosys"), "-q", "-p", script], [tool_path("cat"), STAT_FILE]]
-    run = run_tools({CANDIDATE_FILE: candidate}, steps, limits or DEFAULT_LIMITS)
+    run = run_tools({CANDIDATE_FILE: candidate}, steps, limits or SYNTHESIS_LIMITS)
     if not run.steps or run.steps[-1].timed_out:
         why = run.sandbox_detail or "yosys passed its time limit"
         return SynthesisReport(TIMEOUT if run.sandbox_status in ("timeout", "passed") else FAILED,

@@ -21,6 +21,17 @@ LANES_NOTE = ("A port of several values packs them side by side: value i occupie
               "[i*W+W-1 : i*W] (value 0 at the lowest bits), W being the width of one value.")
 
 
+def module_header(ports: list[UnitPort]) -> str:
+    """The ANSI module header the design must use, as Verilog: small models otherwise copy
+    the prose interface ("input acc (32 bits, signed)") into their header."""
+    lines = []
+    for port in ports:
+        kind = " signed" if port.signed and port.lanes == 1 else ""
+        width = f" [{port.width - 1}:0]" if port.width > 1 else ""
+        lines.append(f"    {port.direction} wire{kind}{width} {port.name}")
+    return "module TopModule (\n" + ",\n".join(lines) + "\n);"
+
+
 def describe_ports(ports: list[UnitPort]) -> str:
     """VerilogEval's interface list: " - input  acc (32 bits, signed)"."""
     lines = []

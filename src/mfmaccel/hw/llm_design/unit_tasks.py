@@ -23,7 +23,7 @@ from mfmaccel.errors import UserInputError
 from mfmaccel.hw.llm_design import unit_golden, unit_specs
 from mfmaccel.hw.llm_design.task import DesignTask
 from mfmaccel.hw.llm_design.unit_bench import UnitPort, vector_bench
-from mfmaccel.hw.llm_design.unit_specs import HEADER, describe_ports
+from mfmaccel.hw.llm_design.unit_specs import HEADER, describe_ports, module_header
 from mfmaccel.hw.rtl.catalog import DEPENDS, UNITS
 from mfmaccel.hw.rtl.config import RtlConfig
 
@@ -61,7 +61,8 @@ def unit_task(name: str, cfg: RtlConfig) -> DesignTask:
     """One unit's task: spec, ports, reference (renamed RefModule) and golden bench."""
     spec_of, samples_of, count, clock = _TASKS[name]
     ports, text = spec_of(cfg)
-    spec = f"{HEADER}{describe_ports(ports)}\n\n{text}\n"
+    spec = (f"{HEADER}{describe_ports(ports)}\n\n{text}\n\nThe module's header, to use as "
+            f"it is:\n```verilog\n{module_header(ports)}\n```\n")
     samples = samples_of(cfg, random.Random(SEED), count)
     return DesignTask(name=name, spec=spec, ports=[p.port for p in ports],
                       reference=reference_verilog(name, cfg),
