@@ -82,7 +82,7 @@ def task_table(record: dict) -> DesignTable:
     """One row per task judged, in suite order; the security column only when the record has
     it."""
     tasks = record.get("tasks") or []
-    security = any("security" in task for task in tasks)
+    security = any(task.get("security") is not None for task in tasks)
     titles = ["task", "pass@1", "passed", "first pass round", "rounds run", "status", "lint",
               "yosys cells / transistors", "tokens", "seconds"] + (["security"] if security
                                                                     else [])

@@ -14,7 +14,9 @@ from mfmaccel.hw.llm_design.loop import (
     design,
     design_suite,
     rank,
+    summarize,
 )
+from mfmaccel.hw.llm_design.run import summary_line
 from tests.hw.llm_design.conftest import needs_icarus, needs_verilator, needs_yosys
 
 RIGHT = ("```verilog\nmodule TopModule(input [31:0] in, output [31:0] out);\n"
@@ -60,14 +62,19 @@ def test_wrong_then_right_passes_in_round_two_with_feedback(vector2):
     assert second[2]["content"] == WRONG
     assert "differ from the reference" in second[3]["content"] and "out:" in second[3]["content"]
     assert result.cells == 0 and result.lint == "clean"  # a byte swap is wires only
+    assert result.security.secure and result.security.equivalence.proof == "combinational"
+    suite = summarize([result], "scripted", LoopSettings(rounds=3), skipped={}, seconds=1.0)
+    assert suite.secure == 1 and "security-clean 1/1" in summary_line(suite)
     assert result.tokens == sum(len(a.split()) for a in (WRONG, RIGHT))
 
 
 @needs_icarus
 @needs_verilator
 def test_zero_shot_pass_and_a_round_limit(vector2):
-    assert design(vector2, Scripted(RIGHT), synthesize_pass=False).pass_at_1
-    failed = design(vector2, Scripted(WRONG, BROKEN), rounds=2, synthesize_pass=False)
+    assert design(vector2, Scripted(RIGHT), synthesize_pass=False,
+                  secure_pass=False).pass_at_1
+    failed = design(vector2, Scripted(WRONG, BROKEN), rounds=2, synthesize_pass=False,
+                    secure_pass=False)
     assert not failed.passed and failed.first_pass_round is None and failed.rounds_run == 2
     assert failed.status == "compile_error" and failed.cells is None
 
@@ -77,7 +84,7 @@ def test_zero_shot_pass_and_a_round_limit(vector2):
 def test_best_of_k_keeps_the_fewest_mismatches_and_stops_at_a_pass(vector2):
     generator = Scripted("no code here", BROKEN, WRONG, RIGHT, WRONG, WRONG)
     result = design(vector2, generator, rounds=3, candidates=3, temperature=0.8,
-                    synthesize_pass=False)
+                    synthesize_pass=False, secure_pass=False)
     assert result.first_pass_round == 2 and result.rounds_run == 2
     assert [c.status for c in result.candidates[:3]] == [NO_MODULE, "compile_error", "mismatch"]
     assert generator.conversations[1][2]["content"] == WRONG  # the best of round 1 fed back
@@ -85,10 +92,11 @@ def test_best_of_k_keeps_the_fewest_mismatches_and_stops_at_a_pass(vector2):
 
 @needs_icarus
 def test_no_module_and_generator_error_are_recorded_failures(vector2):
-    quiet = design(vector2, Scripted("I don't know."), synthesize_pass=False)
+    quiet = design(vector2, Scripted("I don't know."), synthesize_pass=False,
+                   secure_pass=False)
     assert not quiet.passed and quiet.status == NO_MODULE
     down = design(vector2, Scripted(GeneratorError("endpoint down")), rounds=3,
-                  synthesize_pass=False)
+                  synthesize_pass=False, secure_pass=False)
     assert down.status == GENERATOR_ERROR and down.rounds_run == 1 and "down" in down.detail
 
 
@@ -96,10 +104,12 @@ def test_no_module_and_generator_error_are_recorded_failures(vector2):
 @needs_verilator
 def test_suite_skips_a_reference_that_fails_its_bench(excerpt_tasks):
     tasks = [excerpt_tasks["Prob004"], excerpt_tasks["Prob099"]]
-    suite = design_suite(tasks, Scripted(RIGHT), LoopSettings(), synthesize_pass=False)
+    suite = design_suite(tasks, Scripted(RIGHT), LoopSettings(), synthesize_pass=False,
+                         secure_pass=False)
     assert suite.problems == 1 and suite.pass_at_1 == 1.0 == suite.pass_with_feedback
     assert list(suite.skipped) == ["Prob099_m2014_q6c"]
     assert suite.first_pass_rounds == {"1": 1}
+    assert suite.secure is None  # the pass was not security-checked
 
 
 def test_rank_orders_pass_mismatch_ran_and_the_rest():
@@ -130,7 +140,7 @@ def test_greedy_first_asks_round_one_greedy_and_samples_the_rest(vector2):
 
     generator = Recording(WRONG, BROKEN, WRONG, RIGHT)
     result = design(vector2, generator, rounds=2, candidates=2, temperature=0.7,
-                    greedy_first=True, synthesize_pass=False)
+                    greedy_first=True, synthesize_pass=False, secure_pass=False)
     assert generator.calls == [(1, 0.0, 0), (1, 0.7, 1), (2, 0.7, 2)]
     assert not result.pass_at_1 and result.first_pass_round == 2
     with pytest.raises(UserInputError, match="temperature"):

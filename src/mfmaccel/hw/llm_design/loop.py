@@ -4,7 +4,8 @@ Why AutoChip's shape: one greedy answer (round 1, k = 1, temperature 0) is Veril
 zero-shot pass@1; the loop then keeps the best of k candidates per round (a pass, else the
 fewest mismatches, else one that compiles) and, while it fails, shows the model its own answer
 with the tools' feedback, up to R rounds, stopping at the first pass. Every verdict comes from
-the sandboxed, unforgeable `simulate`; a passing design is also synthesized (cells, area).
+the sandboxed, unforgeable `simulate`; a passing design is also synthesized (cells, area) and
+security-checked (`security`: equivalence with the reference, a CWE-style lint, contamination).
 A reply without a module, or a generator that fails on one task, is a recorded failure for
 that task, never the end of a suite.
 """
@@ -19,6 +20,7 @@ from mfmaccel.errors import UserInputError
 from mfmaccel.hw.llm_design.feedback import NO_MODULE, feedback_text
 from mfmaccel.hw.llm_design.generators import Generator, GeneratorError, Reply
 from mfmaccel.hw.llm_design.prompt import Message, extract_module, first_messages, revision_messages
+from mfmaccel.hw.llm_design.security import SecurityReport, security_check
 from mfmaccel.hw.llm_design.simulate import (
     COMPILE_ERROR,
     MISMATCH,
@@ -64,7 +66,9 @@ class TaskResult(Record):
     the temperature is 0 or under `greedy_first`: the zero-shot setting); `passed`: any round
     did; `first_pass_round`: the round it did (None if never); `tokens`: generated over every
     candidate and round; `status`/`detail`/`lint` of the kept final candidate;
-    `cells`/`transistors`: yosys's count of the passing design (None otherwise)."""
+    `cells`/`transistors`: yosys's count of the passing design (None otherwise);
+    `security`: the passing design's security check (None when none passed or it was not
+    asked for)."""
 
     task: str
     passed: bool
@@ -80,6 +84,7 @@ class TaskResult(Record):
     transistors: int | None = None
     design: str = ""
     candidates: list[Candidate] = dataclasses.field(default_factory=list)
+    security: SecurityReport | None = None
 
 
 @dataclasses.dataclass
@@ -112,16 +117,18 @@ class LoopSettings(Record):
 def design(task: DesignTask, generator: Generator, *, rounds: int = 1, candidates: int = 1,
            temperature: float = 0.0, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
            seed: int = 0, greedy_first: bool = False,
-           synthesize_pass: bool = True) -> TaskResult:
+           synthesize_pass: bool = True, secure_pass: bool = True) -> TaskResult:
     """Run the loop on one task: up to `rounds` rounds of `candidates` replies each, the best
     fed back while none passes. See `LoopSettings` for what is refused."""
     settings = LoopSettings(rounds, candidates, temperature, max_new_tokens, seed, greedy_first)
-    return run_task(task, generator, settings, synthesize_pass=synthesize_pass)
+    return run_task(task, generator, settings, synthesize_pass=synthesize_pass,
+                    secure_pass=secure_pass)
 
 
 def run_task(task: DesignTask, generator: Generator, settings: LoopSettings, *,
-             synthesize_pass: bool = True) -> TaskResult:
-    """The loop on one task under `settings`."""
+             synthesize_pass: bool = True, secure_pass: bool = True) -> TaskResult:
+    """The loop on one task under `settings`; a passing design is synthesized
+    (`synthesize_pass`) and security-checked (`secure_pass`)."""
     start = time.perf_counter()
     messages = first_messages(task)
     judged: list[Candidate] = []
@@ -134,8 +141,11 @@ def run_task(task: DesignTask, generator: Generator, settings: LoopSettings, *,
             break
         if round_number < settings.rounds:
             messages = revision_messages(messages, reply=best.reply, feedback=best.feedback)
-    return _result(task, judged, best, seconds=time.perf_counter() - start,
-                   synthesize_pass=synthesize_pass)
+    result = _result(task, judged, best, seconds=time.perf_counter() - start,
+                     synthesize_pass=synthesize_pass)
+    if result.passed and secure_pass:
+        result.security = security_check(result.design, task)
+    return result
 
 
 def _round(task: DesignTask, generator: Generator, messages: list[Message],
@@ -231,11 +241,12 @@ class SuiteResult(Record):
     seconds: float
     skipped: dict[str, str] = dataclasses.field(default_factory=dict)
     tasks: list[TaskResult] = dataclasses.field(default_factory=list)
+    secure: int | None = None  # passes also security-clean; None when passes went unchecked
 
 
 def design_suite(tasks: list[DesignTask], generator: Generator, settings: LoopSettings, *,
                  progress: Callable[[int, int], None] | None = None,
-                 synthesize_pass: bool = True) -> SuiteResult:
+                 synthesize_pass: bool = True, secure_pass: bool = True) -> SuiteResult:
     """Each task whose reference passes its own bench through the loop; the rest are skipped
     (named with the reason) and left out of the denominator."""
     start = time.perf_counter()
@@ -243,7 +254,8 @@ def design_suite(tasks: list[DesignTask], generator: Generator, settings: LoopSe
     for done, task in enumerate(tasks, 1):
         reference = reference_run(task)
         if reference.passed:
-            results.append(run_task(task, generator, settings, synthesize_pass=synthesize_pass))
+            results.append(run_task(task, generator, settings, synthesize_pass=synthesize_pass,
+                                    secure_pass=secure_pass))
         else:
             skipped[task.name] = f"reference fails its own bench: {reference.status}"
         if progress is not None:
@@ -262,6 +274,9 @@ def summarize(results: list[TaskResult], generator: str, settings: LoopSettings,
     for r in results:
         if r.first_pass_round is not None:
             rounds[str(r.first_pass_round)] = rounds.get(str(r.first_pass_round), 0) + 1
+    checked = all(r.security is not None for r in results if r.passed)
+    secure = sum(r.security is not None and r.security.secure for r in results)
     return SuiteResult(generator, settings, count, at_1 / count if count else 0.0,
                        passed / count if count else 0.0, at_1, passed, dict(sorted(rounds.items())),
-                       sum(r.tokens for r in results), seconds, skipped, results)
+                       sum(r.tokens for r in results), seconds, skipped, results,
+                       secure if checked else None)

@@ -93,9 +93,12 @@ def design_run(tasks: list[DesignTask], generator, settings: LoopSettings, *,
 
 
 def summary_line(result: SuiteResult) -> str:
-    """pass@1 and pass with feedback in one line (the stage's notes, the CLI's last line)."""
+    """pass@1, pass with feedback and the passes also security-clean, in one line (the stage's
+    notes, the CLI's last line)."""
     line = (f"pass@1 {result.passed_at_1}/{result.problems} ({result.pass_at_1:.1%}); with "
             f"feedback ({result.settings.rounds} rounds, k={result.settings.candidates}) "
             f"{result.passed}/{result.problems} ({result.pass_with_feedback:.1%})")
+    if result.secure is not None:
+        line += f"; security-clean {result.secure}/{result.passed}"
     return line + (f"; {len(result.skipped)} skipped (reference fails its bench)"
                    if result.skipped else "")
