@@ -17,9 +17,10 @@ each passing design's (`generator_cells`).
 Usage: python benchmarks/llm_design.py [--model qwen2.5-coder-0.5b] [--suite verilog-eval|
        mfmaccel-units] [--problems N|Prob001,...]
        [--rounds 3] [--candidates 1] [--temperature 0] [--greedy-first] [--max-new-tokens 768]
+       [--revise conversation|fresh]
        [--draft self:int8|none] [--data DIR] [--record]
 `--record` writes benchmarks/results/<date>-llm-design-[mfmaccel-units-]<model>-r<R>-k<k>-t<T>
-[-greedy-first][-first<N>|-subset]-at-<commit>.json.
+[-greedy-first][-fresh][-first<N>|-subset]-at-<commit>.json.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def main() -> None:
     tasks = select_tasks(task=None, suite=args.suite, problems=args.problems, data=args.data)
     generator = make_generator(model=args.model, draft=None if args.draft == "none" else args.draft)
     loop_settings = LoopSettings(args.rounds, args.candidates, args.temperature,
-                                 args.max_new_tokens, args.seed, args.greedy_first)
+                                 args.max_new_tokens, args.seed, args.greedy_first, args.revise)
     loop = _run(tasks, generator, loop_settings, "loop")
     greedy_round_one = args.greedy_first or (args.candidates == 1 and args.temperature == 0)
     zero_shot = None if greedy_round_one else _run(
@@ -75,6 +76,7 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--greedy-first", action="store_true",
                         help="round 1's first reply greedy (it is the zero-shot reply), the rest "
                              "and later rounds sampled at --temperature")
+    parser.add_argument("--revise", default="conversation", help="conversation or fresh")
     parser.add_argument("--max-new-tokens", type=int, default=768)
     parser.add_argument("--draft", default="self:int8", help="self:int8 or none")
     parser.add_argument("--seed", type=int, default=0)
@@ -113,6 +115,7 @@ def _report(args, tasks, loop, zero_shot, *, seconds: float) -> dict:
         "zero_shot": zero,
         "loop": {"rounds": args.rounds, "candidates": args.candidates,
                  "temperature": args.temperature, "greedy_first": args.greedy_first,
+                 "revise": args.revise,
                  "pass_at_1": loop.pass_at_1,
                  "pass_with_feedback": loop.pass_with_feedback, "passed": loop.passed,
                  "first_pass_rounds": loop.first_pass_rounds},
@@ -162,6 +165,7 @@ def _name_parts(args) -> list[str]:
     parts = ["llm-design", *suite, args.model.replace("/", "_"), f"r{args.rounds}",
              f"k{args.candidates}", f"t{args.temperature:g}"]
     parts += ["greedy-first"] if args.greedy_first else []
+    parts += ["fresh"] if args.revise == "fresh" else []
     if args.problems is not None:
         parts.append(f"first{args.problems}" if args.problems.strip().isdigit() else "subset")
     return parts

@@ -449,6 +449,10 @@ def hw_design(
     greedy_first: Annotated[bool, typer.Option(
         help="Round 1's first reply greedy (the zero-shot pass@1), the rest sampled at "
              "--temperature")] = False,
+    revise: Annotated[str, typer.Option(
+        help="How a later round asks again: 'conversation' (the previous answer and the "
+             "feedback on it) or 'fresh' (the spec again with only the feedback)")
+                      ] = "conversation",
     max_new_tokens: Annotated[int, typer.Option(help="Tokens to generate at most per reply")
                               ] = 768,
     draft: Annotated[str, typer.Option(
@@ -467,7 +471,8 @@ def hw_design(
     from mfmaccel.hw.llm_design.loop import LoopSettings
     from mfmaccel.hw.llm_design.run import design_run, make_generator, select_tasks, summary_line
 
-    settings = LoopSettings(rounds, candidates, temperature, max_new_tokens, seed, greedy_first)
+    settings = LoopSettings(rounds, candidates, temperature, max_new_tokens, seed, greedy_first,
+                            revise)
     tasks = select_tasks(task=task, suite=suite, problems=problems, data=data)
     name = Path(model).name if model else (api_model or "endpoint")
     out = out or Path("results") / f"{name}-design.json"

@@ -70,6 +70,21 @@ def test_wrong_then_right_passes_in_round_two_with_feedback(vector2):
 
 @needs_icarus
 @needs_verilator
+def test_a_fresh_revision_shows_the_feedback_without_the_answer(vector2):
+    generator = Scripted(WRONG, BROKEN, RIGHT)
+    result = design(vector2, generator, rounds=3, revise="fresh", synthesize_pass=False,
+                    secure_pass=False)
+    assert result.first_pass_round == 3
+    for conversation in generator.conversations[1:]:
+        assert [m["role"] for m in conversation] == ["system", "user"]
+        assert "assign out" not in conversation[1]["content"]
+    assert "differ from the reference" in generator.conversations[1][1]["content"]
+    assert "does not compile" in generator.conversations[2][1]["content"]
+    assert "differ from the reference" not in generator.conversations[2][1]["content"]
+
+
+@needs_icarus
+@needs_verilator
 def test_zero_shot_pass_and_a_round_limit(vector2):
     assert design(vector2, Scripted(RIGHT), synthesize_pass=False,
                   secure_pass=False).pass_at_1
@@ -123,7 +138,7 @@ def test_rank_orders_pass_mismatch_ran_and_the_rest():
 
 @pytest.mark.parametrize("settings", [dict(rounds=0), dict(candidates=0),
                                       dict(candidates=2, temperature=0.0),
-                                      dict(max_new_tokens=0)])
+                                      dict(max_new_tokens=0), dict(revise="again")])
 def test_settings_refused_in_one_line(settings):
     with pytest.raises(UserInputError):
         LoopSettings(**settings)

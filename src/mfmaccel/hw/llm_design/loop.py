@@ -19,7 +19,14 @@ from collections.abc import Callable
 from mfmaccel.errors import UserInputError
 from mfmaccel.hw.llm_design.feedback import NO_MODULE, feedback_text
 from mfmaccel.hw.llm_design.generators import Generator, GeneratorError, Reply
-from mfmaccel.hw.llm_design.prompt import Message, extract_module, first_messages, revision_messages
+from mfmaccel.hw.llm_design.prompt import (
+    CONVERSATION,
+    REVISIONS,
+    Message,
+    extract_module,
+    first_messages,
+    revision_messages,
+)
 from mfmaccel.hw.llm_design.security import SecurityReport, security_check
 from mfmaccel.hw.llm_design.simulate import (
     COMPILE_ERROR,
@@ -99,8 +106,14 @@ class LoopSettings(Record):
     # Round 1's first reply greedy, the rest sampled: pass@1 is then the zero-shot greedy
     # figure itself, and sampling only brings the diversity the feedback rounds need.
     greedy_first: bool = False
+    # How a later round asks again (`prompt.revision_messages`): the conversation continued
+    # with the previous answer, or the spec afresh with only the feedback on it.
+    revise: str = CONVERSATION
 
     def __post_init__(self) -> None:
+        if self.revise not in REVISIONS:
+            raise UserInputError(f"unknown --revise '{self.revise}'; one of "
+                                 f"{', '.join(REVISIONS)}")
         if self.rounds < 1:
             raise UserInputError(f"--rounds must be at least 1, got {self.rounds}")
         if self.candidates < 1:
@@ -116,11 +129,12 @@ class LoopSettings(Record):
 
 def design(task: DesignTask, generator: Generator, *, rounds: int = 1, candidates: int = 1,
            temperature: float = 0.0, max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
-           seed: int = 0, greedy_first: bool = False,
+           seed: int = 0, greedy_first: bool = False, revise: str = CONVERSATION,
            synthesize_pass: bool = True, secure_pass: bool = True) -> TaskResult:
     """Run the loop on one task: up to `rounds` rounds of `candidates` replies each, the best
     fed back while none passes. See `LoopSettings` for what is refused."""
-    settings = LoopSettings(rounds, candidates, temperature, max_new_tokens, seed, greedy_first)
+    settings = LoopSettings(rounds, candidates, temperature, max_new_tokens, seed, greedy_first,
+                            revise)
     return run_task(task, generator, settings, synthesize_pass=synthesize_pass,
                     secure_pass=secure_pass)
 
@@ -140,7 +154,8 @@ def run_task(task: DesignTask, generator: Generator, settings: LoopSettings, *,
         if best.passed or best.status == GENERATOR_ERROR:
             break
         if round_number < settings.rounds:
-            messages = revision_messages(messages, reply=best.reply, feedback=best.feedback)
+            messages = revision_messages(messages, reply=best.reply, feedback=best.feedback,
+                                         revise=settings.revise)
     result = _result(task, judged, best, seconds=time.perf_counter() - start,
                      synthesize_pass=synthesize_pass)
     if result.passed and secure_pass:

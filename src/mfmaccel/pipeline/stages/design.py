@@ -28,13 +28,16 @@ class DesignParams(StageParams):
     temperature: float = Field(0.0, ge=0, description="0: greedy (needs candidates 1)")
     greedy_first: bool = Field(False, description="round 1's first reply greedy, the rest "
                                                   "sampled at the temperature")
+    revise: str = Field("conversation", description="a later round: 'conversation' (the "
+                        "previous answer and its feedback) or 'fresh' (the spec and feedback)")
     max_new_tokens: int = Field(DEFAULT_MAX_NEW_TOKENS, ge=1)
     draft: str | None = Field(DEFAULT_DRAFT, description="a lossless draft (null: plain)")
 
 
 def run(model: LoadedModel, params: DesignParams, ctx: RunContext):
     settings = LoopSettings(params.rounds, params.candidates, params.temperature,
-                            params.max_new_tokens, ctx.seed, params.greedy_first)
+                            params.max_new_tokens, ctx.seed, params.greedy_first,
+                            params.revise)
     tasks = select_tasks(task=None, suite=params.suite, problems=params.problems,
                          data=params.data)
     generator = make_generator(model=model, draft=params.draft)
