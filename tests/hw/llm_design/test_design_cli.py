@@ -46,6 +46,10 @@ def test_design_through_an_endpoint_writes_its_record(tmp_path):
     (["--task", "Prob004", "--endpoint", "http://127.0.0.1:9/v1"], "--api-model"),
     (["--task", "Prob004", "--endpoint", "ftp://x", "--api-model", "m"], "http(s) URL"),
     (["--task", "Prob004"], "one of --model"),
+    (["--task", "gemm", "--model", "x"], "not a design task yet"),
+    (["--suite", "mfmaccel-units", "--problems", "requant,sofmax", "--model", "x"],
+     "unknown unit task 'sofmax'"),
+    (["--task", "Prob004", "--revise", "again", "--model", "x"], "unknown --revise 'again'"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, args, words):
     out = tmp_path / "design.json"
