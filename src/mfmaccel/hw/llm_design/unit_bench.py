@@ -15,6 +15,7 @@ import dataclasses
 
 from mfmaccel.hw.llm_design.task import Port
 from mfmaccel.hw.llm_design.verilog_eval import REPORT_LINE
+from mfmaccel.hw.rtl.signals import pack
 
 SHOWN_SAMPLES = 2  # mismatching samples printed with their values
 _DECIMAL_LANES = 8  # ports of up to this many lanes print lane by lane, wider ones in hex
@@ -41,9 +42,7 @@ class UnitPort:
         values = value if isinstance(value, list) else [value]
         if len(values) != self.lanes:
             raise ValueError(f"port {self.name}: {len(values)} values for {self.lanes} lanes")
-        bits = self.width // self.lanes
-        mask = (1 << bits) - 1
-        return sum((v & mask) << (i * bits) for i, v in enumerate(values))
+        return pack(values, self.width // self.lanes)
 
 
 Sample = tuple[dict[str, int | list[int]], dict[str, int | list[int]]]  # (inputs, expected)
@@ -123,15 +122,24 @@ def _concat(ports: list[UnitPort], values: dict) -> int:
 
 def _checks(outputs: list[UnitPort]) -> list[str]:
     """Per output: compare its slice of `expected` (4-state: x or z mismatch), count it."""
-    lines, low = [], 0
+    lines, offsets = [], _offsets(outputs)
     for port in reversed(outputs):
+        low = offsets[port.name]
         wanted = f"expected[{low + port.width - 1}:{low}]"
         lines += [f"            if ({port.name}_dut !== {wanted}) begin",
                   f"                if (errors_{port.name} == 0) first_{port.name} = $time;",
                   f"                errors_{port.name} = errors_{port.name} + 1;",
                   "                bad = 1'b1;", "            end"]
-        low += port.width
     return lines
+
+
+def _offsets(outputs: list[UnitPort]) -> dict[str, int]:
+    """Each output's lowest bit in `expected` (the last output lowest, as `_concat` packs)."""
+    offsets, low = {}, 0
+    for port in reversed(outputs):
+        offsets[port.name] = low
+        low += port.width
+    return offsets
 
 
 def _sample_line(inputs: list[UnitPort], outputs: list[UnitPort]) -> str:
@@ -142,10 +150,7 @@ def _sample_line(inputs: list[UnitPort], outputs: list[UnitPort]) -> str:
         formats.append(f"{port.name}={text}")
         arguments += args
     given = " ".join(formats)
-    formats, low, offsets = [], 0, {}
-    for port in reversed(outputs):
-        offsets[port.name] = low
-        low += port.width
+    formats, offsets = [], _offsets(outputs)
     for port in outputs:
         want_text, want_args = _value(port, "expected", offsets[port.name])
         got_text, got_args = _value(port, f"{port.name}_dut")

@@ -30,6 +30,7 @@ from mfmaccel.hw.intops import (
 from mfmaccel.hw.llm_design.unit_bench import Sample
 from mfmaccel.hw.rtl import cases
 from mfmaccel.hw.rtl.config import RtlConfig
+from mfmaccel.hw.rtl.signals import unpack_signed
 
 
 def requant_samples(cfg: RtlConfig, rng: random.Random, count: int) -> list[Sample]:
@@ -164,5 +165,5 @@ def _gemm_cycles(idle: dict, a_columns: list[list[int]], b_rows: list[list[int]]
 
 
 def _wrap(value: int, bits: int) -> int:
-    value &= (1 << bits) - 1
-    return value - (1 << bits) if value >> (bits - 1) else value
+    """`value` modulo 2^bits, as a signed number (the accumulators' overflow)."""
+    return unpack_signed(value, 1, bits)[0]
