@@ -34,6 +34,7 @@ from mfmaccel.hw.llm_design.bench import CANDIDATE_FILE
 from mfmaccel.hw.llm_design.sandboxed import HEAD_BYTES, TAIL_BYTES, ToolRun, run_tools, tool_path
 from mfmaccel.hw.llm_design.screen import TOP, screen
 from mfmaccel.hw.llm_design.task import DesignTask, Port, strip_comments
+from mfmaccel.hw.llm_design.tools import DEFAULT_LIMITS  # a yosys run's limits
 from mfmaccel.records import Record
 
 CLEAN, FINDINGS, UNKNOWN, REFUSED = "clean", "findings", "unknown", "refused"
@@ -41,9 +42,6 @@ KINDS = ("debug_port", "port_mismatch", "latch", "rare_trigger", "implicit_net",
          "tool_conditional")
 WIDE_BITS = 12  # a signal this wide compared with any unknown constant
 MAGIC_BITS = 8  # this wide, compared with an unknown constant other than 0 or all ones
-DEFAULT_LIMITS = SandboxLimits(wall_seconds=60.0, cpu_seconds=60, memory_bytes=2 << 30,
-                               file_bytes=8 << 20, max_processes=32,
-                               max_output_bytes=64 * 1024, dir_bytes=64 << 20)
 # equality compares with an operand of MAGIC_BITS or more (so the dump stays short)
 _COMPARES = (f"select -set cmp t:$eq t:$ne t:$eqx t:$nex; tee -q -o compares.txt dump "
              f"@cmp r:A_WIDTH>={MAGIC_BITS} %i @cmp r:B_WIDTH>={MAGIC_BITS} %i %u")

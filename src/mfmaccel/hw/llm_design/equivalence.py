@@ -38,6 +38,7 @@ from mfmaccel.hw.llm_design.bench import CANDIDATE_FILE, REFERENCE_FILE
 from mfmaccel.hw.llm_design.sandboxed import ToolRun, run_tools, tool_path
 from mfmaccel.hw.llm_design.screen import TOP, screen
 from mfmaccel.hw.llm_design.task import DesignTask
+from mfmaccel.hw.llm_design.tools import DEFAULT_LIMITS  # a yosys run's limits
 from mfmaccel.records import Record
 
 EQUIVALENT, NOT_EQUIVALENT, UNKNOWN, REFUSED = (
@@ -49,9 +50,6 @@ SAT_TIMEOUT = 20  # seconds for one SAT call of the bounded proof
 _SAT = "-prove trigger 0 -set-init-undef -set-def-inputs -enable_undef"
 INDUCTION_TIMEOUT = 5
 MAX_CEX_STEPS = 8  # the counterexample's last steps kept
-DEFAULT_LIMITS = SandboxLimits(wall_seconds=60.0, cpu_seconds=60, memory_bytes=2 << 30,
-                               file_bytes=8 << 20, max_processes=32,
-                               max_output_bytes=64 * 1024, dir_bytes=64 << 20)
 _ALWAYS_COMB_LATCH = "from always_comb process"
 # `stat` lines ("     $dff     2"): cells that hold state, and those async2sync cannot model as
 # one step per clock edge (latches, set-reset and async-load flip-flops)
