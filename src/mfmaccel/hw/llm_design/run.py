@@ -14,7 +14,7 @@ from mfmaccel.errors import UserInputError
 from mfmaccel.hw.llm_design.generators import DEFAULT_DRAFT, EndpointGenerator, EngineGenerator
 from mfmaccel.hw.llm_design.loop import LoopSettings, SuiteResult, design_suite
 from mfmaccel.hw.llm_design.task import DesignTask
-from mfmaccel.hw.llm_design.unit_tasks import SUITE, UNIT_TASKS, load_unit_tasks
+from mfmaccel.hw.llm_design.unit_tasks import SUITE, load_unit_tasks
 from mfmaccel.hw.llm_design.verilog_eval import load_verilog_eval
 from mfmaccel.hw.rtl.catalog import UNITS
 
@@ -39,32 +39,22 @@ def select_tasks(*, task: str | None, suite: str | None, problems: str | None = 
     if suite not in SUITES:
         raise UserInputError(f"unknown suite '{suite}'; one of {', '.join(SUITES)}")
     if suite == SUITE:
-        return _units(problems)
-    return _subset(data, problems)
+        return _pick(problems, load_unit_tasks, load_unit_tasks)
+    return _pick(problems, lambda: load_verilog_eval(data),
+                 lambda names: load_verilog_eval(data, names=names, complete=False))
 
 
-def _units(problems: str | None) -> list[DesignTask]:
-    """Our units: all, the first N, or a comma list of unit names."""
+def _pick(problems: str | None, load_all: Callable[[], list[DesignTask]],
+          load_named: Callable[[list[str]], list[DesignTask]]) -> list[DesignTask]:
+    """A suite's tasks under `--problems`: all (none given), the first N, or a comma list."""
     if problems is None or not problems.strip():
-        return load_unit_tasks()
+        return load_all()
     if problems.strip().isdigit():
         count = int(problems)
         if count < 1:
             raise UserInputError(f"--problems must be at least 1, got {count}")
-        return load_unit_tasks(list(UNIT_TASKS[:count]))
-    return load_unit_tasks([n.strip() for n in problems.split(",") if n.strip()])
-
-
-def _subset(data: str | Path | None, problems: str | None) -> list[DesignTask]:
-    if problems is None or not problems.strip():
-        return load_verilog_eval(data)
-    if problems.strip().isdigit():
-        count = int(problems)
-        if count < 1:
-            raise UserInputError(f"--problems must be at least 1, got {count}")
-        return load_verilog_eval(data)[:count]
-    names = [n.strip() for n in problems.split(",") if n.strip()]
-    return load_verilog_eval(data, names=names, complete=False)
+        return load_all()[:count]
+    return load_named([n.strip() for n in problems.split(",") if n.strip()])
 
 
 def make_generator(*, model=None, endpoint: str | None = None, api_model: str | None = None,
