@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from mfmaccel.models import load_model
-from mfmaccel.runtime.engine import eos_ids, generate_batch, greedy_generate
+from mfmaccel.runtime.engine import eos_ids, generate_batch, greedy_generate, sample_rows
+from mfmaccel.runtime.sampling import Sampling
 
 
 @pytest.mark.parametrize("arch", ["llama", "gpt2", "qwen2"])
@@ -74,3 +75,27 @@ def test_rows_left_behind_decode_as_if_alone() -> None:
                            pad_token_id=model.tokenizer.pad_token_id,
                            row_done=lambda tokens: tokens == free[0][:4])
     assert early == [free[0][:4], free[1], free[2]]
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_rows_of_one_prompt_decode_as_the_prompt_alone(arch: str) -> None:
+    """The prompt is prefilled once and its cache repeated: greedy, every row is the prompt's
+    own greedy continuation, and a row leaving early does not disturb the rest."""
+    model = load_model(f"tiny-{arch}")
+    prompt = model.tokenizer("The quick brown fox jumps over").input_ids
+    alone = greedy_generate(model.module, torch.tensor([prompt]), 12).tokens
+    rows = sample_rows(model.module, prompt, count=3, max_new_tokens=12, sampling=Sampling())
+    assert rows == [alone] * 3
+    calls = iter(range(100))
+    early = sample_rows(model.module, prompt, count=3, max_new_tokens=12, sampling=Sampling(),
+                        row_done=lambda tokens: len(tokens) >= 4 and next(calls) == 0)
+    assert early == [alone[:4], alone, alone]
+
+
+def test_sampled_rows_differ_and_repeat_with_their_seed(tiny_llama) -> None:
+    prompt = tiny_llama.tokenizer("abc").input_ids
+    hot = Sampling(temperature=1.5, seed=7)
+    rows = sample_rows(tiny_llama.module, prompt, count=4, max_new_tokens=10, sampling=hot)
+    assert len({tuple(r) for r in rows}) > 1
+    assert sample_rows(tiny_llama.module, prompt, count=4, max_new_tokens=10,
+                       sampling=hot) == rows

@@ -97,7 +97,6 @@ def generate_batch(
     """
     eos_token_ids = eos_token_ids or set()
     sampling = sampling or Sampling()
-    generator = sampling.generator()
     width = max(len(p) for p in prompts)
     ids = torch.full((len(prompts), width), pad_token_id, dtype=torch.long)
     mask = torch.zeros_like(ids)
@@ -108,10 +107,53 @@ def generate_batch(
     cache = DynamicCache()
     logits = module(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache,
                     use_cache=True, logits_to_keep=1).logits
-    outputs: list[list[int]] = [[] for _ in prompts]
-    rows = list(range(len(prompts)))  # the prompts still decoding, in batch order
+    return _decode_rows(module, cache, logits[:, -1], mask, positions,
+                        max_new_tokens=max_new_tokens, eos_token_ids=eos_token_ids,
+                        row_done=row_done, sampling=sampling)
+
+
+@torch.inference_mode()
+def sample_rows(
+    module: torch.nn.Module,
+    prompt: list[int],
+    *,
+    count: int,
+    max_new_tokens: int,
+    sampling: Sampling,
+    eos_token_ids: set[int] | None = None,
+    row_done: Callable[[list[int]], bool] | None = None,
+) -> list[list[int]]:
+    """`count` sampled continuations of one prompt, decoded as one batch.
+
+    Why: k candidates of one prompt (AutoChip-style rounds, pass@k) share the prompt, so it is
+    prefilled once and its cache repeated, and the k rows then decode together, which on a
+    memory-bound CPU costs far less than k separate decodes. One seeded generator draws for
+    every row, so the k rows differ from each other but repeat from run to run.
+    """
+    if count < 1:
+        raise ValueError(f"count must be at least 1, got {count}")
+    cache = DynamicCache()
+    ids = torch.tensor([prompt], dtype=torch.long)
+    logits = module(input_ids=ids, cache=cache, use_cache=True, logits_to_keep=1).logits
+    cache.batch_repeat_interleave(count)
+    mask = torch.ones((count, len(prompt)), dtype=torch.long)
+    positions = torch.arange(len(prompt)).expand(count, -1)
+    return _decode_rows(module, cache, logits[:, -1].expand(count, -1), mask, positions,
+                        max_new_tokens=max_new_tokens, eos_token_ids=eos_token_ids or set(),
+                        row_done=row_done, sampling=sampling)
+
+
+def _decode_rows(module: torch.nn.Module, cache: DynamicCache, logits: torch.Tensor,
+                 mask: torch.Tensor, positions: torch.Tensor, *, max_new_tokens: int,
+                 eos_token_ids: set[int], row_done: Callable[[list[int]], bool] | None,
+                 sampling: Sampling) -> list[list[int]]:
+    """Decode every row from its prefilled cache and last (B, V) logits; a finished row leaves
+    the batch (its cache rows dropped), and decoding stops when every row has."""
+    generator = sampling.generator()
+    outputs: list[list[int]] = [[] for _ in range(logits.shape[0])]
+    rows = list(range(len(outputs)))  # the rows still decoding, in batch order
     for produced in range(1, max_new_tokens + 1):
-        step = _next_tokens(logits[:, -1], sampling, generator)
+        step = _next_tokens(logits, sampling, generator)
         keep = []
         for slot, (row, token) in enumerate(zip(rows, step.tolist(), strict=True)):
             outputs[row].append(token)
@@ -126,7 +168,7 @@ def generate_batch(
         mask = torch.cat([mask, torch.ones((len(rows), 1), dtype=mask.dtype)], dim=1)
         positions = positions[:, -1:] + 1
         logits = module(input_ids=step.unsqueeze(1), attention_mask=mask, position_ids=positions,
-                        cache=cache, use_cache=True).logits
+                        cache=cache, use_cache=True).logits[:, -1]
     return outputs
 
 
