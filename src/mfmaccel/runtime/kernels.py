@@ -1,6 +1,7 @@
-"""The C++ int8 kernel (`csrc/int8_linear.cpp`), compiled once per machine with torch's
-extension builder into the mfmaccel cache, and a plain-PyTorch fallback when no compiler is
-available (`int8_kernel()` returns None then, and callers dequantize instead)."""
+"""The C++ kernels (`csrc/int8_linear.cpp`, `csrc/int4_linear.cpp`), compiled once per machine
+with torch's extension builder into the mfmaccel cache, and a plain-PyTorch fallback when no
+compiler is available (`int8_kernel()` / `int4_kernel()` return None then, and callers
+dequantize instead)."""
 
 from __future__ import annotations
 
@@ -12,12 +13,10 @@ from types import ModuleType
 
 from mfmaccel.runtime.cachedir import cache_root
 
-SOURCE = Path(__file__).parent / "csrc" / "int8_linear.cpp"
-
 
 class _Switch:
-    """`KERNELS.enabled = False` makes int8 layers compute through their dequantized weights
-    (the reference the kernel is checked against)."""
+    """`KERNELS.enabled = False` makes int8 and 4-bit layers compute through their dequantized
+    weights (the reference the kernels are checked against)."""
 
     enabled = True
 
@@ -36,22 +35,38 @@ def _cpu_flags() -> set[str]:
 
 @functools.cache
 def int8_kernel() -> ModuleType | None:
-    """The compiled extension, or None (no compiler / build failed / MFMACCEL_NO_KERNELS=1)."""
+    """The int8 extension, or None (no compiler / build failed / MFMACCEL_NO_KERNELS=1)."""
+    return _build("int8_linear", simd=(("avx512f", "avx2", "fma"), ("avx2", "fma")))
+
+
+@functools.cache
+def int4_kernel() -> ModuleType | None:
+    """The 4-bit extension, or None as for `int8_kernel`. Its fast path needs AVX-512 (the
+    table lookup `_mm512_permutexvar_ps`); a build without it still computes exactly, but
+    slower than the dequantized fp32 product, so callers ask `simd()` before using it."""
+    return _build("int4_linear", simd=(("avx512f", "avx2", "fma"),))
+
+
+def _build(name: str, *, simd: tuple[tuple[str, ...], ...]) -> ModuleType | None:
+    """`csrc/<name>.cpp` compiled into the mfmaccel cache, targeting the first of the `simd`
+    tiers (instruction sets) this CPU has in full (none: portable C++), or None with a
+    one-line warning saying why."""
     if os.environ.get("MFMACCEL_NO_KERNELS") == "1":
         return None
     from torch.utils import cpp_extension
 
     flags = ["-O3"]
-    if {"avx2", "fma"} <= _cpu_flags():
-        flags += ["-mavx2", "-mfma"]
-    build = cache_root() / "kernels" / "int8_linear"
+    tier = next((tier for tier in simd if set(tier) <= _cpu_flags()), ())
+    flags += [f"-m{flag}" for flag in tier]
+    build = cache_root() / "kernels" / name
     build.mkdir(parents=True, exist_ok=True)
     try:
         return cpp_extension.load(
-            name="mfmaccel_int8_linear", sources=[str(SOURCE)], build_directory=str(build),
-            extra_cflags=[*flags, "-fopenmp"], extra_ldflags=["-fopenmp"], verbose=False,
+            name=f"mfmaccel_{name}", sources=[str(Path(__file__).parent / "csrc" / f"{name}.cpp")],
+            build_directory=str(build), extra_cflags=[*flags, "-fopenmp"],
+            extra_ldflags=["-fopenmp"], verbose=False,
         )
     except Exception as err:  # no compiler, no ninja: fall back, say why once
-        warnings.warn(f"int8 kernel unavailable ({type(err).__name__}: {err}); "
-                      "int8 layers compute through dequantized weights", stacklevel=2)
+        warnings.warn(f"{name} kernel unavailable ({type(err).__name__}: {err}); "
+                      "its layers compute through dequantized weights", stacklevel=2)
         return None

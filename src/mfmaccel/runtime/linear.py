@@ -1,13 +1,15 @@
 """`QuantLinear`: a linear layer whose weight lives as packed b-bit integers plus fp16 scales
 (and zero points); its `nbytes` is the true storage every report quotes.
 
-It computes with the dequantized weight, built once on first use, except for symmetric
-per-channel int8 (`int8-c-sym`): there inputs of up to `FEW_ROWS` tokens (decode, batched
-decode, speculative verification) go through the C++ int8 kernel, which reads a quarter of the
-bytes of an fp32 weight and computes each row the same way whatever the row count, and longer
-inputs (prefill) dequantize on the fly a block of about `PREFILL_BLOCK_BYTES` of weight rows at
-a time, multiplied while it sits in cache, so the layer never holds an fp32 copy and a prefill
-never writes and rereads a whole fp32 weight. With int8 activations
+It computes with the dequantized weight, built once on first use, except where a C++ kernel
+serves the spec: symmetric per-channel int8 (`int8-c-sym`, `csrc/int8_linear.cpp`) and 4-bit
+grids whose rows split into steps of 64 (`csrc/int4_linear.cpp`, on CPUs with AVX-512). There
+inputs of up to `FEW_ROWS` tokens (decode, batched decode, speculative verification) go through
+the kernel, which reads the packed integers (a quarter or an eighth of the bytes of an fp32
+weight) and computes each row the same way whatever the row count, and longer inputs (prefill)
+dequantize on the fly a block of about `PREFILL_BLOCK_BYTES` of weight rows at a time,
+multiplied while it sits in cache, so the layer never holds an fp32 copy and a prefill never
+writes and rereads a whole fp32 weight. With int8 activations
 switched on (`set_activations`, see `runtime.activation`) such a layer computes W8A8: int8
 inputs, int32 accumulation, one rescale."""
 
@@ -24,8 +26,8 @@ from mfmaccel.runtime.activation import (
     quantize_activations,
 )
 from mfmaccel.runtime.fewrows import FEW_ROWS, few_rows_linear, row_count
-from mfmaccel.runtime.grid import QuantizedTensor, QuantSpec, dequantize
-from mfmaccel.runtime.kernels import KERNELS, int8_kernel
+from mfmaccel.runtime.grid import QuantizedTensor, QuantSpec, dequantize, expand
+from mfmaccel.runtime.kernels import KERNELS, int4_kernel, int8_kernel
 from mfmaccel.runtime.pack import pack_bits, unpack_bits
 
 PREFILL_BLOCK_BYTES = 2 << 20  # fp32 weight rows dequantized at a time for long inputs
@@ -45,6 +47,7 @@ class QuantLinear(nn.Module):
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
         self._weight: torch.Tensor | None = None
         self._int8_cache: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._int4_cache: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
         self.activations: str | None = None  # "token" / "tensor": W8A8, see set_activations
 
     @classmethod
@@ -85,6 +88,8 @@ class QuantLinear(nn.Module):
             return self._weight
         if self.spec_has_kernel:  # never cached: from the int8 rows the kernel already holds
             return self._int8_rows_dequantized(slice(None))
+        if self.uses_int4_kernel:  # never cached: the kernel reads the packed nibbles
+            return self._int4_rows_dequantized(slice(None))
         self._weight = dequantize(self.quantized())
         return self._weight
 
@@ -95,6 +100,20 @@ class QuantLinear(nn.Module):
     @property
     def uses_int8_kernel(self) -> bool:
         return self.spec_has_kernel and KERNELS.enabled and int8_kernel() is not None
+
+    @property
+    def spec_has_int4_kernel(self) -> bool:
+        """4 bits, rows that split into steps of 64 weights, and groups the steps respect."""
+        group = self.spec.group_size or self.in_features
+        return self.spec.bits == 4 and self.in_features % 64 == 0 and \
+            self.in_features % group == 0 and (group == 32 or group % 64 == 0)
+
+    @property
+    def uses_int4_kernel(self) -> bool:
+        """Only where the kernel looks nibbles up with AVX-512: its portable build is exact but
+        slower than the dequantized fp32 product."""
+        return self.spec_has_int4_kernel and KERNELS.enabled and int4_kernel() is not None \
+            and int4_kernel().simd()
 
     def _int8_rows_dequantized(self, rows: slice) -> torch.Tensor:
         """fp32 weight rows from the unpacked int8 ones (bit for bit the grid's dequantize)."""
@@ -107,6 +126,26 @@ class QuantLinear(nn.Module):
             qt = self.quantized()
             self._int8_cache = (qt.q.to(torch.int8).contiguous(), qt.scale[:, 0].contiguous())
         return self._int8_cache
+
+    def _int4(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(packed nibbles as (out, in / 2) bytes: a view of `qweight`, no copy; fp32 scales;
+        fp32 shifts, the zero point less qmin, so a weight is (nibble - shift) * scale)."""
+        if self._int4_cache is None:
+            packed = self.qweight.view(self.out_features, self.in_features // 2)
+            zero = self.zeros.float() if not self.spec.symmetric else torch.zeros_like(
+                self.scales, dtype=torch.float32)
+            self._int4_cache = (packed, self.scales.float().contiguous(),
+                                (zero - self.spec.qmin).contiguous())
+        return self._int4_cache
+
+    def _int4_rows_dequantized(self, rows: slice | torch.Tensor) -> torch.Tensor:
+        """fp32 weight rows (a slice or 1-D row ids) from the packed nibbles, bit for bit the
+        grid's dequantize."""
+        packed, scale, shift = self._int4()
+        block = packed[rows]
+        nibbles = torch.stack([block >> 4, block & 15], dim=-1).reshape(block.shape[0], -1)
+        return (nibbles.float() - expand(shift[rows], self.spec, self.in_features)) * \
+            expand(scale[rows], self.spec, self.in_features)
 
     def set_activations(self, mode: str, scale: float | None = None) -> None:
         """Quantize this layer's inputs to int8 from now on: per token (dynamic), or per tensor
@@ -132,6 +171,7 @@ class QuantLinear(nn.Module):
     def _load_from_state_dict(self, *args, **kwargs) -> None:
         self._weight = None  # new integers: rebuild the dequantized weight on next use
         self._int8_cache = None
+        self._int4_cache = None
         super()._load_from_state_dict(*args, **kwargs)
 
     @property
@@ -155,21 +195,30 @@ class QuantLinear(nn.Module):
             bias = None if self.bias is None else self.bias.float()
             out = int8_kernel().int8_linear(x.reshape(rows, -1), weight, scale, bias)
             return out.view(*x.shape[:-1], self.out_features)
-        if self.spec_has_kernel and KERNELS.enabled and x.dtype == torch.float32 \
-                and rows > FEW_ROWS:
-            return self._int8_by_blocks(x)
+        if self.uses_int4_kernel and x.dtype == torch.float32 and 0 < rows <= FEW_ROWS:
+            packed, scale, shift = self._int4()
+            bias = None if self.bias is None else self.bias.float()
+            group = self.spec.group_size or self.in_features
+            out = int4_kernel().int4_linear(x.reshape(rows, -1), packed, scale, shift, group, bias)
+            return out.view(*x.shape[:-1], self.out_features)
+        if KERNELS.enabled and x.dtype == torch.float32 and rows > FEW_ROWS:
+            if self.spec_has_kernel:
+                return self._by_blocks(x, self._int8_rows_dequantized)
+            if self.uses_int4_kernel:
+                return self._by_blocks(x, self._int4_rows_dequantized)
         return few_rows_linear(x, self.dequantized_weight().to(x.dtype), self.bias)
 
-    def _int8_by_blocks(self, x: torch.Tensor) -> torch.Tensor:
-        """A long input against the int8 rows, dequantizing a block of rows at a time: the
-        whole weight in fp32 is four times the int8 bytes and falls out of cache before the
-        product reads it back (`benchmarks/int8_decode.py` times a prefill both ways)."""
+    def _by_blocks(self, x: torch.Tensor, dequantized_rows) -> torch.Tensor:
+        """A long input against the packed rows, dequantizing a block of rows at a time: the
+        whole weight in fp32 is four (int8) or eight (4-bit) times the packed bytes and falls
+        out of cache before the product reads it back (`benchmarks/int8_decode.py` times a
+        prefill both ways)."""
         flat = x.reshape(-1, self.in_features)
         out = flat.new_empty(flat.shape[0], self.out_features)
         step = max(16, PREFILL_BLOCK_BYTES // (4 * self.in_features))
         for start in range(0, self.out_features, step):
             block = slice(start, start + step)
-            out[:, block] = flat @ self._int8_rows_dequantized(block).T
+            out[:, block] = flat @ dequantized_rows(block).T
         if self.bias is not None:
             out += self.bias.float()
         return out.view(*x.shape[:-1], self.out_features)
