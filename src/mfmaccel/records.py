@@ -52,3 +52,8 @@ class StageResult(Record):
     artifacts: list[str] = dataclasses.field(default_factory=list)  # paths inside the run dir
     notes: str = ""
     curves: dict[str, list[float]] = dataclasses.field(default_factory=dict)  # e.g. loss curves
+    missed_bar: str = ""  # why the stage's model was set aside (its max_drop); "" when kept
+
+    @property
+    def kept(self) -> bool:
+        return not self.missed_bar

@@ -107,22 +107,44 @@ def test_vqa_cascade_calibrates_on_val_and_reports_on_test(tmp_path) -> None:
     assert bad.exit_code == 2 and "val questions" in bad.output
 
 
-def test_decode_stage_reports_speedup_and_identity(tmp_path, monkeypatch) -> None:
+def test_decode_stage_times_every_draft_and_measures_speed_through_its_choice(
+        tmp_path, monkeypatch) -> None:
     from mfmaccel.pipeline import runner
+    from mfmaccel.pipeline.stages import decode
 
     measured = []
     measure = runner.measure
     monkeypatch.setattr(runner, "measure", lambda *a: measured.append(1) or measure(*a))
     recipe = parse_recipe({
         "name": "d", "model": "tiny-llama",
-        "evaluation": {"tasks": ["ppl"], "ppl_tokens": 64, "speed": False},
-        "stages": [{"stage": "decode", "params": {"draft": "layers:1", "prompts": 2,
-                                                  "max_new_tokens": 8}}],
+        "evaluation": {"tasks": ["ppl"], "ppl_tokens": 64, "speed_tokens": 4},
+        "stages": [{"stage": "decode", "params": {"drafts": ["layers:1", "lookup"],
+                                                  "prompts": 2, "max_new_tokens": 8}}],
     })
     state = run_recipe(recipe, runs_dir=tmp_path, log=lambda _: None)
     (stage,) = state.stages
-    assert "outputs identical: True" in stage.notes
-    assert len(measured) == 1 and stage.after == stage.before  # the baseline's, carried over
-    summary = json.loads(next((tmp_path / "d").rglob("speculative.json")).read_text())
-    assert len(summary["prompts"]) == 2 and summary["speedup_over_plain_greedy"] > 0
-    assert torch.tensor(stage.curves["acceptance_rate"]).le(1).all()
+    stage_dir = next((tmp_path / "d").rglob(decode.RECORD)).parent
+    summary = json.loads((stage_dir / decode.RECORD).read_text())
+    assert [r["draft"] for r in summary["drafts"]] == ["layers:1", "lookup"]
+    assert all(r["identical_on_every_prompt"] and len(r["prompts"]) == 2
+               for r in summary["drafts"])
+    assert all(torch.tensor(curve).le(1).all() for curve in stage.curves.values())
+    # quality carries over (one full measurement: the baseline); speed goes through the choice
+    assert len(measured) == 1 and stage.after.quality == stage.before.quality
+    chosen = summary["chosen"]
+    engine = f"mfmaccel+{chosen}" if chosen else "mfmaccel"
+    assert stage.after.details["speed"]["engine"] == engine
+    assert ("chosen: " in stage.notes) == bool(chosen)
+    model = decode.reapply(load_model("tiny-llama"), stage_dir)  # what a resumed run does
+    assert model.meta.get("draft") == chosen
+
+
+def test_the_fastest_lossless_draft_is_chosen_if_it_beats_the_plain_loop() -> None:
+    from mfmaccel.pipeline.stages.decode import _fastest_lossless
+
+    def row(draft, speedup, identical=True):
+        return {"draft": draft, "speedup_over_plain_greedy": speedup,
+                "identical_on_every_prompt": identical}
+
+    assert _fastest_lossless([row("a", 1.4), row("b", 2.0, False), row("c", 1.8)]) == "c"
+    assert _fastest_lossless([row("a", 0.9), row("b", 3.0, False)]) is None

@@ -131,6 +131,21 @@ def test_self_int8_is_a_quantized_copy_on_the_targets_cache(target) -> None:
         draft_from_spec("self:int8", draft.lm.module)
 
 
+def test_a_model_draft_can_be_quantized_by_its_spec(target) -> None:
+    """NAME@QUANT: the named model, uniformly quantized, proposing losslessly."""
+    draft = draft_from_spec("tiny-llama@int4-g32-sym", target.module)
+    layers = [m for m in draft.lm.module.modules() if isinstance(m, QuantLinear)]
+    assert layers and all(m.spec.label == "int4-g32-sym" for m in layers)
+    prompt = [5, 17, 33, 2]
+    fast = speculative_generate(target.module, draft, prompt, max_new_tokens=10)
+    plain = greedy_generate(target.module, torch.tensor([prompt]), 10).tokens
+    assert fast.tokens == plain
+    with pytest.raises(UserInputError, match="names no spec after '@'"):
+        draft_from_spec("tiny-llama@", target.module)
+    with pytest.raises(UserInputError):
+        draft_from_spec("tiny-llama@int9-g32", target.module)
+
+
 def test_an_early_exit_draft_on_the_targets_cache_scores_as_on_its_own(target) -> None:
     """Its blocks' keys and values are the target's: adopting them changes nothing."""
     prompt = _ids(target, PROMPTS[1])

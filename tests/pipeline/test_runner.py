@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -117,3 +118,71 @@ def test_incompatible_stage_or_task_fails_before_work(tmp_path, with_scale_stage
     with pytest.raises(UserInputError, match="needs a vlm model"):
         run_recipe(bad_task, runs_dir=tmp_path)
     assert not (tmp_path / "v").exists()
+
+
+def test_a_stage_that_misses_its_bar_is_set_aside(tmp_path, with_scale_stage) -> None:
+    """A zeroed head sends perplexity to the vocabulary size: far past a 5% rise, so the model
+    from before the stage goes on, unsaved, and the next stage measures that model."""
+    r = recipe(stages=[{"stage": "scale", "params": {"factor": 0.0}, "max_drop": {"ppl": 0.05}},
+                       {"stage": "scale", "name": "gentle", "params": {"factor": 1.0},
+                        "max_drop": {"ppl": 0.05}}])
+    lines: list[str] = []
+    state = run_recipe(r, runs_dir=tmp_path, log=lines.append)
+    missed, gentle = state.stages
+    assert not missed.kept and "ppl" in missed.missed_bar and "allowed" in missed.missed_bar
+    assert missed.after.quality["ppl"] == pytest.approx(261, rel=1e-3)
+    assert gentle.kept and gentle.before == state.baseline
+    assert gentle.after.quality["ppl"] == pytest.approx(state.baseline.quality["ppl"])
+    assert state.latest() == gentle.after
+    assert any("missed its bar" in line for line in lines)
+    run = tmp_path / "t"
+    assert not (run / "stages" / "00-scale" / "model").exists()
+    assert (run / "stages" / "01-gentle" / "model").is_dir()
+    saved = json.loads((run / "metrics.json").read_text())
+    assert saved["stages"][0]["missed_bar"] == missed.missed_bar
+
+
+def test_a_bar_on_a_task_the_recipe_does_not_measure_is_refused() -> None:
+    with pytest.raises(UserInputError, match="evaluation.tasks"):
+        recipe(stages=[{"stage": "evaluate", "max_drop": {"humaneval": 0.02}}])
+    with pytest.raises(UserInputError, match=r"\[0, 1\]"):
+        recipe(stages=[{"stage": "evaluate", "max_drop": {"ppl": 2}}])
+
+
+def test_fuse_stage_fuses_the_quantized_model_and_a_resumed_run_fuses_it_again(
+        tmp_path, monkeypatch) -> None:
+    from mfmaccel.execute.fusion_blocks import FusedDecoderBlock
+    from mfmaccel.pipeline import runner
+
+    stages = [{"stage": "quantize", "params": {"uniform": "int8-c-sym", "method": "rtn"}},
+              {"stage": "fuse"}, {"stage": "evaluate", "name": "after"}]
+    evaluate = registry.STAGES["evaluate"]
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(registry.STAGES, "evaluate", dataclasses.replace(evaluate,
+                                                                         run=interrupted))
+    with pytest.raises(KeyboardInterrupt):
+        run_recipe(recipe(stages=stages), runs_dir=tmp_path, log=lambda m: None)
+    monkeypatch.setitem(registry.STAGES, "evaluate", evaluate)
+    resumed_models = []
+    resume = runner._resume_model
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(runner, "_resume_model",
+                      lambda *a: resumed_models.append(resume(*a)) or resumed_models[-1])
+        state = run_recipe(recipe(stages=stages), runs_dir=tmp_path, resume=True,
+                           log=lambda m: None)
+    quantize, fuse, after = state.stages
+    assert "blocks fused" in fuse.notes and not (tmp_path / "t" / "stages" / "01-fuse" /
+                                                 "model").exists()
+    assert fuse.after.quality["ppl"] == pytest.approx(quantize.after.quality["ppl"], rel=1e-4)
+    assert after.after.quality["ppl"] == pytest.approx(fuse.after.quality["ppl"], rel=1e-4)
+    (model,) = resumed_models
+    assert any(isinstance(m, FusedDecoderBlock) for m in model.module.modules())
+
+
+def test_weights_may_not_change_after_fusion(tmp_path, with_scale_stage) -> None:
+    bad = recipe(stages=[{"stage": "fuse"}, {"stage": "scale"}])
+    with pytest.raises(UserInputError, match="move the fuse stage after it"):
+        run_recipe(bad, runs_dir=tmp_path)

@@ -51,6 +51,7 @@ class SpeculativeOutput:
     tokens: list[int]
     seconds: float
     stats: SpeculativeStats
+    first_token_seconds: float = 0.0  # the prompt's round: prefill and the first token out
 
     @property
     def tokens_per_s(self) -> float:
@@ -102,7 +103,7 @@ def speculative_generate(
     stats = SpeculativeStats()
     sequence = list(prompt)
     new: list[int] = []
-    start = time.perf_counter()
+    start, first_token = time.perf_counter(), None
     while len(new) < max_new_tokens and not (new and new[-1] in eos):
         if should_stop is not None and new and should_stop(new):
             break
@@ -122,9 +123,10 @@ def speculative_generate(
         for token in committed:
             if len(new) < max_new_tokens and not (new and new[-1] in eos):
                 new.append(token)
+        first_token = first_token or time.perf_counter() - start
         sequence = list(prompt) + new
     stats.target_forwards = verifier.forwards
-    return SpeculativeOutput(new, time.perf_counter() - start, stats)
+    return SpeculativeOutput(new, time.perf_counter() - start, stats, first_token or 0.0)
 
 
 def _verify(verifier: CachedLM, sequence: list[int], proposal: Proposal, *, sampling: Sampling,

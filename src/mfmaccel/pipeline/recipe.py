@@ -57,6 +57,18 @@ class StageSpec(Strict):
     stage: str
     name: str | None = None  # a label, unique in the recipe; defaults to the stage name
     params: dict[str, Any] = Field(default_factory=dict)
+    # The stage's bar, against the run's baseline: per task, the most its headline may fall
+    # (pass@1 and accuracy in absolute terms, 0.02 = 2 points; perplexity as a relative rise,
+    # 0.05 = 5%). A stage that misses it is recorded, and the model from before it goes on.
+    max_drop: dict[str, float] = Field(default_factory=dict)
+
+    @field_validator("max_drop")
+    @classmethod
+    def _drops_in_range(cls, drops: dict[str, float]) -> dict[str, float]:
+        for task, drop in drops.items():
+            if not 0 <= drop <= 1:
+                raise ValueError(f"max_drop for {task} must lie in [0, 1], got {drop}")
+        return drops
 
     @field_validator("name")
     @classmethod
@@ -88,6 +100,15 @@ class Recipe(Strict):
                 raise ValueError(
                     f"two stages are labelled '{spec.label}'; give one a distinct name")
             seen.add(spec.label)
+        return self
+
+    @model_validator(mode="after")
+    def _bars_on_measured_tasks(self) -> Recipe:
+        for spec in self.stages:
+            for task in spec.max_drop:
+                if task not in self.evaluation.tasks:
+                    raise ValueError(f"stage '{spec.label}' has a max_drop on '{task}', which "
+                                     "evaluation.tasks does not measure; add it there")
         return self
 
 

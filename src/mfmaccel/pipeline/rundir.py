@@ -58,7 +58,9 @@ class RunState:
         return {s.name for s in self.stages}
 
     def latest(self) -> Metrics | None:
-        return self.stages[-1].after if self.stages else self.baseline
+        """The metrics of the model going on: the last kept stage's, else the baseline."""
+        kept = [stage for stage in self.stages if stage.kept]
+        return kept[-1].after if kept else self.baseline
 
 
 class RunDirectory:

@@ -13,15 +13,13 @@ from pathlib import Path
 
 from mfmaccel.errors import UserInputError
 from mfmaccel.evaluate.run import TaskData, check_kind_fits, load_task_data
-from mfmaccel.execute.settings import apply_knobs, load_knobs
 from mfmaccel.models import LoadedModel, load_model
 from mfmaccel.models.loader import model_kind, save_model
-from mfmaccel.pipeline.measure import measure
+from mfmaccel.pipeline.measure import measure, measure_speed_again, missed_bar
 from mfmaccel.pipeline.recipe import Recipe
 from mfmaccel.pipeline.registry import get_stage, stage_params
 from mfmaccel.pipeline.rundir import RunDirectory, RunState
-from mfmaccel.pipeline.stage import RunContext
-from mfmaccel.pipeline.stages import cooptimize
+from mfmaccel.pipeline.stage import SPEED_ONLY, RunContext
 from mfmaccel.records import StageResult
 
 Progress = Callable[[str], Callable[[int, int], None]]
@@ -32,7 +30,7 @@ def check_recipe(recipe: Recipe) -> list[TaskData]:
     kind = model_kind(recipe.model)
     for task in recipe.evaluation.tasks:
         check_kind_fits(kind, recipe.model, task)
-    knobs_set = None
+    knobs_set = knobs_set_by = None
     for spec in recipe.stages:
         stage = get_stage(spec.stage)
         if kind not in stage.accepts:
@@ -42,28 +40,30 @@ def check_recipe(recipe: Recipe) -> list[TaskData]:
             )
         if knobs_set and stage.changes_model:
             raise UserInputError(f"stage '{spec.label}' changes weights after '{knobs_set}' "
-                                 "chose execution knobs for the model before it; move the "
-                                 "cooptimize stage after it")
-        knobs_set = spec.label if spec.stage == "cooptimize" else knobs_set
+                                 "set how the model before it executes; move the "
+                                 f"{knobs_set_by} stage after it")
+        if spec.stage in ("cooptimize", "fuse"):
+            knobs_set, knobs_set_by = spec.label, spec.stage
     limit, seed = recipe.evaluation.limit, recipe.seed
     return [load_task_data(task, None, limit, seed) for task in recipe.evaluation.tasks]
 
 
 def _resume_model(recipe: Recipe, run: RunDirectory, state: RunState) -> LoadedModel:
-    """The model as the last completed stage left it: the last saved weights, with the
-    execution knobs a completed `cooptimize` stage chose re-applied."""
-    knobs = None
-    for index in range(len(state.stages) - 1, -1, -1):
-        stage_dir = run.stage_dir(index, state.stages[index].name)
-        if knobs is None and (stage_dir / cooptimize.RECORD).is_file():
-            knobs = load_knobs(stage_dir / cooptimize.RECORD)
-        if (stage_dir / "model").is_dir():
-            model = load_model(str(stage_dir / "model"))
-            model.name = recipe.model
-            break
+    """The model as the last completed stage left it: the last saved weights, then what each
+    kept stage after them did without saving weights (`Stage.reapply`), in run order."""
+    kept = [(run.stage_dir(index, result.name), get_stage(result.stage))
+            for index, result in enumerate(state.stages) if result.kept]
+    saved = [place for place, (stage_dir, _) in enumerate(kept)
+             if (stage_dir / "model").is_dir()]
+    if saved:
+        model = load_model(str(kept[saved[-1]][0] / "model"))
+        model.name = recipe.model
     else:
         model = load_model(recipe.model, seed=recipe.seed)
-    return apply_knobs(model, knobs) if knobs else model
+    for stage_dir, stage in kept[saved[-1] + 1 if saved else 0:]:
+        if stage.reapply is not None:
+            model = stage.reapply(model, stage_dir)
+    return model
 
 
 def run_recipe(
@@ -105,15 +105,24 @@ def run_recipe(
         model, report = stage.run(model, stage_params(spec.stage, spec.params), ctx)
         seconds = time.perf_counter() - start
         artifacts = [str((stage_dir / a).relative_to(run.root)) for a in report.artifacts]
-        if stage.changes_model:
+        if stage.measure_after == SPEED_ONLY:
+            after = measure_speed_again(model, recipe.evaluation, state.latest())
+        elif stage.measure_after:
+            after = measure(model, tasks, recipe.evaluation, bar(f"{spec.label}: evaluate"))
+        else:
+            after = state.latest()
+        missed = missed_bar(spec.max_drop, state.baseline, after)
+        if missed:
+            note(f"stage {spec.label} missed its bar: {missed}; the model from before it "
+                 "goes on")
+            model = _resume_model(recipe, run, state)
+        elif stage.changes_model:
             save_model(model, stage_dir / "model")
             artifacts.append(str((stage_dir / "model").relative_to(run.root)))
-        after = (measure(model, tasks, recipe.evaluation, bar(f"{spec.label}: evaluate"))
-                 if stage.measure_after else state.latest())
         state.stages.append(StageResult(
             name=spec.label, stage=spec.stage, params=spec.params, before=state.latest(),
             after=after, seconds=seconds, artifacts=artifacts, notes=report.notes,
-            curves=report.curves,
+            curves=report.curves, missed_bar=missed,
         ))
         run.save(state)
         note(f"stage {spec.label} done in {seconds:.1f} s")

@@ -14,6 +14,8 @@ from pydantic import BaseModel, ConfigDict
 
 from mfmaccel.models.record import LoadedModel
 
+SPEED_ONLY = "speed"  # Stage.measure_after: the stage changes how fast, never what comes out
+
 
 class StageParams(BaseModel):
     """Base of every stage's parameter schema: unknown keys are errors."""
@@ -41,6 +43,9 @@ class StageReport:
 
 
 StageFunction = Callable[[LoadedModel, StageParams, RunContext], tuple[LoadedModel, StageReport]]
+# How a resumed run redoes what a completed stage did to the model without saving weights
+# (fusion, execution knobs, a chosen draft), from the files it left in its folder.
+Reapply = Callable[[LoadedModel, Path], LoadedModel]
 
 
 @dataclass(frozen=True)
@@ -50,5 +55,8 @@ class Stage:
     params: type[StageParams]
     accepts: tuple[str, ...]  # model kinds the stage can take
     changes_model: bool = True  # False: the runner need not save a new model
-    measure_after: bool = True  # False: the model's metrics carry over (its own figures differ)
+    # True: measured again after the stage; False: the model's metrics carry over (its own
+    # figures differ); SPEED_ONLY: quality carries over, speed is measured again.
+    measure_after: bool | str = True
     summary: str = ""
+    reapply: Reapply | None = None  # for a stage that changes the model without new weights

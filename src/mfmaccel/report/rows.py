@@ -62,11 +62,12 @@ class Point:
 
 
 def run_points(state: RunState) -> list[Point]:
-    """Baseline first, then the model after each completed stage, in run order."""
+    """Baseline first, then the model after each completed stage that was kept, in run
+    order (a stage that missed its bar is in the table, not on the path)."""
     start = state.baseline or (state.stages[0].before if state.stages else None)
     if start is None:
         return []
-    return [Point("baseline", start)] + [Point(s.name, s.after) for s in state.stages]
+    return [Point("baseline", start)] + [Point(s.name, s.after) for s in state.stages if s.kept]
 
 
 def quality_tasks(state: RunState) -> list[str]:
@@ -288,7 +289,8 @@ def stage_row(stage: StageResult, tasks: list[str]) -> Row:
     row = _compare(stage.name, stage.stage, tasks, stage.before, stage.after)
     row.params = fmt_params(stage.params)
     row.seconds = fmt_seconds(stage.seconds)
-    row.notes = stage.notes
+    row.notes = stage.notes if stage.kept else \
+        f"missed its bar ({stage.missed_bar}); set aside. {stage.notes}".strip()
     return row
 
 

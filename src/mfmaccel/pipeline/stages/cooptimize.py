@@ -7,9 +7,11 @@ every stage that changes weights (the recipe check refuses one after it)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field
 
-from mfmaccel.execute.settings import Knobs, apply_knobs
+from mfmaccel.execute.settings import Knobs, apply_knobs, load_knobs
 from mfmaccel.fileio import atomic_write_json
 from mfmaccel.models.record import VLM, LoadedModel
 from mfmaccel.pipeline.cooptimize import cooptimize_loaded
@@ -45,8 +47,13 @@ def run(model: LoadedModel, params: CooptimizeParams, ctx: RunContext):
     return apply_knobs(model, knobs), StageReport(artifacts=[RECORD], notes=notes)
 
 
+def reapply(model: LoadedModel, stage_dir: Path) -> LoadedModel:
+    """The chosen knobs, applied again on resume."""
+    return apply_knobs(model, load_knobs(stage_dir / RECORD))
+
+
 STAGE = Stage(
     name="cooptimize", run=run, params=CooptimizeParams, accepts=(VLM,),
-    changes_model=False, measure_after=True,
+    changes_model=False, measure_after=True, reapply=reapply,
     summary="resolution, stride, token merging and dropping searched; the best applied",
 )
