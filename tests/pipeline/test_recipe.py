@@ -42,6 +42,9 @@ def test_not_a_mapping() -> None:
 def test_builtin_and_file_recipes(tmp_path) -> None:
     assert load_recipe("quick").model == "smollm2-135m"
     assert load_recipe("code").evaluation.tasks == ["humaneval", "ppl"]
+    fast = load_recipe("code-fast")
+    assert [s.stage for s in fast.stages] == ["quantize", "fuse", "decode"]
+    assert fast.stages[0].max_drop == {"humaneval": 0.02} and fast.evaluation.limit is None
     medical = load_recipe("medical")
     assert medical.model == "medvlm-base"
     assert [s.stage for s in medical.stages] == ["finetune", "hardware"]
