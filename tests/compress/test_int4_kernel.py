@@ -67,6 +67,8 @@ def test_rows_unpack_bit_for_bit_as_the_grid_dequantizes(spec):
     layer = _layer(20, 128, spec, False)
     assert torch.equal(layer.dequantized_weight(), dequantize(layer.quantized()))
     assert layer._weight is None
+    reference = _without_kernels(layer.dequantized_weight)  # kept, as without the kernel
+    assert torch.equal(reference, dequantize(layer.quantized())) and layer._weight is reference
 
 
 def test_embedding_lookup_unpacks_only_the_rows_it_needs():

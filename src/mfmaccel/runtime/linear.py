@@ -90,6 +90,9 @@ class QuantLinear(nn.Module):
             return self._int8_rows_dequantized(slice(None))
         if self.uses_int4_kernel:  # never cached: the kernel reads the packed nibbles
             return self._int4_rows_dequantized(slice(None))
+        if self.spec_has_int4_kernel:  # the same values, without unpacking bit by bit
+            self._weight = self._int4_rows_dequantized(slice(None))
+            return self._weight
         self._weight = dequantize(self.quantized())
         return self._weight
 
