@@ -49,14 +49,11 @@ def greedy_tokens(model, prompts: list[torch.Tensor], new_tokens: int) -> list[l
 
 def reference_tokens(model, prompts: list[torch.Tensor], new_tokens: int) -> list[list[int]]:
     """The dequantized reference's tokens; the fp32 weights it builds are dropped after."""
-    KERNELS.enabled = False
-    try:
-        return greedy_tokens(model, prompts, new_tokens)
-    finally:
-        KERNELS.enabled = True
-        for layer in model.module.modules():
-            if isinstance(layer, QuantLinear):
-                layer._weight = None
+    tokens = KERNELS.reference(lambda: greedy_tokens(model, prompts, new_tokens))
+    for layer in model.module.modules():
+        if isinstance(layer, QuantLinear):
+            layer._weight = None
+    return tokens
 
 
 def decode_rate(model, prompts: list[torch.Tensor], new_tokens: int) -> float:

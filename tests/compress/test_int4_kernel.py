@@ -24,14 +24,6 @@ def _layer(out: int, inp: int, spec: QuantSpec, bias: bool, cls=QuantLinear) -> 
                               torch.randn(out) if bias else None)
 
 
-def _without_kernels(compute):
-    """`compute()` through the dequantized weights: the reference every fast path must match."""
-    KERNELS.enabled = False
-    try:
-        return compute()
-    finally:
-        KERNELS.enabled = True
-
 
 def test_the_kernel_builds_with_its_fast_path():
     """The machines mfmaccel targets have AVX-512; without it 4-bit layers quietly dequantize,
@@ -47,7 +39,7 @@ def test_kernel_matches_the_dequantized_matmul(spec, out, inp, bias):
     x = torch.randn(1, 1, inp)
     fast = layer(x)
     assert layer._weight is None  # the kernel reads the nibbles: no fp32 copy is kept
-    reference = _without_kernels(lambda: layer(x))
+    reference = KERNELS.reference(lambda: layer(x))
     assert fast.shape == reference.shape == (1, 1, out)
     assert torch.allclose(fast, reference, rtol=1e-5, atol=1e-4)
     few = torch.randn(2, 3, inp)  # speculative verification: each row as if it came alone
@@ -67,7 +59,7 @@ def test_rows_unpack_bit_for_bit_as_the_grid_dequantizes(spec):
     layer = _layer(20, 128, spec, False)
     assert torch.equal(layer.dequantized_weight(), dequantize(layer.quantized()))
     assert layer._weight is None
-    reference = _without_kernels(layer.dequantized_weight)  # kept, as without the kernel
+    reference = KERNELS.reference(layer.dequantized_weight)  # kept, as without the kernel
     assert torch.equal(reference, dequantize(layer.quantized())) and layer._weight is reference
 
 
@@ -85,7 +77,7 @@ def test_greedy_tokens_equal_the_reference_on_a_tiny_llama():
     ids = torch.tensor([[5, 17, 33, 2]])
     with torch.inference_mode():
         fast = greedy_generate(model.module, ids, 12).tokens
-        reference = _without_kernels(lambda: greedy_generate(model.module, ids, 12).tokens)
+        reference = KERNELS.reference(lambda: greedy_generate(model.module, ids, 12).tokens)
     assert list(fast) == list(reference)
 
 

@@ -24,14 +24,6 @@ def _layer(out: int, inp: int, bias: bool) -> QuantLinear:
                                       torch.randn(out) if bias else None)
 
 
-def _without_kernels(compute):
-    """`compute()` through the dequantized weights: the reference every fast path must match."""
-    KERNELS.enabled = False
-    try:
-        return compute()
-    finally:
-        KERNELS.enabled = True
-
 
 @needs_kernel
 @pytest.mark.parametrize("out,inp,bias", [(37, 100, True), (256, 576, False), (5, 7, True)])
@@ -40,7 +32,7 @@ def test_kernel_matches_the_dequantized_matmul(out, inp, bias):
     assert layer.uses_int8_kernel
     x = torch.randn(1, 1, inp)
     fast = layer(x)
-    reference = _without_kernels(lambda: layer(x))
+    reference = KERNELS.reference(lambda: layer(x))
     assert fast.shape == reference.shape == (1, 1, out)
     assert torch.allclose(fast, reference, rtol=1e-5, atol=1e-4)
     few = torch.randn(2, 3, inp)  # speculative verification: the kernel, row by row
@@ -61,7 +53,7 @@ def test_greedy_tokens_equal_the_reference_on_a_tiny_llama():
     ids = torch.tensor([[5, 17, 33, 2]])
     with torch.inference_mode():
         fast = greedy_generate(model.module, ids, 12).tokens
-        reference = _without_kernels(lambda: greedy_generate(model.module, ids, 12).tokens)
+        reference = KERNELS.reference(lambda: greedy_generate(model.module, ids, 12).tokens)
     assert list(fast) == list(reference)
 
 
@@ -82,7 +74,7 @@ def test_long_inputs_dequantize_by_blocks_and_match_the_whole_weight(monkeypatch
     layer = _layer(50, 24, bias)
     x = torch.randn(2, 40, 24)
     blocked = layer(x)
-    reference = _without_kernels(lambda: layer(x))
+    reference = KERNELS.reference(lambda: layer(x))
     assert blocked.shape == (2, 40, 50)
     assert torch.allclose(blocked, reference, rtol=1e-5, atol=1e-5)
     assert layer._weight is None

@@ -8,17 +8,30 @@ from __future__ import annotations
 import functools
 import os
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
+from typing import TypeVar
 
 from mfmaccel.runtime.cachedir import cache_root
+
+T = TypeVar("T")
 
 
 class _Switch:
     """`KERNELS.enabled = False` makes int8 and 4-bit layers compute through their dequantized
-    weights (the reference the kernels are checked against)."""
+    weights (the reference the kernels are checked against); `KERNELS.reference(compute)`
+    does so for one call."""
 
     enabled = True
+
+    def reference(self, compute: Callable[[], T]) -> T:
+        """`compute()` through the dequantized weights, the kernels switched back on after."""
+        self.enabled = False
+        try:
+            return compute()
+        finally:
+            self.enabled = True
 
 
 KERNELS = _Switch()
