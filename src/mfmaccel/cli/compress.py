@@ -1,8 +1,10 @@
 """`mfmaccel quantize` and `mfmaccel prune`: a smaller model in a new folder
-(`compress.run`)."""
+(`compress.run`); `mfmaccel export`: a model for llama.cpp or plain transformers
+(`models.export`)."""
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -82,4 +84,35 @@ def prune(
     before, after = report.params
     print_record(f"pruned {model}", {"removed blocks": str(report.removed_blocks),
                                      "parameters": f"{before:,} -> {after:,}"})
+    say(f"wrote {out}")
+
+
+class ExportFormat(StrEnum):
+    gguf = "gguf"
+    hf = "hf"
+
+
+@app.command("export")
+@user_errors
+def export(
+    model: Annotated[str, typer.Option(help="Built-in name, HF folder (packed or not) or .gguf")],
+    out: Annotated[Path, typer.Option(help="The .gguf file, or the folder for --format hf")],
+    format: Annotated[ExportFormat, typer.Option(  # noqa: A002 (the flag users type)
+        help="gguf: llama.cpp, packed tensors kept where a GGUF type holds them (Llama, "
+             "Qwen2); hf: plain fp16 Hugging Face folder")] = ExportFormat.gguf,
+) -> None:
+    """Write a model for other tools: one GGUF file, or a plain fp16 Hugging Face folder."""
+    quiet_libraries()
+    from mfmaccel.models.export import export_model
+
+    report = export_model(model, out, format.value)
+    kinds = sorted(set(report.tensors.values()))
+    print_record(f"exported {model}", {"format": report.format, "bytes": report.bytes,
+                                       "tensor types": ", ".join(kinds),
+                                       "tokenizer": report.tokenizer or "as saved"})
+    if report.rounded:
+        say_dim(f"{len(report.rounded)} asymmetric tensors: offsets m = -zero*scale rounded "
+                "to fp16 (not bit-exact)")
+    for name, spec in report.not_kept.items():
+        say_dim(f"{name}: {spec} has no GGUF type; written as F16 of the dequantized weight")
     say(f"wrote {out}")
