@@ -161,6 +161,7 @@ def test_our_loader_reads_back_the_same_model(exported, monkeypatch, tmp_path) -
     assert back.tokenizer("hello world").input_ids == model.tokenizer("hello world").input_ids
 
 
+@pytest.mark.llama_cpp
 def test_llama_cpp_predicts_our_next_token(exported) -> None:
     llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
     model, _, path = exported
@@ -188,6 +189,7 @@ def test_untied_embeddings_and_head_are_written_apart(tmp_path, monkeypatch) -> 
     torch.testing.assert_close(theirs, ours, rtol=0, atol=2e-3)
 
 
+@pytest.mark.llama_cpp
 def test_qwen2_split_rule_is_named_for_llama_cpp(tmp_path) -> None:
     llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
     from tokenizers import Regex, pre_tokenizers
@@ -227,6 +229,7 @@ def _sentencepiece_tokenizer():
                                                 eos_token="</s>", unk_token="<unk>")
 
 
+@pytest.mark.llama_cpp
 def test_sentencepiece_tokenizer_tokenizes_alike_everywhere(tmp_path, monkeypatch) -> None:
     llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
     model = load_model("tiny-llama")
