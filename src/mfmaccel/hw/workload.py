@@ -25,6 +25,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from mfmaccel.errors import UserInputError
 from mfmaccel.models.record import CAUSAL_LM, VISION, VLM, LoadedModel
+from mfmaccel.runtime.kernels import KERNELS
 
 aten = torch.ops.aten
 DEFAULT_BITS = 8  # the accelerator computes int8 x int8; float weights are stored as int8
@@ -234,8 +235,8 @@ def trace_module(module: nn.Module, inputs: dict[str, torch.Tensor], model: str,
         hooks.append(sub.register_forward_hook(
             lambda mod, args, out, k=kind: _leave(stack, recorder, k, args)))
     try:
-        with torch.no_grad(), recorder:
-            forward() if forward else module(**inputs)
+        with torch.no_grad(), recorder:  # kernels off: packed layers multiply as the grid says
+            KERNELS.reference(forward or (lambda: module(**inputs)))
     finally:
         for hook in hooks:
             hook.remove()
