@@ -87,7 +87,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--record", action="store_true")
     args = parser.parse_args()
-    if int8_kernel() is None or int4_kernel() is None or not int4_kernel().simd():
+    if int8_kernel() is None or int4_kernel() is None:
         raise SystemExit("the int8 or the AVX-512 int4 kernel is not available here (see the "
                          "warning); nothing to compare")
     specs = {"int8": INT8_PER_CHANNEL} | {label: parse_spec(label) for label in args.specs}

@@ -52,28 +52,30 @@ def int8_kernel() -> ModuleType | None:
     only: an AVX-512 build ran 1.9x faster from cache but 1.8x slower streaming weights from
     memory, which is what decode does (session 23, a 151936 x 1536 weight: 8.6 against 15.1
     GB/s on one core, 16 against 29 on two)."""
-    return _build("int8_linear", simd=(("avx2", "fma"),))
+    return _build("int8_linear", simd=("avx2", "fma"))
 
 
 @functools.cache
 def int4_kernel() -> ModuleType | None:
-    """The 4-bit extension, or None as for `int8_kernel`. Its fast path needs AVX-512 (the
-    table lookup `_mm512_permutexvar_ps`); a build without it still computes exactly, but
-    slower than the dequantized fp32 product, so callers ask `simd()` before using it."""
-    return _build("int4_linear", simd=(("avx512f", "avx2", "fma"),))
+    """The 4-bit extension, or None as for `int8_kernel`, and on a CPU without AVX-512: its
+    table lookup (`_mm512_permutexvar_ps`) is the whole point, and a portable build would be
+    slower than the dequantized fp32 product the layers fall back to."""
+    return _build("int4_linear", simd=("avx512f", "avx2", "fma"), simd_required=True)
 
 
-def _build(name: str, *, simd: tuple[tuple[str, ...], ...]) -> ModuleType | None:
-    """`csrc/<name>.cpp` compiled into the mfmaccel cache, targeting the first of the `simd`
-    tiers (instruction sets) this CPU has in full (none: portable C++), or None with a
-    one-line warning saying why."""
+def _build(name: str, *, simd: tuple[str, ...],
+           simd_required: bool = False) -> ModuleType | None:
+    """`csrc/<name>.cpp` compiled into the mfmaccel cache, targeting the `simd` instruction
+    sets where this CPU has them all (else portable C++, or None when `simd_required`), or None
+    with a one-line warning saying why."""
     if os.environ.get("MFMACCEL_NO_KERNELS") == "1":
+        return None
+    has_simd = set(simd) <= _cpu_flags()
+    if simd_required and not has_simd:
         return None
     from torch.utils import cpp_extension
 
-    flags = ["-O3"]
-    tier = next((tier for tier in simd if set(tier) <= _cpu_flags()), ())
-    flags += [f"-m{flag}" for flag in tier]
+    flags = ["-O3", *(f"-m{flag}" for flag in simd if has_simd)]
     build = cache_root() / "kernels" / name
     build.mkdir(parents=True, exist_ok=True)
     try:

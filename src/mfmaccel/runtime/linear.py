@@ -65,10 +65,14 @@ class QuantLinear(nn.Module):
     def quantized(self) -> QuantizedTensor:
         count = self.in_features * self.out_features
         q = unpack_bits(self.qweight, self.spec.bits, count, -self.spec.qmin)
-        zero = self.zeros.float() if not self.spec.symmetric else torch.zeros_like(
-            self.scales, dtype=torch.float32)
         return QuantizedTensor(q.view(self.out_features, self.in_features),
-                               self.scales.float(), zero, self.spec)
+                               self.scales.float(), self._zero_points(), self.spec)
+
+    def _zero_points(self) -> torch.Tensor:
+        """fp32 (out, groups) zero points; a symmetric grid has none stored, so zeros."""
+        if self.spec.symmetric:
+            return torch.zeros_like(self.scales, dtype=torch.float32)
+        return self.zeros.float()
 
     def quantized_rows(self, ids: torch.Tensor) -> QuantizedTensor:
         """`quantized()` of rows `ids` alone: when every row starts on a byte boundary of the
@@ -79,9 +83,8 @@ class QuantLinear(nn.Module):
             return QuantizedTensor(whole.q[ids], whole.scale[ids], whole.zero[ids], self.spec)
         packed = self.qweight.view(self.out_features, row_bytes)[ids].flatten()
         q = unpack_bits(packed, self.spec.bits, len(ids) * self.in_features, -self.spec.qmin)
-        scale = self.scales[ids].float()
-        zero = self.zeros[ids].float() if not self.spec.symmetric else torch.zeros_like(scale)
-        return QuantizedTensor(q.view(len(ids), self.in_features), scale, zero, self.spec)
+        return QuantizedTensor(q.view(len(ids), self.in_features), self.scales[ids].float(),
+                               self._zero_points()[ids], self.spec)
 
     def dequantized_weight(self) -> torch.Tensor:
         if self._weight is not None:
@@ -113,10 +116,7 @@ class QuantLinear(nn.Module):
 
     @property
     def uses_int4_kernel(self) -> bool:
-        """Only where the kernel looks nibbles up with AVX-512: its portable build is exact but
-        slower than the dequantized fp32 product."""
-        return self.spec_has_int4_kernel and KERNELS.enabled and int4_kernel() is not None \
-            and int4_kernel().simd()
+        return self.spec_has_int4_kernel and KERNELS.enabled and int4_kernel() is not None
 
     def _int8_rows_dequantized(self, rows: slice) -> torch.Tensor:
         """fp32 weight rows from the unpacked int8 ones (bit for bit the grid's dequantize)."""
@@ -135,10 +135,8 @@ class QuantLinear(nn.Module):
         fp32 shifts, the zero point less qmin, so a weight is (nibble - shift) * scale)."""
         if self._int4_cache is None:
             packed = self.qweight.view(self.out_features, self.in_features // 2)
-            zero = self.zeros.float() if not self.spec.symmetric else torch.zeros_like(
-                self.scales, dtype=torch.float32)
             self._int4_cache = (packed, self.scales.float().contiguous(),
-                                (zero - self.spec.qmin).contiguous())
+                                (self._zero_points() - self.spec.qmin).contiguous())
         return self._int4_cache
 
     def _int4_rows_dequantized(self, rows: slice | torch.Tensor) -> torch.Tensor:

@@ -13,8 +13,9 @@
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 #include <vector>
-#if defined(__AVX512F__)
 #include <immintrin.h>
+#if !defined(__AVX512F__)
+#error "int4_linear.cpp needs AVX-512 (runtime/kernels.py builds it only where the CPU has it)"
 #endif
 
 namespace {
@@ -34,7 +35,6 @@ std::vector<float> even_odd(const float* x, int64_t m, int64_t k) {
   return out;
 }
 
-#if defined(__AVX512F__)
 // Rows r0..r0+ROWS-1 of x' (even_odd order) against one weight row, 64 weights a step: the
 // weights are looked up once and multiplied into every row's sums. Four independent sums per
 // row keep the FMA latency hidden, and every row sums in the same order whatever ROWS is, so a
@@ -93,32 +93,8 @@ void row_tile(const uint8_t* w, const float* scale, const float* shift, const fl
     default: return row_tile_fixed<4>(w, scale, shift, xs, k, group, totals);
   }
 }
-#else
-void row_tile(const uint8_t* w, const float* scale, const float* shift, const float* xs,
-              int64_t k, int64_t group, int64_t rows, float* totals) {
-  for (int64_t r = 0; r < rows; ++r) totals[r] = 0.f;
-  for (int64_t i = 0; i < k; i += kBlock) {
-    const float s = scale[i / group], c = shift[i / group];
-    for (int64_t j = 0; j < kBlock / 2; ++j) {
-      const uint8_t byte = w[i / 2 + j];
-      const float even = (static_cast<float>(byte >> 4) - c) * s;
-      const float odd = (static_cast<float>(byte & 15) - c) * s;
-      for (int64_t r = 0; r < rows; ++r)
-        totals[r] += even * xs[r * k + i + j] + odd * xs[r * k + i + kBlock / 2 + j];
-    }
-  }
-}
-#endif
 
 }  // namespace
-
-bool simd() {
-#if defined(__AVX512F__)
-  return true;
-#else
-  return false;
-#endif
-}
 
 // x: (m, k) float32; packed: (n, k / 2) uint8; scale, shift: (n, k / group) float32.
 torch::Tensor int4_linear(torch::Tensor x, torch::Tensor packed, torch::Tensor scale,
@@ -159,5 +135,4 @@ torch::Tensor int4_linear(torch::Tensor x, torch::Tensor packed, torch::Tensor s
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
   module.def("int4_linear", &int4_linear, "weight-only 4-bit linear (decode)");
-  module.def("simd", &simd, "whether this build looks nibbles up with AVX-512");
 }
