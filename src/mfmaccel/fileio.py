@@ -12,7 +12,7 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -41,20 +41,28 @@ def _usual_mode(path: Path, mode: int) -> None:
     os.chmod(path, mode & ~UMASK)
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write `data` to a temporary file beside `path`, then rename it into place."""
+@contextmanager
+def atomic_file(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary file path beside `path` for a writer that wants a path (the GGUF
+    writer streams tensors); on success it is renamed into place, on failure removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+        yield Path(tmp)
         _usual_mode(Path(tmp), 0o666)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return path
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write `data` to a temporary file beside `path`, then rename it into place."""
+    with atomic_file(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
@@ -118,22 +126,34 @@ def check_replaceable(path: str | Path) -> None:
                              "folder, or remove it yourself (nothing was deleted)")
 
 
-def check_replaceable_file(path: str | Path) -> None:
+def check_replaceable_file(path: str | Path, *, ours: Callable[[Path], bool] | None = None,
+                           what: str = "an mfmaccel record (a JSON object)") -> None:
     """Refuse an output file `path` that holds what mfmaccel did not write: a folder, a link, or
-    a file that is not a JSON object (every record mfmaccel writes is one)."""
+    a file `ours` does not recognise (default: a JSON object, as every record mfmaccel writes
+    is one); `what` names what mfmaccel writes there."""
     path = Path(path)
     if path.is_symlink() or path.is_dir():
         raise UserInputError(f"{path} is a {'link' if path.is_symlink() else 'folder'}, not a "
-                             "record file; give a new file path (nothing was written)")
-    if not path.exists():
-        return
+                             "file mfmaccel wrote; give a new file path (nothing was written)")
+    if path.exists() and not (ours or _is_json_object)(path):
+        raise UserInputError(f"{path} exists and is not {what}; give a new file path, or "
+                             "remove it yourself (nothing was written)")
+
+
+def check_parent_folder(path: str | Path) -> None:
+    """Refuse an output path whose folder does not exist (outputs never create parents the
+    user did not ask for)."""
+    parent = Path(path).parent
+    if not parent.is_dir():
+        raise UserInputError(f"folder {parent} does not exist; create it or give another "
+                             "--out (nothing was written)")
+
+
+def _is_json_object(path: Path) -> bool:
     try:
-        ours = isinstance(json.loads(path.read_bytes()), dict)
+        return isinstance(json.loads(path.read_bytes()), dict)
     except (ValueError, UnicodeDecodeError):
-        ours = False
-    if not ours:
-        raise UserInputError(f"{path} exists and is not an mfmaccel record (a JSON object); "
-                             "give a new file path, or remove it yourself (nothing was written)")
+        return False
 
 
 def _caller() -> str:

@@ -277,7 +277,7 @@ def test_cli_writes_and_replaces_its_own_gguf(tmp_path) -> None:
     [
         ("gpt-17", "gguf", "m.gguf", "unknown model 'gpt-17'"),
         ("tiny-bert", "gguf", "m.gguf", "supports the llama and qwen2 families, not 'bert'"),
-        ("tiny-llama", "gguf", "theirs.gguf", "was not written by mfmaccel"),
+        ("tiny-llama", "gguf", "theirs.gguf", "is not a GGUF file mfmaccel export wrote"),
         ("tiny-llama", "gguf", "missing/m.gguf", "does not exist; create it"),
         ("tiny-llama", "hf", "theirs", "holds files mfmaccel did not write"),
         ("tiny-llama", "hf", "missing/hf", "does not exist; create it"),

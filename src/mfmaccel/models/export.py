@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from mfmaccel.errors import UserInputError
-from mfmaccel.fileio import check_replaceable
+from mfmaccel.fileio import check_parent_folder, check_replaceable
 from mfmaccel.models.gguf_export import ExportReport, check_family, check_gguf_out, export_gguf
 from mfmaccel.models.hf_export import export_hf
 from mfmaccel.models.loader import load_model
@@ -35,7 +35,5 @@ def check_out(out: Path, fmt: str) -> None:
     if fmt == "gguf":
         check_gguf_out(out)
         return
-    if not out.parent.is_dir():
-        raise UserInputError(f"folder {out.parent} does not exist; create it or give another "
-                             "--out (nothing was written)")
+    check_parent_folder(out)
     check_replaceable(out)

@@ -9,9 +9,7 @@ and the report names it. The file is written beside `out` and renamed into place
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +20,7 @@ from gguf import GGUFReader, GGUFWriter, LlamaFileType
 from torch import nn
 
 from mfmaccel.errors import UserInputError
-from mfmaccel.fileio import UMASK
+from mfmaccel.fileio import atomic_file, check_parent_folder, check_replaceable_file
 from mfmaccel.models.gguf_blocks import encode
 from mfmaccel.models.gguf_vocab import Writer, add_vocab
 from mfmaccel.models.record import LoadedModel
@@ -66,15 +64,8 @@ def export_gguf(model: LoadedModel, out: Path) -> ExportReport:
     check_family(model)
     check_gguf_out(out)
     report = ExportReport(str(out), "gguf", 0, {})
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    try:
-        _write(model, Path(tmp), report)
-        os.chmod(tmp, 0o666 & ~UMASK)  # as readable as any file the user makes
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(out) as tmp:
+        _write(model, tmp, report)
     report.bytes = out.stat().st_size
     return report
 
@@ -87,15 +78,8 @@ def check_family(model: LoadedModel) -> None:
 
 def check_gguf_out(out: Path) -> None:
     """Refuse an `out` in a missing folder, a folder or link, or a file mfmaccel did not write."""
-    if not out.parent.is_dir():
-        raise UserInputError(f"folder {out.parent} does not exist; create it or give another "
-                             "--out (nothing was written)")
-    if out.is_symlink() or out.is_dir():
-        raise UserInputError(f"{out} is a {'link' if out.is_symlink() else 'folder'}; give a new "
-                             "file path for --out (nothing was written)")
-    if out.exists() and not _ours(out):
-        raise UserInputError(f"{out} exists and was not written by mfmaccel export; give a new "
-                             "file path, or remove it yourself (nothing was written)")
+    check_parent_folder(out)
+    check_replaceable_file(out, ours=_ours, what="a GGUF file mfmaccel export wrote")
 
 
 def _ours(path: Path) -> bool:

@@ -13,8 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from mfmaccel.errors import UserInputError
-from mfmaccel.fileio import atomic_directory
+from mfmaccel.fileio import atomic_directory, check_parent_folder
 from mfmaccel.models.gguf_export import ExportReport
 from mfmaccel.models.record import LoadedModel
 from mfmaccel.runtime.linear import QuantLinear
@@ -23,9 +22,7 @@ from mfmaccel.runtime.linear import QuantLinear
 def export_hf(model: LoadedModel, out: Path) -> ExportReport:
     """Write `model` to the folder `out` (a new, empty or mfmaccel-written folder)."""
     out = Path(out)
-    if not out.parent.is_dir():
-        raise UserInputError(f"folder {out.parent} does not exist; create it or give another "
-                             "--out (nothing was written)")
+    check_parent_folder(out)
     module = plain_copy(model.module).half()
     with atomic_directory(out) as tmp:
         module.save_pretrained(tmp, safe_serialization=True)
