@@ -13,8 +13,8 @@ Variants, each adding one layer to the one before:
 - `quantized`: the model quantized by `--quant` (a spec such as int8-c-sym or int4-g128-asym,
   round to nearest, every linear and the head), through our kernels.
 - `fused`: the quantized model with q/k/v and gate/up stacked (`execute.fusion`).
-- `speculative`: the fused model verifying `--draft` (lookup, layers:N, or a model name; with
-  `--draft-quant` a model draft is quantized to that spec first).
+- `speculative`: the fused model verifying `--draft` (lookup, layers:N, a model name, or
+  NAME@QUANT for that model quantized to a uniform spec first, as `decode.drafts` reads it).
 - `llama.cpp`: `llama-cpp-python` on the packaged GGUF of the same model (for the zoo's
   qwen2.5-coder models the Q4_K_M file our fp32 weights were dequantized from), greedy (top-k 1),
   and `llama.cpp-lookup` with its prompt-lookup draft (`LlamaPromptLookupDecoding`). The
@@ -27,7 +27,7 @@ others the share of positions where they agree with `fp32`. A CPU result: on a G
 of bandwidth and compute, and so every ratio, differs.
 
 Usage: python benchmarks/headline.py [--model qwen2.5-coder-1.5b] [--quant int8-c-sym]
-       [--draft qwen2.5-coder-0.5b] [--draft-quant int8-c-sym] [--prompts 4]
+       [--draft qwen2.5-coder-0.5b@int8-c-sym] [--prompts 4]
        [--new-tokens 64] [--repeats 2] [--variants ...] [--record]
 """
 
@@ -50,7 +50,7 @@ import torch
 from mfmaccel.compress.quantize import quantize_model, uniform_plan
 from mfmaccel.compress.search import parse_spec
 from mfmaccel.data.code import load_humaneval
-from mfmaccel.decode.drafts import ModelDraft, draft_from_spec
+from mfmaccel.decode.drafts import draft_from_spec
 from mfmaccel.decode.gamma import START_GAMMA, GammaSchedule
 from mfmaccel.decode.speculative import speculative_generate
 from mfmaccel.evaluate.codegen import code_prompt_ids
@@ -76,28 +76,16 @@ def our_variants(args, fp32) -> dict:
         return runs
     base = load_model(args.model)
     quantized = quantize_model(base, uniform_plan(base.module, parse_spec(args.quant)))
-    fused = fuse(quantized)
     runs["quantized"] = lambda ids: greedy(quantized.module, ids, n)
+    if not {"fused", "speculative"} & set(args.variants):
+        return runs
+    fused = fuse(quantized)
     runs["fused"] = lambda ids: greedy(fused.module, ids, n)
     if "speculative" in args.variants:
-        draft, schedule = make_draft(args, fused.module), GammaSchedule(START_GAMMA)
+        draft, schedule = draft_from_spec(args.draft, fused.module), GammaSchedule(START_GAMMA)
         runs["speculative"] = lambda ids: speculative_generate(
             fused.module, draft, ids, max_new_tokens=n, gamma=schedule).tokens[:n]
     return runs
-
-
-def make_draft(args, target):
-    """`--draft` for `target`; a model draft quantized to `--draft-quant` when given."""
-    if make_draft_label(args) == args.draft:  # not a quantized model draft
-        return draft_from_spec(args.draft, target)
-    draft = load_model(args.draft)
-    quantize_model(draft, uniform_plan(draft.module, parse_spec(args.draft_quant)))
-    return ModelDraft(draft.module, f"{args.draft} ({args.draft_quant})")
-
-
-def make_draft_label(args) -> str:
-    model_draft = args.draft != "lookup" and not args.draft.startswith("layers:")
-    return f"{args.draft} ({args.draft_quant})" if model_draft and args.draft_quant else args.draft
 
 
 def greedy(module, ids: list[int], n: int) -> list[int]:
@@ -122,15 +110,15 @@ def llama_variants(args, workdir: Path) -> tuple[dict, str | None]:
     if builtin is None or builtin.weights.fmt != "gguf":
         return {}, f"{args.model} ships no GGUF file; the llama.cpp variants are left out"
     path = join_gguf(builtin, workdir / f"{args.model}.gguf")
-    threads = torch.get_num_threads()
-    plain = llama_cpp.Llama(str(path), n_ctx=2048, n_threads=threads, n_batch=512,
-                            verbose=False)
-    lookup = llama_cpp.Llama(str(path), n_ctx=2048, n_threads=threads, n_batch=512,
-                             verbose=False,
-                             draft_model=llama_cpp.llama_speculative.LlamaPromptLookupDecoding())
-    runs = {"llama.cpp": lambda ids: llama_generate(plain, ids, args.new_tokens),
-            "llama.cpp-lookup": lambda ids: llama_generate(lookup, ids, args.new_tokens)}
-    return {name: run for name, run in runs.items() if name in args.variants}, None
+    drafts = {"llama.cpp": None,
+              "llama.cpp-lookup": llama_cpp.llama_speculative.LlamaPromptLookupDecoding}
+    runs = {}
+    for name in (name for name in LLAMA if name in args.variants):  # each loads the file
+        llm = llama_cpp.Llama(str(path), n_ctx=2048, n_threads=torch.get_num_threads(),
+                              n_batch=512, verbose=False,
+                              draft_model=drafts[name]() if drafts[name] else None)
+        runs[name] = lambda ids, llm=llm: llama_generate(llm, ids, args.new_tokens)
+    return runs, None
 
 
 def llama_generate(llm, ids: list[int], n: int) -> list[int]:
@@ -164,8 +152,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="qwen2.5-coder-1.5b")
     parser.add_argument("--quant", default="int8-c-sym")
-    parser.add_argument("--draft", default="qwen2.5-coder-0.5b")
-    parser.add_argument("--draft-quant", default="int8-c-sym")
+    parser.add_argument("--draft", default="qwen2.5-coder-0.5b@int8-c-sym")
     parser.add_argument("--prompts", type=int, default=4)
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=2)
@@ -182,7 +169,7 @@ def main() -> None:
         llama_runs, llama_note = llama_variants(args, Path(workdir))
         report = measure(runs | llama_runs, prompts, args.repeats)
     report = {"model": args.model, "quant": args.quant,
-              "draft": make_draft_label(args),
+              "draft": args.draft,
               "threads": torch.get_num_threads(), "prompts": args.prompts,
               "new_tokens": args.new_tokens, "repeats": args.repeats,
               "llama_cpp": llama_note or "llama-cpp-python "
