@@ -1,23 +1,19 @@
-"""Generation speed at batch 1 through a draft, timed as `evaluate.speed` times the plain loop,
-so a run's decode column can show what the chosen draft gives.
+"""Generation speed at batch 1 through a draft, timed as `evaluate.speed` times the plain loop
+(`timed_speed`), so a run's decode column can show what the chosen draft gives.
 
 prefill = prompt in -> first token out (the prompt's round); decode rate = (N - 1) tokens /
-time from the first to the last new token; exactly N new tokens (end of turn ignored); medians
-over `repeats` after one untimed warm-up. A draft is lossless under greedy decoding, so the
-tokens are the plain loop's.
+time from the first to the last new token; exactly N new tokens (end of turn ignored). A draft
+is lossless under greedy decoding, so the tokens are the plain loop's.
 """
 
 from __future__ import annotations
-
-import resource
-import statistics
 
 import torch
 
 from mfmaccel.decode.drafts import draft_from_spec
 from mfmaccel.decode.gamma import START_GAMMA, GammaSchedule
 from mfmaccel.decode.speculative import speculative_generate
-from mfmaccel.evaluate.speed import DEFAULT_PROMPT, SpeedResult
+from mfmaccel.evaluate.speed import DEFAULT_PROMPT, SpeedResult, timed_speed
 from mfmaccel.models.record import LoadedModel
 
 DRAFT_KEY = "draft"  # LoadedModel.meta key: the draft spec a `decode` stage chose
@@ -29,6 +25,7 @@ def measure_speculative_speed(model: LoadedModel, draft_spec: str, *, prompt: st
     ids = model.tokenizer(prompt).input_ids
     draft, schedule = draft_from_spec(draft_spec, model.module), GammaSchedule(START_GAMMA)
 
+    @torch.inference_mode()
     def one_run() -> tuple[float, float]:
         out = speculative_generate(model.module, draft, ids, max_new_tokens=new_tokens,
                                    gamma=schedule)
@@ -36,14 +33,5 @@ def measure_speculative_speed(model: LoadedModel, draft_spec: str, *, prompt: st
         rate = (len(out.tokens) - 1) / decode_seconds if decode_seconds > 0 else 0.0
         return out.first_token_seconds, rate
 
-    with torch.inference_mode():
-        one_run()  # warm-up, untimed
-        prefills, rates = zip(*(one_run() for _ in range(repeats)), strict=True)
-    return SpeedResult(
-        model=model.name, engine=f"mfmaccel+{draft_spec}", prompt_tokens=len(ids),
-        new_tokens=new_tokens, prefill_seconds=statistics.median(prefills),
-        decode_tokens_per_s=statistics.median(rates),
-        peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-        weight_bytes=model.weight_bytes, threads=torch.get_num_threads(), repeats=repeats,
-        prefill_seconds_runs=list(prefills), decode_tokens_per_s_runs=list(rates),
-    )
+    return timed_speed(model, f"mfmaccel+{draft_spec}", one_run, prompt_tokens=len(ids),
+                       new_tokens=new_tokens, repeats=repeats)

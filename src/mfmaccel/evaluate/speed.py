@@ -13,6 +13,7 @@ from __future__ import annotations
 import resource
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -89,11 +90,19 @@ def measure_speed(
     if repeats < 1:
         raise ValueError("repeats must be at least 1")
     ids = model.tokenizer(prompt, return_tensors="pt").input_ids
-    _timed_run(model, engine, ids, new_tokens)  # warm-up, untimed
-    prefills, rates = zip(*(_timed_run(model, engine, ids, new_tokens) for _ in range(repeats)),
-                          strict=True)
+    return timed_speed(model, engine, lambda: _timed_run(model, engine, ids, new_tokens),
+                       prompt_tokens=ids.shape[1], new_tokens=new_tokens, repeats=repeats)
+
+
+def timed_speed(model: LoadedModel, engine: str, run: Callable[[], tuple[float, float]], *,
+                prompt_tokens: int, new_tokens: int, repeats: int) -> SpeedResult:
+    """The `SpeedResult` of `run()` (one generation: prefill seconds, decode tokens/s) timed
+    `repeats` times after an untimed warm-up; any engine (a draft, in `decode.speed`) is timed
+    this one way."""
+    run()  # warm-up, untimed
+    prefills, rates = zip(*(run() for _ in range(repeats)), strict=True)
     return SpeedResult(
-        model=model.name, engine=engine, prompt_tokens=ids.shape[1], new_tokens=new_tokens,
+        model=model.name, engine=engine, prompt_tokens=prompt_tokens, new_tokens=new_tokens,
         prefill_seconds=statistics.median(prefills),
         decode_tokens_per_s=statistics.median(rates),
         peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
