@@ -30,7 +30,7 @@ def check_recipe(recipe: Recipe) -> list[TaskData]:
     kind = model_kind(recipe.model)
     for task in recipe.evaluation.tasks:
         check_kind_fits(kind, recipe.model, task)
-    knobs_set = knobs_set_by = None
+    set_by = None  # the last stage that changed the model without new weights
     for spec in recipe.stages:
         stage = get_stage(spec.stage)
         if kind not in stage.accepts:
@@ -38,12 +38,12 @@ def check_recipe(recipe: Recipe) -> list[TaskData]:
                 f"stage '{spec.label}' cannot take '{recipe.model}' (a {kind} model); it "
                 f"accepts {', '.join(stage.accepts)}"
             )
-        if knobs_set and stage.changes_model:
-            raise UserInputError(f"stage '{spec.label}' changes weights after '{knobs_set}' "
+        if set_by and stage.changes_model:  # a resume could not redo it on the new weights
+            raise UserInputError(f"stage '{spec.label}' changes weights after '{set_by.label}' "
                                  "set how the model before it executes; move the "
-                                 f"{knobs_set_by} stage after it")
-        if spec.stage in ("cooptimize", "fuse"):
-            knobs_set, knobs_set_by = spec.label, spec.stage
+                                 f"{set_by.stage} stage after it")
+        if stage.reapply is not None:
+            set_by = spec
     limit, seed = recipe.evaluation.limit, recipe.seed
     return [load_task_data(task, None, limit, seed) for task in recipe.evaluation.tasks]
 
@@ -53,14 +53,14 @@ def _resume_model(recipe: Recipe, run: RunDirectory, state: RunState) -> LoadedM
     kept stage after them did without saving weights (`Stage.reapply`), in run order."""
     kept = [(run.stage_dir(index, result.name), get_stage(result.stage))
             for index, result in enumerate(state.stages) if result.kept]
-    saved = [place for place, (stage_dir, _) in enumerate(kept)
-             if (stage_dir / "model").is_dir()]
-    if saved:
-        model = load_model(str(kept[saved[-1]][0] / "model"))
-        model.name = recipe.model
-    else:
+    last_saved = max((place for place, (stage_dir, _) in enumerate(kept)
+                      if (stage_dir / "model").is_dir()), default=-1)
+    if last_saved < 0:
         model = load_model(recipe.model, seed=recipe.seed)
-    for stage_dir, stage in kept[saved[-1] + 1 if saved else 0:]:
+    else:
+        model = load_model(str(kept[last_saved][0] / "model"))
+        model.name = recipe.model
+    for stage_dir, stage in kept[last_saved + 1:]:
         if stage.reapply is not None:
             model = stage.reapply(model, stage_dir)
     return model
