@@ -49,9 +49,8 @@ def _cpu_flags() -> set[str]:
 @functools.cache
 def int8_kernel() -> ModuleType | None:
     """The int8 extension, or None (no compiler / build failed / MFMACCEL_NO_KERNELS=1). AVX2
-    only: an AVX-512 build ran 1.9x faster from cache but 1.8x slower streaming weights from
-    memory, which is what decode does (session 23, a 151936 x 1536 weight: 8.6 against 15.1
-    GB/s on one core, 16 against 29 on two)."""
+    only: an AVX-512 build tried in session 23 was faster on weights in cache but slower
+    streaming them from memory, which is what decode does (timed by hand, not kept)."""
     return _build("int8_linear", simd=("avx2", "fma"))
 
 
