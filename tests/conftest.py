@@ -5,6 +5,7 @@ and a missing tool stops the run (tests/toolcheck.py)."""
 from __future__ import annotations
 
 import importlib.util
+import socket
 
 import pytest
 
@@ -54,3 +55,11 @@ def step_recorder():
         return lambda done, total: None
 
     return labels, progress
+
+
+@pytest.fixture
+def silent_scheduler() -> str:
+    """A tcp://127.0.0.1:PORT address where no Dask scheduler answers (a port just free)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return f"tcp://127.0.0.1:{probe.getsockname()[1]}"
