@@ -47,6 +47,7 @@ from mfmaccel.hw.codesign import bit_specs, codesign
 from mfmaccel.hw.codesign_ladder import TIERS
 from mfmaccel.hw.codesign_run import subject_for_spec
 from mfmaccel.hw.dse import DesignSpace
+from mfmaccel.parallel import Executor
 from mfmaccel.progress import PlainProgress
 
 MODELS = ("smollm2-135m", "medvlm")
@@ -84,8 +85,8 @@ def codesign_model(model: str, args) -> dict:
     for tier in args.tiers:
         print(f"{model}: co-design at the {tier} tier", file=sys.stderr)
         out[tier] = summary(codesign(subject, GRID, bits=args.weight_bits, tier=tier,
-                                     checks=args.checks, workers=2, sensitivity=sensitivity,
-                                     progress=progress))
+                                     checks=args.checks, executor=Executor(workers=2),
+                                     sensitivity=sensitivity, progress=progress))
     return out
 
 

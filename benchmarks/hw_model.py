@@ -8,8 +8,9 @@
 - swifttron: RoBERTa-base (public config, no weights) on the SwiftTron-like preset at several
   sequence lengths, next to the published 1.83 ms, 33.64 mW, 273 mm^2, and matrix
   multiplication's 55% of area and 79% of power.
-- dse: design points per minute of the default sweep on RoBERTa-base, with 2 workers against
-  1 worker measured in the same run.
+- dse: design points per minute of the default sweep on RoBERTa-base, with 2 workers (a local
+  Dask cluster, its start included) against 1 worker measured in the same run
+  (benchmarks/sweep_scaling.py times the cluster route on its own).
 
 Usage: python benchmarks/hw_model.py [--no-rtl] [--no-scalesim] [--full] [--seq-len 32]
 """
@@ -37,6 +38,7 @@ from mfmaccel.hw.rtl.gemm import gemm_arch
 from mfmaccel.hw.simulate import simulate, simulate_op
 from mfmaccel.hw.trace import workload_for_spec
 from mfmaccel.hw.workload import Gemm
+from mfmaccel.parallel import Executor
 
 PUBLISHED = {"latency_ms": 1.83, "power_mw": 33.64, "area_mm2": 273, "matmul_area_share": 0.55,
              "matmul_power_share": 0.79}
@@ -139,7 +141,7 @@ def dse_speed(length: int) -> dict:
     runs = {}
     for workers in (1, 2):
         began = time.perf_counter()
-        result = explore(workload, space, workers=workers)
+        result = explore(workload, space, executor=Executor(workers=workers))
         runs[workers] = {"seconds": time.perf_counter() - began,
                          "points_per_minute": result.points_per_minute,
                          "front": len(result.front), "evaluated": result.evaluated,

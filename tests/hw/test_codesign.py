@@ -97,7 +97,7 @@ def test_a_block_indifferent_to_bits_makes_mixed_points_dominate(llama) -> None:
         "layers.0": {2: 1.0, 3: 0.3, 4: 0.1, 8: 0.001},
         "layers.1": {2: 0.0, 3: 0.0, 4: 0.0, 8: 0.0},  # any bits: no harm
         "head": {2: 0.5, 3: 0.1, 4: 0.02, 8: 0.0005}})
-    record = codesign(llama, SPACE, steps=4, workers=1, sensitivity=sensitivity)
+    record = codesign(llama, SPACE, steps=4, sensitivity=sensitivity)
     uniform = {u["assignment"]: u for u in record.uniform}
     by_name = {a.name: a for a in record.assignments}
     for bits in (3, 4, 8):  # layers.1 at 2 bits: the same prediction, fewer bytes
@@ -113,7 +113,7 @@ def test_a_block_indifferent_to_bits_makes_mixed_points_dominate(llama) -> None:
 
 
 def test_predictions_are_checked_by_quantizing_for_real(llama) -> None:
-    record = codesign(llama, SPACE, steps=8, checks=3, workers=1)
+    record = codesign(llama, SPACE, steps=8, checks=3)
     checks = {c["assignment"]: c for c in record.checks}
     mixed = [n for n in checks if n.startswith("mixed")]
     assert len(mixed) == 3 and record.signal == "kl" and record.heldout_tokens == 128
@@ -128,8 +128,8 @@ def test_predictions_are_checked_by_quantizing_for_real(llama) -> None:
 
 def test_the_module_tier_gives_each_linear_its_bits(llama) -> None:
     sensitivity = measure_sensitivity(llama.module, llama.calibration, bit_specs((2, 3, 4, 8)))
-    tiers = {tier: codesign(llama, SPACE, tier=tier, steps=6, workers=1,
-                            sensitivity=sensitivity) for tier in ("block", "module")}
+    tiers = {tier: codesign(llama, SPACE, tier=tier, steps=6, sensitivity=sensitivity)
+             for tier in ("block", "module")}
     parts = set(quantizable_parts(llama.module))
     assert tiers["module"].tier == "module"
     for a in tiers["module"].assignments:
@@ -146,7 +146,7 @@ def test_a_vision_tower_is_codesigned_on_its_blocks() -> None:
     wheres = {op.where for op in subject.workload.ops if isinstance(op, Gemm)}
     assert set(subject.paths.values()) <= wheres and len(subject.paths) == 2 * 6
     assert "embed" not in subject.paths and "head" not in subject.paths
-    record = codesign(subject, SPACE, bits=(2, 4, 8), steps=8, workers=1)
+    record = codesign(subject, SPACE, bits=(2, 4, 8), steps=8)
     mixed = [a for a in record.assignments if a.origin != "uniform"]
     assert record.signal == "cosine" and mixed
     assert len(record.checks) == 3 + min(3, len(mixed))  # two blocks: few mixed ones exist
@@ -162,6 +162,7 @@ def test_a_vision_tower_is_codesigned_on_its_blocks() -> None:
     (["--model", "tiny-llava"], "DINOv2 or ViT vision tower"),
     (["--model", "tiny-llama", "--calib-tokens", "64", "--tokens", "64", "--max-latency-ms",
       "1e-9"], "the smallest value that admits one"),
+    (["--model", "tiny-llama", "--scheduler", "localhost:8786"], "tcp://HOST:PORT"),
 ])
 def test_cli_bad_input_is_one_line(args, message, tmp_path) -> None:
     out = tmp_path / "codesign.json"

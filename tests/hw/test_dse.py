@@ -1,9 +1,11 @@
-"""Design-space exploration: the numbering of design points, chunks that cover the sweep, the
-Pareto front, constraints, and the CLI commands around the performance model."""
+"""Design-space exploration: the numbering of design points, the index ranges (jobs) that cover
+the sweep, the Pareto front, constraints, and the CLI commands around the performance model.
+Sweeps on a cluster: test_sweeps_on_a_cluster.py."""
 
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import replace
 
 import pytest
@@ -12,13 +14,14 @@ from typer.testing import CliRunner
 from mfmaccel.cli import app
 from mfmaccel.errors import UserInputError
 from mfmaccel.hw.dse import (
+    SWEEP_JOBS,
     Constraints,
     DesignPoint,
     DesignSpace,
-    chunk_range,
     evaluate_range,
     explore,
     pareto_front,
+    sweep_ranges,
 )
 from mfmaccel.hw.trace import workload_for_spec
 
@@ -41,17 +44,18 @@ def test_every_index_is_a_distinct_design() -> None:
     assert SMALL.size == 64 and len(designs) == 64
 
 
-def test_chunks_cover_the_sweep_exactly_once() -> None:
-    ranges = [chunk_range(1000, i, 7) for i in range(7)]
-    assert ranges[0][0] == 0 and ranges[-1][1] == 1000
-    assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:], strict=False))
-    with pytest.raises(UserInputError, match="chunk"):
-        chunk_range(1000, 7, 7)
+def test_jobs_cover_the_sweep_exactly_once() -> None:
+    for size in (1, 5, 64, 1000):
+        ranges = sweep_ranges(size)
+        assert [i for a, b in ranges for i in range(a, b)] == list(range(size))
+        assert all(b > a for a, b in ranges) and len(ranges) == min(size, SWEEP_JOBS)
 
 
-def test_chunked_runs_equal_one_run(roberta) -> None:
+def test_jobs_evaluated_apart_equal_one_run(roberta) -> None:
     whole, _ = evaluate_range(roberta, SMALL, 0, SMALL.size)
-    parts = [p for i in range(3) for p in evaluate_range(roberta, SMALL, *chunk_range(64, i, 3))[0]]
+    bounds = [0, 21, 42, SMALL.size]
+    parts = [p for a, b in zip(bounds, bounds[1:], strict=False)
+             for p in evaluate_range(roberta, SMALL, a, b)[0]]
     assert [p.to_dict() for p in parts] == [p.to_dict() for p in whole]
 
 
@@ -62,7 +66,7 @@ def test_pareto_front_keeps_exactly_the_undominated() -> None:
 
 
 def test_explore_front_is_undominated_and_halving_bits_never_slows(roberta) -> None:
-    result = explore(roberta, SMALL, workers=1)
+    result = explore(roberta, SMALL)
     assert result.evaluated == SMALL.size and result.front
     for p in result.front:
         assert not any(q.latency_ms <= p.latency_ms and q.energy_mj <= p.energy_mj
@@ -77,18 +81,12 @@ def test_explore_front_is_undominated_and_halving_bits_never_slows(roberta) -> N
                for pair in by_design.values())
 
 
-def test_two_workers_give_the_same_points(roberta) -> None:
-    one = explore(roberta, SMALL, workers=1)
-    two = explore(roberta, SMALL, workers=2)
-    assert [p.to_dict() for p in one.points] == [p.to_dict() for p in two.points]
-
-
 def test_infeasible_constraint_names_the_smallest_value_that_works(roberta) -> None:
-    result = explore(roberta, SMALL, workers=1)
+    result = explore(roberta, SMALL)
     fastest = min(p.latency_ms for p in result.points)
     with pytest.raises(UserInputError, match=rf"max_latency_ms=0.001.* is {fastest:.4g}"):
-        explore(roberta, SMALL, workers=1, constraints=Constraints(max_latency_ms=0.001))
-    kept = explore(roberta, SMALL, workers=1, constraints=Constraints(max_latency_ms=fastest))
+        explore(roberta, SMALL, constraints=Constraints(max_latency_ms=0.001))
+    kept = explore(roberta, SMALL, constraints=Constraints(max_latency_ms=fastest))
     assert all(p.latency_ms <= fastest for p in kept.points)
 
 
@@ -98,7 +96,7 @@ def test_bad_spaces_are_refused(roberta) -> None:
     with pytest.raises(UserInputError, match="rows needs at least one value"):
         replace(SMALL, rows=())
     with pytest.raises(UserInputError, match="raise out_buffer_kib"):
-        explore(roberta, replace(SMALL, out_buffer_kib=(0.125,)), workers=1)
+        explore(roberta, replace(SMALL, out_buffer_kib=(0.125,)))
 
 
 def test_cli_simulate_and_dse_write_their_records(tmp_path) -> None:
@@ -113,7 +111,7 @@ def test_cli_simulate_and_dse_write_their_records(tmp_path) -> None:
     folder = tmp_path / "dse"
     done = runner.invoke(app, ["hw", "dse", "--model", "roberta-base", "--seq-len", "32",
                                "--rows", "8,16", "--cols", "8", "--clock-mhz", "200",
-                               "--workers", "1", "--chunk", "0/2", "--out", str(folder)])
+                               "--workers", "1", "--out", str(folder)])
     assert done.exit_code == 0, done.output
     front = json.loads((folder / "front.json").read_text())
     assert front["front"] and (folder / "front.png").is_file()
@@ -125,7 +123,10 @@ def test_cli_simulate_and_dse_write_their_records(tmp_path) -> None:
     (["simulate", "--model", "roberta-base", "--clock-mhz", "0"], "clock_mhz must be positive"),
     (["simulate", "--model", "tiny-llama", "--arch", "swifttron"], "no unit on arch"),
     (["dse", "--model", "roberta-base", "--rows", "8,x"], "comma-separated"),
-    (["dse", "--model", "roberta-base", "--chunk", "3"], "use I/N"),
+    (["dse", "--model", "roberta-base", "--workers", "0"], "--workers must be at least 1"),
+    (["dse", "--model", "roberta-base", "--scheduler", "localhost:8786"], "tcp://HOST:PORT"),
+    (["dse", "--model", "roberta-base", "--scheduler", "tcp://127.0.0.1:8786", "--workers", "2"],
+     "drop --workers"),
 ])
 def test_cli_bad_input_is_one_line(args, message, tmp_path) -> None:
     done = CliRunner().invoke(app, ["hw", *args, "--out", str(tmp_path / "o")])
@@ -133,24 +134,15 @@ def test_cli_bad_input_is_one_line(args, message, tmp_path) -> None:
     assert not (tmp_path / "o").exists()
 
 
-def test_merged_chunks_give_the_whole_sweeps_front(roberta, tmp_path) -> None:
-    runner = CliRunner()
-    args = ["hw", "dse", "--model", "roberta-base", "--seq-len", "32", "--rows", "8,16",
-            "--cols", "8,16", "--clock-mhz", "200,400", "--workers", "1"]
-    for i in range(2):
-        done = runner.invoke(app, [*args, "--chunk", f"{i}/2", "--out", str(tmp_path / f"c{i}")])
-        assert done.exit_code == 0, done.output
-    merged = runner.invoke(app, ["hw", "dse-merge", str(tmp_path / "c0"), str(tmp_path / "c1"),
-                                 "--out", str(tmp_path / "all")])
-    assert merged.exit_code == 0, merged.output
-    whole = runner.invoke(app, [*args, "--out", str(tmp_path / "whole")])
-    assert whole.exit_code == 0, whole.output
-    fronts = [json.loads((tmp_path / name / "front.json").read_text())["front"]
-              for name in ("all", "whole")]
-    assert fronts[0] == fronts[1] and fronts[0]
-    bad = runner.invoke(app, ["hw", "dse-merge", str(tmp_path / "nope"), "--out",
-                              str(tmp_path / "x")])
-    assert bad.exit_code == 2 and "not a folder written by" in bad.output
+def test_cli_dse_on_a_scheduler_nobody_runs_is_one_line(silent_scheduler, tmp_path) -> None:
+    began = time.perf_counter()
+    done = CliRunner().invoke(app, ["hw", "dse", "--model", "roberta-base", "--seq-len", "16",
+                                    "--rows", "8", "--cols", "8", "--scheduler",
+                                    silent_scheduler, "--out", str(tmp_path / "o")])
+    assert done.exit_code == 2 and time.perf_counter() - began < 20
+    assert f"no Dask scheduler answers at {silent_scheduler}" in done.output
+    assert "dask scheduler" in done.output and "Traceback" not in done.output
+    assert not (tmp_path / "o").exists()
 
 
 def test_dse_takes_its_preset_by_the_same_flag_as_simulate(tmp_path) -> None:

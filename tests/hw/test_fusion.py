@@ -172,8 +172,8 @@ def test_dse_prices_each_design_with_its_fusion() -> None:
     space = DesignSpace(rows=(16,), cols=(16,), a_buffer_kib=(64,), b_buffer_kib=(128,),
                         out_buffer_kib=(64,), bandwidth_gbs=(8.5,), clock_mhz=(400,),
                         vector_lanes=(16,))
-    none = explore(workload, replace(space, fusion=()), workers=1).points[0]
-    every = explore(workload, replace(space, fusion=FUSION_KINDS), workers=1).points[0]
+    none = explore(workload, replace(space, fusion=())).points[0]
+    every = explore(workload, replace(space, fusion=FUSION_KINDS)).points[0]
     assert every.energy_mj < none.energy_mj and every.latency_ms <= none.latency_ms
 
 

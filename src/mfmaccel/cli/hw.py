@@ -30,6 +30,13 @@ GridOutBuffer = Annotated[str | None, typer.Option(help="Output buffer sizes (Ki
 GridBandwidth = Annotated[str | None, typer.Option(help="Off-chip GB/s to try")]
 GridClock = Annotated[str | None, typer.Option(help="Clocks to try (MHz)")]
 GridLanes = Annotated[str | None, typer.Option(help="Non-linear unit lanes")]
+# Where a sweep runs, shared by `hw dse` and `hw codesign` (mfmaccel.parallel, docs/sweeps.md).
+Workers = Annotated[int | None, typer.Option(
+    help="Worker processes of a local Dask cluster; 1 runs in this process (default: 2, or "
+         "the scheduler's own workers with --scheduler)", show_default=False)]
+Scheduler = Annotated[str | None, typer.Option(
+    help="Run on the Dask scheduler at tcp://HOST:PORT instead (its workers started with "
+         "`dask worker`)")]
 
 
 @hw_app.command("intexec")
@@ -246,8 +253,8 @@ def hw_dse(
     max_energy_mj: Annotated[float | None, typer.Option()] = None,
     max_area_mm2: Annotated[float | None, typer.Option()] = None,
     max_power_mw: Annotated[float | None, typer.Option()] = None,
-    workers: Annotated[int, typer.Option(help="Processes")] = 2,
-    chunk: Annotated[str | None, typer.Option(help="Run only chunk I of N, e.g. 3/10")] = None,
+    workers: Workers = None,
+    scheduler: Scheduler = None,
     out: Annotated[Path | None, typer.Option(help="Output folder")] = None,
 ) -> None:
     """Sweep accelerator designs for MODEL; write the Pareto front of latency, energy and area
@@ -256,6 +263,7 @@ def hw_dse(
     from mfmaccel.hw.arch import parse_fusion
     from mfmaccel.hw.dse import Constraints, DesignSpace, explore
     from mfmaccel.hw.trace import workload_for_spec
+    from mfmaccel.parallel import executor_for
 
     given = {"rows": _values(rows, int), "cols": _values(cols, int),
              "a_buffer_kib": _values(a_buffer_kib), "b_buffer_kib": _values(b_buffer_kib),
@@ -265,32 +273,17 @@ def hw_dse(
     if fusion is not None:
         given["fusion"] = parse_fusion(fusion)
     space = DesignSpace(base=arch.value, **{k: v for k, v in given.items() if v is not None})
-    if workers < 1:
-        raise UserInputError(f"--workers must be at least 1, got {workers}")
-    part = _chunk(chunk)
+    executor = executor_for(workers=workers, scheduler=scheduler)
     workload = workload_for_spec(model, seq_len=seq_len, image_size=image_size)
     with Bars() as bars:
-        result = explore(workload, space, workers=workers, chunk=part,
+        result = explore(workload, space, executor=executor,
                          constraints=Constraints(max_latency_ms=max_latency_ms,
                                                  max_energy_mj=max_energy_mj,
                                                  max_area_mm2=max_area_mm2,
                                                  max_power_mw=max_power_mw),
                          progress=bars.task(f"designs of {model}"))
-    suffix = f"-chunk{part[0]}of{part[1]}" if part else ""
-    out = out or Path("results") / f"dse-{Path(model).name}-L{seq_len}{suffix}"
+    out = out or Path("results") / f"dse-{Path(model).name}-L{seq_len}"
     _write_exploration(result, out)
-
-
-@hw_app.command("dse-merge")
-@user_errors
-def hw_dse_merge(
-    folders: Annotated[list[Path], typer.Argument(help="The --out folders of the chunks")],
-    out: Annotated[Path, typer.Option(help="Folder for the merged front")],
-) -> None:
-    """Merge the chunks of one sweep (`hw dse --chunk I/N`) into one Pareto front."""
-    from mfmaccel.hw.dse import load_exploration, merge
-
-    _write_exploration(merge([load_exploration(folder) for folder in folders]), out)
 
 
 @hw_app.command("codesign")
@@ -330,7 +323,8 @@ def hw_codesign(
     max_energy_mj: Annotated[float | None, typer.Option()] = None,
     max_area_mm2: Annotated[float | None, typer.Option()] = None,
     max_power_mw: Annotated[float | None, typer.Option()] = None,
-    workers: Annotated[int, typer.Option(help="Processes pricing the designs")] = 2,
+    workers: Workers = None,
+    scheduler: Scheduler = None,
     out: Annotated[Path | None, typer.Option(help="JSON output path")] = None,
 ) -> None:
     """Search weight bit-widths per block (or per linear) with accelerator designs for MODEL: the
@@ -340,6 +334,7 @@ def hw_codesign(
     from mfmaccel.fileio import check_replaceable_file
     from mfmaccel.hw.codesign_run import codesign_for_spec
     from mfmaccel.hw.dse import Constraints, DesignSpace
+    from mfmaccel.parallel import executor_for
 
     given = {"rows": _values(rows, int), "cols": _values(cols, int),
              "a_buffer_kib": _values(a_buffer_kib), "b_buffer_kib": _values(b_buffer_kib),
@@ -347,17 +342,16 @@ def hw_codesign(
              "clock_mhz": _values(clock_mhz), "vector_lanes": _values(vector_lanes, int)}
     space = DesignSpace(base=arch.value, **{k: v for k, v in given.items() if v is not None})
     bits = _values(weight_bits, int)
+    executor = executor_for(workers=workers, scheduler=scheduler)
     out = out or Path("results") / f"codesign-{Path(model).name}-{arch.value}.json"
     check_replaceable_file(out)  # refuse a user's file before minutes of compute
     with Bars() as bars:
         record = codesign_for_spec(
             model, space, bits=bits, seq_len=seq_len, calib_tokens=calib_tokens,
             tokens=tokens, calibration=calibration, images=images, tier=tier, steps=steps,
-            checks=checks,
-            workers=workers, constraints=Constraints(max_latency_ms=max_latency_ms,
-                                                     max_energy_mj=max_energy_mj,
-                                                     max_area_mm2=max_area_mm2,
-                                                     max_power_mw=max_power_mw),
+            checks=checks, executor=executor,
+            constraints=Constraints(max_latency_ms=max_latency_ms, max_energy_mj=max_energy_mj,
+                                    max_area_mm2=max_area_mm2, max_power_mw=max_power_mw),
             progress=bars.task)
     record.save(out)
     _print_codesign(record)
@@ -413,17 +407,6 @@ def _values(text: str | None, cast=float) -> tuple | None:
     except ValueError:
         raise UserInputError(f"'{text}' is not a comma-separated list of numbers, e.g. "
                              f"8,16,32") from None
-
-
-def _chunk(text: str | None) -> tuple[int, int] | None:
-    if text is None:
-        return None
-    try:
-        index, count = (int(v) for v in text.split("/"))
-    except ValueError:
-        raise UserInputError(f"--chunk '{text}': use I/N, e.g. 0/4 for the first of four") \
-            from None
-    return index, count
 
 
 @hw_app.command("design")

@@ -38,6 +38,7 @@ from mfmaccel.hw.codesign_price import admitted, price_table
 from mfmaccel.hw.codesign_records import BitAssignment, Codesign
 from mfmaccel.hw.codesign_subject import Subject
 from mfmaccel.hw.dse import Constraints, DesignSpace
+from mfmaccel.parallel import IN_PROCESS, Executor
 from mfmaccel.progress import Steps, step
 from mfmaccel.runtime.grid import SUPPORTED_BITS, QuantSpec
 from mfmaccel.runtime.parts import quantizable_parts
@@ -72,7 +73,8 @@ def check_settings(bits: Sequence[int], *, steps: int, checks: int,
 
 
 def codesign(subject: Subject, space: DesignSpace, *, bits: Sequence[int] = (2, 3, 4, 8),
-             tier: str = "block", steps: int = 12, checks: int = 3, workers: int = 2,
+             tier: str = "block", steps: int = 12, checks: int = 3,
+             executor: Executor = IN_PROCESS,
              constraints: Constraints | None = None, sensitivity: Sensitivity | None = None,
              progress: Steps | None = None) -> Codesign:
     """The co-design front of `subject` over `space` and the assignments `bits` allow, one
@@ -92,7 +94,7 @@ def codesign(subject: Subject, space: DesignSpace, *, bits: Sequence[int] = (2, 
     assignments = ladder.assignments(steps)
     t = time.perf_counter()
     table = price_table(subject.workload, [_layer_bits(ladder, a, subject) for a in assignments],
-                        space, workers=workers, progress=step(progress, "pricing"))
+                        space, executor=executor, progress=step(progress, "pricing"))
     seconds["pricing"] = time.perf_counter() - t
     kept = admitted(table, constraints or Constraints())
     predicted = np.array([a.predicted for a in assignments])

@@ -4,53 +4,49 @@ Each assignment turns into per-layer weight bits on the workload (`dse.with_laye
 scheduled once, and is priced on every design of the `DesignSpace` (its `weight_bits` values
 are not swept here: the assignment gives the bits). The result is a cost table, assignment x
 design x (latency ms, energy mJ, area mm², on-chip power mW), NaN where a design's buffers
-cannot hold one array tile. Fronts are taken with numpy: a point joins when no kept point is
-at least as good on every objective.
+cannot hold one array tile. The designs are priced in index ranges (`dse.sweep_ranges`) on an
+`mfmaccel.parallel.Executor`, as `dse.explore` runs them. Fronts are taken with numpy: a point
+joins when no kept point is at least as good on every objective.
 """
 
 from __future__ import annotations
 
-import multiprocessing
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 
 import numpy as np
 
 from mfmaccel.errors import UserInputError
-from mfmaccel.hw.dse import Constraints, DesignSpace, design, price, with_layer_bits
+from mfmaccel.hw.dse import (
+    Constraints,
+    DesignSpace,
+    design,
+    price,
+    sweep_ranges,
+    with_layer_bits,
+)
 from mfmaccel.hw.fusion import Unit, schedule_units
 from mfmaccel.hw.workload import Workload
+from mfmaccel.parallel import IN_PROCESS, Executor
 
 COSTS = ("latency_ms", "energy_mj", "area_mm2", "power_mw")
 
 
 def price_table(workload: Workload, bits: list[dict[str, int]], space: DesignSpace, *,
-                workers: int = 2, progress: Callable[[int, int], None] | None = None
-                ) -> np.ndarray:
+                executor: Executor = IN_PROCESS,
+                progress: Callable[[int, int], None] | None = None) -> np.ndarray:
     """(assignments, designs, 4) costs of the workload at each per-layer `bits` (module path
-    -> bits) on every design of `space`."""
+    -> bits) on every design of `space`, priced on `executor`."""
     units = [schedule_units(with_layer_bits(workload, b)) for b in bits]
     space = replace(space, weight_bits=(space.weight_bits[0],))
-    pieces = max(1, workers * 4)
-    bounds = [(space.size * i // pieces, space.size * (i + 1) // pieces) for i in range(pieces)]
-    jobs = [(units, space, start, stop) for start, stop in bounds]
-    parts = []
-    if workers > 1:
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
-            for done, part in enumerate(pool.map(_price_range, jobs), 1):
-                parts.append(part)
-                if progress:
-                    progress(bounds[done - 1][1], space.size)
-    else:
-        for done, job in enumerate(jobs, 1):
-            parts.append(_price_range(job))
-            if progress:
-                progress(bounds[done - 1][1], space.size)
+    ranges = sweep_ranges(space.size)
+    parts = executor.map(_price_range, [(units, space, a, b) for a, b in ranges],
+                         sizes=[b - a for a, b in ranges], progress=progress)
     return np.concatenate(parts, axis=1)
 
 
 def _price_range(job: tuple[list[list[Unit]], DesignSpace, int, int]) -> np.ndarray:
+    """One job of the table: designs start..stop-1 (module level: a worker imports it)."""
     units, space, start, stop = job
     table = np.full((len(units), stop - start, len(COSTS)), np.nan)
     for column, index in enumerate(range(start, stop)):

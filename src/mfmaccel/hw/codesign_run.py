@@ -20,23 +20,22 @@ from mfmaccel.hw.dse import Constraints, DesignSpace
 from mfmaccel.models import load_model
 from mfmaccel.models.loader import model_kind
 from mfmaccel.models.record import LoadedModel
+from mfmaccel.parallel import IN_PROCESS, Executor
 from mfmaccel.progress import Steps
 
 
 def codesign_for_spec(spec: str, space: DesignSpace, *, bits: Sequence[int] = (2, 3, 4, 8),
                       seq_len: int = 128, calib_tokens: int = 1024, tokens: int = 1024,
                       calibration: int = 32, images: int = 32, tier: str = "block",
-                      steps: int = 12, checks: int = 3, workers: int = 2,
+                      steps: int = 12, checks: int = 3, executor: Executor = IN_PROCESS,
                       constraints: Constraints | None = None,
                       progress: Steps | None = None) -> Codesign:
     """Co-design `spec` (`subject_for_spec` says on what) over `space`."""
     check_settings(bits, steps=steps, checks=checks, tier=tier)
-    if workers < 1:
-        raise UserInputError(f"--workers must be at least 1, got {workers}")
     subject = subject_for_spec(spec, seq_len=seq_len, calib_tokens=calib_tokens, tokens=tokens,
                                calibration=calibration, images=images)
     return codesign(subject, space, bits=bits, tier=tier, steps=steps, checks=checks,
-                    workers=workers, constraints=constraints, progress=progress)
+                    executor=executor, constraints=constraints, progress=progress)
 
 
 def subject_for_spec(spec: str, *, seq_len: int = 128, calib_tokens: int = 1024,

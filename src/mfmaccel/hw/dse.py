@@ -3,8 +3,9 @@
 Pareto front of latency, energy and area.
 
 A sweep is a mixed-radix numbering of its design points, so any index range is an independent
-chunk: `explore(..., chunk=(i, n))` runs the i-th of n (for a cluster), `workers` processes
-share the chunks of one machine.
+job: the sweep is cut into `SWEEP_JOBS` ranges, and an `mfmaccel.parallel.Executor` runs them in
+this process, on a local cluster or on one across machines (docs/sweeps.md), the results in
+index order whatever ran them.
 
 Fusion is decided inside each design: every attention and MLP block is priced fused and
 unfused on that design's buffers and the cheaper form kept (`hw.simulate.simulate_unit`), so a
@@ -14,25 +15,26 @@ says which fused schedules the designs have (the base preset's when None).
 
 from __future__ import annotations
 
-import json
 import math
-import multiprocessing
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, fields, replace
-from pathlib import Path
 
 from mfmaccel.errors import UserInputError
 from mfmaccel.hw.arch import Arch, get_arch
 from mfmaccel.hw.fusion import Unit, schedule_units
 from mfmaccel.hw.simulate import area_mm2, energy_breakdown_pj, simulate_unit
 from mfmaccel.hw.workload import Gemm, Workload
+from mfmaccel.parallel import IN_PROCESS, Executor
 from mfmaccel.records import Record
 
 SWEPT = ("rows", "cols", "a_buffer_kib", "b_buffer_kib", "out_buffer_kib", "bandwidth_gbs",
          "clock_mhz", "vector_lanes", "weight_bits")
 OBJECTIVES = ("latency_ms", "energy_mj", "area_mm2")
+# Index ranges a sweep is cut into: enough for a cluster's workers to share evenly, few enough
+# that sending each its scheduled workload stays small beside pricing its designs. Fixed, so
+# the jobs (and the output) do not depend on who runs them.
+SWEEP_JOBS = 64
 
 
 @dataclass(frozen=True)
@@ -163,7 +165,49 @@ def price(units: list[Unit], arch: Arch) -> tuple[float, float, float, float]:
 def evaluate_range(workload: Workload, space: DesignSpace, start: int, stop: int
                    ) -> tuple[list[DesignPoint], int]:
     """Design points start..stop-1 (and how many of them were infeasible)."""
-    units = {bits: schedule_units(with_weight_bits(workload, bits)) for bits in space.weight_bits}
+    return _evaluate((_scheduled(workload, space), space, start, stop))
+
+
+def sweep_ranges(size: int) -> list[tuple[int, int]]:
+    """The sweep 0..size-1 as at most SWEEP_JOBS nearly equal index ranges, none empty."""
+    pieces = min(SWEEP_JOBS, size)
+    return [(size * i // pieces, size * (i + 1) // pieces) for i in range(pieces)]
+
+
+def explore(workload: Workload, space: DesignSpace, *, executor: Executor = IN_PROCESS,
+            constraints: Constraints | None = None,
+            progress: Callable[[int, int], None] | None = None) -> Exploration:
+    """Evaluate the space on `executor`; keep the points that meet `constraints` and their
+    Pareto front. `progress(done, total)` counts designs evaluated."""
+    began = time.perf_counter()
+    units = _scheduled(workload, space)
+    ranges = sweep_ranges(space.size)
+    parts = executor.map(_evaluate, [(units, space, a, b) for a, b in ranges],
+                         sizes=[b - a for a, b in ranges], progress=progress)
+    seconds = time.perf_counter() - began
+    points = [p for part, _ in parts for p in part]
+    infeasible = sum(n for _, n in parts)
+    if not points:
+        raise UserInputError(f"no design in the sweep can hold one array tile in its buffers; "
+                             f"raise out_buffer_kib to at least "
+                             f"{min(space.rows) * min(space.cols) * 4 / 1024:g}")
+    kept = admissible(points, constraints or Constraints())
+    return Exploration(workload=f"{workload.model}: {workload.description}",
+                       space_size=space.size, evaluated=len(points), infeasible=infeasible,
+                       seconds=seconds, points_per_minute=space.size / seconds * 60,
+                       front=pareto_front(kept), points=kept)
+
+
+def _scheduled(workload: Workload, space: DesignSpace) -> dict[int, list[Unit]]:
+    """The workload's scheduled units at each weight bit-width the space sweeps: computed once
+    here, not once per job."""
+    return {bits: schedule_units(with_weight_bits(workload, bits)) for bits in space.weight_bits}
+
+
+def _evaluate(job: tuple[dict[int, list[Unit]], DesignSpace, int, int]
+              ) -> tuple[list[DesignPoint], int]:
+    """One job of a sweep (module level: a worker imports it by name)."""
+    units, space, start, stop = job
     points, infeasible = [], 0
     for index in range(start, stop):
         params = space.values(index)
@@ -174,57 +218,6 @@ def evaluate_range(workload: Workload, space: DesignSpace, start: int, stop: int
             continue
         points.append(DesignPoint(index, params, *cost))
     return points, infeasible
-
-
-def chunk_range(size: int, chunk: int, chunks: int) -> tuple[int, int]:
-    """Index range of chunk `chunk` (0-based) of `chunks` nearly equal ones."""
-    if not 0 <= chunk < chunks:
-        raise UserInputError(f"chunk {chunk} of {chunks}: use 0 <= chunk < chunks")
-    return size * chunk // chunks, size * (chunk + 1) // chunks
-
-
-def explore(workload: Workload, space: DesignSpace, *, workers: int = 2,
-            chunk: tuple[int, int] | None = None,
-            constraints: Constraints | None = None,
-            progress: Callable[[int, int], None] | None = None) -> Exploration:
-    """Evaluate the space (or one chunk of it) on `workers` processes; keep the points that meet
-    `constraints` and their Pareto front. `progress(done, total)` counts designs evaluated."""
-    start, stop = chunk_range(space.size, *chunk) if chunk else (0, space.size)
-    began = time.perf_counter()
-    pieces = max(1, workers * 4)
-    bounds = [(start + (stop - start) * i // pieces, start + (stop - start) * (i + 1) // pieces)
-              for i in range(pieces)]
-    jobs = [(workload, space, a, b) for a, b in bounds]
-    parts = []
-
-    def collect(results) -> None:
-        for (_, _, _, stop_at), part in zip(jobs, results, strict=True):
-            parts.append(part)
-            if progress:
-                progress(stop_at - start, stop - start)
-
-    if workers > 1:
-        context = multiprocessing.get_context("fork")
-        with ProcessPoolExecutor(workers, mp_context=context) as pool:
-            collect(pool.map(_evaluate, jobs))
-    else:
-        collect(map(_evaluate, jobs))
-    seconds = time.perf_counter() - began
-    points = [p for part, _ in parts for p in part]
-    infeasible = sum(n for _, n in parts)
-    if not points:
-        raise UserInputError(f"no design in the sweep can hold one array tile in its buffers; "
-                             f"raise out_buffer_kib to at least "
-                             f"{min(space.rows) * min(space.cols) * 4 / 1024:g}")
-    kept = admissible(points, constraints or Constraints())
-    return Exploration(workload=f"{workload.model}: {workload.description}",
-                       space_size=stop - start, evaluated=len(points), infeasible=infeasible,
-                       seconds=seconds, points_per_minute=(stop - start) / seconds * 60,
-                       front=pareto_front(kept), points=kept)
-
-
-def _evaluate(job: tuple[Workload, DesignSpace, int, int]) -> tuple[list[DesignPoint], int]:
-    return evaluate_range(*job)
 
 
 def admissible(points: list[DesignPoint], constraints: Constraints) -> list[DesignPoint]:
@@ -242,37 +235,6 @@ def admissible(points: list[DesignPoint], constraints: Constraints) -> list[Desi
             raise UserInputError(f"no design meets {name}={limit:g}; the smallest value that "
                                  f"admits one (other limits kept) is {min(candidates):.4g}")
     raise UserInputError("no design meets the limits together; relax more than one of them")
-
-
-def merge(parts: list[Exploration]) -> Exploration:
-    """Chunks of one sweep (e.g. run on a cluster) as one exploration: all their points and the
-    front of them all."""
-    if not parts:
-        raise UserInputError("nothing to merge; pass the folders the chunks wrote")
-    workloads = {part.workload for part in parts}
-    if len(workloads) > 1:
-        raise UserInputError(f"the chunks come from different workloads ({sorted(workloads)}); "
-                             f"merge chunks of one sweep only")
-    points = sorted((p for part in parts for p in part.points), key=lambda p: p.index)
-    seconds = sum(part.seconds for part in parts)
-    size = sum(part.space_size for part in parts)
-    return Exploration(workload=parts[0].workload, space_size=size,
-                       evaluated=sum(part.evaluated for part in parts),
-                       infeasible=sum(part.infeasible for part in parts), seconds=seconds,
-                       points_per_minute=size / seconds * 60 if seconds else 0.0,
-                       front=pareto_front(points), points=points)
-
-
-def load_exploration(folder: Path) -> Exploration:
-    """What `mfmaccel hw dse` wrote in `folder` (front.json and points.json)."""
-    try:
-        record = json.loads((folder / "front.json").read_text())
-        points = json.loads((folder / "points.json").read_text())
-    except (OSError, ValueError) as err:
-        raise UserInputError(f"{folder}: not a folder written by `mfmaccel hw dse` ({err}); "
-                             f"pass the --out folder of a sweep or chunk") from None
-    record["front"] = [DesignPoint(**p) for p in record["front"]]
-    return Exploration(**record, points=[DesignPoint(**p) for p in points])
 
 
 def pareto_front(points: list[DesignPoint]) -> list[DesignPoint]:

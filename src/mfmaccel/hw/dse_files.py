@@ -1,6 +1,5 @@
-"""An exploration on disk: what `dse.load_exploration` reads back (to merge the chunks of one
-sweep). front.json holds the totals and the Pareto front, points.json every admitted design;
-each is written atomically, so a reader never sees half a file."""
+"""An exploration on disk: front.json holds the totals and the Pareto front, points.json every
+admitted design; each is written atomically, so a reader never sees half a file."""
 
 from __future__ import annotations
 
