@@ -25,9 +25,9 @@ os.environ.update(thread_environment())  # before torch loads OpenMP: mfmaccel/t
 
 from mfmaccel.hw.arch import DEFAULT_FUSION, FUSION_SETS, get_arch
 from mfmaccel.hw.fusion import AttentionBlock
+from mfmaccel.hw.ops import Gemm, VectorOp
 from mfmaccel.hw.simulate import simulate, simulate_unit
 from mfmaccel.hw.trace import workload_for_spec
-from mfmaccel.hw.workload import Gemm, VectorOp
 
 sys.path.insert(0, str(Path(__file__).parent))
 from recordfile import commit, emit, record_path  # noqa: E402

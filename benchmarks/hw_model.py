@@ -33,11 +33,11 @@ os.environ.update(thread_environment())  # before torch loads OpenMP: mfmaccel/t
 from mfmaccel.hw.arch import get_arch
 from mfmaccel.hw.dataflow import os_cycles, ws_cycles
 from mfmaccel.hw.dse import DesignSpace, explore
+from mfmaccel.hw.ops import Gemm
 from mfmaccel.hw.rtl.config import RtlConfig
 from mfmaccel.hw.rtl.gemm import gemm_arch
 from mfmaccel.hw.simulate import simulate, simulate_op
 from mfmaccel.hw.trace import workload_for_spec
-from mfmaccel.hw.workload import Gemm
 from mfmaccel.parallel import Executor
 
 PUBLISHED = {"latency_ms": 1.83, "power_mw": 33.64, "area_mm2": 273, "matmul_area_share": 0.55,

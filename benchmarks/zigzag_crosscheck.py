@@ -33,8 +33,8 @@ os.environ.update(thread_environment())  # before torch loads OpenMP: mfmaccel/t
 import yaml  # noqa: E402
 
 from mfmaccel.hw.arch import get_arch  # noqa: E402
+from mfmaccel.hw.ops import Gemm  # noqa: E402
 from mfmaccel.hw.simulate import simulate_op  # noqa: E402
-from mfmaccel.hw.workload import Gemm  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 from recordfile import commit, emit, record_path  # noqa: E402

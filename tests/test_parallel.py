@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from mfmaccel.errors import UserInputError
-from mfmaccel.parallel import DEFAULT_WORKERS, Executor, executor_for
+from mfmaccel.parallel import Executor
 
 
 def square(value: int) -> int:
@@ -52,12 +52,6 @@ def test_bad_settings_are_refused_in_one_line(settings, message) -> None:
     with pytest.raises(UserInputError, match="^[^\n]*$") as raised:
         Executor(**settings)
     assert message in str(raised.value)
-
-
-def test_the_flags_default_to_local_workers_or_the_schedulers_own() -> None:
-    assert executor_for(workers=None, scheduler=None) == Executor(workers=DEFAULT_WORKERS)
-    assert executor_for(workers=None, scheduler="tcp://h:1") == Executor(scheduler="tcp://h:1")
-    assert executor_for(workers=1, scheduler=None).in_process
 
 
 def test_a_worker_dying_mid_sweep_still_gives_every_result_once(tmp_path) -> None:

@@ -28,7 +28,6 @@ from mfmaccel.errors import UserInputError
 Job = TypeVar("Job")
 Result = TypeVar("Result")
 
-DEFAULT_WORKERS = 2  # the CLI's --workers when neither it nor --scheduler is given
 CONNECT_SECONDS = 5  # how long a named scheduler (and one worker on it) may take to answer
 LOOPBACK = "127.0.0.1"
 # One thread per worker process, set before each worker starts (so before it loads torch's
@@ -78,14 +77,6 @@ class Executor:
 
 
 IN_PROCESS = Executor()
-
-
-def executor_for(*, workers: int | None, scheduler: str | None) -> Executor:
-    """The executor the CLI's --workers and --scheduler ask for: DEFAULT_WORKERS local
-    processes when neither is given, the scheduler's workers alone when only it is."""
-    if workers is None:
-        workers = 1 if scheduler is not None else DEFAULT_WORKERS
-    return Executor(workers=workers, scheduler=scheduler)
 
 
 class _Tally:

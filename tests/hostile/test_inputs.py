@@ -23,8 +23,9 @@ from mfmaccel.data.medvqa import load_medvqa, load_vqa_folder, majority_baseline
 from mfmaccel.errors import UserInputError
 from mfmaccel.evaluate.ppl import perplexity
 from mfmaccel.evaluate.run import load_task_data
+from mfmaccel.hw.ops import Gemm
 from mfmaccel.hw.trace import workload_for_spec
-from mfmaccel.hw.workload import Gemm, workload_for_model
+from mfmaccel.hw.workload import workload_for_model
 from mfmaccel.models import load_model
 from mfmaccel.models.tiny import byte_tokenizer
 

@@ -19,8 +19,9 @@ from mfmaccel.hw.codesign import bit_specs, codesign
 from mfmaccel.hw.codesign_front import pareto_mask
 from mfmaccel.hw.codesign_subject import text_subject, tower_subject
 from mfmaccel.hw.dse import DesignSpace, with_layer_bits
+from mfmaccel.hw.ops import Gemm
 from mfmaccel.hw.simulate import simulate
-from mfmaccel.hw.workload import Gemm, workload_for_model
+from mfmaccel.hw.workload import workload_for_model
 from mfmaccel.models import load_model
 from mfmaccel.models.tiny import HIDDEN, IMAGE_SIZE, build_tiny
 from mfmaccel.runtime.fewrows import use_few_rows_linear

@@ -23,9 +23,10 @@ from mfmaccel.hw.fusion import (
     schedule_units,
     unfused_attention_bytes,
 )
+from mfmaccel.hw.ops import Gemm, VectorOp
 from mfmaccel.hw.simulate import simulate, simulate_unit
 from mfmaccel.hw.trace import workload_for_spec
-from mfmaccel.hw.workload import Gemm, VectorOp, workload_for_model
+from mfmaccel.hw.workload import workload_for_model
 from mfmaccel.models import load_model
 
 EDGE = get_arch("edge")

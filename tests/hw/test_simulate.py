@@ -11,11 +11,12 @@ import pytest
 from mfmaccel.errors import UserInputError
 from mfmaccel.hw.arch import PRESETS, TECH_45NM, TECH_65NM, Arch, get_arch
 from mfmaccel.hw.dataflow import GemmShape, map_gemm, os_cycles
+from mfmaccel.hw.ops import Gemm, VectorOp
 from mfmaccel.hw.rtl.config import RtlConfig
 from mfmaccel.hw.rtl.gemm import gemm_arch
 from mfmaccel.hw.simulate import simulate, simulate_op
 from mfmaccel.hw.trace import workload_for_spec
-from mfmaccel.hw.workload import Gemm, VectorOp, workload_for_model
+from mfmaccel.hw.workload import workload_for_model
 from mfmaccel.models import load_model
 
 EDGE = get_arch("edge")

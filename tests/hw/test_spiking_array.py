@@ -10,6 +10,7 @@ import pytest
 
 from mfmaccel.errors import UserInputError
 from mfmaccel.hw.arch import PRESETS, Arch, get_arch, spiking_variant
+from mfmaccel.hw.ops import Workload
 from mfmaccel.hw.simulate import simulate
 from mfmaccel.hw.spiking_array import (
     NEURON_ADDS,
@@ -22,7 +23,6 @@ from mfmaccel.hw.spiking_array import (
     spike_bits,
     weight_gemm,
 )
-from mfmaccel.hw.workload import Workload
 
 EDGE = get_arch("edge")
 

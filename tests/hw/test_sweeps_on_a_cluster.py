@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 from mfmaccel.cli import app
 from mfmaccel.hw.codesign_price import price_table
 from mfmaccel.hw.dse import DesignSpace, explore
+from mfmaccel.hw.ops import Gemm
 from mfmaccel.hw.trace import workload_for_spec
-from mfmaccel.hw.workload import Gemm
 from mfmaccel.parallel import Executor, local_cluster
 
 # 96 designs (more than SWEEP_JOBS, so jobs differ in size); an 8x8 array's output tile does not

@@ -31,9 +31,9 @@ GridBandwidth = Annotated[str | None, typer.Option(help="Off-chip GB/s to try")]
 GridClock = Annotated[str | None, typer.Option(help="Clocks to try (MHz)")]
 GridLanes = Annotated[str | None, typer.Option(help="Non-linear unit lanes")]
 # Where a sweep runs, shared by `hw dse` and `hw codesign` (mfmaccel.parallel, docs/sweeps.md).
-Workers = Annotated[int | None, typer.Option(
-    help="Worker processes of a local Dask cluster; 1 runs in this process (default: 2, or "
-         "the scheduler's own workers with --scheduler)", show_default=False)]
+Workers = Annotated[int, typer.Option(
+    help="Worker processes of a local Dask cluster (worth its seconds of start-up on long "
+         "sweeps); 1 runs in this process")]
 Scheduler = Annotated[str | None, typer.Option(
     help="Run on the Dask scheduler at tcp://HOST:PORT instead (its workers started with "
          "`dask worker`)")]
@@ -253,7 +253,7 @@ def hw_dse(
     max_energy_mj: Annotated[float | None, typer.Option()] = None,
     max_area_mm2: Annotated[float | None, typer.Option()] = None,
     max_power_mw: Annotated[float | None, typer.Option()] = None,
-    workers: Workers = None,
+    workers: Workers = 1,
     scheduler: Scheduler = None,
     out: Annotated[Path | None, typer.Option(help="Output folder")] = None,
 ) -> None:
@@ -263,7 +263,7 @@ def hw_dse(
     from mfmaccel.hw.arch import parse_fusion
     from mfmaccel.hw.dse import Constraints, DesignSpace, explore
     from mfmaccel.hw.trace import workload_for_spec
-    from mfmaccel.parallel import executor_for
+    from mfmaccel.parallel import Executor
 
     given = {"rows": _values(rows, int), "cols": _values(cols, int),
              "a_buffer_kib": _values(a_buffer_kib), "b_buffer_kib": _values(b_buffer_kib),
@@ -273,7 +273,7 @@ def hw_dse(
     if fusion is not None:
         given["fusion"] = parse_fusion(fusion)
     space = DesignSpace(base=arch.value, **{k: v for k, v in given.items() if v is not None})
-    executor = executor_for(workers=workers, scheduler=scheduler)
+    executor = Executor(workers=workers, scheduler=scheduler)
     workload = workload_for_spec(model, seq_len=seq_len, image_size=image_size)
     with Bars() as bars:
         result = explore(workload, space, executor=executor,
@@ -323,7 +323,7 @@ def hw_codesign(
     max_energy_mj: Annotated[float | None, typer.Option()] = None,
     max_area_mm2: Annotated[float | None, typer.Option()] = None,
     max_power_mw: Annotated[float | None, typer.Option()] = None,
-    workers: Workers = None,
+    workers: Workers = 1,
     scheduler: Scheduler = None,
     out: Annotated[Path | None, typer.Option(help="JSON output path")] = None,
 ) -> None:
@@ -334,7 +334,7 @@ def hw_codesign(
     from mfmaccel.fileio import check_replaceable_file
     from mfmaccel.hw.codesign_run import codesign_for_spec
     from mfmaccel.hw.dse import Constraints, DesignSpace
-    from mfmaccel.parallel import executor_for
+    from mfmaccel.parallel import Executor
 
     given = {"rows": _values(rows, int), "cols": _values(cols, int),
              "a_buffer_kib": _values(a_buffer_kib), "b_buffer_kib": _values(b_buffer_kib),
@@ -342,7 +342,7 @@ def hw_codesign(
              "clock_mhz": _values(clock_mhz), "vector_lanes": _values(vector_lanes, int)}
     space = DesignSpace(base=arch.value, **{k: v for k, v in given.items() if v is not None})
     bits = _values(weight_bits, int)
-    executor = executor_for(workers=workers, scheduler=scheduler)
+    executor = Executor(workers=workers, scheduler=scheduler)
     out = out or Path("results") / f"codesign-{Path(model).name}-{arch.value}.json"
     check_replaceable_file(out)  # refuse a user's file before minutes of compute
     with Bars() as bars:

@@ -26,7 +26,7 @@ from mfmaccel.hw.dse import (
     with_layer_bits,
 )
 from mfmaccel.hw.fusion import Unit, schedule_units
-from mfmaccel.hw.workload import Workload
+from mfmaccel.hw.ops import Workload
 from mfmaccel.parallel import IN_PROCESS, Executor
 
 COSTS = ("latency_ms", "energy_mj", "area_mm2", "power_mw")

@@ -22,7 +22,8 @@ from mfmaccel.compress.calibration import calibration_batches, clipped_window
 from mfmaccel.data.text import load_text_corpus
 from mfmaccel.errors import UserInputError
 from mfmaccel.execute.tower import vision_tower
-from mfmaccel.hw.workload import Workload, trace_module, workload_for_model
+from mfmaccel.hw.ops import Workload
+from mfmaccel.hw.workload import trace_module, workload_for_model
 from mfmaccel.models.record import CAUSAL_LM, ENCODER, VISION, VLM, LoadedModel
 from mfmaccel.runtime.parts import quantizable_parts
 

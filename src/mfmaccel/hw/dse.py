@@ -23,8 +23,8 @@ from dataclasses import dataclass, field, fields, replace
 from mfmaccel.errors import UserInputError
 from mfmaccel.hw.arch import Arch, get_arch
 from mfmaccel.hw.fusion import Unit, schedule_units
+from mfmaccel.hw.ops import Gemm, Workload
 from mfmaccel.hw.simulate import area_mm2, energy_breakdown_pj, simulate_unit
-from mfmaccel.hw.workload import Gemm, Workload
 from mfmaccel.parallel import IN_PROCESS, Executor
 from mfmaccel.records import Record
 

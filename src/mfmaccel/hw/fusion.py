@@ -36,7 +36,7 @@ from dataclasses import dataclass, replace
 from mfmaccel.hw.arch import Arch
 from mfmaccel.hw.dataflow import ACT_BYTES, PSUM_BYTES
 from mfmaccel.hw.intops.online_softmax import attention_state_bytes, untiled_score_bytes
-from mfmaccel.hw.workload import Gemm, Op, VectorOp, Workload
+from mfmaccel.hw.ops import Gemm, Op, VectorOp, Workload
 
 PROBABILITY_BYTES = 2  # 12-bit softmax probabilities, stored in 16 bits
 SCORE_BYTES = PSUM_BYTES  # int32 scores

@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 
 from mfmaccel.errors import UserInputError
-from mfmaccel.hw.workload import Workload, check_length, checked_side, describe, no_images
+from mfmaccel.hw.ops import Workload
+from mfmaccel.hw.workload import check_length, checked_side, describe, no_images
 from mfmaccel.hw.workload import trace_module as trace
 from mfmaccel.models.record import CAUSAL_LM, VLM
 

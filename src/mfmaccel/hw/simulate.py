@@ -39,7 +39,7 @@ from mfmaccel.hw.fusion import (
     vector_dram_bytes,
 )
 from mfmaccel.hw.intops.online_softmax import attention_state_bytes, untiled_score_bytes
-from mfmaccel.hw.workload import Gemm, Op, VectorOp, Workload
+from mfmaccel.hw.ops import Gemm, Op, VectorOp, Workload
 from mfmaccel.records import Record
 
 

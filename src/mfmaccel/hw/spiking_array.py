@@ -64,8 +64,8 @@ from dataclasses import dataclass, field, replace
 
 from mfmaccel.errors import UserInputError
 from mfmaccel.hw.arch import Arch, ArrayKind, spiking_variant
+from mfmaccel.hw.ops import DEFAULT_BITS, GEMM_ROLES, Gemm
 from mfmaccel.hw.simulate import simulate_op
-from mfmaccel.hw.workload import DEFAULT_BITS, GEMM_ROLES, Gemm
 from mfmaccel.records import Record
 
 ACC_BYTES = 4  # a neuron's int32 accumulator

@@ -5,7 +5,8 @@ weights read), or anything `load_model` takes (`workload`, traced with its weigh
 from __future__ import annotations
 
 from mfmaccel.hw.metatrace import CONFIG_ONLY, config_folder, workload_for_config
-from mfmaccel.hw.workload import Workload, workload_for_model
+from mfmaccel.hw.ops import Workload
+from mfmaccel.hw.workload import workload_for_model
 from mfmaccel.models import load_model
 
 

@@ -17,80 +17,21 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
 
 import torch
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from mfmaccel.errors import UserInputError
+from mfmaccel.hw.ops import DEFAULT_BITS, Gemm, Op, VectorOp, Workload
 from mfmaccel.models.record import CAUSAL_LM, VISION, VLM, LoadedModel
 from mfmaccel.runtime.kernels import KERNELS
 
 aten = torch.ops.aten
-DEFAULT_BITS = 8  # the accelerator computes int8 x int8; float weights are stored as int8
 LINEAR_CLASSES = ("Linear", "Conv1D", "QuantLinear", "FewRowsLinear",
                   "NonDynamicallyQuantizableLinear")
 NORM_UNITS = {"LayerNorm": "layernorm", "RMSNorm": "rmsnorm"}
 ACTIVATION_UNITS = {"GELU": "gelu", "Gelu": "gelu", "SiLU": "silu", "Silu": "silu"}
-GEMM_ROLES = ("projection", "attention-score", "attention-context", "ffn", "head", "conv")
-
-
-@dataclass(frozen=True)
-class Gemm:
-    """`batch` independent (m x k) @ (k x n) products, `count` times. `weight_bits` is None when
-    both operands are activations (attention), else the bits of the stored weight."""
-
-    role: str
-    m: int
-    n: int
-    k: int
-    batch: int = 1
-    weight_bits: int | None = DEFAULT_BITS
-    count: int = 1
-    where: str = ""
-
-    @property
-    def macs(self) -> int:
-        return self.m * self.n * self.k * self.batch * self.count
-
-
-@dataclass(frozen=True)
-class VectorOp:
-    """An element-wise or row-wise operation on `rows` rows of `length` elements, `count` times;
-    `unit` names the non-linear unit that runs it."""
-
-    unit: str
-    rows: int
-    length: int
-    count: int = 1
-    where: str = ""
-
-    @property
-    def elements(self) -> int:
-        return self.rows * self.length * self.count
-
-
-Op = Gemm | VectorOp
-
-
-@dataclass
-class Workload:
-    model: str
-    description: str
-    ops: list[Op] = field(default_factory=list)
-
-    @property
-    def macs(self) -> int:
-        return sum(op.macs for op in self.ops if isinstance(op, Gemm))
-
-    def merged(self) -> Workload:
-        """Identical operations folded into one with a count (fewer to map; same totals)."""
-        counts: Counter[Op] = Counter()
-        for op in self.ops:
-            counts[replace(op, count=1, where="")] += op.count
-        ops = [replace(op, count=n) for op, n in counts.items()]
-        return Workload(self.model, self.description, ops)
 
 
 def _kind_of(module: nn.Module) -> str | None:

@@ -21,12 +21,12 @@ from dataclasses import replace
 
 from mfmaccel.errors import UserInputError
 from mfmaccel.hw.arch import KIB, Arch
+from mfmaccel.hw.ops import Gemm, Op, VectorOp, Workload
 from mfmaccel.hw.rtl.gemm import gemm_arch
 from mfmaccel.hw.rtl.stream_elementwise import stream_rotary_cycles
 from mfmaccel.hw.rtl.stream_norm import stream_layernorm_cycles, stream_rmsnorm_cycles
 from mfmaccel.hw.rtl.stream_softmax import stream_softmax_cycles
 from mfmaccel.hw.rtl.top import TopConfig
-from mfmaccel.hw.workload import Gemm, Op, VectorOp, Workload
 
 TOP_UNITS = ("softmax", "layernorm", "rmsnorm", "gelu", "silu", "rotary", "add", "requant",
              "token_shift", "copy")
