@@ -4,6 +4,7 @@ and a missing tool stops the run (tests/toolcheck.py)."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import socket
 
@@ -63,3 +64,22 @@ def silent_scheduler() -> str:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return f"tcp://127.0.0.1:{probe.getsockname()[1]}"
+
+
+@pytest.fixture
+def one_thread():
+    """A context in which torch computes on one thread, as each sweep worker does
+    (`parallel.WORKER_ENVIRONMENT`): fp32 sums can differ in their last bits with the thread
+    count, so "what a worker gives" is compared with this."""
+    import torch
+
+    @contextlib.contextmanager
+    def scope():
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(threads)
+
+    return scope

@@ -42,6 +42,12 @@ def test_eval_medvqa_on_tiny_llava(tmp_path) -> None:
         (["--model", "tiny-llama", "--task", "medvqa"], "needs a vlm model"),
         (["--model", "tiny-llama", "--task", "ppl", "--data", "/no/such.txt"], "does not exist"),
         (["--model", "/no/such/folder", "--task", "ppl"], "does not exist"),
+        (["--model", "tiny-llama", "--task", "humaneval", "--workers", "0"],
+         "--workers must be at least 1, got 0"),
+        (["--model", "tiny-llama", "--task", "humaneval", "--scheduler", "localhost:8786"],
+         "tcp://HOST:PORT"),
+        (["--model", "tiny-llama", "--task", "ppl", "--workers", "2"],
+         "apply to --task humaneval only"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_nothing_written(tmp_path, args, message) -> None:

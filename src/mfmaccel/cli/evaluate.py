@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from mfmaccel.cli.options import Scheduler, Workers
 from mfmaccel.cli.root import Bars, app, print_record, quiet_libraries, say, user_errors
 from mfmaccel.evaluate.choices import Task, VqaMode
 
@@ -40,11 +41,17 @@ def evaluate(
     ] = None,
     fuse: Annotated[bool, typer.Option(
         help="Fuse the model's blocks first (q/k/v, gate/up, norms; docs/execute.md)")] = False,
+    workers: Workers = 1,
+    scheduler: Scheduler = None,
 ) -> None:
-    """Measure a model on one task; print a table and write JSON."""
+    """Measure a model on one task; print a table and write JSON. HumanEval's generation may
+    run on worker processes (--workers, --scheduler: docs/sweeps.md), each loading MODEL."""
     quiet_libraries()
     from mfmaccel.evaluate.run import TaskOptions, run_evaluation
     from mfmaccel.fileio import check_replaceable_file
+    from mfmaccel.parallel import Executor
+
+    executor = Executor(workers=workers, scheduler=scheduler)
 
     out = out or Path("results") / f"{Path(model).name}-{task.value}.json"
     check_replaceable_file(out)  # refuse a user's file before the evaluation, not after
@@ -57,7 +64,7 @@ def evaluate(
                               temperature=temperature, top_p=top_p, seed=seed)
         record = run_evaluation(model, task.value, data=data, limit=limit, options=options,
                                 seed=seed, progress=bars.task(f"{task.value} on {model}"),
-                                adapt=adapt)
+                                adapt=adapt, executor=executor)
     record.save(out)
     print_record(f"{task.value}: {model}", record.to_dict())
     say(f"wrote {out}")

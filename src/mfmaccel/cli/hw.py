@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from mfmaccel.cli.options import Scheduler, Workers
 from mfmaccel.cli.root import (
     Bars,
     console,
@@ -30,13 +31,6 @@ GridOutBuffer = Annotated[str | None, typer.Option(help="Output buffer sizes (Ki
 GridBandwidth = Annotated[str | None, typer.Option(help="Off-chip GB/s to try")]
 GridClock = Annotated[str | None, typer.Option(help="Clocks to try (MHz)")]
 GridLanes = Annotated[str | None, typer.Option(help="Non-linear unit lanes")]
-# Where a sweep runs, shared by `hw dse` and `hw codesign` (mfmaccel.parallel, docs/sweeps.md).
-Workers = Annotated[int, typer.Option(
-    help="Worker processes of a local Dask cluster (worth its seconds of start-up on long "
-         "sweeps); 1 runs in this process")]
-Scheduler = Annotated[str | None, typer.Option(
-    help="Run on the Dask scheduler at tcp://HOST:PORT instead (its workers started with "
-         "`dask worker`)")]
 
 
 @hw_app.command("intexec")

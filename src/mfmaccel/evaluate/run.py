@@ -15,6 +15,8 @@ from mfmaccel.errors import UserInputError
 from mfmaccel.evaluate.choices import Task
 from mfmaccel.models import CAUSAL_LM, VLM, LoadedModel, load_model
 from mfmaccel.models.loader import model_kind
+from mfmaccel.models.source import ModelSource
+from mfmaccel.parallel import IN_PROCESS, Executor
 from mfmaccel.records import Record
 
 if TYPE_CHECKING:
@@ -24,6 +26,9 @@ NEEDS = {Task.ppl: (CAUSAL_LM,), Task.humaneval: (CAUSAL_LM,), Task.medvqa: (VLM
          Task.medvqa2: (VLM,), Task.speed: (CAUSAL_LM, VLM)}
 VQA_TASKS = (Task.medvqa, Task.medvqa2)
 EXAMPLES = {CAUSAL_LM: "smollm2-135m, qwen2.5-coder-0.5b or tiny-llama", VLM: "tiny-llava"}
+# Tasks whose work is cut into jobs an executor may run elsewhere (`mfmaccel.parallel`): only
+# HumanEval's generation. Speed must time one process alone; the others run in one pass.
+SPLIT_TASKS = (Task.humaneval,)
 
 
 @dataclass
@@ -129,9 +134,14 @@ def measure_task(
     data: TaskData,
     options: TaskOptions | None = None,
     progress: Callable[[int, int], None] | None = None,
+    *,
+    executor: Executor = IN_PROCESS,
+    source: ModelSource | None = None,
 ) -> Record:
-    """Measure one task on a loaded model."""
+    """Measure one task on a loaded model; HumanEval's generation runs on `executor`, whose
+    workers load `source` (the same model by name; None: `model` exists only here)."""
     options = options or TaskOptions()
+    check_executor(data.task, executor)
     if data.task == "ppl":
         from mfmaccel.evaluate.ppl import perplexity
 
@@ -146,7 +156,7 @@ def measure_task(
         completions = code_completions(model, data.items,
                                        max_new_tokens=options.max_new_tokens or 384,
                                        progress=progress, samples=options.samples,
-                                       sampling=sampling)
+                                       sampling=sampling, executor=executor, source=source)
         ks = tuple(k for k in (1, 2, 5, 10, 100) if k <= options.samples)
         return evaluate_humaneval(data.items, lambda p: completions.texts[p.task_id], ks=ks,
                                   generated_tokens=completions.tokens)
@@ -170,10 +180,25 @@ def run_evaluation(
     seed: int = 0,
     progress: Callable[[int, int], None] | None = None,
     adapt: Callable[[LoadedModel], LoadedModel] | None = None,
+    executor: Executor = IN_PROCESS,
 ) -> Record:
     """Measure `task` for the model named by `model_spec`, changed by `adapt` once loaded (e.g.
-    the execution knobs `mfmaccel cooptimize` chose); returns the task's record."""
+    the execution knobs `mfmaccel cooptimize` chose); returns the task's record. Off this
+    process (`executor`), each worker loads and adapts the model itself, so `adapt` must be
+    picklable (`models.source.ModelSource`)."""
     check_model_fits(model_spec, task)
+    check_executor(task, executor)
+    source = None if executor.in_process else ModelSource(model_spec, seed, adapt)
     task_data = load_task_data(task, data, limit, seed)
     model = load_model(model_spec, seed=seed)
-    return measure_task(adapt(model) if adapt else model, task_data, options, progress)
+    return measure_task(adapt(model) if adapt else model, task_data, options, progress,
+                        executor=executor, source=source)
+
+
+def check_executor(task: str, executor: Executor) -> None:
+    """Only a task cut into jobs goes off this process; the others are refused in one line
+    rather than run here while the flags said otherwise."""
+    if not executor.in_process and task not in SPLIT_TASKS:
+        raise UserInputError(f"--workers and --scheduler apply to --task "
+                             f"{', '.join(SPLIT_TASKS)} only; task '{task}' runs in this "
+                             "process (drop them)")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable
 from pathlib import Path
 
 from mfmaccel.errors import UserInputError
@@ -85,17 +84,26 @@ def load_knobs(path: Path) -> Knobs:
     return knobs_from_dict(raw, str(path))
 
 
-def adapter(*, knobs: Path | None, fuse: bool) -> Callable[[LoadedModel], LoadedModel] | None:
-    """What `mfmaccel eval` does to a model once loaded: fuse its blocks (`--fuse`), then apply
-    the knobs read from `knobs` (read now, so a bad file is refused before the model loads)."""
+@dataclasses.dataclass(frozen=True)
+class Adaptation:
+    """What `mfmaccel eval` does to a model once loaded: fuse its blocks (`fuse`), then apply
+    `knobs`. A record, not a closure, so a worker process that loads the model by name can
+    adapt it the same way (`models.source.ModelSource`)."""
+
+    knobs: Knobs | None = None
+    fuse: bool = False
+
+    def __call__(self, model: LoadedModel) -> LoadedModel:
+        from mfmaccel.execute.fusion import fuse as fused
+
+        model = fused(model) if self.fuse else model
+        return apply_knobs(model, self.knobs) if self.knobs else model
+
+
+def adapter(*, knobs: Path | None, fuse: bool) -> Adaptation | None:
+    """The adaptation `mfmaccel eval --knobs/--fuse` asks for (the knobs read now, so a bad
+    file is refused before the model loads); None when it asks for none."""
     chosen = load_knobs(knobs) if knobs is not None else None
     if chosen is None and not fuse:
         return None
-
-    def adapt(model: LoadedModel) -> LoadedModel:
-        from mfmaccel.execute.fusion import fuse as fused
-
-        model = fused(model) if fuse else model
-        return apply_knobs(model, chosen) if chosen else model
-
-    return adapt
+    return Adaptation(chosen, fuse)
