@@ -55,6 +55,9 @@ def test_quantize_uniform_and_prune(tmp_path) -> None:
         (["--uniform", "int4-g16", "--activations", "token"], "need int8-c-sym weights"),
         (["--uniform", "int8-c-sym", "--activations", "channel"],
          "'channel' is not one of 'token', 'tensor'"),
+        (["--avg-bits", "4", "--workers", "0"], "--workers must be at least 1, got 0"),
+        (["--avg-bits", "4", "--scheduler", "localhost:8786"], "tcp://HOST:PORT"),
+        (["--uniform", "int8-c", "--workers", "2"], "--uniform measures none"),
     ],
 )
 def test_bad_budgets_are_one_line_exit_2(tmp_path, args, message) -> None:

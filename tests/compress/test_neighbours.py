@@ -8,7 +8,7 @@ import torch
 from mfmaccel.compress.fakequant import fake_quantized, rtn_weight
 from mfmaccel.compress.mixed import part_bytes
 from mfmaccel.compress.neighbours import SwappedWeights, measure_neighbours, neighbour_labels
-from mfmaccel.compress.sensitivity import Prober
+from mfmaccel.compress.prober import Prober
 from mfmaccel.errors import UserInputError
 from mfmaccel.models import load_model
 from mfmaccel.runtime.grid import QuantSpec

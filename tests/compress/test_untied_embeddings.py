@@ -115,7 +115,7 @@ def test_an_encoder_without_a_head_is_measured_by_cosine_and_reloads(tmp_path):
 def test_an_untied_head_is_probed_from_the_cached_block_outputs():
     """Untied, the head's probe needs no rerun of the blocks and gives the same KL; tied, the
     embeddings read the quantized head, so the whole model must rerun."""
-    from mfmaccel.compress.sensitivity import Prober, first_block_to_rerun
+    from mfmaccel.compress.prober import Prober, first_block_to_rerun
 
     spec = QuantSpec(3, 16)
     untied = Prober(_untied_qwen2().module, _batches())

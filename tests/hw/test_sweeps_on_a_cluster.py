@@ -1,7 +1,8 @@
 """The hw layer's sweeps on a loopback Dask cluster of two workers (`parallel.local_cluster`,
 started once for the module: a start costs seconds) give what one worker in this process gives,
 byte for byte: the exploration's points and front, the co-design pricing table with its NaNs,
-and `hw dse --scheduler` writing the files `--workers 1` writes."""
+`hw dse --scheduler` writing the files `--workers 1` writes, and a text model's co-design, its
+sensitivity probes too on the workers, as one thread here gives it."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ import pytest
 from typer.testing import CliRunner
 
 from mfmaccel.cli import app
+from mfmaccel.hw.codesign import codesign
 from mfmaccel.hw.codesign_price import price_table
+from mfmaccel.hw.codesign_run import subject_for_spec
 from mfmaccel.hw.dse import DesignSpace, explore
 from mfmaccel.hw.ops import Gemm
 from mfmaccel.hw.trace import workload_for_spec
@@ -73,3 +76,14 @@ def test_cli_dse_on_a_scheduler_writes_what_one_worker_writes(cluster, tmp_path)
     fronts = [json.loads((tmp_path / name / "front.json").read_text()) for name in
               ("here", "there")]
     assert fronts[0]["front"] == fronts[1]["front"] and fronts[0]["front"]
+
+
+def test_a_text_models_codesign_probes_and_prices_on_the_workers(cluster, one_thread) -> None:
+    subject = subject_for_spec("tiny-llama", seq_len=1, calib_tokens=128, tokens=128)
+    assert subject.source is not None and subject.source.model.spec == "tiny-llama"
+    with one_thread():  # the checks run here: on one thread, as the workers compute
+        records = [codesign(subject, SPACE, bits=(4, 8), steps=3, executor=executor).to_dict()
+                   for executor in (Executor(), cluster)]
+    for record in records:
+        record.pop("seconds")
+    assert records[0] == records[1]

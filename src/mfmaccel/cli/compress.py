@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from mfmaccel.cli.options import Scheduler, Workers
 from mfmaccel.cli.root import Bars, app, print_record, quiet_libraries, say, say_dim, user_errors
 from mfmaccel.runtime.choices import ActivationMode, Method
 
@@ -39,18 +40,24 @@ def quantize(
         float | None, typer.Option(help="SmoothQuant alpha (e.g. 0.5): move activation "
                                         "outliers into the weights first (Llama family)")
     ] = None,
+    workers: Workers = 1,
+    scheduler: Scheduler = None,
 ) -> None:
-    """Quantize to a budget with hierarchy-aware mixed precision; save packed to OUT."""
+    """Quantize to a budget with hierarchy-aware mixed precision; save packed to OUT. The
+    sensitivity probes may run on worker processes (--workers, --scheduler: docs/sweeps.md),
+    each loading MODEL."""
     quiet_libraries()
     from mfmaccel.compress.run import quantize_to_folder
+    from mfmaccel.parallel import Executor
 
+    executor = Executor(workers=workers, scheduler=scheduler)
     with Bars() as bars:
         record = quantize_to_folder(
             model, out, budget_bytes=budget_bytes, avg_bits=avg_bits,
             max_ppl_increase=max_ppl_increase, uniform=uniform,
             specs=[s.strip() for s in specs.split(",")], method=method,
             calib_tokens=calib_tokens, activations=activations, smoothing=smooth,
-            log=say_dim, progress=bars.task)
+            executor=executor, log=say_dim, progress=bars.task)
     if record is not None:
         print_record(f"quantized {model}", {"bytes": record.bytes,
                                              "fraction of FP16": record.fraction_of_fp16,

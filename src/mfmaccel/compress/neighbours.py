@@ -25,7 +25,7 @@ from torch import nn
 
 from mfmaccel.compress.fakequant import rtn_weight
 from mfmaccel.compress.mixed import part_bytes, solve_knapsack
-from mfmaccel.compress.sensitivity import Prober, first_block_to_rerun
+from mfmaccel.compress.prober import Prober, first_block_to_rerun
 from mfmaccel.errors import UserInputError
 from mfmaccel.progress import counter
 from mfmaccel.records import Record

@@ -22,6 +22,8 @@ from mfmaccel.errors import UserInputError
 from mfmaccel.fileio import atomic_write_json, check_replaceable
 from mfmaccel.models import load_model
 from mfmaccel.models.loader import model_kind, save_model
+from mfmaccel.models.source import ModelSource
+from mfmaccel.parallel import IN_PROCESS, Executor
 from mfmaccel.progress import Steps, step
 from mfmaccel.runtime.plan import describe_method
 
@@ -34,15 +36,19 @@ def quantize_to_folder(
     avg_bits: float | None = None, max_ppl_increase: float | None = None,
     uniform: str | None = None, specs: Sequence[str] = DEFAULT_SPECS, method: str = "gptq",
     calib_tokens: int = 2048, activations: str | None = None, smoothing: float | None = None,
-    log: Log = print, progress: Steps | None = None,
+    executor: Executor = IN_PROCESS, log: Log = print, progress: Steps | None = None,
 ) -> CompressionRecord | None:
     """Quantize `model_spec` to one budget (searching bit-widths among `specs`) or, with
     `uniform`, every part to that spec (W8A8 with `activations`, SmoothQuant's alpha with
-    `smoothing`); save it packed to `out`. Returns the search's record (None for `uniform`)."""
+    `smoothing`); save it packed to `out`. Returns the search's record (None for `uniform`).
+    The search's sensitivity probes run on `executor` (each worker loads `model_spec`)."""
     check_replaceable(out)  # refuse a user's folder before minutes of compute, not after
     targets = [budget_bytes, avg_bits, max_ppl_increase]
     if uniform is not None and any(t is not None for t in targets):
         raise UserInputError("--uniform takes no budget; give one or the other")
+    if uniform is not None and not executor.in_process:
+        raise UserInputError("--workers and --scheduler run the budget search's sensitivity "
+                             "probes; --uniform measures none (drop them)")
     if (activations is not None or smoothing is not None) and uniform is None:
         raise UserInputError("--activations and --smooth need --uniform (e.g. int8-c-sym)")
     budget = None if uniform is not None else Budget(bytes=budget_bytes, avg_bits=avg_bits,
@@ -61,7 +67,8 @@ def quantize_to_folder(
         model, record = compress_to_budget(
             model, budget, specs, method=method, calib_tokens=calib_tokens,
             reload=lambda: load_model(model_spec), progress=step(progress, "sensitivity"),
-            apply_progress=step(progress, method), log=log)
+            apply_progress=step(progress, method), log=log, executor=executor,
+            source=ModelSource(model_spec))
     save_model(model, out)
     if record is not None:
         atomic_write_json(out / "compression.json", record.to_dict())

@@ -15,10 +15,13 @@ from dataclasses import dataclass, field
 
 from mfmaccel.compress.calibration import calibration_batches, gptq_calibration_batches
 from mfmaccel.compress.mixed import Assignment, MixedSearch
+from mfmaccel.compress.probe_jobs import ProbeSource
 from mfmaccel.compress.quantize import quantize_model, storage_bytes, uniform_plan
 from mfmaccel.compress.sensitivity import measure_sensitivity
 from mfmaccel.errors import UserInputError
 from mfmaccel.models.record import LoadedModel
+from mfmaccel.models.source import ModelSource
+from mfmaccel.parallel import IN_PROCESS, Executor
 from mfmaccel.records import Record
 from mfmaccel.runtime.grid import QuantSpec
 from mfmaccel.runtime.parts import quantizable_parts
@@ -102,12 +105,15 @@ def compress_to_budget(
     *, method: str = "gptq", calib_tokens: int = 2048, eval_tokens: int = 8192,
     reload: Callable[[], LoadedModel] | None = None, log: Log = print,
     progress: Progress | None = None, apply_progress: Progress | None = None,
+    executor: Executor = IN_PROCESS, source: ModelSource | None = None,
 ) -> tuple[LoadedModel, CompressionRecord]:
     """Quantize `model` in place to the budget with the tiered mixed-precision search.
 
     With a quality budget, candidate points are tried on fresh copies from `reload()`; the
     one chosen is then applied to `model` itself. `progress` follows the sensitivity
-    measurement, `apply_progress` the quantization of the point chosen."""
+    measurement, `apply_progress` the quantization of the point chosen. The sensitivity's
+    probes run on `executor`, whose workers load `source` (`model` as loaded, by name; None:
+    `model` is held only here)."""
     check_quantizable(model.name, model.kind, budget)
     start = time.perf_counter()
     grid = [parse_spec(s) for s in specs]
@@ -116,7 +122,9 @@ def compress_to_budget(
     parts = {n: p for n, (p, _) in quantizable_parts(model.module).items()}
     other = fp16 - 2 * sum(p.params for p in parts.values())
     log(f"sensitivity: {len(parts)} parts x {len(grid)} bit-widths on {calib_tokens} tokens")
-    sensitivity = measure_sensitivity(model.module, batches, grid, progress=progress)
+    sensitivity = measure_sensitivity(
+        model.module, batches, grid, progress=progress, executor=executor,
+        source=None if source is None else ProbeSource(source))
     search = MixedSearch(parts, sensitivity)
     seconds = {"sensitivity": sensitivity.seconds["total"]}
     minimum = search.minimum_bytes() + other

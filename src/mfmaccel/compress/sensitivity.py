@@ -13,6 +13,9 @@ rerun only the blocks at and after the probed one, from the cached full-precisio
 (`blocks.BlockCache`); tier 3 runs the one block alone and splits the block's KL among its
 modules in proportion to the error each adds to the block's output. Cost grows with parts x
 bit-widths, never with their combinations.
+
+Every probe is independent of the others (`prober.Probe`), so they may run as jobs on worker
+processes (`probe_jobs`) when the model has a name the workers can load it by.
 """
 
 from __future__ import annotations
@@ -22,20 +25,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from mfmaccel.compress.blocks import (
-    BlockCache,
-    capture_blocks,
-    head_logprobs,
-    last_block_output,
-    run_blocks,
-)
-from mfmaccel.compress.fakequant import fake_quantized
+from mfmaccel.compress.probe_jobs import ProbeSource, probe_jobs, probe_on_worker
+from mfmaccel.compress.prober import Probe, Prober, block_index, run_probe, signal_of
+from mfmaccel.errors import UserInputError
+from mfmaccel.parallel import IN_PROCESS, Executor
 from mfmaccel.progress import counter
 from mfmaccel.records import Record
-from mfmaccel.runtime.anatomy import decoder_layers, embeddings_tied, has_head
 from mfmaccel.runtime.grid import QuantSpec
 from mfmaccel.runtime.parts import EMBED, HEAD, quantizable_parts
 
@@ -43,7 +40,8 @@ from mfmaccel.runtime.parts import EMBED, HEAD, quantizable_parts
 @dataclass
 class Sensitivity(Record):
     """KL (nats per token; for an encoder, cosine distance per token) caused by quantizing
-    each part, per bit-width label."""
+    each part, per bit-width label. `seconds`: in this process, the capture and each tier's
+    probes; on workers, all probes together (each worker's capture included)."""
 
     signal: str
     tokens: int
@@ -54,147 +52,97 @@ class Sensitivity(Record):
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def _kl(reference: torch.Tensor, logprobs: torch.Tensor) -> float:
-    """Sum over tokens of KL(reference || logprobs)."""
-    return float((reference.exp() * (reference - logprobs)).sum())
-
-
-def _cosine_distance(reference: torch.Tensor, unit: torch.Tensor) -> float:
-    """Sum over tokens of 1 - cos(reference, probe) (both unit length per token)."""
-    return float((1 - (reference * unit).sum(-1)).sum())
-
-
-class Prober:
-    """Runs probes against cached full-precision block inputs and output distributions."""
-
-    def __init__(self, module: nn.Module, batches: Sequence[torch.Tensor]) -> None:
-        self.module = module
-        self.cache: BlockCache = capture_blocks(module, list(batches))
-        self.signal = "kl" if has_head(module) else "cosine"
-        self.reference = [self.output(out) for out in self.cache.outputs]
-        self.tokens = sum(int(b.shape[1]) for b in batches)
-        self.parts = quantizable_parts(module)
-
-    def kl_from(self, start: int | None) -> float:
-        """Mean KL (or cosine distance) per token, rerunning blocks `start`.. (None: the whole
-        model; past the last block: none, the head reads the cached last-block outputs)."""
-        total = 0.0
-        for batch, reference in enumerate(self.reference):
-            if start is None:
-                hidden = last_block_output(self.module, self.cache.input_ids[batch])
-            elif start >= self.cache.blocks:
-                hidden = self.cache.outputs[batch]
-            else:
-                hidden = run_blocks(self.module, self.cache, start, batch)
-            total += self.distance(reference, self.output(hidden))
-        return total / self.tokens
-
-    def recapture(self) -> None:
-        """Block inputs from the module as it computes now (other weights swapped in), so a
-        probe of one block runs among the others as they are; the reference stays as it was."""
-        self.cache = capture_blocks(self.module, self.cache.input_ids)
-
-    def output(self, hidden: torch.Tensor) -> torch.Tensor:
-        """What probes compare: next-token log-probabilities, or unit hidden states."""
-        if self.signal == "kl":
-            return head_logprobs(self.module, hidden)
-        return F.normalize(hidden.float(), dim=-1)
-
-    def distance(self, reference: torch.Tensor, output: torch.Tensor) -> float:
-        return (_kl if self.signal == "kl" else _cosine_distance)(reference, output)
-
-    def probe(self, names: Sequence[str], spec: QuantSpec, start: int | None) -> float:
-        chosen = {n: (self.parts[n][1], spec) for n in names}
-        with fake_quantized(chosen):
-            return self.kl_from(start)
-
-    def block_output_error(self, index: int, name: str, spec: QuantSpec) -> float:
-        """Squared error added to block `index`'s output by quantizing one of its linears."""
-        total = 0.0
-        with fake_quantized({name: (self.parts[name][1], spec)}):
-            for batch in range(len(self.reference)):
-                out = _one_block(self.module, self.cache, index, batch)
-                total += float(((out - _fp_block_output(self.cache, index, batch)) ** 2).sum())
-        return total
-
-
-def _one_block(module: nn.Module, cache: BlockCache, index: int, batch: int) -> torch.Tensor:
-    layer = decoder_layers(module)[index]
-    with torch.inference_mode():
-        out = layer(cache.inputs[index][batch], **cache.kwargs[index][batch])
-    return out[0] if isinstance(out, tuple) else out
-
-
-def _fp_block_output(cache: BlockCache, index: int, batch: int) -> torch.Tensor:
-    return cache.inputs[index + 1][batch] if index + 1 < cache.blocks else cache.outputs[batch]
-
-
 def measure_sensitivity(
     module: nn.Module,
     batches: Sequence[torch.Tensor],
     specs: Sequence[QuantSpec],
     modules_tier: bool = True,
     progress: Callable[[int, int], None] | None = None,
+    *,
+    executor: Executor = IN_PROCESS,
+    source: ProbeSource | None = None,
 ) -> Sensitivity:
-    """All three tiers for every spec in `specs` on calibration `batches` of token ids."""
+    """All three tiers for every spec in `specs` on calibration `batches` of token ids (or
+    embeddings); the probes run on `executor`, whose workers build `module` from `source`."""
+    if not executor.in_process and source is None:
+        raise UserInputError("this model is held only in this process (no name or folder "
+                             "workers could load it from); run with --workers 1")
     start = time.perf_counter()
-    prober = Prober(module, batches)
-    seconds = {"capture": time.perf_counter() - start}
-    blocks = sorted({p.block for p, _ in prober.parts.values()}, key=_block_order)
-    by_block: dict[str, list[str]] = {b: [] for b in blocks}
-    for name, (part, _) in prober.parts.items():
-        by_block[part.block].append(name)
-    total = len(specs) * (1 + len(blocks)) + (len(specs) * len(prober.parts) if modules_tier
-                                               else 0)
-    tick = counter(progress, total)
-
-    network, block_kl = {}, {b: {} for b in blocks}
-    modules: dict[str, dict[str, float]] = {n: {} for n in prober.parts}
-    t = time.perf_counter()
-    for spec in specs:
-        network[spec.label] = prober.probe(list(prober.parts), spec, None)
-        tick()
-        for block in blocks:
-            block_kl[block][spec.label] = prober.probe(by_block[block], spec,
-                                                       first_block_to_rerun(block, prober))
-            tick()
-    seconds["network_and_blocks"] = time.perf_counter() - t
-    t = time.perf_counter()
-    for spec in specs:
-        for block in blocks:
-            names = by_block[block]
-            if block in (HEAD, EMBED) or not modules_tier or len(names) == 1:
-                for name in names:
-                    modules[name][spec.label] = block_kl[block][spec.label]
-                continue
-            index = int(block.split(".")[1])
-            errors = {n: prober.block_output_error(index, n, spec) for n in names}
-            for _ in names:
-                tick()
-            whole = sum(errors.values()) or 1.0
-            for name in names:
-                modules[name][spec.label] = block_kl[block][spec.label] * errors[name] / whole
-    seconds["modules"] = time.perf_counter() - t
+    parts = quantizable_parts(module)
+    by_block = _parts_by_block(parts)
+    first = [Probe(spec, block) for spec in specs for block in (None, *by_block)]
+    split = [b for b, inside in by_block.items()
+             if modules_tier and b not in (HEAD, EMBED) and len(inside) > 1]
+    second = [Probe(spec, block, name) for spec in specs for block in split
+              for name in by_block[block]]
+    if executor.in_process:
+        values, seconds = _measured_here(module, batches, first, second, progress)
+    else:
+        jobs = probe_jobs(source, batches, first + second)
+        values = executor.map(probe_on_worker, jobs, progress=progress)
+        seconds = {"probes": time.perf_counter() - start}
     seconds["total"] = time.perf_counter() - start
+    measured = dict(zip(first + second, values, strict=True))
+    network, blocks, modules = _tiers(by_block, list(parts), specs, measured)
     return Sensitivity(
-        signal=prober.signal, tokens=prober.tokens,
+        signal=signal_of(module), tokens=sum(int(b.shape[1]) for b in batches),
         specs={s.label: {"bits": s.bits, "group_size": s.group_size, "symmetric": s.symmetric}
                for s in specs},
-        network=network, blocks=block_kl, modules=modules, seconds=seconds,
+        network=network, blocks=blocks, modules=modules, seconds=seconds,
     )
 
 
-def first_block_to_rerun(block: str, prober: Prober) -> int | None:
-    """Where a probe of `block` starts. The embeddings feed every block (None: rerun the whole
-    model), and so does a head tied to them, whose quantized weight the embeddings then read;
-    an untied head follows the blocks (their cached outputs); a block reruns itself and the
-    ones after it."""
-    if block == EMBED or (block == HEAD and embeddings_tied(prober.module)):
-        return None
-    return prober.cache.blocks if block == HEAD else int(block.split(".")[1])
+def _parts_by_block(parts: dict) -> dict[str, list[str]]:
+    """Block -> the names of its quantizable parts (`runtime.parts.quantizable_parts`), blocks
+    in model order (embeddings first, head last)."""
+    blocks = sorted({p.block for p, _ in parts.values()}, key=_block_order)
+    by_block: dict[str, list[str]] = {b: [] for b in blocks}
+    for name, (part, _) in parts.items():
+        by_block[part.block].append(name)
+    return by_block
+
+
+def _measured_here(module: nn.Module, batches: Sequence[torch.Tensor], first: list[Probe],
+                   second: list[Probe], progress: Callable[[int, int], None] | None
+                   ) -> tuple[list[float], dict[str, float]]:
+    """The probes in this process, on one Prober; seconds of the capture and of each tier."""
+    t = time.perf_counter()
+    prober = Prober(module, batches)
+    seconds = {"capture": time.perf_counter() - t}
+    tick = counter(progress, len(first) + len(second))
+    values = []
+    for probes, phase in ((first, "network_and_blocks"), (second, "modules")):
+        t = time.perf_counter()
+        for probe in probes:
+            values.append(run_probe(prober, probe))
+            tick()
+        seconds[phase] = time.perf_counter() - t
+    return values, seconds
+
+
+def _tiers(by_block: dict[str, list[str]], names: list[str], specs: Sequence[QuantSpec],
+           value: dict[Probe, float]) -> tuple[dict, dict, dict]:
+    """The network, block and module tiers from the probes' values (modules in `names`'
+    order): a block measured by its modules' output errors splits its KL among them in
+    proportion; any other block's modules each carry the whole block's KL."""
+    network = {spec.label: value[Probe(spec)] for spec in specs}
+    blocks = {b: {spec.label: value[Probe(spec, b)] for spec in specs} for b in by_block}
+    modules: dict[str, dict[str, float]] = {n: {} for n in names}
+    for spec in specs:
+        for block, inside in by_block.items():
+            kl = blocks[block][spec.label]
+            errors = {n: value.get(Probe(spec, block, n)) for n in inside}
+            if any(error is None for error in errors.values()):
+                for name in inside:
+                    modules[name][spec.label] = kl
+                continue
+            whole = sum(errors.values()) or 1.0
+            for name in inside:
+                modules[name][spec.label] = kl * errors[name] / whole
+    return network, blocks, modules
 
 
 def _block_order(block: str) -> tuple[int, int]:
     if block in (HEAD, EMBED):
         return (1, 0) if block == HEAD else (-1, 0)
-    return (0, int(block.split(".")[1]))
+    return (0, block_index(block))

@@ -80,14 +80,16 @@ def codesign(subject: Subject, space: DesignSpace, *, bits: Sequence[int] = (2, 
     """The co-design front of `subject` over `space` and the assignments `bits` allow, one
     bit-width per block or (`tier` "module") per linear (`sensitivity`: one measured before on
     `subject`'s calibration batches at exactly those bit-widths, with the module tier when
-    `tier` asks for it; None: measured here)."""
+    `tier` asks for it; None: measured here, its probes on `executor` where workers can load
+    the subject, `Subject.source`). The pricing table runs on `executor`."""
     specs = check_settings(bits, steps=steps, checks=checks, tier=tier)
     space = replace(space, weight_bits=(max(bits),))  # the assignments give the bits
     started = time.perf_counter()
     if sensitivity is None:
-        sensitivity = measure_sensitivity(subject.module, subject.calibration, specs,
-                                          modules_tier=tier == "module",
-                                          progress=step(progress, "sensitivity"))
+        sensitivity = measure_sensitivity(
+            subject.module, subject.calibration, specs, modules_tier=tier == "module",
+            progress=step(progress, "sensitivity"), source=subject.source,
+            executor=executor if subject.source is not None else IN_PROCESS)
     seconds = {"sensitivity": time.perf_counter() - started}
     parts = {n: p for n, (p, _) in quantizable_parts(subject.module).items()}
     ladder = Ladder(MixedSearch(parts, sensitivity, keep_full=False), tier)

@@ -14,8 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from mfmaccel.compress.blocks import head_logprobs, last_block_output
+from mfmaccel.compress.prober import Prober
 from mfmaccel.compress.quantize import quantize_module
-from mfmaccel.compress.sensitivity import Prober
 from mfmaccel.runtime.plan import QuantPlan
 
 

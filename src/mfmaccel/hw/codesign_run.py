@@ -4,9 +4,11 @@ call. Bad settings are refused before the model loads."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import torch
 
+from mfmaccel.compress.probe_jobs import ProbeSource
 from mfmaccel.errors import UserInputError
 from mfmaccel.hw.codesign import Codesign, check_settings, codesign
 from mfmaccel.hw.codesign_subject import (
@@ -20,6 +22,7 @@ from mfmaccel.hw.dse import Constraints, DesignSpace
 from mfmaccel.models import load_model
 from mfmaccel.models.loader import model_kind
 from mfmaccel.models.record import LoadedModel
+from mfmaccel.models.source import ModelSource
 from mfmaccel.parallel import IN_PROCESS, Executor
 from mfmaccel.progress import Steps
 
@@ -41,9 +44,10 @@ def codesign_for_spec(spec: str, space: DesignSpace, *, bits: Sequence[int] = (2
 def subject_for_spec(spec: str, *, seq_len: int = 128, calib_tokens: int = 1024,
                      tokens: int = 1024, calibration: int = 32, images: int = 32) -> Subject:
     """A text model measured on `calib_tokens` train tokens (checked on `tokens` test
-    tokens), priced on a `seq_len`-token pass; a vision model or a VLM's tower measured on
-    `calibration` train images of the benchmark it was adapted on (medvqa2 when none is
-    named), checked on `images` test images, priced on one image."""
+    tokens), priced on a `seq_len`-token pass, its sensitivity probes free to run on workers
+    that load `spec`; a vision model or a VLM's tower measured on `calibration` train images of
+    the benchmark it was adapted on (medvqa2 when none is named), checked on `images` test
+    images, priced on one image, its probes kept in this process."""
     kind = subject_kind(model_kind(spec), spec)
     counts = {"--calib-tokens": calib_tokens, "--tokens": tokens, "--calibration": calibration,
               "--images": images}
@@ -53,7 +57,8 @@ def subject_for_spec(spec: str, *, seq_len: int = 128, calib_tokens: int = 1024,
             raise UserInputError(f"{flag} must be at least {least}, got {value}")
     model = load_model(spec)
     if kind == "text":
-        return text_subject(model, seq_len=seq_len, calib_tokens=calib_tokens, tokens=tokens)
+        subject = text_subject(model, seq_len=seq_len, calib_tokens=calib_tokens, tokens=tokens)
+        return replace(subject, source=ProbeSource(ModelSource(spec)))
     checked_tower(model)  # before minutes of image making
     return tower_subject(model, benchmark_pixels(model, "train", calibration),
                          benchmark_pixels(model, "test", images))

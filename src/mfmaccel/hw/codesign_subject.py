@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from mfmaccel.compress.calibration import calibration_batches, clipped_window
+from mfmaccel.compress.probe_jobs import ProbeSource
 from mfmaccel.data.text import load_text_corpus
 from mfmaccel.errors import UserInputError
 from mfmaccel.execute.tower import vision_tower
@@ -41,6 +42,9 @@ class Subject:
     heldout: list[torch.Tensor]
     workload: Workload
     paths: dict[str, str]  # part -> the module path its GEMM carries in `workload`
+    # where sensitivity workers load `module` from (None: held only here, or a vision tower,
+    # whose calibration embeddings are too large to send with every probe)
+    source: ProbeSource | None = None
 
 
 class TowerEncoder(nn.Module):
