@@ -81,6 +81,16 @@ def test_explore_front_is_undominated_and_halving_bits_never_slows(roberta) -> N
                for pair in by_design.values())
 
 
+def test_the_front_of_the_jobs_fronts_is_the_front_of_every_admitted_point(roberta) -> None:
+    space = replace(SMALL, rows=(8, 16, 32), bandwidth_gbs=(8.5, 25.6, 100))
+    limits = Constraints(max_area_mm2=sorted(p.area_mm2 for p in explore(roberta, space).points)[
+        space.size // 2])
+    result = explore(roberta, space, constraints=limits)
+    assert len(result.front) > 1 and len(result.points) < result.evaluated
+    assert [p.to_dict() for p in result.front] == [p.to_dict()
+                                                   for p in pareto_front(result.points)]
+
+
 def test_infeasible_constraint_names_the_smallest_value_that_works(roberta) -> None:
     result = explore(roberta, SMALL)
     fastest = min(p.latency_ms for p in result.points)

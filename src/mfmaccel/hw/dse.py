@@ -165,7 +165,9 @@ def price(units: list[Unit], arch: Arch) -> tuple[float, float, float, float]:
 def evaluate_range(workload: Workload, space: DesignSpace, start: int, stop: int
                    ) -> tuple[list[DesignPoint], int]:
     """Design points start..stop-1 (and how many of them were infeasible)."""
-    return _evaluate((_scheduled(workload, space), space, start, stop))
+    points, infeasible, _ = _evaluate((_scheduled(workload, space), space, start, stop,
+                                       Constraints()))
+    return points, infeasible
 
 
 def sweep_ranges(size: int) -> list[tuple[int, int]]:
@@ -178,24 +180,30 @@ def explore(workload: Workload, space: DesignSpace, *, executor: Executor = IN_P
             constraints: Constraints | None = None,
             progress: Callable[[int, int], None] | None = None) -> Exploration:
     """Evaluate the space on `executor`; keep the points that meet `constraints` and their
-    Pareto front. `progress(done, total)` counts designs evaluated."""
+    Pareto front. `progress(done, total)` counts designs evaluated.
+
+    Each job also returns the front of its own admitted points, and the sweep's front is the
+    front of those: a point no design beats is on its job's front too, so the serial step here
+    sees a few hundred points, not the whole sweep."""
     began = time.perf_counter()
+    constraints = constraints or Constraints()
     units = _scheduled(workload, space)
     ranges = sweep_ranges(space.size)
-    parts = executor.map(_evaluate, [(units, space, a, b) for a, b in ranges],
+    parts = executor.map(_evaluate, [(units, space, a, b, constraints) for a, b in ranges],
                          sizes=[b - a for a, b in ranges], progress=progress)
-    seconds = time.perf_counter() - began
-    points = [p for part, _ in parts for p in part]
-    infeasible = sum(n for _, n in parts)
+    points = [p for part, _, _ in parts for p in part]
+    infeasible = sum(n for _, n, _ in parts)
     if not points:
         raise UserInputError(f"no design in the sweep can hold one array tile in its buffers; "
                              f"raise out_buffer_kib to at least "
                              f"{min(space.rows) * min(space.cols) * 4 / 1024:g}")
-    kept = admissible(points, constraints or Constraints())
+    kept = admissible(points, constraints)
+    front = pareto_front([p for _, _, local in parts for p in local])
+    seconds = time.perf_counter() - began
     return Exploration(workload=f"{workload.model}: {workload.description}",
                        space_size=space.size, evaluated=len(points), infeasible=infeasible,
                        seconds=seconds, points_per_minute=space.size / seconds * 60,
-                       front=pareto_front(kept), points=kept)
+                       front=front, points=kept)
 
 
 def _scheduled(workload: Workload, space: DesignSpace) -> dict[int, list[Unit]]:
@@ -204,10 +212,11 @@ def _scheduled(workload: Workload, space: DesignSpace) -> dict[int, list[Unit]]:
     return {bits: schedule_units(with_weight_bits(workload, bits)) for bits in space.weight_bits}
 
 
-def _evaluate(job: tuple[dict[int, list[Unit]], DesignSpace, int, int]
-              ) -> tuple[list[DesignPoint], int]:
-    """One job of a sweep (module level: a worker imports it by name)."""
-    units, space, start, stop = job
+def _evaluate(job: tuple[dict[int, list[Unit]], DesignSpace, int, int, Constraints]
+              ) -> tuple[list[DesignPoint], int, list[DesignPoint]]:
+    """One job of a sweep (module level: a worker imports it by name): its design points, how
+    many were infeasible, and the Pareto front of those `constraints` admit."""
+    units, space, start, stop, constraints = job
     points, infeasible = [], 0
     for index in range(start, stop):
         params = space.values(index)
@@ -217,7 +226,7 @@ def _evaluate(job: tuple[dict[int, list[Unit]], DesignSpace, int, int]
             infeasible += 1
             continue
         points.append(DesignPoint(index, params, *cost))
-    return points, infeasible
+    return points, infeasible, pareto_front([p for p in points if constraints.admits(p)])
 
 
 def admissible(points: list[DesignPoint], constraints: Constraints) -> list[DesignPoint]:
