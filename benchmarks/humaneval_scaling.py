@@ -18,7 +18,7 @@ its start) over one thread and over the default threads, whether every run of `o
 too (fp32 sums may differ with the thread count; docs/sweeps.md). The sandboxed checks are not
 timed: they run in the caller's thread pool whatever generates.
 
-Usage: python benchmarks/humaneval_scaling.py [--model smollm2-135m] [--limit 32]
+Usage: python benchmarks/humaneval_scaling.py [--model smollm2-135m] [--limit 64]
        [--max-new-tokens 128] [--workers 2] [--repeats 3] [--record]
 Smoke run: --model tiny-llama --limit 2 --max-new-tokens 8 --repeats 1
 """
@@ -114,7 +114,8 @@ def measure(args, model, problems) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-135m")
-    parser.add_argument("--limit", type=int, default=32, help="HumanEval problems (a subset)")
+    parser.add_argument("--limit", type=int, default=64,
+                        help="HumanEval problems (a subset; 16 to a job)")
     parser.add_argument("--max-new-tokens", type=int, default=128)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)

@@ -79,6 +79,14 @@ class Executor:
 IN_PROCESS = Executor()
 
 
+def check_reachable(executor: Executor, source: object | None, what: str) -> None:
+    """Refuse, in one line, jobs for workers off this process when nothing names what they
+    compute on (`what`: a model held only in this process has no name a worker could load)."""
+    if not executor.in_process and source is None:
+        raise UserInputError(f"{what} is held only in this process (no name or folder workers "
+                             "could load it from); run with --workers 1")
+
+
 class _Tally:
     """Results by job index, and the progress count as they arrive in any order."""
 

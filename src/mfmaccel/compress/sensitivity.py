@@ -29,8 +29,7 @@ from torch import nn
 
 from mfmaccel.compress.probe_jobs import ProbeSource, probe_jobs, probe_on_worker
 from mfmaccel.compress.prober import Probe, Prober, block_index, run_probe, signal_of
-from mfmaccel.errors import UserInputError
-from mfmaccel.parallel import IN_PROCESS, Executor
+from mfmaccel.parallel import IN_PROCESS, Executor, check_reachable
 from mfmaccel.progress import counter
 from mfmaccel.records import Record
 from mfmaccel.runtime.grid import QuantSpec
@@ -64,9 +63,7 @@ def measure_sensitivity(
 ) -> Sensitivity:
     """All three tiers for every spec in `specs` on calibration `batches` of token ids (or
     embeddings); the probes run on `executor`, whose workers build `module` from `source`."""
-    if not executor.in_process and source is None:
-        raise UserInputError("this model is held only in this process (no name or folder "
-                             "workers could load it from); run with --workers 1")
+    check_reachable(executor, source, "this model")
     start = time.perf_counter()
     parts = quantizable_parts(module)
     by_block = _parts_by_block(parts)

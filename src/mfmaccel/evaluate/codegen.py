@@ -20,7 +20,7 @@ from mfmaccel.errors import UserInputError
 from mfmaccel.evaluate.humaneval import extract_completion
 from mfmaccel.models.record import LoadedModel
 from mfmaccel.models.source import ModelSource, loaded
-from mfmaccel.parallel import IN_PROCESS, Executor
+from mfmaccel.parallel import IN_PROCESS, Executor, check_reachable
 from mfmaccel.runtime.engine import eos_ids, generate_batch
 from mfmaccel.runtime.sampling import Sampling
 
@@ -126,9 +126,7 @@ def batched_replies(
     padding small; a row stops at end of turn or once its code block is closed. Off this
     process (`executor`), the workers load `source`: `model` itself never travels."""
     check_samples(samples, sampling)
-    if not executor.in_process and source is None:
-        raise UserInputError(f"{model.name} is held only in this process (no name or folder "
-                             "workers could load it from); run with --workers 1")
+    check_reachable(executor, source, model.name)
     rows = [key for key in sorted(prompts, key=lambda k: len(prompts[k])) for _ in range(samples)]
     starts = range(0, len(rows), batch_size)
     jobs = [ReplyBatch([prompts[key] for key in rows[start : start + batch_size]],
